@@ -1,0 +1,61 @@
+"""Worker configuration: defaults baked into the build, plus the task registry.
+
+Every setting below except WORKER_VERSION and TASK_REGISTRY can be overridden
+without rebuilding, highest first: a command-line flag (``--pool-size 4``), an
+environment variable (``HIVE_POOL_SIZE=4``), ``worker.toml`` in the worker's
+home (``pool_size = 4``), then the value here. ``python main.py --print-config``
+shows the effective values and where each came from; docs/settings.md lists them.
+
+Adding a task: put a module in tasks/, import it here, add a TASK_REGISTRY entry.
+"""
+
+import os
+
+from tasks import example, system_info
+
+WORKER_VERSION = "2.0.0"
+
+# API root of the Hive server, e.g. "http://host:3010/api". Empty: start an
+# embedded local development server with a few demo tasks (never in production).
+SERVER_URL = ""
+
+# Executor processes started up front; each runs one task at a time. The default
+# leaves one core for the supervisor and the PC's owner on multicore machines.
+POOL_SIZE = max(1, min(8, (os.cpu_count() or 2) - 1))
+
+# Seconds to wait ...
+NO_TASK_SLEEP = 180.0  # ... after the server said "no_tasks" (the whole worker, not per slot)
+TIME_ERROR_SLEEP = 180.0  # ... at most between retries while the server is unreachable (backoff cap)
+TASK_ERROR_SLEEP = 1800.0  # ... in the slot that ran a failed task before it takes more work (0: off)
+UPDATE_ERROR_SLEEP = 1800.0  # ... after a failed self-update
+
+# Per-task limits on the executor and all its descendants (0 turns one off).
+TASK_TIME_LIMIT = 1800.0  # wall-clock seconds from dispatch
+TASK_CPU_LIMIT = 1800.0  # CPU seconds (user + system) of the whole process tree
+TASK_MEMORY_LIMIT_MB = 3072  # RSS of the tree on Linux/macOS, private bytes on Windows
+# Per-task-type overrides: {"task_type": {"time": s, "cpu": s, "memory_mb": MB}}
+TASK_LIMITS: dict = {}
+LIMIT_CHECK_INTERVAL = 0.1  # seconds between limit checks
+
+# Executor recycling: replace an executor after this many tasks (0: never) or
+# when it has grown this many MB over its start-up size between tasks (0: never).
+MAX_TASKS_PER_EXECUTOR = 500
+EXECUTOR_MEMORY_GROWTH_MB = 512
+EXECUTOR_PRIORITY = "below_normal"  # "idle", "below_normal" or "normal"
+
+RESULT_MAX_BYTES = 16 * 1024 * 1024  # larger results fail with kind result_too_large
+
+GET_TASK_TIMEOUT = 20.0  # HTTP timeouts, seconds (as the 1.0.x worker used)
+SUBMIT_TIMEOUT = 60.0
+
+OUTBOX_MAX_MB = 256  # past this the worker stops claiming (it never drops results)
+SHUTDOWN_GRACE = 60.0  # seconds running tasks get to finish on Ctrl+C / SIGTERM
+
+LOG_LEVEL = "INFO"
+LOG_MAX_MB = 10  # logs/worker.log is rotated at this size ...
+LOG_BACKUPS = 5  # ... keeping this many old files
+
+TASK_REGISTRY = {
+    "get_system_info": system_info.get_system_info,
+    "example": example.example,
+}

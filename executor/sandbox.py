@@ -1,0 +1,153 @@
+"""Executor-side containment: own process group, lower priority, die with the supervisor.
+
+The supervisor kills a task's whole tree by process group (POSIX) or Job Object
+(Windows, see supervisor/treekill.py). Every descendant also inherits
+HIVE_INTERNAL_TREE_TOKEN, so even processes that left the group (double fork,
+setsid) are found by the supervisor's kill sweep.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+
+import psutil
+
+TOKEN_ENV = "HIVE_INTERNAL_TREE_TOKEN"
+
+_PRIORITY_POSIX = {"idle": 19, "below_normal": 10, "normal": 0}
+_PRIORITY_WINDOWS = {
+    "idle": getattr(psutil, "IDLE_PRIORITY_CLASS", 0x40),
+    "below_normal": getattr(psutil, "BELOW_NORMAL_PRIORITY_CLASS", 0x4000),
+    "normal": getattr(psutil, "NORMAL_PRIORITY_CLASS", 0x20),
+}
+
+
+def enter(token: str, priority: str) -> None:
+    os.environ[TOKEN_ENV] = token
+    if os.name == "posix":
+        try:
+            os.setsid()  # our own group: one killpg reaches every descendant that stays in it
+        except OSError:
+            pass  # already a group leader (cannot happen under spawn, kept for safety)
+    if sys.platform.startswith("linux"):
+        _become_subreaper()
+    # Ctrl+C in a console reaches every process on it (Windows); only the supervisor decides.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "SIGBREAK"):
+        signal.signal(signal.SIGBREAK, signal.SIG_IGN)
+    set_priority(priority)
+
+
+def _become_subreaper() -> None:
+    """Orphaned descendants (double fork) re-parent to us instead of init, so they stay
+    in our tree: the limits count them and the clean-up after each task finds them."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError):
+        pass
+
+
+def _child_pids() -> list[int]:
+    if sys.platform.startswith("linux"):
+        pids: list[int] = []
+        try:
+            for tid in os.listdir("/proc/self/task"):
+                with open(f"/proc/self/task/{tid}/children") as f:
+                    pids.extend(int(p) for p in f.read().split())
+            return pids
+        except OSError:
+            pass
+    try:
+        return [p.pid for p in psutil.Process().children()]
+    except psutil.Error:
+        return []
+
+
+def clean_leftovers() -> int:
+    """After a task: kill whatever it left running (a browser not closed, a daemon). Cheap
+    when nothing is left (one read per thread on Linux). Returns processes killed."""
+    if not _child_pids():
+        return 0
+    victims = []
+    try:
+        victims = psutil.Process().children(recursive=True)
+    except psutil.Error:
+        pass
+    for proc in victims:
+        try:
+            proc.suspend()
+        except psutil.Error:
+            pass
+    for proc in victims:
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(victims, timeout=2)
+    if os.name == "posix":
+        while True:  # re-parented orphans are ours to reap
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+    return len(victims)
+
+
+def set_priority(priority: str) -> None:
+    proc = psutil.Process()
+    try:
+        if sys.platform == "win32":
+            proc.nice(_PRIORITY_WINDOWS[priority])
+        else:
+            target = _PRIORITY_POSIX[priority]
+            if proc.nice() < target:
+                proc.nice(target)
+    except (psutil.Error, OSError):
+        pass  # priority is a courtesy, never a reason to fail
+
+
+def kill_own_tree() -> None:
+    """Kill every process of this executor's tree, then this process itself."""
+    token = os.environ.get(TOKEN_ENV)
+    me = os.getpid()
+    if token:
+        for proc in psutil.process_iter():
+            if proc.pid == me:
+                continue
+            try:
+                if proc.environ().get(TOKEN_ENV) == token:
+                    proc.kill()
+            except (psutil.Error, OSError):
+                pass
+    if os.name == "posix":
+        os.killpg(os.getpgid(0), 9)
+    os._exit(70)
+
+
+def watch_parent(parent_pid: int, interval: float = 0.5) -> None:
+    """If the supervisor dies (even by SIGKILL), take the whole task tree down with us.
+
+    On Windows the Job Object's kill-on-close does the same; this thread is the
+    POSIX mechanism and a second line of defence on Windows.
+    """
+
+    def loop() -> None:
+        while True:
+            time.sleep(interval)
+            if os.name == "posix":
+                alive = os.getppid() == parent_pid
+            else:
+                alive = psutil.pid_exists(parent_pid)  # never os.kill(pid, 0): that is Ctrl+C on Windows
+            if not alive:
+                kill_own_tree()
+
+    threading.Thread(target=loop, name="parent-watch", daemon=True).start()

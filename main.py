@@ -1,0 +1,144 @@
+"""The Hive worker: ``python main.py`` (or worker.exe). See README.md.
+
+Path of a task: server -> supervisor/claimer.py -> supervisor/arbiter.py ->
+supervisor/pool.py -> executor/process.py -> supervisor/submitter.py -> server.
+"""
+
+import multiprocessing
+
+if __name__ == "__main__":
+    # Before anything else: in the frozen exe every executor re-enters here, and
+    # without this the one-file exe spawns itself endlessly.
+    multiprocessing.freeze_support()
+
+import argparse  # noqa: E402
+import logging  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+EXIT_BAD_SETTINGS = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from supervisor.settings import SPECS
+
+    p = argparse.ArgumentParser(prog="worker", description="The Hive worker: claims tasks, runs them, posts results.")
+    mode = p.add_argument_group("modes")
+    mode.add_argument("--version", action="store_true", help="print the version and exit")
+    mode.add_argument("--print-config", action="store_true", help="print the effective settings as TOML and exit")
+    mode.add_argument("--status", action="store_true", help="print the running worker's status and exit")
+    mode.add_argument("--self-test", action="store_true", help="import every task, start one executor, exit 0 if fine")
+    mode.add_argument("--run", metavar="TASK", help="run one task locally (no server) and print its result")
+    mode.add_argument("--params", default="{}", help="with --run: JSON object, or @file.json")
+    mode.add_argument("--dev", action="store_true", help="developer mode: hot-reload tasks/ and config.py, verbose")
+    p.add_argument("--home", help="the worker's home folder (default: beside the exe / main.py; env HIVE_HOME)")
+    p.add_argument("--config", help="use this Python file instead of config.py (it may `from config import *`)")
+    p.add_argument("--server", dest="server_url", metavar="URL", help="Hive API root, e.g. http://host:3010/api")
+    settings = p.add_argument_group("settings (each also HIVE_<NAME> in the environment or <name> in worker.toml)")
+    for spec in SPECS:
+        if spec.key == "server_url":
+            continue
+        settings.add_argument(spec.flag, dest=spec.key, metavar=spec.kind.__name__.upper(), help=spec.help or None)
+    return p
+
+
+def _parse_params(text: str) -> object:
+    import orjson
+
+    if text.startswith("@"):
+        try:
+            text = Path(text[1:]).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ValueError(f"cannot read params file: {exc}") from None
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"--params is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"--params must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from config import WORKER_VERSION
+
+    if args.version:
+        print(WORKER_VERSION)
+        return 0
+
+    from executor.registry import load_config, registry_of
+    from supervisor import home as home_mod
+    from supervisor import logs
+    from supervisor import settings as settings_mod
+    from supervisor.status import render
+
+    home = home_mod.resolve_home(args.home)
+    try:
+        config_module = load_config(args.config)
+        registry = registry_of(config_module)
+    except Exception as exc:  # noqa: BLE001 - a broken config is an operator error: say it and stop
+        print(f"error: cannot load {args.config or 'config.py'}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_BAD_SETTINGS
+    version = getattr(config_module, "WORKER_VERSION", WORKER_VERSION)
+    from supervisor.settings import SPECS
+
+    flags = {s.key: getattr(args, s.key) for s in SPECS if getattr(args, s.key, None) is not None}
+    try:
+        settings = settings_mod.load(config_module, home, flags)
+    except settings_mod.SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_SETTINGS
+
+    if args.print_config:
+        print(settings.to_toml(), end="")
+        return 0
+    if args.status:
+        print(render(home))
+        return 0
+
+    logs.setup(home, settings.log_level, settings.log_max_mb, settings.log_backups,
+               console_level="DEBUG" if args.dev else None)
+    from supervisor import oneshot
+
+    if args.run:
+        try:
+            params = _parse_params(args.params)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_BAD_SETTINGS
+        return oneshot.run_local(settings, args.config, args.run, params, registry, version)
+    if args.self_test:
+        return oneshot.self_test(settings, args.config, registry, version)
+
+    from supervisor.arbiter import Arbiter
+    from supervisor.identity import load_or_create_worker_id
+
+    worker_id = load_or_create_worker_id(home)
+    embedded = None
+    if not settings.server_url:
+        from devserver import HiveDevServer
+
+        embedded = HiveDevServer(str(home / "devserver.sqlite")).start()
+        if embedded.store.counts().get("queued", 0) == 0:
+            for params in ({}, {"text": "hello from the demo"}, {}, {"text": "second demo"}, {}):
+                embedded.enqueue("get_system_info" if not params else "example", params)
+        settings.values["server_url"] = embedded.url
+        settings.sources["server_url"] = "embedded local dev server"
+        logging.getLogger("hive").warning(
+            "no SERVER_URL given: serving an embedded local Hive server at %s (development only); "
+            "enqueue more with: python -m devserver enqueue TYPE --db %s", embedded.url, home / "devserver.sqlite")
+    arbiter = Arbiter(settings, worker_id, version, set(registry), config_path=args.config, debug=args.dev)
+    if args.dev:
+        from supervisor.reloader import attach
+
+        attach(arbiter, args.config)
+    try:
+        return arbiter.run()
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The supervisor side: networking, the executor pool, limits and every decision (see arbiter.py)."""

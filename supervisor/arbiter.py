@@ -1,0 +1,242 @@
+"""The supervision loop: one thread that owns the pool and takes every decision.
+
+Two helper threads talk HTTP (claimer.py, submitter.py) so a slow server never
+delays limit checks. The loop sleeps in one wait() on every executor pipe plus
+a wake-up pipe, so a finished task, a claimed task and a signal are all handled
+at once, and limits are checked every LIMIT_CHECK_INTERVAL while tasks run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from multiprocessing.connection import wait
+from typing import Any
+
+import orjson
+
+from executor.conventions import failure
+from supervisor import home as home_mod
+from supervisor.backoff import Backoff
+from supervisor.claimer import Claim, ClaimGate, ClaimLoop
+from supervisor.client import HiveClient, result_body
+from supervisor.executors import CTX
+from supervisor.outbox import Journal, Outbox, recover_interrupted
+from supervisor.pool import Pool, executor_init
+from supervisor.status import Status
+from supervisor.submitter import SubmitLoop
+
+log = logging.getLogger("hive.supervisor")
+
+IDLE_TICK = 1.0
+STATUS_EVERY = 2.0
+UPDATE_TASK = "update_worker"
+
+
+class Arbiter:
+    def __init__(self, settings: Any, worker_id: str, version: str, registry_names: set[str],
+                 config_path: str | None = None, debug: bool = False) -> None:
+        self.settings = settings
+        self.home = settings.home
+        self.worker_id = worker_id
+        self.version = version
+        self.registry_names = set(registry_names)
+        self.stop_event = threading.Event()  # stop claiming
+        self.state = "starting"
+        self.force = False
+        self.signals_seen = 0
+        self.wake_r, self.wake_w = CTX.Pipe(duplex=False)
+        self.status = Status()
+        self.backoff = Backoff(cap=settings.time_error_sleep)
+        self.journal = Journal(self.home)
+        self.outbox = Outbox(self.home, int(settings.outbox_max_mb * 1024 * 1024))
+        self.gate = ClaimGate(on_claim=self.wake)
+        self.hooks: list[Callable[[], None]] = []  # run every loop turn (dev reloader)
+        self.pool = Pool(settings.pool_size, executor_init(settings, config_path, version, debug),
+                         settings, self.on_result)
+        self.submitter = SubmitLoop(self._client(), self.outbox, self.journal, self.backoff, self.status)
+        self.claimer = ClaimLoop(self._client(), self.gate, self.journal, self.backoff,
+                                 settings.no_task_sleep, self.stop_event, self.status)
+        self.last_status = 0.0
+        self.outbox_full_logged = False
+
+    def _client(self) -> HiveClient:
+        return HiveClient(self.settings.server_url, self.worker_id, self.version,
+                          self.settings.get_task_timeout, self.settings.submit_timeout)
+
+    # ---- signals -------------------------------------------------------------------------------
+
+    def wake(self) -> None:
+        try:
+            self.wake_w.send_bytes(b"!")
+        except OSError:
+            pass
+
+    def install_signals(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        signal.signal(signal.SIGINT, self._on_signal)
+        signal.signal(signal.SIGTERM, self._on_signal)
+        if hasattr(signal, "SIGBREAK"):
+            signal.signal(signal.SIGBREAK, self._on_signal)  # Ctrl+Break and console close on Windows
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self.signals_seen += 1
+        if self.signals_seen == 1:
+            self.request_stop(f"signal {signal.Signals(signum).name}")
+        else:
+            self.force = True
+        self.wake()
+
+    def request_stop(self, why: str) -> None:
+        if not self.stop_event.is_set():
+            self.stop_reason = why
+            self.stop_event.set()
+
+    # ---- results -------------------------------------------------------------------------------
+
+    def on_result(self, claim: Claim, ok: bool, raw: bytes, kind: str | None, seconds: float) -> None:
+        task = claim.task
+        if ok:
+            log.info("task %r (%s) succeeded in %.2f s", task.id, task.task_type, seconds)
+        else:
+            try:
+                error = orjson.loads(raw).get("error", "")
+            except (orjson.JSONDecodeError, AttributeError):
+                error = ""
+            log.warning("task %r (%s) failed in %.2f s, kind %s: %s", task.id, task.task_type, seconds, kind, error)
+        self.submitter.hand_over(claim.key, result_body(task.id, self.worker_id, ok, raw))
+
+    def fail_now(self, claim: Claim, error: str, kind: str) -> None:
+        """Answer a task without touching an executor (unknown type, malformed, update)."""
+        self.on_result(claim, False, orjson.dumps(failure(error, kind)), kind, 0.0)
+
+    def take_claims(self) -> None:
+        while True:
+            claim = self.gate.take()
+            if claim is None:
+                return
+            task = claim.task
+            if claim.malformed:
+                self.fail_now(claim, claim.malformed, "bad_params" if task.task_type else "unknown_task")
+            elif task.task_type == UPDATE_TASK:
+                self.handle_update(claim)
+            elif task.task_type not in self.registry_names:
+                self.fail_now(claim, f"unknown task type {task.task_type!r} (not in this worker's TASK_REGISTRY)",
+                              "unknown_task")
+            elif task.params is None or not isinstance(task.params, dict):
+                self.fail_now(claim, f"params must be a JSON object, got {type(task.params).__name__}", "bad_params")
+            elif not self.pool.dispatch(claim):
+                self.gate.put_back(claim)  # no idle executor after all
+                return
+
+    def handle_update(self, claim: Claim) -> None:
+        if not home_mod.is_frozen():
+            self.fail_now(claim, "self-update needs the frozen build (this worker runs from source)", "update_failed")
+        else:
+            self.fail_now(claim, "self-update is not available in this build", "update_failed")
+
+    # ---- the loop ------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        self.install_signals()
+        log.info("worker %s version %s starting: server %s, pool of %d, home %s", self.worker_id, self.version,
+                 self.settings.server_url, self.settings.pool_size, self.home)
+        reported = recover_interrupted(self.journal, self.outbox, self.worker_id)
+        if len(self.outbox):
+            log.info("%d result(s) from earlier runs wait in the outbox (%d interrupted task(s) among them)",
+                     len(self.outbox), reported)
+        self.pool.start()
+        self.submitter.start()
+        self.claimer.start()
+        self.state = "running"
+        try:
+            self.loop()
+        finally:
+            self.shutdown()
+        return 0
+
+    def loop(self) -> None:
+        grace_deadline: float | None = None
+        while True:
+            now = time.monotonic()
+            conns = self.pool.connections()
+            timeout = self.settings.limit_check_interval if self.pool.busy() else IDLE_TICK
+            for conn in wait([self.wake_r, *conns], timeout):
+                if conn is self.wake_r:
+                    while self.wake_r.poll():
+                        self.wake_r.recv_bytes()
+                else:
+                    self.pool.handle(conns[conn])
+            self.take_claims()  # also while stopping: tasks claimed just before still run
+            self.pool.check_limits()
+            self.pool.maintain()
+            for hook in self.hooks:
+                hook()
+            self.update_gate(now)
+            if self.stop_event.is_set():
+                if grace_deadline is None:
+                    grace_deadline = time.monotonic() + self.settings.shutdown_grace
+                    self.state = "stopping"
+                    running = len(self.pool.busy()) + self.gate.outstanding()
+                    log.info("stopping (%s): no more claims; %d task(s) get up to %.0f s to finish",
+                             getattr(self, "stop_reason", "requested"), running, self.settings.shutdown_grace)
+                if self.force or time.monotonic() > grace_deadline:
+                    why = "second interrupt" if self.force else f"SHUTDOWN_GRACE of {self.settings.shutdown_grace:g} s ran out"
+                    killed = self.pool.kill_running(why)
+                    if killed:
+                        log.warning("%d task(s) killed (%s); they will be reported interrupted at next start",
+                                    len(killed), why)
+                    return
+                if not self.pool.busy() and self.gate.outstanding() == 0:
+                    return
+
+    def update_gate(self, now: float) -> None:
+        hold = None
+        if self.stop_event.is_set():
+            hold = "stopping"
+        elif self.outbox.full():
+            hold = "outbox full"
+            if not self.outbox_full_logged:
+                log.error("outbox holds %d bytes, over OUTBOX_MAX_MB=%g: not claiming until results are delivered",
+                          self.outbox.size(), self.settings.outbox_max_mb)
+                self.outbox_full_logged = True
+        elif self.outbox_full_logged:
+            log.info("outbox below its cap again: claiming resumes")
+            self.outbox_full_logged = False
+        self.gate.set_ready(self.pool.ready_count(time.monotonic()), hold)
+        if now - self.last_status >= STATUS_EVERY:
+            self.write_status()
+            self.last_status = now
+
+    def write_status(self) -> None:
+        try:
+            self.status.write(self.home, {
+                "worker_id": self.worker_id, "version": self.version, "pid": os.getpid(),
+                "server_url": self.settings.server_url, "state": self.state,
+                "slots": self.pool.describe(time.monotonic()),
+                "outbox_results": len(self.outbox), "outbox_bytes": self.outbox.size(),
+            })
+        except OSError as exc:
+            log.debug("cannot write status file: %s", exc)
+
+    def shutdown(self) -> None:
+        self.stop_event.set()
+        self.state = "stopping"
+        self.pool.stop()
+        persisted = self.submitter.persist()
+        self.submitter.closing.set()
+        # Give waiting results a moment to reach the server; whatever is left stays on disk.
+        self.submitter.join(timeout=min(5.0, self.settings.submit_timeout))
+        self.submitter.persist()
+        self.state = "stopped"
+        self.write_status()
+        left = len(self.outbox)
+        log.info("stopped; %d result(s) wait in the outbox for the next start%s", left,
+                 f" ({persisted} persisted at shutdown)" if persisted else "")
+        sys.stdout.flush()

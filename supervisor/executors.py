@@ -1,0 +1,107 @@
+"""One executor process as the supervisor sees it: start, send a task, read frames, kill."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import time
+from multiprocessing.connection import Connection
+from typing import Any
+
+import orjson
+import psutil
+
+from executor import process as executor_process
+from supervisor import proctree, winjob
+
+# spawn everywhere: Linux runs then catch what would break on Windows.
+CTX = multiprocessing.get_context("spawn")
+
+
+def describe_exit(code: int | None) -> str:
+    if code is None:
+        return "still running"
+    if code < 0:
+        try:
+            return f"killed by signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}" + (f" (0x{code:08X})" if code > 255 else "")
+
+
+class Executor:
+    def __init__(self, slot: int, generation: int, init: dict[str, Any]) -> None:
+        self.slot = slot
+        self.generation = generation
+        self.token = f"{os.getpid()}-{slot}-{generation}."
+        self.init = dict(init, slot=slot, token=self.token, parent_pid=os.getpid())
+        self.conn: Connection | None = None
+        self.process: multiprocessing.process.BaseProcess | None = None
+        self.pid = 0
+        self.ready = False
+        self.ready_rss = 0
+        self.started_at = 0.0
+        self.job = None
+
+    def start(self) -> None:
+        parent_conn, child_conn = CTX.Pipe(duplex=True)
+        self.process = CTX.Process(target=executor_process.main, args=(child_conn, self.init),
+                                   name=f"hive-executor-{self.slot}", daemon=False)
+        self.process.start()
+        child_conn.close()
+        self.conn = parent_conn
+        self.pid = self.process.pid or 0
+        self.started_at = time.monotonic()
+        self.job = winjob.adopt(self.pid)
+
+    def send(self, msg: dict[str, Any]) -> None:
+        assert self.conn is not None
+        self.conn.send_bytes(orjson.dumps(msg))
+
+    def recv(self) -> tuple[dict[str, Any], bytes | None]:
+        """One frame: (header, raw result or None). Raises EOFError/OSError when the executor is gone."""
+        assert self.conn is not None
+        data = self.conn.recv_bytes()
+        head, sep, raw = data.partition(b"\n")
+        return orjson.loads(head), (raw if sep else None)
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.is_alive()
+
+    def exitcode(self) -> int | None:
+        return None if self.process is None else self.process.exitcode
+
+    def kill(self) -> int:
+        """Kill the executor and its whole tree; reap it. Returns processes signalled."""
+        count = 0
+        if winjob.terminate(self.job):
+            count = 1
+        if self.pid:
+            count += proctree.kill_tree(self.pid, self.token)
+        self.reap(timeout=5.0)
+        return count
+
+    def stop(self, timeout: float) -> None:
+        """Ask politely, then kill: used when the pool shuts down or recycles an idle executor."""
+        try:
+            self.send({"op": "stop"})
+        except (OSError, ValueError):
+            pass
+        if self.process is not None:
+            self.process.join(timeout)
+        self.kill()
+
+    def reap(self, timeout: float) -> None:
+        if self.process is not None:
+            self.process.join(timeout)
+        if self.conn is not None:
+            self.conn.close()
+        winjob.close(self.job)
+        self.job = None
+
+    def rss(self) -> int:
+        try:
+            return psutil.Process(self.pid).memory_info().rss
+        except psutil.Error:
+            return 0

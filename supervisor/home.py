@@ -1,0 +1,47 @@
+"""The worker's home folder and small durable-file helpers used by everything in it."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+# main.py sits at the repo root; this file is one level below it.
+SOURCE_ROOT = Path(__file__).resolve().parent.parent
+
+
+def is_frozen() -> bool:
+    return bool(getattr(sys, "frozen", False))
+
+
+def default_home() -> Path:
+    """Beside the executable when frozen, beside main.py from source."""
+    if is_frozen():
+        return Path(sys.executable).resolve().parent
+    return SOURCE_ROOT
+
+
+def resolve_home(flag: str | None, environ: dict[str, str] | None = None) -> Path:
+    environ = os.environ if environ is None else environ
+    raw = flag or environ.get("HIVE_HOME") or None
+    home = Path(raw).expanduser().resolve() if raw else default_home()
+    home.mkdir(parents=True, exist_ok=True)
+    return home
+
+
+def atomic_write(path: Path, data: bytes, fsync: bool = True) -> None:
+    """Write via temp file + flush + fsync + rename, so a power cut leaves old or new, never half."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        if fsync:
+            os.fsync(f.fileno())
+    os.replace(tmp, path)
+    if fsync and os.name == "posix":
+        # The rename itself is only durable once the directory entry is.
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

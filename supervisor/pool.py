@@ -1,0 +1,378 @@
+"""The executor pool: slots of pre-started executors, dispatch, limits, crashes, respawn, recycling.
+
+Everything here runs on the arbiter's thread; failures are per task (pebble's
+model): the task whose executor crashed or broke a limit gets the failure, its
+slot gets a fresh executor, the other slots never notice.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import random
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from executor.conventions import failure
+from supervisor.claimer import Claim
+from supervisor.executors import Executor, describe_exit
+from supervisor.proctree import Snapshot
+
+log = logging.getLogger("hive.pool")
+
+START_TIMEOUT = 60.0  # an executor that is not ready by then is killed and retried
+MAX_SPAWN_DELAY = 60.0
+MB = 1024 * 1024
+
+
+@dataclass
+class Running:
+    claim: Claim
+    seq: int
+    dispatched: float  # monotonic
+    limits: dict[str, float]
+    cpu_base: float
+    scratch: Path
+    peak_rss: int = 0
+
+
+@dataclass
+class Slot:
+    index: int
+    executor: Executor | None = None
+    generation: int = 0
+    ready: bool = False
+    running: Running | None = None
+    tasks_done: int = 0
+    max_tasks: int = 0
+    pause_until: float = 0.0
+    spawn_failures: int = 0
+    next_spawn: float = 0.0
+    retire: str | None = None  # reason to replace the executor once it is idle
+    history: list[str] = field(default_factory=list)
+
+    def state(self, now: float) -> str:
+        if self.executor is None:
+            return "down"
+        if not self.ready:
+            return "starting"
+        if self.running:
+            return "busy"
+        if self.pause_until > now:
+            return "paused"
+        return "idle"
+
+
+def executor_init(settings: Any, config_path: str | None, version: str, debug: bool = False) -> dict[str, Any]:
+    """What every executor is started with (see executor.process.main)."""
+    return {"config": config_path, "priority": settings.executor_priority, "debug": debug,
+            "settings": dict(settings.values, worker_version=version),
+            "result_max_bytes": settings.result_max_bytes}
+
+
+# on_result(claim, ok, raw_result_json, kind, seconds)
+ResultSink = Callable[[Claim, bool, bytes, str | None, float], None]
+
+
+class Pool:
+    def __init__(self, size: int, init: dict[str, Any], settings: Any, on_result: ResultSink) -> None:
+        self.settings = settings
+        self.init = init
+        self.on_result = on_result
+        self.slots = [Slot(i) for i in range(size)]
+        self.seq = itertools.count(1)
+        self.scratch_root = settings.home / "scratch"
+        self.data_root = settings.home / "data"
+        shutil.rmtree(self.scratch_root, ignore_errors=True)  # leftovers of a killed run
+        self.scratch_root.mkdir(parents=True, exist_ok=True)
+        self.rng = random.Random()
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        for slot in self.slots:
+            self._spawn(slot)
+
+    def _spawn(self, slot: Slot) -> None:
+        slot.generation += 1
+        slot.ready = False
+        slot.retire = None
+        limit = self.settings.max_tasks_per_executor
+        # Jitter, so executors started together are not all recycled at the same moment.
+        slot.max_tasks = max(1, round(limit * self.rng.uniform(0.9, 1.1))) if limit else 0
+        slot.tasks_done = 0
+        ex = Executor(slot.index, slot.generation, self.init)
+        try:
+            ex.start()
+        except Exception as exc:  # noqa: BLE001 - e.g. out of handles: retry later, never crash
+            slot.executor = None
+            self._spawn_failed(slot, f"cannot start: {exc}")
+            return
+        slot.executor = ex
+        log.debug("slot %d: executor started, pid %d", slot.index, ex.pid)
+
+    def _spawn_failed(self, slot: Slot, why: str) -> None:
+        slot.spawn_failures += 1
+        delay = min(MAX_SPAWN_DELAY, 0.5 * 2 ** (slot.spawn_failures - 1))
+        slot.next_spawn = time.monotonic() + delay
+        log.error("slot %d: executor failed to start (%s); attempt %d, retrying in %.1f s",
+                  slot.index, why, slot.spawn_failures, delay)
+
+    def stop(self, grace: float = 2.0) -> None:
+        for slot in self.slots:
+            if slot.executor is not None:
+                try:
+                    slot.executor.send({"op": "stop"})
+                except (OSError, ValueError):
+                    pass
+        deadline = time.monotonic() + grace
+        for slot in self.slots:
+            ex = slot.executor
+            if ex is not None and ex.process is not None:
+                ex.process.join(max(0.0, deadline - time.monotonic()))
+                ex.kill()
+                slot.executor = None
+        shutil.rmtree(self.scratch_root, ignore_errors=True)
+
+    # ---- what the arbiter asks ---------------------------------------------------------
+
+    def connections(self) -> dict[Any, Slot]:
+        return {s.executor.conn: s for s in self.slots if s.executor is not None and s.executor.conn is not None}
+
+    def ready_count(self, now: float) -> int:
+        return sum(1 for s in self.slots if s.state(now) == "idle" and not s.retire)
+
+    def busy(self) -> list[Slot]:
+        return [s for s in self.slots if s.running]
+
+    def describe(self, now: float) -> list[dict[str, Any]]:
+        out = []
+        for s in self.slots:
+            task = None
+            if s.running:
+                t = s.running.claim.task
+                task = {"id": t.id, "task_type": t.task_type, "seconds": now - s.running.dispatched}
+            out.append({"slot": s.index, "state": s.state(now), "tasks_done": s.tasks_done,
+                        "pid": s.executor.pid if s.executor else None, "task": task})
+        return out
+
+    # ---- dispatch ----------------------------------------------------------------------------
+
+    def dispatch(self, claim: Claim) -> bool:
+        now = time.monotonic()
+        slot = next((s for s in self.slots if s.state(now) == "idle" and not s.retire), None)
+        if slot is None or slot.executor is None:
+            return False
+        task = claim.task
+        seq = next(self.seq)
+        scratch = self.scratch_root / f"{slot.index}-{seq}"
+        limits = self.settings.limits_for(task.task_type)
+        cpu_base = 0.0
+        if limits["cpu"]:
+            cpu_base = Snapshot().usage(slot.executor.pid).cpu
+        msg = {"op": "run", "seq": seq, "id": task.id, "task_type": task.task_type, "params": task.params,
+               "scratch": str(scratch), "data": str(self.data_root / _safe_name(task.task_type))}
+        try:
+            slot.executor.send(msg)
+        except (OSError, ValueError) as exc:
+            log.warning("slot %d: executor pipe broken before dispatch (%s)", slot.index, exc)
+            self._executor_lost(slot, now)
+            return False
+        slot.running = Running(claim, seq, now, limits, cpu_base, scratch)
+        log.info("task %r (%s) started on slot %d (pid %d)", task.id, task.task_type, slot.index, slot.executor.pid)
+        return True
+
+    # ---- frames from executors ---------------------------------------------------------------
+
+    def handle(self, slot: Slot) -> None:
+        ex = slot.executor
+        assert ex is not None
+        try:
+            while ex.conn is not None and ex.conn.poll():
+                header, raw = ex.recv()
+                self._frame(slot, header, raw)
+                if slot.executor is not ex:
+                    return
+        except (EOFError, OSError):
+            self._executor_lost(slot, time.monotonic())
+
+    def _frame(self, slot: Slot, header: dict[str, Any], raw: bytes | None) -> None:
+        op = header.get("op")
+        ex = slot.executor
+        assert ex is not None
+        if op == "log":
+            task_id = header.get("task_id")
+            prefix = f"task {task_id!r}: " if task_id is not None else f"slot {slot.index}: "
+            logging.getLogger("hive." + header.get("name", "task")).log(header.get("level", 20), "%s%s", prefix,
+                                                                          header.get("msg", ""))
+        elif op == "ready":
+            slot.ready = True
+            ex.ready_rss = header.get("rss", 0)
+            if slot.spawn_failures:
+                log.info("slot %d: executor up again after %d failed start(s)", slot.index, slot.spawn_failures)
+            slot.spawn_failures = 0
+            log.debug("slot %d: executor pid %d ready in %.2f s", slot.index, ex.pid, time.monotonic() - ex.started_at)
+        elif op == "import_error":
+            log.error("slot %d: executor cannot import the task registry:\n%s", slot.index, header.get("error", "").rstrip())
+            ex.kill()
+            slot.executor = None
+            self._spawn_failed(slot, "task registry import failed")
+        elif op == "done":
+            running = slot.running
+            if running is None or header.get("seq") != running.seq:
+                log.warning("slot %d: result for an unknown dispatch %s ignored", slot.index, header.get("seq"))
+                return
+            slot.running = None
+            slot.tasks_done += 1
+            ok = bool(header.get("ok"))
+            if header.get("traceback"):
+                log.error("task %r raised:\n%s", running.claim.task.id, header["traceback"].rstrip())
+            kind = None
+            if not ok:
+                try:
+                    kind = orjson.loads(raw or b"{}").get("kind")
+                except (orjson.JSONDecodeError, AttributeError):
+                    kind = None
+            self._finish(slot, running, ok, raw or b"null", kind)
+            self._maybe_retire(slot, header.get("rss", 0))
+
+    def _finish(self, slot: Slot, running: Running, ok: bool, raw: bytes, kind: str | None) -> None:
+        seconds = time.monotonic() - running.dispatched
+        self.on_result(running.claim, ok, raw, kind, seconds)
+        pause = self.settings.task_error_sleep
+        if not ok and pause > 0:
+            slot.pause_until = time.monotonic() + pause
+            log.info("slot %d: pausing %.0f s after a failed task (TASK_ERROR_SLEEP)", slot.index, pause)
+
+    def _maybe_retire(self, slot: Slot, rss: int) -> None:
+        ex = slot.executor
+        if ex is None:
+            return
+        if slot.max_tasks and slot.tasks_done >= slot.max_tasks:
+            slot.retire = f"ran {slot.tasks_done} tasks (MAX_TASKS_PER_EXECUTOR)"
+        growth = self.settings.executor_memory_growth_mb
+        if growth and rss and ex.ready_rss and rss - ex.ready_rss > growth * MB:
+            slot.retire = (f"grew {(rss - ex.ready_rss) / MB:.0f} MB over its start-up size "
+                           f"(EXECUTOR_MEMORY_GROWTH_MB={growth:g})")
+
+    def _executor_lost(self, slot: Slot, now: float) -> None:
+        ex = slot.executor
+        if ex is None:
+            return
+        if ex.process is not None:
+            ex.process.join(1.0)
+        code = ex.exitcode()
+        ex.kill()  # its descendants may live on; take them down too
+        slot.executor = None
+        how = describe_exit(code)
+        if slot.running is not None:
+            running = slot.running
+            slot.running = None
+            shutil.rmtree(running.scratch, ignore_errors=True)
+            task = running.claim.task
+            log.error("task %r (%s) crashed its executor on slot %d (%s); starting a fresh executor",
+                      task.id, task.task_type, slot.index, how)
+            self._finish(slot, running, False, orjson.dumps(failure(f"executor crashed: {how}", "crashed")), "crashed")
+            self._spawn(slot)
+        elif not slot.ready:
+            self._spawn_failed(slot, f"died during start-up, {how}")
+        else:
+            log.error("slot %d: idle executor died (%s); starting a fresh one", slot.index, how)
+            self._spawn(slot)
+
+    # ---- periodic work -------------------------------------------------------------------------
+
+    def check_limits(self) -> None:
+        busy = [s for s in self.slots if s.running and s.executor is not None]
+        if not busy:
+            return
+        now = time.monotonic()
+        snapshot: Snapshot | None = None
+        for slot in busy:
+            running = slot.running
+            assert running is not None and slot.executor is not None
+            limits = running.limits
+            breach = None
+            elapsed = now - running.dispatched
+            if limits["time"] and elapsed > limits["time"]:
+                breach = ("time_limit", f"time limit of {limits['time']:g} s reached ({elapsed:.1f} s wall time)")
+            elif limits["memory_mb"] or limits["cpu"]:
+                if snapshot is None:
+                    snapshot = Snapshot()  # one look at the machine for every busy slot
+                usage = snapshot.usage(slot.executor.pid)
+                cpu = usage.cpu - running.cpu_base
+                running.peak_rss = max(running.peak_rss, usage.rss)
+                if limits["memory_mb"] and usage.rss > limits["memory_mb"] * MB:
+                    breach = ("memory_limit", f"memory limit of {limits['memory_mb']:g} MB reached "
+                              f"({usage.rss / MB:.0f} MB in {len(usage.pids)} process(es))")
+                elif limits["cpu"] and cpu > limits["cpu"]:
+                    breach = ("cpu_limit", f"CPU limit of {limits['cpu']:g} s reached ({cpu:.1f} s CPU "
+                              f"in {len(usage.pids)} process(es))")
+            if breach:
+                self._kill_for(slot, *breach)
+
+    def _kill_for(self, slot: Slot, kind: str, text: str) -> None:
+        ex = slot.executor
+        running = slot.running
+        assert ex is not None and running is not None
+        task = running.claim.task
+        started = time.monotonic()
+        count = ex.kill()
+        slot.executor = None
+        slot.running = None
+        shutil.rmtree(running.scratch, ignore_errors=True)
+        log.warning("task %r (%s) on slot %d: %s; killed its %d process(es) in %.0f ms; starting a fresh executor",
+                    task.id, task.task_type, slot.index, text, count, (time.monotonic() - started) * 1000)
+        self._finish(slot, running, False, orjson.dumps(failure(text, kind)), kind)
+        self._spawn(slot)
+
+    def maintain(self) -> None:
+        now = time.monotonic()
+        for slot in self.slots:
+            ex = slot.executor
+            if ex is None:
+                if now >= slot.next_spawn:
+                    self._spawn(slot)
+                continue
+            if not slot.ready and now - ex.started_at > START_TIMEOUT:
+                ex.kill()
+                slot.executor = None
+                self._spawn_failed(slot, f"not ready after {START_TIMEOUT:.0f} s")
+                continue
+            if not ex.alive() and not slot.running and ex.conn is not None and not ex.conn.poll():
+                self._executor_lost(slot, now)
+                continue
+            if slot.retire and not slot.running and slot.ready:
+                log.info("slot %d: recycling executor pid %d: %s", slot.index, ex.pid, slot.retire)
+                ex.stop(timeout=1.0)
+                slot.executor = None
+                self._spawn(slot)
+
+    def retire_all(self, reason: str) -> None:
+        """Replace every executor as soon as it is idle (dev reload)."""
+        for slot in self.slots:
+            if slot.executor is not None:
+                slot.retire = reason
+
+    def kill_running(self, reason: str) -> list[Claim]:
+        """Kill every busy executor at once (forced shutdown); their claims stay in the journal."""
+        claims = []
+        for slot in self.slots:
+            if slot.running and slot.executor is not None:
+                claims.append(slot.running.claim)
+                log.warning("task %r (%s) on slot %d killed: %s", slot.running.claim.task.id,
+                            slot.running.claim.task.task_type, slot.index, reason)
+                slot.executor.kill()
+                slot.executor = None
+                slot.running = None
+        return claims
+
+
+def _safe_name(task_type: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in task_type) or "_"

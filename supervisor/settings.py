@@ -1,0 +1,227 @@
+"""Effective settings: command-line flag > HIVE_<NAME> env > worker.toml > config.py.
+
+A frozen exe cannot be edited, so every setting of config.py (except the version
+and the registry) is overridable. Bad values stop the worker at start with one
+line naming the key and where it came from (exit status 2).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import tomli_w
+
+
+class SettingsError(Exception):
+    """A setting that cannot be used; the message is the one line shown to the operator."""
+
+
+@dataclass(frozen=True)
+class Spec:
+    name: str  # config.py name, e.g. POOL_SIZE
+    kind: type  # int, float, str, dict
+    low: float | None = None
+    high: float | None = None
+    choices: tuple[str, ...] = ()
+    check: Callable[[Any], str | None] | None = None  # returns an error text or None
+    help: str = ""
+
+    @property
+    def key(self) -> str:
+        return self.name.lower()
+
+    @property
+    def env(self) -> str:
+        return "HIVE_" + self.name
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.key.replace("_", "-")
+
+
+def _check_url(value: str) -> str | None:
+    if value == "":
+        return None
+    parts = urlparse(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return "must be an http(s) URL like http://host:3010/api"
+    return None
+
+
+LIMIT_KEYS = {"time": float, "cpu": float, "memory_mb": float}
+
+
+def _check_task_limits(value: dict) -> str | None:
+    for task_type, limits in value.items():
+        if not isinstance(limits, dict):
+            return f"[{task_type}] must be a table of limits"
+        for k, v in limits.items():
+            if k not in LIMIT_KEYS:
+                return f"[{task_type}] unknown limit {k!r} (known: {', '.join(LIMIT_KEYS)})"
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+                return f"[{task_type}] {k} must be a number >= 0 (0 turns it off), got {v!r}"
+    return None
+
+
+SPECS: tuple[Spec, ...] = (
+    Spec("SERVER_URL", str, check=_check_url, help="Hive API root; empty = embedded local dev server"),
+    Spec("POOL_SIZE", int, 1, 256, help="executor processes"),
+    Spec("NO_TASK_SLEEP", float, 0, 86400),
+    Spec("TIME_ERROR_SLEEP", float, 0, 86400),
+    Spec("TASK_ERROR_SLEEP", float, 0, 86400),
+    Spec("UPDATE_ERROR_SLEEP", float, 0, 86400),
+    Spec("TASK_TIME_LIMIT", float, 0, 7 * 86400),
+    Spec("TASK_CPU_LIMIT", float, 0, 7 * 86400),
+    Spec("TASK_MEMORY_LIMIT_MB", float, 0, 1024 * 1024),
+    Spec("TASK_LIMITS", dict, check=_check_task_limits),
+    Spec("LIMIT_CHECK_INTERVAL", float, 0.01, 10),
+    Spec("MAX_TASKS_PER_EXECUTOR", int, 0, 10**9),
+    Spec("EXECUTOR_MEMORY_GROWTH_MB", float, 0, 1024 * 1024),
+    Spec("EXECUTOR_PRIORITY", str, choices=("idle", "below_normal", "normal")),
+    Spec("RESULT_MAX_BYTES", int, 1, 2**31),
+    Spec("GET_TASK_TIMEOUT", float, 0.1, 3600),
+    Spec("SUBMIT_TIMEOUT", float, 0.1, 3600),
+    Spec("OUTBOX_MAX_MB", float, 0.001, 1024 * 1024),
+    Spec("SHUTDOWN_GRACE", float, 0, 86400),
+    Spec("LOG_LEVEL", str, choices=("DEBUG", "INFO", "WARNING", "ERROR")),
+    Spec("LOG_MAX_MB", float, 0.01, 100000),
+    Spec("LOG_BACKUPS", int, 0, 1000),
+)
+SPECS_BY_KEY = {s.key: s for s in SPECS}
+
+
+def _coerce(spec: Spec, value: Any, from_text: bool) -> Any:
+    """Turn a raw value into the spec's type, or raise ValueError with the reason."""
+    if spec.kind is dict:
+        if from_text:
+            try:
+                value = tomllib.loads(value)
+            except tomllib.TOMLDecodeError as exc:
+                raise ValueError(f"is not a TOML table ({exc})") from None
+        if not isinstance(value, dict):
+            raise ValueError(f"must be a table, got {type(value).__name__}")
+        value = {str(k): dict(v) if isinstance(v, dict) else v for k, v in value.items()}
+    elif spec.kind is str:
+        if not isinstance(value, str):
+            raise ValueError(f"must be a string, got {type(value).__name__} {value!r}")
+        if spec.name == "LOG_LEVEL":
+            value = value.upper()
+    else:
+        if isinstance(value, bool):
+            raise ValueError(f"must be a number, got {value!r}")
+        if from_text:
+            try:
+                value = spec.kind(value.strip())
+            except ValueError:
+                raise ValueError(f"must be {'a whole number' if spec.kind is int else 'a number'}, got {value!r}") from None
+        elif spec.kind is int and isinstance(value, float) and value.is_integer():
+            value = int(value)
+        elif spec.kind is float and isinstance(value, int):
+            value = float(value)
+        if not isinstance(value, spec.kind):
+            raise ValueError(f"must be {'a whole number' if spec.kind is int else 'a number'}, got {value!r}")
+        if spec.low is not None and value < spec.low or spec.high is not None and value > spec.high:
+            raise ValueError(f"must be between {spec.low:g} and {spec.high:g}, got {value!r}")
+    if spec.choices and value not in spec.choices:
+        raise ValueError(f"must be one of {', '.join(spec.choices)}, got {value!r}")
+    if spec.check:
+        problem = spec.check(value)
+        if problem:
+            raise ValueError(problem)
+    return value
+
+
+@dataclass
+class Settings:
+    """Effective settings, read by attribute (``settings.pool_size``)."""
+
+    values: dict[str, Any]
+    sources: dict[str, str]
+    home: Path
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return self.values[key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+    def limits_for(self, task_type: str) -> dict[str, float]:
+        """Limits of one task type: the global ones overlaid with TASK_LIMITS[task_type]."""
+        limits = {
+            "time": float(self.values["task_time_limit"]),
+            "cpu": float(self.values["task_cpu_limit"]),
+            "memory_mb": float(self.values["task_memory_limit_mb"]),
+        }
+        limits.update({k: float(v) for k, v in self.values["task_limits"].get(task_type, {}).items()})
+        return limits
+
+    def to_toml(self) -> str:
+        """The effective settings as TOML, each preceded by a comment naming its source."""
+        lines = [f"# home: {self.home}"]
+        # Tables last: in TOML every key after a [table] header belongs to that table.
+        for spec in sorted(SPECS, key=lambda s: s.kind is dict):
+            lines.append(f"# {spec.key}: from {self.sources[spec.key]}")
+            value = self.values[spec.key]
+            if spec.kind is dict and not value:
+                lines.append(f"{spec.key} = {{}}")
+            else:
+                lines.append(tomli_w.dumps({spec.key: value}).rstrip())
+        return "\n".join(lines) + "\n"
+
+
+def load(config_module: Any, home: Path, flags: dict[str, Any], environ: dict[str, str] | None = None) -> Settings:
+    """Layer config.py < worker.toml < HIVE_* env < flags. Raises SettingsError."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for spec in SPECS:
+        if not hasattr(config_module, spec.name):
+            raise SettingsError(f"config.py: {spec.name} is missing")
+        try:
+            values[spec.key] = _coerce(spec, getattr(config_module, spec.name), from_text=False)
+        except ValueError as exc:
+            raise SettingsError(f"config.py: {spec.name} {exc}") from None
+        sources[spec.key] = "config.py"
+
+    toml_path = home / "worker.toml"
+    if toml_path.exists():
+        try:
+            data = tomllib.loads(toml_path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise SettingsError(f"{toml_path}: not valid TOML: {exc}") from None
+        for key, raw in data.items():
+            spec = SPECS_BY_KEY.get(key)
+            if spec is None:
+                raise SettingsError(f"{toml_path}: unknown setting {key!r} (see --print-config for the known ones)")
+            try:
+                values[key] = _coerce(spec, raw, from_text=False)
+            except ValueError as exc:
+                raise SettingsError(f"{toml_path}: {key} {exc}") from None
+            sources[key] = str(toml_path)
+
+    known_env = {s.env for s in SPECS} | {"HIVE_HOME"}
+    for name in environ:
+        if name.startswith("HIVE_") and name not in known_env and not name.startswith("HIVE_INTERNAL_"):
+            raise SettingsError(f"environment variable {name}: unknown setting (known: HIVE_<NAME> of config.py)")
+    for spec in SPECS:
+        if spec.env in environ:
+            try:
+                values[spec.key] = _coerce(spec, environ[spec.env], from_text=True)
+            except ValueError as exc:
+                raise SettingsError(f"environment variable {spec.env} {exc}") from None
+            sources[spec.key] = f"environment {spec.env}"
+
+    for key, raw in flags.items():
+        spec = SPECS_BY_KEY[key]
+        try:
+            values[key] = _coerce(spec, raw, from_text=isinstance(raw, str) and spec.kind is not str)
+        except ValueError as exc:
+            raise SettingsError(f"flag {spec.flag} {exc}") from None
+        sources[key] = f"flag {spec.flag}"
+    return Settings(values=values, sources=sources, home=home)

@@ -1,0 +1,73 @@
+"""status.json in the home: the worker's health at a glance (``main.py --status`` prints it)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from supervisor.home import atomic_write
+
+STATUS_FILE = "status.json"
+
+
+class Status:
+    """Counters and last events, written by several threads; snapshots are taken by the arbiter."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.last_contact: float | None = None
+        self.last_error: str | None = None
+        self.last_error_at: float | None = None
+        self.delivered = 0
+
+    def server_ok(self) -> None:
+        self.last_contact = time.time()
+
+    def server_error(self, text: str) -> None:
+        with self.lock:
+            self.last_error, self.last_error_at = text, time.time()
+
+    def write(self, home: Path, extra: dict[str, Any]) -> None:
+        data = dict(extra, updated=time.time(), last_contact=self.last_contact, last_error=self.last_error,
+                    last_error_at=self.last_error_at, results_delivered=self.delivered)
+        atomic_write(home / STATUS_FILE, orjson.dumps(data, option=orjson.OPT_INDENT_2), fsync=False)
+
+
+def _ago(ts: float | None, now: float) -> str:
+    if not ts:
+        return "never"
+    return f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(ts))} ({now - ts:.0f} s ago)"
+
+
+def render(home: Path) -> str:
+    """A readable status report for an operator, from status.json."""
+    path = home / STATUS_FILE
+    try:
+        data = orjson.loads(path.read_bytes())
+    except FileNotFoundError:
+        return f"no status file in {home}: the worker has not run here yet"
+    except (OSError, orjson.JSONDecodeError) as exc:
+        return f"{path} is unreadable: {exc}"
+    now = time.time()
+    age = now - data.get("updated", 0)
+    alive = "running" if age < 30 and data.get("state") != "stopped" else f"not running (last update {age:.0f} s ago)"
+    lines = [
+        f"worker {data.get('worker_id')} version {data.get('version')}, pid {data.get('pid')}: {alive}",
+        f"server: {data.get('server_url')}",
+        f"state: {data.get('state')}",
+        f"last server contact: {_ago(data.get('last_contact'), now)}",
+        f"last error: {data.get('last_error') or 'none'}" + (
+            f" at {_ago(data.get('last_error_at'), now)}" if data.get("last_error_at") else ""),
+        f"outbox: {data.get('outbox_results', 0)} result(s) waiting, {data.get('outbox_bytes', 0)} bytes; "
+        f"{data.get('results_delivered', 0)} delivered since start",
+        "slots:",
+    ]
+    for slot in data.get("slots", []):
+        task = slot.get("task")
+        doing = f"task {task['id']!r} ({task['task_type']}) for {task['seconds']:.0f} s" if task else ""
+        lines.append(f"  #{slot['slot']}: {slot['state']} pid {slot.get('pid')} tasks done {slot['tasks_done']} {doing}".rstrip())
+    return "\n".join(lines)

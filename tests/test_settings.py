@@ -1,0 +1,104 @@
+"""Settings precedence (flag > env > worker.toml > config.py) and the clear error for bad values."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import types
+
+import pytest
+from conftest import MAIN, ROOT, clean_env
+
+import config
+from supervisor.settings import SettingsError, load
+
+
+def _run(home, *args, env=None):
+    e = clean_env(env)
+    for k in list(e):
+        if k.startswith("HIVE_"):
+            del e[k]
+    e.update(env or {})
+    return subprocess.run([sys.executable, str(MAIN), "--home", str(home), *args], cwd=ROOT, env=e,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_precedence_flag_over_env_over_toml_over_config(tmp_path):
+    (tmp_path / "worker.toml").write_text('pool_size = 3\nno_task_sleep = 7\nserver_url = "http://toml:1/api"\n')
+    env = {"HIVE_POOL_SIZE": "5", "HIVE_SERVER_URL": "http://env:2/api"}
+    s = load(config, tmp_path, {"pool_size": "6"}, environ=env)
+    assert s.pool_size == 6 and s.sources["pool_size"] == "flag --pool-size"
+    assert s.server_url == "http://env:2/api" and s.sources["server_url"] == "environment HIVE_SERVER_URL"
+    assert s.no_task_sleep == 7.0 and s.sources["no_task_sleep"].endswith("worker.toml")
+    assert s.time_error_sleep == config.TIME_ERROR_SLEEP and s.sources["time_error_sleep"] == "config.py"
+
+
+def test_print_config_shows_values_and_sources(tmp_path):
+    (tmp_path / "worker.toml").write_text("pool_size = 3\n[task_limits.example]\ntime = 5\n")
+    r = _run(tmp_path, "--print-config", "--no-task-sleep", "9", env={"HIVE_TASK_ERROR_SLEEP": "0"})
+    assert r.returncode == 0, r.stderr
+    import tomllib
+
+    data = tomllib.loads(r.stdout)
+    assert data["pool_size"] == 3 and data["no_task_sleep"] == 9.0 and data["task_error_sleep"] == 0.0
+    assert data["task_limits"] == {"example": {"time": 5}}
+    assert "# pool_size: from " + str(tmp_path / "worker.toml") in r.stdout
+    assert "# no_task_sleep: from flag --no-task-sleep" in r.stdout
+    assert "# task_error_sleep: from environment HIVE_TASK_ERROR_SLEEP" in r.stdout
+
+
+def test_version_flag(tmp_path):
+    r = _run(tmp_path, "--version")
+    assert r.returncode == 0 and r.stdout.strip() == config.WORKER_VERSION == "2.0.0"
+
+
+@pytest.mark.parametrize("toml, needle", [
+    ("pool_sise = 3\n", "unknown setting 'pool_sise'"),
+    ('pool_size = "four"\n', "pool_size must be a whole number"),
+    ("pool_size = 0\n", "pool_size must be between 1 and 256"),
+    ("no_task_sleep = -1\n", "no_task_sleep must be between 0"),
+    ('server_url = "ftp://x"\n', "server_url must be an http(s) URL"),
+    ('log_level = "LOUD"\n', "log_level must be one of"),
+    ("[task_limits.x]\nmemroy_mb = 3\n", "unknown limit 'memroy_mb'"),
+    ("[task_limits.x]\ntime = -3\n", "time must be a number >= 0"),
+    ("pool_size = \n", "not valid TOML"),
+])
+def test_bad_toml_value_stops_with_one_clear_line(tmp_path, toml, needle):
+    (tmp_path / "worker.toml").write_text(toml)
+    r = _run(tmp_path, "--print-config")
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0] and "worker.toml" in lines[0], r.stderr
+
+
+@pytest.mark.parametrize("env, needle", [
+    ({"HIVE_POOL_SIZE": "lots"}, "HIVE_POOL_SIZE must be a whole number, got 'lots'"),
+    ({"HIVE_NO_TASK_SLEEEP": "1"}, "HIVE_NO_TASK_SLEEEP: unknown setting"),
+    ({"HIVE_TASK_LIMITS": "[x"}, "HIVE_TASK_LIMITS is not a TOML table"),
+])
+def test_bad_env_value(tmp_path, env, needle):
+    r = _run(tmp_path, "--print-config", env=env)
+    assert r.returncode == 2 and needle in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_bad_flag_value(tmp_path):
+    r = _run(tmp_path, "--print-config", "--pool-size", "0")
+    assert r.returncode == 2 and "flag --pool-size must be between 1 and 256, got 0" in r.stderr
+
+
+def test_broken_config_py_is_reported(tmp_path):
+    bad = tmp_path / "bad_config.py"
+    bad.write_text("from config import *\nPOOL_SIZE = 'x'\n")
+    r = _run(tmp_path, "--config", str(bad), "--print-config")
+    assert r.returncode == 2 and "config.py: POOL_SIZE must be a whole number" in r.stderr
+    bad.write_text("raise RuntimeError('oops')\n")
+    r = _run(tmp_path, "--config", str(bad), "--print-config")
+    assert r.returncode == 2 and "RuntimeError: oops" in r.stderr
+
+
+def test_limits_for_overlays_task_type(tmp_path):
+    mod = types.SimpleNamespace(**{k: getattr(config, k) for k in dir(config) if k.isupper()})
+    mod.TASK_LIMITS = {"prom_pars": {"time": 60, "memory_mb": 0}}
+    s = load(mod, tmp_path, {}, environ={})
+    assert s.limits_for("prom_pars") == {"time": 60.0, "cpu": config.TASK_CPU_LIMIT, "memory_mb": 0.0}
+    assert s.limits_for("other")["time"] == config.TASK_TIME_LIMIT
