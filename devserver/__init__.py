@@ -1,0 +1,8 @@
+"""A local Hive server speaking protocol v1, for development and tests (stdlib only)."""
+
+from .faults import Fault
+from .records import RequestRecord
+from .server import HiveDevServer
+from .store import Store
+
+__all__ = ["Fault", "HiveDevServer", "RequestRecord", "Store"]
