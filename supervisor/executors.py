@@ -6,6 +6,7 @@ import multiprocessing
 import os
 import signal
 import time
+from multiprocessing import resource_tracker
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -13,6 +14,7 @@ import orjson
 import psutil
 
 from executor import process as executor_process
+from executor.sandbox import TOKEN_ENV
 from supervisor import proctree, winjob
 
 # spawn everywhere: Linux runs then catch what would break on Windows.
@@ -48,7 +50,17 @@ class Executor:
         parent_conn, child_conn = CTX.Pipe(duplex=True)
         self.process = CTX.Process(target=executor_process.main, args=(child_conn, self.init),
                                    name=f"hive-executor-{self.slot}", daemon=False)
-        self.process.start()
+        if os.name == "posix":
+            # spawn starts multiprocessing's resource tracker lazily, with our environment:
+            # start it first, or it would carry a tree token and die in that tree's kill.
+            resource_tracker.ensure_running()
+        # In the environment from birth (not set later), so the token is visible in
+        # /proc/<pid>/environ of the executor itself and not only of its descendants.
+        os.environ[TOKEN_ENV] = self.token
+        try:
+            self.process.start()
+        finally:
+            del os.environ[TOKEN_ENV]
         child_conn.close()
         self.conn = parent_conn
         self.pid = self.process.pid or 0

@@ -5,10 +5,10 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import fixture_tasks as ft  # noqa: E402
+
 from config import *  # noqa: E402,F403
 from config import TASK_REGISTRY as _BASE  # noqa: E402
-
-import fixture_tasks as ft  # noqa: E402
 
 TASK_REGISTRY = dict(_BASE)
 for _name in ("sleep_record", "echo", "plain", "returns_failure", "raises", "unserializable", "huge", "prints",

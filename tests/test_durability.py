@@ -1,0 +1,202 @@
+"""Nothing lost (issue 4): outbox, journal, backoff, shutdown, recovery. Real server, injected faults."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import orjson
+import pytest
+from conftest import results_by_id, tree_of, wait_for
+
+from devserver import Fault
+
+pytestmark = pytest.mark.slow
+
+
+def _all_done(server, ids, timeout=60.0):
+    wait_for(lambda: set(ids) <= set(results_by_id(server)), timeout, what="a result for every task")
+    return results_by_id(server)
+
+
+def test_malformed_answers_never_crash_the_worker(server, start_worker):
+    # HTML error page, empty body, JSON list, a task without id, one without task_type, reset.
+    server.inject(Fault.status(500, b"<html><body>Internal error</body></html>", {"Content-Type": "text/html"}),
+                  Fault.garbage(b""), Fault.garbage(b"[1, 2]"), Fault.garbage(b'{"task_type": "echo"}'),
+                  Fault.reset(), path="/get_task")
+    server.store.enqueue_raw({"id": "typeless", "params": {}})
+    server.enqueue("echo", {"ok": 1}, task_id="after")
+    w = start_worker(server.url, env={"HIVE_TIME_ERROR_SLEEP": "0.3"})
+    by_id = _all_done(server, ["after", "typeless"])
+    assert by_id["after"][0]["status"] == "success"
+    assert by_id["typeless"][0]["status"] == "failure" and by_id["typeless"][0]["result"]["kind"] == "unknown_task"
+    log = w.log()
+    assert "HTTP 500 '<html><body>Internal error</body></html>'" in log
+    assert "answer is not JSON: ''" in log
+    assert "not a JSON object: '[1, 2]'" in log
+    assert "task without an id" in log
+    assert w.proc.poll() is None
+
+
+def test_connection_refused_then_server_comes_up(tmp_path, start_worker):
+    import socket
+
+    from devserver import HiveDevServer
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    w = start_worker(f"http://127.0.0.1:{port}/api", env={"HIVE_TIME_ERROR_SLEEP": "0.5"})
+    wait_for(lambda: "cannot get a task: get_task: ConnectionError" in w.log(), 20)
+    srv = HiveDevServer(str(tmp_path / "late.sqlite"), port=port).start()
+    try:
+        srv.enqueue("echo", {"late": True}, task_id="late")
+        _all_done(srv, ["late"], timeout=30)
+    finally:
+        srv.stop()
+
+
+def test_results_queue_on_disk_while_server_is_down_and_all_arrive(server, start_worker):
+    ids = [server.enqueue("sleep_record", {"seconds": 0.5}) for _ in range(2)]
+    w = start_worker(server.url, env={"HIVE_TIME_ERROR_SLEEP": "0.5"})
+    wait_for(lambda: w.log().count("started on slot") >= 2, 20)
+    # The server goes away for every request while the tasks finish.
+    gets_before = len([r for r in server.requests if r.path.endswith("/get_task")])
+    server.faults = lambda method, path: Fault.reset()
+    wait_for(lambda: len(list((w.home / "outbox").glob("*.json"))) == 2, 20, what="both results on disk")
+    time.sleep(1.5)
+    server.faults = None
+    by_id = _all_done(server, ids)
+    assert all(by_id[i][0]["status"] == "success" for i in ids)
+    assert not list((w.home / "outbox").glob("*.json"))
+    # While down, no task was claimed (the gets that reached the store during the outage got a reset).
+    assert server.store.counts().get("claimed", 0) == 0
+    assert gets_before >= 1
+
+
+def test_500_tasks_with_faults_each_get_a_result(server, start_worker):
+    ids = [server.enqueue("echo", {"i": i}) for i in range(500)]
+    import itertools
+    import random
+
+    rng = random.Random(7)
+    kinds = [lambda: Fault.status(500), lambda: Fault.status(502, b"<html>bad gateway</html>"),
+             lambda: Fault.status(503, b"", {"Retry-After": "0"}), lambda: Fault.reset(),
+             lambda: Fault.hang(1.5), lambda: Fault.garbage(b"garbage"), lambda: Fault.lose_answer()]
+    counter = itertools.count()
+    lost_answers = []
+
+    def faults(method, path):
+        n = next(counter)
+        if n % 9 == 4:
+            choice = rng.choice(kinds)
+            fault = choice()
+            # A 200 with garbage on submit_result would mean "accepted" and a lost answer on
+            # get_task would lose a task at the server's side: neither is a worker fault.
+            if fault.kind == "lose_answer" and not path.endswith("submit_result"):
+                return None
+            if fault.kind == "garbage" and path.endswith("submit_result"):
+                return None
+            if fault.kind == "lose_answer":
+                lost_answers.append(1)
+            return fault
+        return None
+
+    server.faults = faults
+    w = start_worker(server.url, env={"HIVE_TIME_ERROR_SLEEP": "0.3", "HIVE_GET_TASK_TIMEOUT": "1",
+                                      "HIVE_SUBMIT_TIMEOUT": "1", "HIVE_LOG_LEVEL": "INFO"})
+    by_id = _all_done(server, ids, timeout=240)
+    server.faults = None
+    assert set(ids) <= set(by_id)
+    for tid in ids:
+        assert all(r["status"] == "success" for r in by_id[tid])
+    duplicates = sum(len(by_id[tid]) - 1 for tid in ids)
+    assert duplicates <= len(lost_answers), (duplicates, len(lost_answers))
+    assert w.proc.poll() is None
+
+
+def test_kill_9_then_restart_delivers_waiting_results_and_reports_interrupted(server, start_worker, tmp_path):
+    home = tmp_path / "h"
+    server.enqueue("write_pid_and_hang", {"pidfile": str(tmp_path / "p")}, task_id="hang")
+    server.enqueue("echo", {"x": 1}, task_id="quick")
+    w = start_worker(server.url, home=home)
+    wait_for(lambda: "quick" in results_by_id(server), 20)
+    wait_for((tmp_path / "p").exists, 20)
+    # Now the server refuses results, so "quick2" waits in the outbox when we kill.
+    server.enqueue("echo", {"x": 2}, task_id="quick2")
+    server.faults = lambda method, path: Fault.status(503) if path.endswith("submit_result") else None
+    wait_for(lambda: len(list((home / "outbox").glob("*.json"))) == 1, 20, what="result waiting on disk")
+    pid = w.pid
+    w.proc.kill()
+    w.proc.wait(5)
+    wait_for(lambda: not tree_of(pid), 10)
+    server.faults = None
+    start_worker(server.url, home=home)
+    by_id = _all_done(server, ["hang", "quick2"], timeout=30)
+    assert by_id["quick2"][0]["status"] == "success"
+    assert by_id["hang"][0]["status"] == "failure" and by_id["hang"][0]["result"]["kind"] == "interrupted"
+
+
+def test_sigterm_finishes_running_tasks_second_sigint_kills(server, start_worker):
+    server.enqueue("sleep_record", {"seconds": 1.5}, task_id="finish-me")
+    w = start_worker(server.url)
+    wait_for(lambda: "started on slot" in w.log(), 20)
+    w.signal(signal.SIGTERM)
+    assert w.wait(30) == 0
+    assert results_by_id(server)["finish-me"][0]["status"] == "success"
+    assert not tree_of(w.pid)
+
+    server.enqueue("spin", {}, task_id="spinner")
+    w2 = start_worker(server.url)
+    wait_for(lambda: "started on slot" in w2.log(), 20)
+    w2.signal(signal.SIGINT)
+    time.sleep(0.3)
+    w2.signal(signal.SIGINT)
+    assert w2.wait(10) == 0
+    assert not tree_of(w2.pid)
+    assert "killed (second interrupt)" in w2.log()
+    assert list((w2.home / "journal").glob("*.json")), "the killed task stays journalled"
+
+
+def test_shutdown_during_a_long_no_task_sleep_is_prompt(server, start_worker):
+    w = start_worker(server.url, env={"HIVE_NO_TASK_SLEEP": "600"})
+    wait_for(lambda: "no tasks on the server" in w.log(), 20)
+    start = time.monotonic()
+    w.signal(signal.SIGTERM)
+    assert w.wait(10) == 0
+    assert time.monotonic() - start < 5
+
+
+def test_corrupt_outbox_file_is_set_aside(server, start_worker, tmp_path):
+    home = tmp_path / "h"
+    (home / "outbox").mkdir(parents=True)
+    (home / "outbox" / "00000000000000000001-cut.json").write_bytes(b'{"task_id": 1, "worker_id": "w", "sta')
+    good = {"task_id": "kept", "worker_id": "w", "status": "success", "result": 1}
+    (home / "outbox" / "00000000000000000002-ok.json").write_bytes(orjson.dumps(good))
+    w = start_worker(server.url, home=home)
+    _all_done(server, ["kept"])
+    assert (home / "outbox-corrupt" / "00000000000000000001-cut.json").exists()
+    assert "is corrupt" in w.log()
+
+
+def test_permanent_4xx_goes_to_dead_letters(server, start_worker):
+    server.enqueue("echo", {}, task_id="refused")
+    server.faults = lambda method, path: Fault.status(400, b"bad result") if path.endswith("submit_result") else None
+    w = start_worker(server.url)
+    wait_for(lambda: list((w.home / "outbox-dead").glob("*.json")), 30, what="dead letter")
+    assert "moved to dead letters" in w.log()
+    assert w.proc.poll() is None
+
+
+def test_status_command_prints_health(server, start_worker):
+    import subprocess
+    import sys
+
+    from conftest import MAIN, ROOT
+
+    w = start_worker(server.url)
+    wait_for(lambda: (w.home / "status.json").exists(), 20)
+    out = subprocess.run([sys.executable, str(MAIN), "--home", str(w.home), "--status"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=30).stdout
+    assert "running" in out and "outbox: 0 result(s) waiting" in out and "#0:" in out and "#1:" in out
