@@ -11,7 +11,7 @@ Adding a task: put a module in tasks/, import it here, add a TASK_REGISTRY entry
 
 import os
 
-from tasks import example, system_info
+from tasks import example, prom_parser, system_info
 
 WORKER_VERSION = "2.0.0"
 
@@ -33,8 +33,10 @@ UPDATE_ERROR_SLEEP = 1800.0  # ... after a failed self-update
 TASK_TIME_LIMIT = 1800.0  # wall-clock seconds from dispatch
 TASK_CPU_LIMIT = 1800.0  # CPU seconds (user + system) of the whole process tree
 TASK_MEMORY_LIMIT_MB = 3072  # RSS of the tree on Linux/macOS, private bytes on Windows
-# Per-task-type overrides: {"task_type": {"time": s, "cpu": s, "memory_mb": MB}}
-TASK_LIMITS: dict = {}
+# Per-task-type overrides: {"task_type": {"time": s, "cpu": s, "memory_mb": MB}}.
+# prom_pars fetches with requests: 1800 s covers ~336 products at the default
+# 1 s delay (docs/prom_pars.md: 120 + 5 s per product); it needs little memory.
+TASK_LIMITS: dict = {"prom_pars": {"time": 1800, "cpu": 300, "memory_mb": 256}}
 LIMIT_CHECK_INTERVAL = 0.1  # seconds between limit checks
 
 # Executor recycling: replace an executor after this many tasks (0: never) or
@@ -58,4 +60,5 @@ LOG_BACKUPS = 5  # ... keeping this many old files
 TASK_REGISTRY = {
     "get_system_info": system_info.get_system_info,
     "example": example.example,
+    "prom_pars": prom_parser.prom_pars,
 }
