@@ -10,7 +10,7 @@ import pytest
 from conftest import MAIN, ROOT, clean_env
 
 import config
-from supervisor.settings import SettingsError, load
+from supervisor.settings import load
 
 
 def _run(home, *args, env=None):
