@@ -32,4 +32,5 @@ def setup(home: Path, level: str, max_mb: float, backups: int, console_level: st
     root.setLevel(min(logging.getLevelName(level), logging.getLevelName(console_level or level)))
     # requests/urllib3 chatter would drown the decisions we log ourselves.
     logging.getLogger("urllib3").setLevel(logging.WARNING)
+    logging.getLogger("watchdog").setLevel(logging.WARNING)
     return path

@@ -30,6 +30,7 @@ log = logging.getLogger("hive.reload")
 
 DEBOUNCE = 0.25  # seconds without events before a reload starts
 CHECK_TIMEOUT = 60.0
+CHANGE_EVENTS = {"created", "modified", "moved", "deleted", "closed"}
 
 _CHECK = """
 import json, sys
@@ -51,12 +52,16 @@ class Reloader:
         self.generation = 0
         self.watched = [SOURCE_ROOT / "tasks", SOURCE_ROOT / "config.py"]
         if config_path:
-            self.watched.append(Path(config_path).resolve())
+            # An alternative config usually sits beside its own task modules: watch that folder.
+            self.watched.append(Path(config_path).resolve().parent)
         self.observer = None
 
     # Runs on watchdog's thread: it must never raise, or the observer thread dies.
     def on_event(self, event: Any) -> None:
         try:
+            # Reads (opened, closed_no_write) come from our own import checks: only writes count.
+            if getattr(event, "event_type", "") not in CHANGE_EVENTS:
+                return
             paths = [getattr(event, "src_path", ""), getattr(event, "dest_path", "")]
             if any(str(p).endswith(".py") for p in paths if p) and not getattr(event, "is_directory", False):
                 with self.lock:

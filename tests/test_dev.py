@@ -1,0 +1,164 @@
+"""Developer mode (issue 7): hot reload with a real watchdog observer, real files, real executors,
+bytecode writing enabled; and one-off local runs with --run."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import MAIN, ROOT, TEST_CONFIG, clean_env, results_by_id, wait_for
+
+pytestmark = pytest.mark.slow
+
+BYTECODE_ON = {"PYTHONDONTWRITEBYTECODE": ""}
+
+CONFIG = '''
+import os, sys
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from config import *  # noqa
+from config import TASK_REGISTRY as _BASE
+import mytask
+TASK_REGISTRY = dict(_BASE, mytask=mytask.run)
+'''
+
+TASK_V1 = '''
+import time
+def run(sleep=0.0):
+    time.sleep(sleep)
+    return {"status": "success", "data": "v1"}
+'''
+
+
+def _write(path: Path, text: str) -> None:
+    path.write_text(text, encoding="utf-8")
+
+
+def _project(tmp_path: Path) -> Path:
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    _write(proj / "devcfg.py", CONFIG)
+    _write(proj / "mytask.py", TASK_V1)
+    return proj
+
+
+def _result(server, tid, timeout=30.0):
+    return wait_for(lambda: results_by_id(server).get(tid), timeout, what=f"result {tid}")[0]
+
+
+def _start(start_worker, server, proj):
+    w = start_worker(server.url, args=["--dev", "--config", str(proj / "devcfg.py")], env=BYTECODE_ON)
+    # Executors import the code at start: edits before they are up would be their first code.
+    wait_for(lambda: "dev mode: watching" in w.log() and w.log().count(" ready in ") >= 2, 30)
+    return w
+
+
+def _reloads(w) -> int:
+    return w.log().count("reloading: code changed")
+
+
+def test_edit_reloads_and_running_task_finishes_with_old_code(server, start_worker, tmp_path):
+    proj = _project(tmp_path)
+    w = _start(start_worker, server, proj)
+    server.enqueue("mytask", {"sleep": 2.0}, task_id="long")
+    wait_for(lambda: "task 'long' (mytask) started" in w.log(), 20)
+    # Same size as v1, saved within the same second as the first import: stale .pyc must not win.
+    _write(proj / "mytask.py", TASK_V1.replace('"v1"', '"v2"'))
+    wait_for(lambda: _reloads(w) == 1, 20, what="reload")
+    server.enqueue("mytask", {}, task_id="after")
+    assert _result(server, "after")["result"] == "v2"
+    assert _result(server, "long")["result"] == "v1"  # the running task was not cut off
+
+
+def test_broken_save_keeps_old_executors_and_fix_recovers(server, start_worker, tmp_path):
+    proj = _project(tmp_path)
+    w = _start(start_worker, server, proj)
+    _write(proj / "mytask.py", TASK_V1 + "\ndef broken(:\n")
+    wait_for(lambda: "reload refused" in w.log(), 20)
+    assert "SyntaxError" in w.log()
+    server.enqueue("mytask", {}, task_id="during-syntax-error")
+    assert _result(server, "during-syntax-error")["result"] == "v1"
+    _write(proj / "mytask.py", "import no_such_module_here\n" + TASK_V1)
+    wait_for(lambda: w.log().count("reload refused") == 2, 20)
+    assert "No module named 'no_such_module_here'" in w.log()
+    server.enqueue("mytask", {}, task_id="during-import-error")
+    assert _result(server, "during-import-error")["result"] == "v1"
+    _write(proj / "mytask.py", TASK_V1.replace('"v1"', '"v3"'))
+    wait_for(lambda: _reloads(w) == 1, 20)
+    server.enqueue("mytask", {}, task_id="fixed")
+    assert _result(server, "fixed")["result"] == "v3"
+    assert w.log().count("reload refused") == 2  # each bad save reported once
+    assert w.proc.poll() is None
+
+
+def test_registering_and_removing_a_task(server, start_worker, tmp_path):
+    proj = _project(tmp_path)
+    w = _start(start_worker, server, proj)
+    _write(proj / "newtask.py", "def hello(name):\n    return {'status': 'success', 'data': 'hi ' + name}\n")
+    _write(proj / "devcfg.py", CONFIG + "import newtask\nTASK_REGISTRY['hello'] = newtask.hello\n")
+    wait_for(lambda: "new tasks: hello" in w.log(), 20)
+    server.enqueue("hello", {"name": "dev"}, task_id="h1")
+    assert _result(server, "h1")["result"] == "hi dev"
+    _write(proj / "devcfg.py", CONFIG)
+    wait_for(lambda: "removed tasks: hello" in w.log(), 20)
+    server.enqueue("hello", {"name": "dev"}, task_id="h2")
+    r = _result(server, "h2")
+    assert r["status"] == "failure" and r["result"]["kind"] == "unknown_task"
+
+
+def test_rapid_saves_and_rename_save_cause_one_reload(server, start_worker, tmp_path):
+    proj = _project(tmp_path)
+    w = _start(start_worker, server, proj)
+    for i in range(5):
+        _write(proj / "mytask.py", TASK_V1.replace('"v1"', f'"r{i}"'))
+        time.sleep(0.02)
+    # An editor's save: write a temp/swap file, then rename it over the original.
+    _write(proj / ".mytask.py.swp", "swap")
+    tmp = proj / "mytask.py.tmp"
+    _write(tmp, TASK_V1.replace('"v1"', '"final"'))
+    os.replace(tmp, proj / "mytask.py")
+    (proj / ".mytask.py.swp").unlink()
+    wait_for(lambda: _reloads(w) >= 1, 20)
+    time.sleep(1.5)
+    assert _reloads(w) == 1
+    server.enqueue("mytask", {}, task_id="x")
+    assert _result(server, "x")["result"] == "final"
+
+
+def _run(*args, env=None):
+    return subprocess.run([sys.executable, str(MAIN), "--config", str(TEST_CONFIG), *args], cwd=ROOT,
+                          env=clean_env(env), capture_output=True, text=True, timeout=120)
+
+
+def test_run_success_prints_json(tmp_path):
+    r = _run("--home", str(tmp_path), "--run", "echo", "--params", '{"a": [1, 2]}')
+    assert r.returncode == 0, r.stderr
+    import json
+
+    assert json.loads(r.stdout) == {"a": [1, 2]}
+
+
+def test_run_params_from_file(tmp_path):
+    f = tmp_path / "p.json"
+    f.write_text('{"text": "from file"}')
+    r = _run("--home", str(tmp_path), "--run", "example", "--params", f"@{f}")
+    assert r.returncode == 0 and '"from file"' in r.stdout
+
+
+def test_run_failure_exit_1_with_kind(tmp_path):
+    r = _run("--home", str(tmp_path), "--run", "returns_failure", "--params", '{"message": "nope"}')
+    assert r.returncode == 1 and "failed, kind task_failed: nope" in r.stderr
+
+
+def test_run_limit_breach(tmp_path):
+    r = _run("--home", str(tmp_path), "--run", "spin", env={"HIVE_TASK_TIME_LIMIT": "1"})
+    assert r.returncode == 1 and "kind time_limit" in r.stderr
+
+
+@pytest.mark.parametrize("params, needle", [("{bad", "not valid JSON"), ("[1]", "must be a JSON object")])
+def test_run_bad_params(tmp_path, params, needle):
+    r = _run("--home", str(tmp_path), "--run", "echo", "--params", params)
+    assert r.returncode == 2 and needle in r.stderr
