@@ -13,6 +13,7 @@ if __name__ == "__main__":
 
 import argparse  # noqa: E402
 import logging  # noqa: E402
+import os  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -93,6 +94,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.print_config:
         print(settings.to_toml(), end="")
         return 0
+    # Settings are read: executors get them explicitly, so nothing the operator put in the
+    # environment (a server URL, later a token) is inherited by task code.
+    for name in [n for n in os.environ if n.startswith("HIVE_") and not n.startswith("HIVE_INTERNAL_")]:
+        del os.environ[name]
     if args.status:
         print(render(home))
         return 0

@@ -124,3 +124,25 @@ def write_pid_and_hang(pidfile: str) -> None:
         f.write(str(os.getpid()))
     os.replace(pidfile + ".tmp", pidfile)
     time.sleep(300)
+
+
+_kept: list = []
+
+
+def whereami(keep_mb: int = 0) -> dict:
+    """Reports the sandbox a task sees; optionally keeps memory alive in the executor (a leak)."""
+    import psutil
+
+    from executor import api
+
+    if keep_mb:
+        _kept.append(bytearray(keep_mb * 1024 * 1024))
+    data = api.data_dir()
+    counter = data / "runs.txt"
+    runs = int(counter.read_text()) + 1 if counter.exists() else 1
+    counter.write_text(str(runs))
+    open("scratch-file.txt", "w").close()
+    return {"status": "success", "data": {
+        "cwd": os.getcwd(), "scratch": str(api.scratch_dir()), "data": str(data), "runs": runs,
+        "nice": psutil.Process().nice(), "env": sorted(k for k in os.environ if k.startswith("HIVE_")),
+        "task": api.current_task(), "pid": os.getpid()}}

@@ -1,0 +1,60 @@
+"""What a task sees (issue 3, items 5-7): scratch and data folders, priority, environment, recycling."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from conftest import results_by_id, wait_for
+
+
+def _result(server, tid, timeout=30.0):
+    return wait_for(lambda: results_by_id(server).get(tid), timeout, what=f"result {tid}")[0]
+
+
+def test_scratch_data_priority_and_environment(server, start_worker):
+    w = start_worker(server.url, env={"HIVE_POOL_SIZE": "1", "HIVE_SERVER_URL": server.url})
+    server.enqueue("whereami", {}, task_id="a")
+    server.enqueue("whereami", {}, task_id="b")
+    a, b = _result(server, "a")["result"], _result(server, "b")["result"]
+    # A fresh scratch folder per task, as the working directory, removed afterwards.
+    assert a["cwd"] == a["scratch"] != b["scratch"]
+    assert Path(a["scratch"]).parent == w.home / "scratch"
+    wait_for(lambda: not Path(b["scratch"]).exists(), 5, what="scratch removed")
+    assert not Path(a["scratch"]).exists()
+    # A persistent data folder per task type.
+    assert a["data"] == b["data"] == str(w.home / "data" / "whereami")
+    assert (a["runs"], b["runs"]) == (1, 2)
+    assert a["task"] == {"id": "a", "task_type": "whereami"}
+    if os.name == "posix":
+        assert a["nice"] == 10  # EXECUTOR_PRIORITY below_normal
+    # Nothing of the operator's HIVE_* environment reaches task code.
+    assert a["env"] == ["HIVE_INTERNAL_TREE_TOKEN"]
+
+
+def test_scratch_removed_after_a_kill(server, start_worker, tmp_path):
+    w = start_worker(server.url, env={"HIVE_TASK_TIME_LIMIT": "1"})
+    server.enqueue("write_pid_and_hang", {"pidfile": str(tmp_path / "p")}, task_id="k")
+    wait_for(lambda: (w.home / "scratch").is_dir() and list((w.home / "scratch").iterdir()), 20, what="scratch")
+    assert _result(server, "k")["result"]["kind"] == "time_limit"
+    wait_for(lambda: not list((w.home / "scratch").iterdir()), 5, what="scratch removed after kill")
+
+
+@pytest.mark.parametrize("priority, nice", [("idle", 19), ("normal", 0)])
+def test_priority_setting(server, start_worker, priority, nice):
+    if os.name != "posix":
+        pytest.skip("nice values are POSIX")
+    start_worker(server.url, env={"HIVE_EXECUTOR_PRIORITY": priority})
+    server.enqueue("whereami", {}, task_id="p")
+    assert _result(server, "p")["result"]["nice"] == nice
+
+
+def test_recycled_when_memory_grows(server, start_worker):
+    w = start_worker(server.url, env={"HIVE_POOL_SIZE": "1", "HIVE_EXECUTOR_MEMORY_GROWTH_MB": "50"})
+    server.enqueue("whereami", {"keep_mb": 30}, task_id=1)
+    server.enqueue("whereami", {"keep_mb": 30}, task_id=2)
+    server.enqueue("whereami", {}, task_id=3)
+    pids = [_result(server, i)["result"]["pid"] for i in (1, 2, 3)]
+    assert pids[0] == pids[1] != pids[2]
+    assert "grew" in w.log() and "EXECUTOR_MEMORY_GROWTH_MB=50" in w.log()
