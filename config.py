@@ -53,6 +53,13 @@ SUBMIT_TIMEOUT = 60.0
 OUTBOX_MAX_MB = 256  # past this the worker stops claiming (it never drops results)
 SHUTDOWN_GRACE = 60.0  # seconds running tasks get to finish on Ctrl+C / SIGTERM
 
+# Self-update (the server's update_worker task; docs/self-update.md).
+UPDATE_DRAIN_TIMEOUT = 600.0  # running tasks get this long to finish before the update goes on
+UPDATE_MAX_BYTES = 200 * 1024 * 1024  # a larger download is refused
+# Ed25519 public keys (base64) allowed to sign releases; empty: hash checks only (warned at start).
+UPDATE_PUBLIC_KEYS: list = []
+UPDATE_HEALTH_TIMEOUT = 120.0  # the updater rolls back if the new worker is not healthy by then
+
 LOG_LEVEL = "INFO"
 LOG_MAX_MB = 10  # logs/worker.log is rotated at this size ...
 LOG_BACKUPS = 5  # ... keeping this many old files

@@ -22,11 +22,12 @@ import orjson
 
 from executor.conventions import failure
 from supervisor import home as home_mod
+from supervisor import updater
 from supervisor.backoff import Backoff
 from supervisor.claimer import Claim, ClaimGate, ClaimLoop
-from supervisor.client import HiveClient, result_body
+from supervisor.client import HiveClient, Task, result_body
 from supervisor.executors import CTX
-from supervisor.outbox import Journal, Outbox, recover_interrupted
+from supervisor.outbox import Journal, Outbox, new_key, recover_interrupted
 from supervisor.pool import Pool, executor_init
 from supervisor.status import Status
 from supervisor.submitter import SubmitLoop
@@ -64,6 +65,11 @@ class Arbiter:
                                  settings.no_task_sleep, self.stop_event, self.status)
         self.last_status = 0.0
         self.outbox_full_logged = False
+        self.update: dict[str, Any] | None = None
+        self.handed_over = False  # an updater took over: exit without waiting
+        self.hold_until = 0.0
+        self.hold_why = ""
+        self.healthy = False
 
     def _client(self) -> HiveClient:
         return HiveClient(self.settings.server_url, self.worker_id, self.version,
@@ -135,11 +141,93 @@ class Arbiter:
                 self.gate.put_back(claim)  # no idle executor after all
                 return
 
+    # ---- self-update: drain, prepare (off-thread), hand over, exit --------------------------
+
     def handle_update(self, claim: Claim) -> None:
         if not home_mod.is_frozen():
             self.fail_now(claim, "self-update needs the frozen build (this worker runs from source)", "update_failed")
-        else:
-            self.fail_now(claim, "self-update is not available in this build", "update_failed")
+            return
+        if self.update is not None:
+            self.fail_now(claim, "another update is already in progress", "update_failed")
+            return
+        busy = len(self.pool.busy())
+        log.info("update: task %r received; not claiming, draining %d running task(s) for up to %.0f s",
+                 claim.task.id, busy, self.settings.update_drain_timeout)
+        self.update = {"claim": claim, "phase": "draining", "outcome": None,
+                       "deadline": time.monotonic() + self.settings.update_drain_timeout}
+
+    def step_update(self) -> None:
+        up = self.update
+        if up is None:
+            return
+        claim = up["claim"]
+        if up["phase"] == "draining":
+            drained = not self.pool.busy() and self.gate.outstanding() == 0
+            if not drained and time.monotonic() < up["deadline"]:
+                return
+            if not drained:
+                log.warning("update: UPDATE_DRAIN_TIMEOUT passed with %d task(s) running; they are killed and "
+                            "will be reported interrupted", len(self.pool.busy()))
+                self.pool.kill_running("self-update")
+            up["phase"] = "preparing"
+            log.info("update: preparing %s", claim.task.params.get("url") if isinstance(claim.task.params, dict)
+                     else claim.task.params)
+
+            def prepare() -> None:
+                try:
+                    up["outcome"] = updater.prepare(claim.task.params, self.settings, self.version)
+                except updater.UpdateRefused as exc:
+                    up["outcome"] = exc
+                except Exception as exc:  # noqa: BLE001 - any surprise is a refused update, never a crash
+                    log.exception("update: unexpected error")
+                    up["outcome"] = updater.UpdateRefused(f"{type(exc).__name__}: {exc}")
+                up["phase"] = "prepared"
+                self.wake()
+
+            threading.Thread(target=prepare, name="update-prepare", daemon=True).start()
+            return
+        if up["phase"] != "prepared":
+            return
+        outcome = up["outcome"]
+        self.update = None
+        if outcome is None:
+            log.info("update: version %s is already running; nothing to do", self.version)
+            self.on_result(claim, True, orjson.dumps({"message": f"already running {self.version}"}), None, 0.0)
+            return
+        if isinstance(outcome, updater.Staged):
+            try:
+                self.submitter.persist()
+                updater.launch(outcome, self.settings, claim.task.id, self.worker_id, self.version)
+            except updater.UpdateRefused as exc:
+                outcome = exc
+            else:
+                self.journal.clear(claim.key)  # the new version (or the rollback) reports this task
+                log.info("update: updater started for version %s; this worker exits now", outcome.version)
+                self.handed_over = True
+                self.request_stop("self-update")
+                return
+        self.update_failed(claim, str(outcome))
+
+    def update_failed(self, claim: Claim, reason: str) -> None:
+        self.fail_now(claim, f"update refused: {reason}", "update_failed")
+        self.pause_claims(self.settings.update_error_sleep, "UPDATE_ERROR_SLEEP after a failed update")
+
+    def pause_claims(self, seconds: float, why: str) -> None:
+        if seconds > 0:
+            self.hold_until = time.monotonic() + seconds
+            self.hold_why = why
+            log.info("not claiming for %.0f s (%s)", seconds, why)
+
+    def check_health(self) -> None:
+        """After the first good contact with the server: report how a previous update ended."""
+        if self.healthy or self.status.last_contact is None:
+            return
+        self.healthy = True
+        for task_id, ok, raw, pause in updater.on_healthy(self.home, self.version, self.worker_id):
+            claim = Claim(new_key(), Task(id=task_id, task_type=UPDATE_TASK, params={}, raw={}))
+            self.on_result(claim, ok, raw, None if ok else "update_failed", 0.0)
+            if pause:
+                self.pause_claims(pause, "UPDATE_ERROR_SLEEP after a rolled-back update")
 
     # ---- the loop ------------------------------------------------------------------------------
 
@@ -147,6 +235,8 @@ class Arbiter:
         self.install_signals()
         log.info("worker %s version %s starting: server %s, pool of %d, home %s", self.worker_id, self.version,
                  self.settings.server_url, self.settings.pool_size, self.home)
+        if home_mod.is_frozen():
+            updater.on_start(self.home)
         reported = recover_interrupted(self.journal, self.outbox, self.worker_id)
         if len(self.outbox):
             log.info("%d result(s) from earlier runs wait in the outbox (%d interrupted task(s) among them)",
@@ -176,6 +266,8 @@ class Arbiter:
             self.take_claims()  # also while stopping: tasks claimed just before still run
             self.pool.check_limits()
             self.pool.maintain()
+            self.step_update()
+            self.check_health()
             for hook in self.hooks:
                 hook()
             self.update_gate(now)
@@ -186,6 +278,8 @@ class Arbiter:
                     running = len(self.pool.busy()) + self.gate.outstanding()
                     log.info("stopping (%s): no more claims; %d task(s) get up to %.0f s to finish",
                              getattr(self, "stop_reason", "requested"), running, self.settings.shutdown_grace)
+                if self.handed_over:
+                    return
                 if self.force or time.monotonic() > grace_deadline:
                     why = "second interrupt" if self.force else f"SHUTDOWN_GRACE of {self.settings.shutdown_grace:g} s ran out"
                     killed = self.pool.kill_running(why)
@@ -200,6 +294,10 @@ class Arbiter:
         hold = None
         if self.stop_event.is_set():
             hold = "stopping"
+        elif self.update is not None:
+            hold = "updating"
+        elif time.monotonic() < self.hold_until:
+            hold = self.hold_why
         elif self.outbox.full():
             hold = "outbox full"
             if not self.outbox_full_logged:

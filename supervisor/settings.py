@@ -89,6 +89,10 @@ SPECS: tuple[Spec, ...] = (
     Spec("SUBMIT_TIMEOUT", float, 0.1, 3600),
     Spec("OUTBOX_MAX_MB", float, 0.001, 1024 * 1024),
     Spec("SHUTDOWN_GRACE", float, 0, 86400),
+    Spec("UPDATE_DRAIN_TIMEOUT", float, 0, 86400),
+    Spec("UPDATE_MAX_BYTES", int, 1024, 2**34),
+    Spec("UPDATE_PUBLIC_KEYS", list, help="Ed25519 public keys (base64) that may sign updates"),
+    Spec("UPDATE_HEALTH_TIMEOUT", float, 5, 3600),
     Spec("LOG_LEVEL", str, choices=("DEBUG", "INFO", "WARNING", "ERROR")),
     Spec("LOG_MAX_MB", float, 0.01, 100000),
     Spec("LOG_BACKUPS", int, 0, 1000),
@@ -98,7 +102,12 @@ SPECS_BY_KEY = {s.key: s for s in SPECS}
 
 def _coerce(spec: Spec, value: Any, from_text: bool) -> Any:
     """Turn a raw value into the spec's type, or raise ValueError with the reason."""
-    if spec.kind is dict:
+    if spec.kind is list:
+        if from_text:
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ValueError("must be a list of strings (comma-separated in the environment)")
+    elif spec.kind is dict:
         if from_text:
             try:
                 value = tomllib.loads(value)
