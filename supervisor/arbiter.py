@@ -48,6 +48,7 @@ class Arbiter:
         self.version = version
         self.registry_names = set(registry_names)
         self.stop_event = threading.Event()  # stop claiming
+        self.stopped = threading.Event()  # shutdown finished
         self.state = "starting"
         self.force = False
         self.signals_seen = 0
@@ -89,7 +90,30 @@ class Arbiter:
         signal.signal(signal.SIGINT, self._on_signal)
         signal.signal(signal.SIGTERM, self._on_signal)
         if hasattr(signal, "SIGBREAK"):
-            signal.signal(signal.SIGBREAK, self._on_signal)  # Ctrl+Break and console close on Windows
+            signal.signal(signal.SIGBREAK, self._on_signal)  # Ctrl+Break on Windows
+        if sys.platform == "win32":
+            self._install_console_close_handler()
+
+    def _install_console_close_handler(self) -> None:
+        """Console close, log-off and shutdown on Windows are not signals Python maps.
+
+        Windows ends the process a few seconds after the handler returns, so it waits
+        (bounded) for the loop to persist results and stop the executors.
+        """
+        import ctypes
+
+        @ctypes.WINFUNCTYPE(ctypes.c_int, ctypes.c_uint)
+        def handler(event: int) -> int:
+            if event in (2, 5, 6):  # CTRL_CLOSE_EVENT, CTRL_LOGOFF_EVENT, CTRL_SHUTDOWN_EVENT
+                self.request_stop({2: "console closed", 5: "log-off", 6: "system shutdown"}[event])
+                self.force = True  # no time for a grace period: kill, persist, exit
+                self.wake()
+                self.stopped.wait(4.5)
+                return 1
+            return 0  # Ctrl+C / Ctrl+Break: the signal handlers do it
+
+        self._console_handler = handler  # keep a reference: ctypes must not free the callback
+        ctypes.windll.kernel32.SetConsoleCtrlHandler(handler, 1)
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         self.signals_seen += 1
@@ -333,6 +357,7 @@ class Arbiter:
         self.submitter.join(timeout=min(5.0, self.settings.submit_timeout))
         self.submitter.persist()
         self.state = "stopped"
+        self.stopped.set()
         self.write_status()
         left = len(self.outbox)
         log.info("stopped; %d result(s) wait in the outbox for the next start%s", left,
