@@ -126,8 +126,6 @@ def main(conn: Connection, init: dict[str, Any]) -> None:
     sys.stderr = _PrintForwarder(logging.WARNING)
     api._settings = dict(init.get("settings", {}))
 
-    if init.get("pycache_prefix"):
-        sys.pycache_prefix = init["pycache_prefix"]  # dev reload: never read a stale .pyc
     try:
         registry = registry_of(load_config(init.get("config")))
     except BaseException:  # noqa: BLE001 - report any import failure, then exit

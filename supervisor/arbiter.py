@@ -53,6 +53,8 @@ class Arbiter:
         self.force = False
         self.signals_seen = 0
         self.wake_r, self.wake_w = CTX.Pipe(duplex=False)
+        self.wake_lock = threading.Lock()
+        self.soon: Callable[[], bool] = lambda: False  # a hook that needs the next turn soon (dev reload)
         self.status = Status()
         self.backoff = Backoff(cap=settings.time_error_sleep)
         self.journal = Journal(self.home)
@@ -79,10 +81,12 @@ class Arbiter:
     # ---- signals -------------------------------------------------------------------------------
 
     def wake(self) -> None:
-        try:
-            self.wake_w.send_bytes(b"!")
-        except OSError:
-            pass
+        """Interrupt the loop's wait; safe from any thread (frames must not interleave)."""
+        with self.wake_lock:
+            try:
+                self.wake_w.send_bytes(b"!")
+            except OSError:
+                pass
 
     def install_signals(self) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -280,7 +284,7 @@ class Arbiter:
         while True:
             now = time.monotonic()
             conns = self.pool.connections()
-            timeout = self.settings.limit_check_interval if self.pool.busy() else IDLE_TICK
+            timeout = self.settings.limit_check_interval if self.pool.busy() or self.soon() else IDLE_TICK
             for conn in wait([self.wake_r, *conns], timeout):
                 if conn is self.wake_r:
                     while self.wake_r.poll():
@@ -289,11 +293,11 @@ class Arbiter:
                     self.pool.handle(conns[conn])
             self.take_claims()  # also while stopping: tasks claimed just before still run
             self.pool.check_limits()
+            for hook in self.hooks:
+                hook()  # before maintain(): a reload's retirements then take effect this turn
             self.pool.maintain()
             self.step_update()
             self.check_health()
-            for hook in self.hooks:
-                hook()
             self.update_gate(now)
             if self.stop_event.is_set():
                 if grace_deadline is None:

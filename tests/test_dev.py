@@ -65,8 +65,11 @@ def test_edit_reloads_and_running_task_finishes_with_old_code(server, start_work
     w = _start(start_worker, server, proj)
     server.enqueue("mytask", {"sleep": 2.0}, task_id="long")
     wait_for(lambda: "task 'long' (mytask) started" in w.log(), 20)
-    # Same size as v1, saved within the same second as the first import: stale .pyc must not win.
+    # Same size as v1 and, as far as the .pyc can tell, the same second: a stale .pyc must not win.
+    assert list((proj / "__pycache__").glob("mytask.*.pyc")), "bytecode writing must be on for this test"
+    before = (proj / "mytask.py").stat()
     _write(proj / "mytask.py", TASK_V1.replace('"v1"', '"v2"'))
+    os.utime(proj / "mytask.py", ns=(before.st_atime_ns, before.st_mtime_ns))
     wait_for(lambda: _reloads(w) == 1, 20, what="reload")
     server.enqueue("mytask", {}, task_id="after")
     assert _result(server, "after")["result"] == "v2"
