@@ -1,0 +1,143 @@
+"""Soak test (issue 4), not in CI: thousands of tasks through a fault-injecting server while
+executors are killed at random. Prints claimed / delivered / duplicates / lost; lost must be 0.
+
+    python bench/soak.py [--tasks 3000] [--fault-rate 0.1] [--kill-every 0.5] [--pool 4] [--restart-every 0]
+
+Every task id enqueued must end with at least one result at the server (a killed
+task's result is a "crashed" failure; that still counts as delivered). With
+--restart-every N the worker itself is SIGKILLed and restarted every N seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from devserver import Fault, HiveDevServer  # noqa: E402
+from executor.sandbox import TOKEN_ENV  # noqa: E402
+
+
+def executors_of(pid: int) -> list[psutil.Process]:
+    try:
+        children = psutil.Process(pid).children()
+    except psutil.Error:
+        return []
+    out = []
+    for p in children:
+        try:
+            if TOKEN_ENV in p.environ():
+                out.append(p)
+        except psutil.Error:
+            pass
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--tasks", type=int, default=3000)
+    ap.add_argument("--fault-rate", type=float, default=0.1)
+    ap.add_argument("--kill-every", type=float, default=0.5)
+    ap.add_argument("--pool", type=int, default=4)
+    ap.add_argument("--restart-every", type=float, default=0.0)
+    ap.add_argument("--timeout", type=float, default=900)
+    args = ap.parse_args()
+    rng = random.Random(1)
+    tmp = Path(tempfile.mkdtemp(prefix="hive-soak-"))
+    srv = HiveDevServer(str(tmp / "server.sqlite"), requeue_after=3600).start()
+    ids = [srv.enqueue("sleep_record", {"seconds": rng.choice([0, 0.005, 0.02])}) for _ in range(args.tasks)]
+    faults_made: Counter[str] = Counter()
+
+    def faults(method: str, path: str) -> Fault | None:
+        if rng.random() >= args.fault_rate:
+            return None
+        kind = rng.choice(["500", "502", "503", "reset", "hang", "garbage", "lose_answer"])
+        is_submit = path.endswith("submit_result")
+        if kind == "garbage" and is_submit or kind == "lose_answer" and not is_submit:
+            return None  # a 200 on submit means "recorded"; a lost get_task answer loses it at the server
+        faults_made[kind] += 1
+        return {"500": lambda: Fault.status(500), "502": lambda: Fault.status(502, b"<html>bad gateway</html>"),
+                "503": lambda: Fault.status(503, b"", {"Retry-After": "0"}), "reset": Fault.reset,
+                "hang": lambda: Fault.hang(1.2), "garbage": lambda: Fault.garbage(b"<html>"),
+                "lose_answer": Fault.lose_answer}[kind]()
+
+    srv.faults = faults
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HIVE_")}
+    env.update(HIVE_POOL_SIZE=str(args.pool), HIVE_NO_TASK_SLEEP="0.2", HIVE_TIME_ERROR_SLEEP="0.5",
+               HIVE_TASK_ERROR_SLEEP="0", HIVE_GET_TASK_TIMEOUT="1", HIVE_SUBMIT_TIMEOUT="1", HIVE_LOG_LEVEL="INFO")
+    cmd = [sys.executable, str(ROOT / "main.py"), "--home", str(tmp / "home"), "--server", srv.url,
+           "--config", str(ROOT / "tests" / "support" / "test_config.py")]
+    console = open(tmp / "console.txt", "ab")
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=console, stderr=subprocess.STDOUT)
+    kills = restarts = 0
+    stop = threading.Event()
+
+    def killer() -> None:
+        nonlocal kills
+        while not stop.wait(args.kill_every):
+            victims = executors_of(proc.pid)
+            if victims:
+                try:
+                    rng.choice(victims).send_signal(signal.SIGKILL)
+                    kills += 1
+                except psutil.Error:
+                    pass
+
+    threading.Thread(target=killer, daemon=True).start()
+    started = time.monotonic()
+    last_restart = started
+    want = set(ids)
+    try:
+        while time.monotonic() - started < args.timeout:
+            got = {r["task_id"] for r in srv.results()}
+            if want <= got:
+                break
+            if args.restart_every and time.monotonic() - last_restart > args.restart_every:
+                proc.kill()
+                proc.wait()
+                proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=console, stderr=subprocess.STDOUT)
+                restarts += 1
+                last_restart = time.monotonic()
+            time.sleep(0.5)
+    finally:
+        stop.set()
+        srv.faults = None
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+        console.close()
+    elapsed = time.monotonic() - started
+    results = srv.results()
+    per_id = Counter(r["task_id"] for r in results)
+    kinds = Counter(r["result"].get("kind") if r["status"] == "failure" else "success" for r in results)
+    lost = len(want - set(per_id))
+    tasks = srv.store.tasks()
+    claimed = sum(t["claims"] for t in tasks)
+    print(f"soak: {args.tasks} tasks in {elapsed:.0f} s, pool {args.pool}, {kills} executor kills, "
+          f"{restarts} worker kill -9 + restarts, faults injected {dict(faults_made)}")
+    print(f"soak: claimed {claimed}, results received {len(results)}, tasks with a result {len(per_id)}, "
+          f"duplicates {len(results) - len(per_id)}, lost {lost}")
+    print(f"soak: outcomes {dict(kinds)}")
+    srv.stop()
+    if lost == 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        print(f"soak: kept {tmp} for inspection")
+    return 1 if lost else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
