@@ -51,6 +51,8 @@ class Journal:
             pass
 
     def leftovers(self) -> list[tuple[str, dict[str, Any] | None]]:
+        """Claims left by a crash. A .tmp means the crash hit between write and rename:
+        if its content is whole, that claim is recovered too (the server did hand it out)."""
         found = []
         for path in sorted(self.dir.glob("*.json")):
             try:
@@ -58,6 +60,14 @@ class Journal:
             except (OSError, orjson.JSONDecodeError):
                 task = None
             found.append((path.stem, task))
+        for tmp in sorted(self.dir.glob("*.json.tmp")):
+            try:
+                task = orjson.loads(tmp.read_bytes())
+            except (OSError, orjson.JSONDecodeError):
+                task = None  # cut short before the fsync: nothing usable in it
+            tmp.unlink(missing_ok=True)
+            if isinstance(task, dict) and "id" in task:
+                found.append((tmp.name[: -len(".json.tmp")], task))
         return found
 
 

@@ -200,3 +200,17 @@ def test_status_command_prints_health(server, start_worker):
     out = subprocess.run([sys.executable, str(MAIN), "--home", str(w.home), "--status"], cwd=ROOT,
                          capture_output=True, text=True, timeout=30).stdout
     assert "running" in out and "outbox: 0 result(s) waiting" in out and "#0:" in out and "#1:" in out
+
+
+def test_claim_cut_between_write_and_rename_is_still_reported(server, start_worker, tmp_path):
+    # A power cut after the journal's fsync but before its rename leaves only the .tmp file.
+    home = tmp_path / "h"
+    (home / "journal").mkdir(parents=True)
+    (home / "journal" / "00000000000000000007-1-000001.json.tmp").write_bytes(
+        orjson.dumps({"id": "half-journalled", "task_type": "echo"}))
+    (home / "journal" / "00000000000000000008-1-000002.json.tmp").write_bytes(b'{"id": "cut sh')
+    w = start_worker(server.url, home=home)
+    by_id = _all_done(server, ["half-journalled"])
+    assert by_id["half-journalled"][0]["result"]["kind"] == "interrupted"
+    assert not list((home / "journal").iterdir())
+    assert w.proc.poll() is None
