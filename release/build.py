@@ -1,0 +1,240 @@
+"""Build the one-file worker binary for this platform: ``python -m release.build``.
+
+    python -m release.build [--distpath DIR] [--workpath DIR] [--specpath DIR] [--allow-unpinned]
+
+Produces ``dist/worker.exe`` (Windows) or ``dist/worker`` (Linux, macOS) from
+``main.py`` with PyInstaller, then checks the result before calling it built:
+
+1. the versions pinned in requirements.txt, and PyInstaller's in requirements-dev.txt,
+   are the ones installed (the frozen build is made from exactly these);
+2. every third-party or project module that the worker's source (main.py, config.py,
+   tasks/, executor/, supervisor/, devserver/) imports, at the top or lazily inside
+   functions (e.g. selectolax in tasks/prom_parser.py), is inside the binary;
+   optional modules not installed here (selenium) are listed;
+3. ``worker --version`` prints config.WORKER_VERSION;
+4. ``worker --self-test`` passes (an executor imports every registered task).
+
+Module collection is left to PyInstaller's import analysis, exactly as for the
+seed's plain ``pyinstaller --onefile --clean main.py --name worker``, so that
+command gives a working binary too. What this build adds (docs/release.md):
+``--strip`` (POSIX: the interpreter's debug symbols are most of the size),
+``--hide-console hide-early`` (Windows: no console window when Task Scheduler
+starts it; a console it was started from is kept) and
+release/hooks/hook-selectolax.py (leaves out selectolax's C sources). Neither
+adds a module, so what the plain command bundles is a superset of this build's.
+(The tie to the bootloader is in main.py itself: supervisor/frozen.py.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import importlib.metadata
+import importlib.util
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+NAME = "worker"
+HOOKS = ROOT / "release" / "hooks"  # hook-*.py override PyInstaller's; rth_*.py are runtime hooks
+
+
+def binary_name() -> str:
+    return NAME + (".exe" if os.name == "nt" else "")
+
+
+def pyinstaller_args(distpath: Path, workpath: Path, specpath: Path) -> list[str]:
+    args = [
+        str(ROOT / "main.py"), "--name", NAME, "--onefile", "--clean", "--noconfirm", "--log-level", "WARN",
+        "--distpath", str(distpath), "--workpath", str(workpath), "--specpath", str(specpath),
+        "--additional-hooks-dir", str(HOOKS),
+        "--noupx",  # UPX-packed exes are a classic antivirus false positive
+    ]
+    if os.name == "nt":
+        args += ["--hide-console", "hide-early"]
+    elif shutil.which("strip"):
+        args += ["--strip"]
+    else:
+        print("note: no `strip` command (binutils): the binary keeps its debug symbols and is larger", file=sys.stderr)
+    return args
+
+
+def check_pins() -> list[str]:
+    """What goes into the binary (requirements.txt, and PyInstaller itself) but differs from its pin."""
+    problems = []
+    for req_file, only in (("requirements.txt", None), ("requirements-dev.txt", {"pyinstaller"})):
+        for line in (ROOT / req_file).read_text(encoding="utf-8").splitlines():
+            m = re.match(r"^\s*([A-Za-z0-9_.\-]+)==([^\s;#]+)", line)
+            if not m or (only is not None and m.group(1).lower() not in only):
+                continue
+            name, wanted = m.groups()
+            try:
+                have = importlib.metadata.version(name)
+            except importlib.metadata.PackageNotFoundError:
+                have = "not installed"
+            if have != wanted:
+                problems.append(f"{name}: {req_file} pins {wanted}, installed {have}")
+    return problems
+
+
+SOURCE_PACKAGES = ("tasks", "executor", "supervisor", "devserver")
+
+
+def source_files() -> list[Path]:
+    """The worker's own source: what PyInstaller analyses starting from main.py."""
+    files = [ROOT / "main.py", ROOT / "config.py"]
+    for package in SOURCE_PACKAGES:
+        files += sorted(f for f in (ROOT / package).glob("*.py") if f.name != "__main__.py")  # python -m only
+    return files
+
+
+def imported_modules(files: list[Path]) -> tuple[set[str], set[str]]:
+    """Imports anywhere in these files (top level, functions, TYPE_CHECKING blocks), relative ones resolved.
+
+    Returns (modules, candidates): ``import a.b`` and ``from a.b import c`` give module ``a.b``;
+    the latter also gives candidate ``a.b.c``, a module only if it is one (``from tasks import x``).
+    """
+    modules: set[str] = set()
+    candidates: set[str] = set()
+    for file in files:
+        package = file.resolve().parent.relative_to(ROOT).parts
+        tree = ast.parse(file.read_text(encoding="utf-8"), str(file))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                modules.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = package[:len(package) - node.level + 1]
+                    module = ".".join([*base, *([node.module] if node.module else [])])
+                else:
+                    module = node.module or ""
+                if not module:
+                    continue
+                modules.add(module)
+                candidates.update(f"{module}.{alias.name}" for alias in node.names if alias.name != "*")
+    return modules, candidates
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def bundle_report(binary: Path) -> tuple[list[str], list[str]]:
+    """(missing, optional): modules the worker's source imports that the binary lacks.
+
+    ``missing`` are installed here but not bundled (a broken build); ``optional`` are not
+    installed here at all (so they cannot be bundled: the task must cope without them).
+    """
+    from PyInstaller.archive.readers import pkg_archive_contents
+
+    contents = pkg_archive_contents(str(binary))
+    modules = set(contents)
+    # Extension modules are stored as files: selectolax/lexbor.cpython-311-x86_64-linux-gnu.so
+    for entry in contents:
+        modules.add(entry.replace("\\", "/").split(".", 1)[0].replace("/", "."))
+    imported, candidates = imported_modules(source_files())
+    missing, optional = [], []
+    sys.path.insert(0, str(ROOT))
+    try:
+        for name in sorted(imported | candidates):
+            top = name.split(".", 1)[0]
+            if top == "__future__" or top in sys.stdlib_module_names or top in sys.builtin_module_names:
+                continue
+            if not _installed(name):
+                if name in imported:  # a candidate that is no module is just a name (a class, a function)
+                    optional.append(name)
+            elif name not in modules:
+                missing.append(name)
+    finally:
+        sys.path.remove(str(ROOT))
+    return missing, optional
+
+
+def frozen_env() -> dict[str, str]:
+    """Environment for running a built binary from a Python process: a fresh one-file instance."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HIVE_", "_PYI_", "_MEI"))}
+    env["PYINSTALLER_RESET_ENVIRONMENT"] = "1"
+    return env
+
+
+def run_binary(binary: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([str(binary), *args], capture_output=True, text=True, timeout=timeout, env=frozen_env(),
+                          stdin=subprocess.DEVNULL)
+
+
+def verify(binary: Path) -> list[str]:
+    """Everything wrong with a built binary (empty: good). Prints what it checked."""
+    problems = []
+    missing, optional = bundle_report(binary)
+    for name in missing:
+        problems.append(f"module {name} is imported by the worker's source but is not in the binary")
+    for name in optional:
+        print(f"note: {name} is imported but not installed here, so it is not bundled (optional)")
+    sys.path.insert(0, str(ROOT))
+    try:
+        from config import WORKER_VERSION
+    finally:
+        sys.path.remove(str(ROOT))
+    got = run_binary(binary, "--version")
+    if got.returncode != 0 or got.stdout.strip() != WORKER_VERSION:
+        problems.append(f"--version: exit {got.returncode}, printed {got.stdout.strip()!r}, "
+                        f"expected {WORKER_VERSION!r}; {got.stderr.strip()[-500:]}")
+    with tempfile.TemporaryDirectory(prefix="hive-selftest-") as home:
+        got = run_binary(binary, "--self-test", "--home", home)
+    if got.returncode != 0:
+        problems.append(f"--self-test: exit {got.returncode}: {(got.stdout + got.stderr).strip()[-1500:]}")
+    else:
+        print(got.stdout.strip())
+    return problems
+
+
+def build(distpath: Path, workpath: Path, specpath: Path) -> Path:
+    import PyInstaller.__main__
+
+    PyInstaller.__main__.run(pyinstaller_args(distpath, workpath, specpath))
+    return distpath / binary_name()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m release.build", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--distpath", type=Path, default=ROOT / "dist", help="where the binary goes (default: dist/)")
+    ap.add_argument("--workpath", type=Path, default=ROOT / "build", help="PyInstaller's work folder (default: build/)")
+    ap.add_argument("--specpath", type=Path, default=None, help="where the generated .spec goes (default: workpath)")
+    ap.add_argument("--allow-unpinned", action="store_true",
+                    help="build even if installed packages differ from the pins (not for releases)")
+    args = ap.parse_args(argv)
+    distpath, workpath = args.distpath.resolve(), args.workpath.resolve()
+    specpath = (args.specpath or workpath).resolve()
+
+    pins = check_pins()
+    for problem in pins:
+        print(f"{'warning' if args.allow_unpinned else 'error'}: {problem}", file=sys.stderr)
+    if pins and not args.allow_unpinned:
+        print("error: install the pinned versions (pip install -r requirements-dev.txt) or pass --allow-unpinned",
+              file=sys.stderr)
+        return 2
+    started = time.monotonic()
+    binary = build(distpath, workpath, specpath)
+    took = time.monotonic() - started
+    problems = verify(binary)
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    if problems:
+        print(f"BUILD FAILED CHECKS: {binary}", file=sys.stderr)
+        return 1
+    size = binary.stat().st_size
+    print(f"built {binary} ({size / 1e6:.1f} MB, {size} bytes) in {took:.0f} s; checks passed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
