@@ -10,6 +10,10 @@ if __name__ == "__main__":
     # Before anything else: in the frozen exe every executor re-enters here, and
     # without this the one-file exe spawns itself endlessly.
     multiprocessing.freeze_support()
+    # Frozen one-file build: die with the bootloader when it is killed hard (docs/release.md).
+    from supervisor.frozen import tether_to_bootloader  # noqa: E402
+
+    tether_to_bootloader()
 
 import argparse  # noqa: E402
 import logging  # noqa: E402
@@ -18,6 +22,7 @@ import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 EXIT_BAD_SETTINGS = 2
+EXIT_ALREADY_RUNNING = 3
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -116,6 +121,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.self_test:
         return oneshot.self_test(settings, args.config, registry, version)
 
+    instance_lock = home_mod.lock_home(home)  # held until this process ends, however it ends
+    if instance_lock is None:
+        print(f"error: another worker is already running in {home}", file=sys.stderr)
+        return EXIT_ALREADY_RUNNING
     from supervisor.arbiter import Arbiter
     from supervisor.identity import load_or_create_worker_id
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import BinaryIO
 
 # main.py sits at the repo root; this file is one level below it.
 SOURCE_ROOT = Path(__file__).resolve().parent.parent
@@ -27,6 +28,29 @@ def resolve_home(flag: str | None, environ: dict[str, str] | None = None) -> Pat
     home = Path(raw).expanduser().resolve() if raw else default_home()
     home.mkdir(parents=True, exist_ok=True)
     return home
+
+
+def lock_home(home: Path) -> BinaryIO | None:
+    """Take home/worker.lock for the life of this process; None if another worker holds it.
+
+    The OS releases it when the process ends, however it ends (a crash, a kill, a power cut),
+    so a stale lock file never blocks a start. Executors do not inherit it.
+    """
+    f = open(home / "worker.lock", "a+b")  # held open on purpose: closing it releases the lock
+    try:
+        if os.name == "nt":
+            import msvcrt
+
+            f.seek(0)
+            msvcrt.locking(f.fileno(), msvcrt.LK_NBLCK, 1)
+        else:
+            import fcntl
+
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        return None
+    return f
 
 
 def atomic_write(path: Path, data: bytes, fsync: bool = True) -> None:

@@ -138,3 +138,17 @@ def test_builtin_tasks(server, start_worker, task_type):
                     "memory_total_mb", "worker_version", "pool_size"):
             assert key in r["result"], key
         assert r["result"]["worker_version"] == "2.0.0" and r["result"]["pool_size"] == 2
+
+
+def test_one_worker_per_home(server, start_worker, tmp_path):
+    home = tmp_path / "shared-home"
+    first = start_worker(server.url, home=home)
+    first.wait_ready()
+    second = start_worker(server.url, home=home)
+    assert second.wait(30) == 3
+    assert "another worker is already running in" in second.console()
+    assert first.proc.poll() is None
+    first.proc.kill()  # a kill leaves worker.lock behind; it must not block the next start
+    first.wait(10)
+    third = start_worker(server.url, home=home)
+    third.wait_ready()
