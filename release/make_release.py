@@ -93,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
                     help=f"the built binary (default: dist/{binary_name()})")
     ap.add_argument("--out", type=Path, default=None, help="folder for the zip (default: the binary's folder)")
     ap.add_argument("--url", default=None, help="where the zip will be downloaded from (goes into the params JSON)")
+    ap.add_argument("--sign-key", type=Path, default=None,
+                    help="Ed25519 private key file (python -m supervisor.update_verify keygen FILE): adds the "
+                         "signature param that workers with UPDATE_PUBLIC_KEYS require (docs/self-update.md)")
     args = ap.parse_args(argv)
     binary: Path = args.binary.resolve()
     if not binary.is_file():
@@ -116,6 +119,10 @@ def main(argv: list[str] | None = None) -> int:
     size = zip_path.stat().st_size
     params = {"url": args.url or f"<URL where {zip_path.name} is served>", "sha256": digest, "size": size,
               "version": version}
+    if args.sign_key:
+        from supervisor.update_verify import sign_release
+
+        params["signature"] = sign_release(digest, args.sign_key)
     line = json.dumps(params, ensure_ascii=False)
     Path(str(zip_path) + ".json").write_text(line + "\n", encoding="utf-8")
     print(f"release: {zip_path}")

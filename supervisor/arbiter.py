@@ -265,6 +265,7 @@ class Arbiter:
                  self.settings.server_url, self.settings.pool_size, self.home)
         if home_mod.is_frozen():
             updater.on_start(self.home)
+            updater.check_settings(self.settings)  # warns when UPDATE_PUBLIC_KEYS is unset
         reported = recover_interrupted(self.journal, self.outbox, self.worker_id)
         if len(self.outbox):
             log.info("%d result(s) from earlier runs wait in the outbox (%d interrupted task(s) among them)",

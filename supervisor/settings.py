@@ -17,6 +17,8 @@ from urllib.parse import urlparse
 
 import tomli_w
 
+from supervisor.update_verify import key_problem
+
 
 class SettingsError(Exception):
     """A setting that cannot be used; the message is the one line shown to the operator."""
@@ -91,7 +93,7 @@ SPECS: tuple[Spec, ...] = (
     Spec("SHUTDOWN_GRACE", float, 0, 86400),
     Spec("UPDATE_DRAIN_TIMEOUT", float, 0, 86400),
     Spec("UPDATE_MAX_BYTES", int, 1024, 2**34),
-    Spec("UPDATE_PUBLIC_KEYS", list, help="Ed25519 public keys (base64) that may sign updates"),
+    Spec("UPDATE_PUBLIC_KEYS", list, check=key_problem, help="Ed25519 public keys (base64) that may sign updates"),
     Spec("UPDATE_HEALTH_TIMEOUT", float, 5, 3600),
     Spec("LOG_LEVEL", str, choices=("DEBUG", "INFO", "WARNING", "ERROR")),
     Spec("LOG_MAX_MB", float, 0.01, 100000),

@@ -1,0 +1,101 @@
+"""Download a release zip into the home: streamed to a .part file, capped, hashed while it streams.
+
+The file gets its final name only when it is complete and matches the expected size and
+SHA-256 (when given); anything else removes the .part and refuses the update.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from pathlib import Path
+
+import requests
+
+from supervisor.update_verify import Refused
+
+log = logging.getLogger("hive.update")
+
+CONNECT_TIMEOUT = 15.0
+READ_TIMEOUT = 60.0  # no byte for this long: give up
+TOTAL_TIMEOUT = 1800.0  # a trickling server does not hold the worker forever
+CHUNK = 256 * 1024
+
+
+def download(url: str, dest: Path, max_bytes: int, expected_size: int | None = None,
+             expected_sha256: str | None = None, user_agent: str = "hive-worker",
+             read_timeout: float = READ_TIMEOUT, total_timeout: float = TOTAL_TIMEOUT) -> tuple[str, int]:
+    """Fetch url to dest; returns (sha256 hex, size). Raises Refused."""
+    part = dest.with_name(dest.name + ".part")
+    for stale in (part, dest):
+        stale.unlink(missing_ok=True)
+    cap = max_bytes if expected_size is None else min(max_bytes, expected_size)
+    if expected_size is not None and expected_size > max_bytes:
+        raise Refused(f"the release is {expected_size} bytes, over UPDATE_MAX_BYTES={max_bytes}")
+    started = time.monotonic()
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        with requests.get(url, stream=True, timeout=(CONNECT_TIMEOUT, read_timeout),
+                          headers={"User-Agent": user_agent, "Accept-Encoding": "identity"}) as resp:
+            if resp.status_code != 200:
+                raise Refused(f"download: HTTP {resp.status_code} from {url}")
+            announced = _content_length(resp)
+            if announced is not None and announced > cap:
+                raise Refused(_too_big(announced, max_bytes, expected_size))
+            if announced is not None and expected_size is not None and announced != expected_size:
+                raise Refused(f"download: the server announces {announced} bytes, params.size is {expected_size}")
+            with open(part, "wb") as f:
+                for chunk in resp.iter_content(CHUNK):
+                    size += len(chunk)
+                    if size > cap:
+                        raise Refused(_too_big(size, max_bytes, expected_size, "at least "))
+                    digest.update(chunk)
+                    f.write(chunk)
+                    if time.monotonic() - started > total_timeout:
+                        raise Refused(f"download: not complete after {total_timeout:.0f} s ({size} bytes so far)")
+                f.flush()
+                os.fsync(f.fileno())
+            if announced is not None and size != announced:
+                raise Refused(f"download: truncated: {size} of {announced} bytes")
+    except Refused:
+        part.unlink(missing_ok=True)
+        raise
+    except requests.Timeout:
+        part.unlink(missing_ok=True)
+        raise Refused(f"download: no data for {read_timeout:g} s ({size} bytes so far)") from None
+    except (requests.RequestException, OSError) as exc:
+        part.unlink(missing_ok=True)
+        text = " ".join(str(exc).split())[:200]
+        raise Refused(f"download failed after {size} bytes (truncated or unreachable): {type(exc).__name__}: {text}") \
+            from None
+    sha = digest.hexdigest()
+    problem = None
+    if expected_size is not None and size != expected_size:
+        problem = f"download: got {size} bytes, params.size is {expected_size} (truncated or wrong file)"
+    elif expected_sha256 is not None and sha != expected_sha256:
+        problem = f"download: SHA-256 is {sha}, params.sha256 is {expected_sha256}"
+    if problem:
+        part.unlink(missing_ok=True)
+        raise Refused(problem)
+    os.replace(part, dest)
+    log.info("update: downloaded %d bytes in %.1f s, sha256 %s", size, time.monotonic() - started, sha)
+    return sha, size
+
+
+def _content_length(resp: requests.Response) -> int | None:
+    value = resp.headers.get("Content-Length")
+    if value is None or resp.headers.get("Content-Encoding", "identity") not in ("", "identity"):
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        return None
+
+
+def _too_big(size: int, max_bytes: int, expected: int | None, prefix: str = "") -> str:
+    if expected is not None and size > expected and expected <= max_bytes:
+        return f"download: {prefix}{size} bytes, more than params.size={expected}"
+    return f"download: {prefix}{size} bytes, over UPDATE_MAX_BYTES={max_bytes}"

@@ -1,0 +1,926 @@
+"""Self-update (issue 6): refusals, the updater script's steps, crash safety, and full real cycles.
+
+Fast tests call prepare()/on_start()/on_healthy() directly and run updater.sh on stand-in
+binaries (small shell scripts that answer --self-test and behave healthy, crash or hang
+when started) in a temporary install folder. The slow ones build two real one-file
+binaries (the repo, and a copy with another WORKER_VERSION) once per session with the
+release build command, and run the whole cycle against the dev server and a local HTTP
+server holding the release zips.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import threading
+import time
+import uuid
+import zipfile
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import orjson
+import psutil
+import pytest
+from conftest import ROOT, results_by_id, wait_for
+
+from supervisor import update_extract, update_scripts, update_verify, updater
+
+POSIX = os.name == "posix"
+TAG_ENV = "UPDATE_TEST_TAG"  # not HIVE_*: it must survive into every process the updater starts
+
+
+# ---- helpers: a file server, stand-in binaries, zips ------------------------------------------------
+
+class FileServer:
+    """Serves registered bodies; modes: ok, truncate (announces more than it sends), nolength, slow."""
+
+    def __init__(self) -> None:
+        self.routes: dict[str, tuple[bytes, str]] = {}
+        self.hits: list[str] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:  # noqa: N802 - name fixed by the base class
+                server.hits.append(self.path)
+                body, mode = server.routes.get(self.path, (b"", "missing"))
+                if mode == "missing":
+                    self.send_response(404)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                if mode == "slow":
+                    time.sleep(3)
+                self.send_response(200)
+                self.send_header("Content-Type", "application/octet-stream" if mode != "slow" else "text/html")
+                if mode == "nolength":
+                    self.send_header("Connection", "close")
+                else:
+                    self.send_header("Content-Length", str(len(body) * (2 if mode == "truncate" else 1)))
+                self.end_headers()
+                self.wfile.write(body)
+                if mode in ("truncate", "nolength"):
+                    self.close_connection = True
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread.start()
+
+    def add(self, path: str, body: bytes, mode: str = "ok") -> str:
+        self.routes[path] = (body, mode)
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}{path}"
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def files() -> Iterator[FileServer]:
+    srv = FileServer()
+    yield srv
+    srv.stop()
+
+
+def standin(version: str, selftest: str = "ok", run: str = "healthy", upd: Path | None = None,
+            marks: Path | None = None) -> bytes:
+    """A stand-in worker binary (POSIX shell). --self-test: ok | fail | hang. Started: healthy |
+    crash | hang | old (what an old worker does: note it ran and keep running)."""
+    lines = ["#!/bin/sh", 'if [ "$1" = "--self-test" ]; then']
+    lines += {"ok": [f'  echo "self-test ok: version {version}, tasks: example"; exit 0'],
+              "fail": [f'  echo "self-test FAILED: version {version}: broken on purpose" >&2; exit 1'],
+              "hang": ["  exec sleep 600"]}[selftest]
+    lines += ["fi"]
+    if marks is not None:
+        lines += [f'echo "{version} $$" >> "{marks}"']
+    if upd is not None and run != "old":
+        lines += [f'echo "$$ $$" > "{upd}/started.pid"']
+    lines += {"healthy": ["sleep 0.5", f'mkdir "{upd}/decided"', "exec sleep 600"],
+              "crash": ["exit 3"],
+              "hang": ["exec sleep 600"],
+              "old": ["exec sleep 600"]}[run]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def make_zip(members: dict[str, bytes | tuple[bytes, int]], compression: int = zipfile.ZIP_DEFLATED) -> bytes:
+    """name -> bytes (a regular 0755 file) or (bytes, st_mode) for special members."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression) as zf:
+        for name, value in members.items():
+            data, mode = value if isinstance(value, tuple) else (value, stat.S_IFREG | 0o755)
+            info = zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0))
+            info.create_system = 3
+            info.external_attr = mode << 16
+            info.compress_type = compression
+            zf.writestr(info, data)
+    return buf.getvalue()
+
+
+def release_zip(binary: bytes) -> bytes:
+    return make_zip({update_extract.BINARY: binary, "updater.bat": update_scripts.UPDATER_BAT})
+
+
+def settings_for(home: Path, **values: Any) -> SimpleNamespace:
+    base = {"update_max_bytes": 50 * 1024 * 1024, "update_public_keys": [], "update_error_sleep": 0.0,
+            "update_health_timeout": 5.0}
+    base.update(values)
+    return SimpleNamespace(home=home, values=base, sources={}, **base)
+
+
+def keypair(tmp_path: Path, name: str = "release.key") -> tuple[Path, str]:
+    path = tmp_path / name
+    return path, update_verify.keygen(path)
+
+
+def params_for(url: str, body: bytes, **extra: Any) -> dict:
+    return {"url": url, "sha256": hashlib.sha256(body).hexdigest(), "size": len(body), **extra}
+
+
+def kill_tagged(tag: str) -> None:
+    for proc in psutil.process_iter():
+        try:
+            if proc.environ().get(TAG_ENV) == tag:
+                proc.kill()
+        except (psutil.Error, OSError):
+            continue
+
+
+@pytest.fixture
+def tag() -> Iterator[str]:
+    """Every process a test starts carries this tag in its environment; all are killed afterwards."""
+    value = uuid.uuid4().hex
+    yield value
+    kill_tagged(value)
+
+
+# ---- the scripts -----------------------------------------------------------------------------------
+
+def test_repo_scripts_are_the_embedded_ones() -> None:
+    assert (ROOT / "updater.bat").read_bytes() == update_scripts.UPDATER_BAT
+    assert (ROOT / "updater.sh").read_bytes() == update_scripts.UPDATER_SH
+
+
+def test_updater_bat_syntax() -> None:
+    """What cmd.exe needs and CI can check without Windows: CRLF only, ASCII, every goto/call
+    target exists, labels unique, no delayed expansion (a '!' in a path would be eaten),
+    parentheses balanced on each line, every path expansion quoted, no PowerShell/VBS."""
+    raw = update_scripts.UPDATER_BAT
+    raw.decode("ascii")
+    assert b"\n" not in raw.replace(b"\r\n", b""), "LF-only line ends confuse cmd.exe's goto"
+    text = raw.decode("ascii")
+    lines = text.split("\r\n")
+    labels = [line[1:].split()[0].lower() for line in lines if line.startswith(":") and not line.startswith("::")]
+    assert len(labels) == len(set(labels)), "duplicate labels"
+    for target in re.findall(r"\b(?:goto|call)\s+:?([A-Za-z_][\w]*)", text, re.I):
+        assert target.lower() in labels or target.lower() == "eof", f"no label :{target}"
+    low = text.lower()
+    assert "enabledelayedexpansion" not in low.replace("disabledelayedexpansion", "")
+    for banned in ("powershell", "wscript", "cscript", ".vbs", "runas", "timeout /t"):
+        assert banned not in low, banned
+    for number, line in enumerate(lines, 1):
+        if line.lower().startswith("rem ") or line.startswith(":"):
+            continue
+        code = re.sub(r'"[^"]*"', '""', line)  # what is inside quotes does not count
+        assert code.count("(") == code.count(")"), f"line {number}: unbalanced parentheses: {line}"
+        for var in ("EXE", "STAGED", "OLD", "UPD", "LOG", "RUN", "TARGET"):
+            assert f"%{var}%" not in code, f"line {number}: %{var}% outside quotes: {line}"
+    # The same steps and log lines as updater.sh (the 1.0.x call is Windows only).
+    sh = update_scripts.UPDATER_SH.decode()
+    update_part = text[:text.index("\r\n:legacy\r\n")]
+    messages = re.findall(r'updater: ([a-z][^"%\r]*?)(?: "|%|$)', update_part, re.M)
+    assert len(messages) >= 12
+    for message in messages:
+        assert message.strip(" :") in sh, f"updater.sh lacks the log line {message!r}"
+
+
+def test_updater_sh_syntax() -> None:
+    subprocess.run(["sh", "-n", str(ROOT / "updater.sh")], check=True)
+    if shutil.which("shellcheck"):  # not installed in CI; run when present
+        subprocess.run(["shellcheck", "-s", "sh", str(ROOT / "updater.sh")], check=True)
+
+
+# ---- prepare: refusals ------------------------------------------------------------------------------
+
+def test_same_version_is_success_without_download(tmp_path: Path, files: FileServer) -> None:
+    url = files.add("/r.zip", b"x")
+    assert updater.prepare({"url": url, "version": "2.0.0"}, settings_for(tmp_path), "2.0.0") is None
+    assert files.hits == []
+
+
+@pytest.mark.parametrize("params, message", [
+    ({}, "params.url is missing"),
+    ({"url": "file:///etc/passwd"}, "http(s) URL"),
+    ({"url": "http://h/x", "sha256": "abc"}, "64 hex digits"),
+    ({"url": "http://h/x", "size": -1}, "positive whole number"),
+    ({"url": "http://h/x", "version": "../x"}, "not a version string"),
+    ({"url": "http://h/x", "signature": "%%%"}, "not valid base64"),
+    ([1, 2], "JSON object"),
+])
+def test_bad_params_refused(tmp_path: Path, params: Any, message: str) -> None:
+    with pytest.raises(updater.UpdateRefused, match=re.escape(message)):
+        updater.prepare(params, settings_for(tmp_path), "2.0.0")
+
+
+def test_good_release_is_staged(tmp_path: Path, files: FileServer) -> None:
+    body = release_zip(standin("9.1.0"))
+    url = files.add("/ok.zip", body)
+    staged = updater.prepare(params_for(url, body, version="9.1.0"), settings_for(tmp_path), "2.0.0")
+    assert staged is not None and staged.version == "9.1.0"
+    assert staged.binary == tmp_path / "update" / "staged" / update_extract.BINARY
+    assert staged.binary.read_bytes() == standin("9.1.0") and os.access(staged.binary, os.X_OK)
+    assert staged.sha256 == hashlib.sha256(body).hexdigest()
+    assert not (tmp_path / "update" / "release.zip").exists()  # the zip goes once unpacked
+    assert sorted(p.name for p in (tmp_path / "update").iterdir()) == ["preflight", "staged"]
+
+
+def test_version_learned_from_the_self_test(tmp_path: Path, files: FileServer) -> None:
+    body = release_zip(standin("9.1.0"))
+    url = files.add("/ok.zip", body)
+    assert updater.prepare({"url": url}, settings_for(tmp_path), "9.1.0") is None  # already running it
+    staged = updater.prepare({"url": url}, settings_for(tmp_path), "2.0.0")
+    assert staged is not None and staged.version == "9.1.0"
+
+
+def _refused(tmp_path: Path, params: dict, settings: Any = None) -> str:
+    with pytest.raises(updater.UpdateRefused) as info:
+        updater.prepare(params, settings or settings_for(tmp_path), "2.0.0")
+    assert not (tmp_path / "update" / "staged" / update_extract.BINARY).exists()
+    assert not any((tmp_path / "update").glob("*.part")) and not (tmp_path / "update" / "release.zip").exists()
+    return str(info.value)
+
+
+def test_wrong_hash_and_wrong_size_refused(tmp_path: Path, files: FileServer) -> None:
+    body = release_zip(standin("9.1.0"))
+    url = files.add("/ok.zip", body)
+    assert "SHA-256 is" in _refused(tmp_path, dict(params_for(url, body), sha256="0" * 64))
+    assert "announces" in _refused(tmp_path, dict(params_for(url, body), size=len(body) + 1))
+    assert "bytes, more than params.size" in _refused(tmp_path, dict(params_for(url, body), size=len(body) - 1))
+    url2 = files.add("/nolength.zip", body, "nolength")
+    assert "more than params.size" in _refused(tmp_path, dict(params_for(url2, body), size=len(body) - 10))
+    assert "got" in _refused(tmp_path, dict(params_for(url2, body), size=len(body) + 10))
+
+
+def test_oversize_and_truncated_downloads_refused(tmp_path: Path, files: FileServer) -> None:
+    body = release_zip(standin("9.1.0") + os.urandom(300_000))  # incompressible
+    small = settings_for(tmp_path, update_max_bytes=100_000)
+    url = files.add("/big.zip", body)
+    assert "over UPDATE_MAX_BYTES=100000" in _refused(tmp_path, {"url": url}, small)
+    url = files.add("/big-nolength.zip", body, "nolength")
+    assert "at least" in _refused(tmp_path, {"url": url}, small)
+    url = files.add("/truncated.zip", body, "truncate")
+    assert "truncated" in _refused(tmp_path, {"url": url})
+    url = files.add("/cut.zip", body[: len(body) // 2], "nolength")  # no length announced: the zip is broken
+    assert "not a readable zip" in _refused(tmp_path, {"url": url})
+    assert "HTTP 404" in _refused(tmp_path, {"url": files.add("/x", b"") + "nothing"})
+
+
+def test_signatures(tmp_path: Path, files: FileServer) -> None:
+    key, public = keypair(tmp_path)
+    other, other_public = keypair(tmp_path, "other.key")
+    body = release_zip(standin("9.1.0"))
+    sha = hashlib.sha256(body).hexdigest()
+    url = files.add("/ok.zip", body)
+    signed = settings_for(tmp_path / "home", update_public_keys=[other_public, public])  # rotation: 2 keys
+    assert "not signed" in _refused(tmp_path / "home", params_for(url, body), signed)
+    assert files.hits == []  # refused before any download
+    bad = update_verify.sign_release("0" * 64, key)  # the right key, another zip
+    assert "does not verify" in _refused(tmp_path / "home", params_for(url, body, signature=bad), signed)
+    only_other = settings_for(tmp_path / "home", update_public_keys=[other_public])
+    good = update_verify.sign_release(sha, key)
+    assert "does not verify" in _refused(tmp_path / "home", params_for(url, body, signature=good), only_other)
+    staged = updater.prepare(params_for(url, body, signature=good), signed, "2.0.0")
+    assert staged is not None and staged.version == "9.1.0"
+    # No sha256 in the params: the signature still covers the bytes downloaded.
+    assert updater.prepare({"url": url, "signature": good}, signed, "2.0.0") is not None
+    broken = settings_for(tmp_path / "home", update_public_keys=["not base64!"])
+    assert "UPDATE_PUBLIC_KEYS[0]" in _refused(tmp_path / "home", params_for(url, body, signature=good), broken)
+
+
+@pytest.mark.parametrize("members, message", [
+    ({"../worker": b"x"}, "'..' path"),
+    ({"/worker": b"x"}, "absolute path"),
+    ({"C:/worker": b"x"}, "drive"),
+    ({"//server/share/worker": b"x"}, "absolute path"),
+    ({"..\\worker": b"x"}, "backslash"),
+    ({"sub/worker": b"x"}, "in a folder"),
+    ({"sub/": b""}, "directory"),
+    ({"worker-extra": b"x", update_extract.BINARY: b"x"}, "not part of a release"),
+    ({update_extract.BINARY: (b"/bin/sh", stat.S_IFLNK | 0o777)}, "link"),
+    ({update_extract.BINARY: (b"", stat.S_IFIFO | 0o644)}, "special"),
+    ({"updater.bat": b"x"}, f"no {update_extract.BINARY}"),
+    ({f"f{i}": b"x" for i in range(9)}, "more than 8"),
+])
+def test_unsafe_zips_refused(tmp_path: Path, files: FileServer, members: dict, message: str) -> None:
+    body = make_zip(members)
+    url = files.add("/evil.zip", body)
+    assert message in _refused(tmp_path, params_for(url, body))
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == []  # nothing written anywhere
+
+
+def test_duplicate_and_bomb_members_refused(tmp_path: Path, files: FileServer) -> None:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf, pytest.warns(UserWarning):
+        zf.writestr(update_extract.BINARY, b"one")
+        zf.writestr(update_extract.BINARY, b"two")
+    url = files.add("/dup.zip", buf.getvalue())
+    assert "duplicate" in _refused(tmp_path, params_for(url, buf.getvalue()))
+    bomb = make_zip({update_extract.BINARY: b"\0" * (20 * 1024 * 1024)})
+    url = files.add("/bomb.zip", bomb)
+    assert "compression ratio" in _refused(tmp_path, params_for(url, bomb))
+
+
+def test_staged_binary_must_pass_its_self_test(tmp_path: Path, files: FileServer, monkeypatch) -> None:
+    failing = release_zip(standin("9.1.0", selftest="fail"))
+    url = files.add("/fail.zip", failing)
+    message = _refused(tmp_path, params_for(url, failing))
+    assert "failed its self-test (exit status 1)" in message and "broken on purpose" in message
+    other = release_zip(standin("9.1.1"))
+    url = files.add("/other.zip", other)
+    assert "reports version 9.1.1, params.version is 9.1.0" in _refused(tmp_path, params_for(url, other,
+                                                                                          version="9.1.0"))
+    not_a_binary = release_zip(b"\x7fELF garbage")
+    url = files.add("/garbage.zip", not_a_binary)
+    assert "cannot be run" in _refused(tmp_path, params_for(url, not_a_binary))
+    monkeypatch.setattr(updater, "SELF_TEST_TIMEOUT", 1.0)
+    hanging = release_zip(standin("9.1.0", selftest="hang"))
+    url = files.add("/hang.zip", hanging)
+    started = time.monotonic()
+    assert "did not finish within 1 s" in _refused(tmp_path, params_for(url, hanging))
+    assert time.monotonic() - started < 10
+
+
+# ---- updater.sh on stand-ins: every step, every ending -----------------------------------------------
+
+class Install:
+    """A temporary install: home/worker (old stand-in), a staged new stand-in, a pending update,
+    and a process standing in for the old supervisor. Runs updater.sh the way launch() does."""
+
+    def __init__(self, tmp_path: Path, tag: str, new_run: str = "healthy", health: int = 5) -> None:
+        self.home = tmp_path / "home"
+        self.upd = self.home / "update"
+        self.exe = self.home / "worker"
+        self.old = updater.backup_of(self.exe)
+        self.staged = self.upd / "staged" / "worker"
+        self.log = self.home / "logs" / "updater.log"
+        self.marks = self.home / "ran.txt"
+        self.tag = tag
+        self.health = health
+        self.staged.parent.mkdir(parents=True)
+        self.log.parent.mkdir()
+        self.exe.write_bytes(standin("1.0.0", run="old", upd=self.upd, marks=self.marks))
+        self.staged.write_bytes(standin("2.0.0", run=new_run, upd=self.upd, marks=self.marks))
+        for f in (self.exe, self.staged):
+            f.chmod(0o755)
+        self.old_bytes, self.new_bytes = self.exe.read_bytes(), self.staged.read_bytes()
+        updater.write_pending(self.upd, {"task_id": 42, "from": "1.0.0", "to": "2.0.0", "exe": str(self.exe),
+                                         "staged": str(self.staged), "error_sleep": 7.0})
+        self.script = self.upd / "run" / "updater.sh"
+        self.script.parent.mkdir()
+        self.script.write_bytes(update_scripts.UPDATER_SH)
+        self.supervisor = subprocess.Popen(["sleep", "600"], env=self.env())
+        self.proc: subprocess.Popen | None = None
+
+    def env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        return dict(os.environ, **{TAG_ENV: self.tag}, **(extra or {}))
+
+    def run(self, env: dict[str, str] | None = None) -> subprocess.Popen:
+        args = ["update", str(self.exe), str(self.staged), str(self.old), str(self.upd), str(self.log),
+                str(self.health), str(self.supervisor.pid), "0"]
+        self.proc = subprocess.Popen(["/bin/sh", str(self.script), *args], env=self.env(env), cwd="/",
+                                     start_new_session=True, stdin=subprocess.DEVNULL)
+        return self.proc
+
+    def old_exits(self) -> None:
+        self.supervisor.kill()
+        self.supervisor.wait()
+
+    def logged(self) -> str:
+        return self.log.read_text() if self.log.exists() else ""
+
+    def running_versions(self) -> list[str]:
+        """Versions of stand-ins that noted a start and still run."""
+        out = []
+        for line in (self.marks.read_text().splitlines() if self.marks.exists() else []):
+            version, pid = line.split()
+            if psutil.pid_exists(int(pid)) and psutil.Process(int(pid)).status() != psutil.STATUS_ZOMBIE:
+                out.append(version)
+        return out
+
+    def kill_script(self) -> None:
+        """kill -9 of the updater (and of a blocked helper it waits for); what it started lives on."""
+        assert self.proc is not None
+        helpers = psutil.Process(self.proc.pid).children()
+        self.proc.kill()
+        self.proc.wait()
+        for child in helpers:
+            if child.name() != "sleep" or child.cmdline()[-1] == "601":
+                child.kill()
+
+
+posix_only = pytest.mark.skipif(not POSIX, reason="updater.sh; updater.bat runs on Windows")
+
+
+@posix_only
+def test_script_healthy_update(tmp_path: Path, tag: str) -> None:
+    inst = Install(tmp_path, tag, "healthy")
+    proc = inst.run()
+    time.sleep(1.5)
+    assert proc.poll() is None and inst.exe.read_bytes() == inst.old_bytes  # waits for the exact PID
+    assert "the old worker has exited" not in inst.logged()
+    inst.old_exits()
+    assert proc.wait(20) == 0, inst.logged()
+    assert inst.exe.read_bytes() == inst.new_bytes and inst.old.read_bytes() == inst.old_bytes
+    assert os.stat(inst.exe).st_ino != os.stat(inst.old).st_ino
+    assert not inst.staged.exists()
+    assert inst.running_versions() == ["2.0.0"]
+    log = inst.logged()
+    for step in ("started: exe", "the old worker has exited", "(hard link)", "the new binary is in place",
+                 "new worker started; waiting up to 5 s", "the new worker is healthy: update done"):
+        assert step in log
+    assert not (inst.upd / "outcome.txt").exists()
+
+
+@posix_only
+@pytest.mark.parametrize("new_run, reason", [
+    ("crash", "the new worker exited before it was healthy"),
+    ("hang", "the new worker was not healthy within 3 s"),
+])
+def test_script_rolls_back(tmp_path: Path, tag: str, new_run: str, reason: str) -> None:
+    inst = Install(tmp_path, tag, new_run, health=3)
+    inst.old_exits()
+    proc = inst.run()
+    assert proc.wait(30) == 1, inst.logged()
+    assert inst.exe.read_bytes() == inst.old_bytes and not inst.old.exists()
+    assert (inst.upd / "outcome.txt").read_text().strip() == f"rolled back: {reason}"
+    assert (inst.upd / "decided").is_dir()
+    wait_for(lambda: inst.running_versions() == ["1.0.0"], 5, what="only the old version to run")
+    log = inst.logged()
+    assert f"rolling back: {reason}" in log and "restored the old binary" in log and "old worker started again" in log
+    # The old version, once it has talked to the server, reports it and remembers the version.
+    [(task_id, ok, raw, pause)] = updater.on_healthy(inst.home, "1.0.0", "w1")
+    assert (task_id, ok, pause) == (42, False, 7.0)
+    result = orjson.loads(raw)
+    assert result["kind"] == "update_failed" and reason in result["error"]
+    assert "2.0.0" in updater.bad_versions(inst.upd)
+    assert updater.read_pending(inst.upd) is None and updater.on_healthy(inst.home, "1.0.0", "w1") == []
+
+
+@posix_only
+def test_script_without_hard_links_renames(tmp_path: Path, tag: str) -> None:
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "ln").write_text("#!/bin/sh\necho 'ln: operation not supported' >&2\nexit 1\n")
+    (fake / "ln").chmod(0o755)
+    inst = Install(tmp_path, tag, "healthy")
+    inst.old_exits()
+    assert inst.run({"PATH": f"{fake}:{os.environ['PATH']}"}).wait(20) == 0, inst.logged()
+    assert "(renamed)" in inst.logged()
+    assert inst.exe.read_bytes() == inst.new_bytes and inst.old.read_bytes() == inst.old_bytes
+
+
+@posix_only
+def test_script_missing_staged_binary_restarts_old(tmp_path: Path, tag: str) -> None:
+    inst = Install(tmp_path, tag)
+    inst.staged.unlink()
+    inst.old_exits()
+    assert inst.run().wait(20) == 1
+    assert (inst.upd / "outcome.txt").read_text().strip() == "failed: the staged binary is missing"
+    assert inst.exe.read_bytes() == inst.old_bytes
+    wait_for(lambda: inst.running_versions() == ["1.0.0"], 5, what="the old version to run again")
+    [(_, ok, raw, _)] = updater.on_healthy(inst.home, "1.0.0", "w1")
+    assert not ok and "staged binary is missing" in orjson.loads(raw)["error"]
+    assert updater.bad_versions(inst.upd) == {}  # never ran: not held against the version
+
+
+def _blocker(tmp_path: Path, tool: str) -> Path:
+    """PATH wrapper for mv/ln: call number $BLOCK_AT blocks before (or after, BLOCK_WHEN=after) the
+    real command, after touching $REACHED, so the updater can be killed exactly there."""
+    real = shutil.which(tool)
+    folder = tmp_path / "bin"
+    folder.mkdir(exist_ok=True)
+    script = folder / tool
+    script.write_text(f"""#!/bin/sh
+count_file="$REACHED.{tool}.count"
+n=$(cat "$count_file" 2>/dev/null || echo 0)
+n=$((n + 1))
+echo "$n" > "$count_file"
+if [ "$BLOCK_TOOL" = {tool} ] && [ "$n" = "$BLOCK_AT" ] && [ "$BLOCK_WHEN" = before ]; then
+    touch "$REACHED"; exec sleep 601
+fi
+{real} "$@"
+rc=$?
+if [ "$BLOCK_TOOL" = {tool} ] && [ "$n" = "$BLOCK_AT" ] && [ "$BLOCK_WHEN" = after ]; then
+    touch "$REACHED"; exec sleep 601
+fi
+exit $rc
+""")
+    script.chmod(0o755)
+    return folder
+
+
+# (where to kill the updater, new stand-in behaviour, binary in place afterwards)
+KILL_POINTS = {
+    "waiting for the old worker": (None, "healthy", "old"),
+    "after the backup link": (("ln", 1, "after"), "healthy", "old"),
+    "before the swap": (("mv", 1, "before"), "healthy", "old"),
+    "after the swap": (("mv", 1, "after"), "healthy", "new"),
+    "waiting for health": ("health", "hang", "new"),
+    "after the rollback's restore": (("mv", 2, "after"), "crash", "old"),
+}
+
+
+@posix_only
+@pytest.mark.parametrize("point", list(KILL_POINTS))
+def test_kill_9_of_the_updater_at_each_step(tmp_path: Path, tag: str, point: str) -> None:
+    block, new_run, expect = KILL_POINTS[point]
+    inst = Install(tmp_path, tag, new_run, health=60)
+    reached = tmp_path / "reached"
+    env = {"REACHED": str(reached)}
+    if isinstance(block, tuple):
+        tool, at, when = block
+        folder = _blocker(tmp_path, "mv")
+        _blocker(tmp_path, "ln")
+        env.update(PATH=f"{folder}:{os.environ['PATH']}", BLOCK_TOOL=tool, BLOCK_AT=str(at), BLOCK_WHEN=when)
+        if new_run == "crash":
+            inst.health = 60
+    proc = inst.run(env)
+    if block is None:
+        wait_for(lambda: "started: exe" in inst.logged(), 10, what="the updater to start")
+    else:
+        inst.old_exits()
+        if block == "health":
+            wait_for(lambda: "waiting up to" in inst.logged(), 10, what="the health wait")
+            time.sleep(0.5)
+        else:
+            wait_for(reached.exists, 20, what=f"the updater to reach {point}")
+    inst.kill_script()
+    assert proc.poll() is not None
+
+    # The next start (whichever binary is in place) repairs first, then runs.
+    updater._on_start(inst.home, inst.exe)
+    assert inst.exe.is_file() and os.access(inst.exe, os.X_OK)
+    assert inst.exe.read_bytes() == (inst.old_bytes if expect == "old" else inst.new_bytes)
+    got = subprocess.run([str(inst.exe), "--self-test"], capture_output=True, text=True, timeout=10)
+    assert got.returncode == 0 and "self-test ok" in got.stdout
+    version = "1.0.0" if expect == "old" else "2.0.0"
+    # Once it has talked to the server it tells it how the update ended.
+    [(task_id, ok, raw, _)] = updater.on_healthy(inst.home, version, "w1")
+    assert task_id == 42 and ok == (expect == "new"), raw
+    if not ok:
+        assert "updater stopped before it finished" in orjson.loads(raw)["error"] or point.startswith("after the roll")
+    assert updater.read_pending(inst.upd) is None
+
+
+# ---- start-up repair, 1.0.x leftovers, and sys.executable --------------------------------------------
+
+def test_on_start_never_touches_sys_executable(tmp_path: Path) -> None:
+    """1.0.9 computed its leftover's path by replacing '.exe' in the running executable's path:
+    outside Windows that is the interpreter itself, and it deleted it."""
+    exe = Path(sys.executable)
+    before = (exe.stat(), sorted(os.listdir(exe.parent)))
+    updater.on_start(tmp_path)  # from source: sys.executable is this interpreter
+    updater._on_start(tmp_path, exe, frozen=True)  # even as if it were the frozen binary
+    updater.clean_legacy(exe)
+    after = (exe.stat(), sorted(os.listdir(exe.parent)))
+    assert before[0].st_ino == after[0].st_ino and before[0].st_mtime == after[0].st_mtime and before[1] == after[1]
+    # A leftover name that *is* the running binary, or a link to sys.executable, is never removed.
+    install = tmp_path / "install"
+    install.mkdir()
+    (install / "worker_update.exe").write_bytes(b"running")
+    assert updater.clean_legacy(install / "worker_update.exe") == []
+    assert (install / "worker_update.exe").exists()
+    (install / "worker_update.exe").unlink()
+    (install / "worker_update.exe").symlink_to(exe)
+    assert updater.clean_legacy(install / "worker") == []
+    assert (install / "worker_update.exe").is_symlink() and exe.exists()
+
+
+def test_on_start_cleans_1_0_x_leftovers_by_exact_name(tmp_path: Path) -> None:
+    for name in ("worker", "worker_update.exe", "worker_update", "worker.exe_update.exe", "updater.bat"):
+        (tmp_path / name).write_bytes(name.encode())
+    updater._on_start(tmp_path, tmp_path / "worker")
+    names = sorted(os.listdir(tmp_path))
+    assert "worker_update.exe" not in names
+    assert {"worker", "worker_update", "worker.exe_update.exe", "updater.bat"} <= set(names)
+    assert (tmp_path / "updater.bat").read_bytes() == b"updater.bat"  # the 1.0.x script is not ours to replace here
+    name, text = update_scripts.for_this_platform()
+    assert (tmp_path / name).read_bytes() == text  # the current updater script, written out on first start
+
+
+@pytest.mark.parametrize("have", ["old", "staged", "both"])
+def test_on_start_restores_a_missing_binary(tmp_path: Path, have: str) -> None:
+    exe = tmp_path / "worker"
+    staged = tmp_path / "update" / "staged" / "worker"
+    staged.parent.mkdir(parents=True)
+    if have in ("old", "both"):
+        updater.backup_of(exe).write_bytes(b"old")
+    if have in ("staged", "both"):
+        staged.write_bytes(b"new")
+    updater.write_pending(tmp_path / "update", {"task_id": 1, "from": "1", "to": "2", "exe": str(exe),
+                                                "staged": str(staged)})
+    updater._on_start(tmp_path, tmp_path / "worker.old")  # started as whatever was there
+    assert exe.read_bytes() == (b"new" if have == "staged" else b"old")
+    assert (tmp_path / "update" / "started.pid").read_text().split()[1] == str(os.getpid())
+
+
+def test_on_healthy_new_version_decides_once(tmp_path: Path) -> None:
+    upd = tmp_path / "update"
+    updater.write_pending(upd, {"task_id": "t-7", "from": "1.0.0", "to": "2.0.0", "error_sleep": 30})
+    [(task_id, ok, raw, pause)] = updater.on_healthy(tmp_path, "2.0.0", "w1")
+    assert (task_id, ok, pause) == ("t-7", True, 0.0)
+    assert orjson.loads(raw)["message"] == "updated from 1.0.0 to 2.0.0"
+    assert (upd / "decided").is_dir() and updater.read_pending(upd) is None
+    # The script decided first (a rollback): the new version must not claim success.
+    updater.write_pending(upd, {"task_id": "t-8", "from": "1.0.0", "to": "2.0.0"})
+    assert updater.on_healthy(tmp_path, "2.0.0", "w1") == []
+
+
+def test_start_warning_and_restart_environment(tmp_path: Path, caplog) -> None:
+    import logging
+
+    import config
+    from supervisor import settings as settings_mod
+
+    with caplog.at_level(logging.WARNING, logger="hive.update"):
+        updater.check_settings(settings_for(tmp_path))
+        updater.check_settings(settings_for(tmp_path, update_public_keys=["short"]))
+    assert "UPDATE_PUBLIC_KEYS is not set" in caplog.text and "every update will be refused" in caplog.text
+    # The restarted worker gets the settings the old one had from flags and HIVE_* variables.
+    loaded = settings_mod.load(config, tmp_path, {"pool_size": "3"},
+                               {"HIVE_NO_TASK_SLEEP": "0.5", "HIVE_TASK_LIMITS": "[x]\ntime = 2",
+                                "HIVE_UPDATE_PUBLIC_KEYS": "a,b"})
+    env = updater.worker_env(loaded)
+    assert env["HIVE_HOME"] == str(tmp_path) and env["HIVE_POOL_SIZE"] == "3" and env["HIVE_NO_TASK_SLEEP"] == "0.5"
+    assert env["HIVE_UPDATE_PUBLIC_KEYS"] == "a,b" and env["PYINSTALLER_RESET_ENVIRONMENT"] == "1"
+    again = settings_mod.load(config, tmp_path, {}, {k: v for k, v in env.items() if k.startswith("HIVE_")
+                                                     and k != "HIVE_HOME"})
+    assert again.values == loaded.values
+    assert "HIVE_SERVER_URL" not in env and "HIVE_LOG_LEVEL" not in env  # defaults stay defaults
+
+
+def test_from_source_update_is_refused(server, start_worker) -> None:
+    w = start_worker(server.url)
+    task_id = server.enqueue("update_worker", {"url": "http://127.0.0.1:9/x.zip"})
+    got = wait_for(lambda: results_by_id(server).get(task_id), 20, what="the update's answer")
+    assert got[0]["status"] == "failure" and got[0]["result"]["kind"] == "update_failed"
+    assert "needs the frozen build" in got[0]["result"]["error"]
+    assert w.proc.poll() is None
+
+
+# ---- real one-file binaries: the full cycle, rollbacks, migration from 1.0.x ------------------------
+
+
+
+def _copy_repo(dest: Path, version: str) -> Path:
+    keep = {"main.py", "config.py", "supervisor", "executor", "tasks", "devserver", "release", "updater.bat",
+            "requirements.txt", "requirements-dev.txt", "pyproject.toml"}
+
+    def ignore(folder: str, names: list[str]) -> set[str]:
+        if Path(folder) == ROOT:
+            return {n for n in names if n not in keep}
+        return {n for n in names if n == "__pycache__"}
+
+    shutil.copytree(ROOT, dest, ignore=ignore)
+    config = dest / "config.py"
+    text, count = re.subn(r'^WORKER_VERSION = "[^"]*"', f'WORKER_VERSION = "{version}"', config.read_text(), flags=re.M)
+    assert count == 1
+    config.write_text(text)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def builds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]:
+    """Two real one-file builds made at the same time with the release build command: this repo
+    (the old version) and a copy whose WORKER_VERSION is another (the new one)."""
+    from config import WORKER_VERSION
+
+    base = tmp_path_factory.mktemp("update-builds")
+    new_version = WORKER_VERSION + "-next"
+    sources = {"old": ROOT, "new": _copy_repo(base / "src-new", new_version)}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HIVE_")}
+    procs = {}
+    started = time.monotonic()
+    for name, src in sources.items():
+        out = base / name
+        procs[name] = subprocess.Popen(
+            [sys.executable, "-m", "release.build", "--allow-unpinned", "--distpath", str(out / "dist"),
+             "--workpath", str(out / "work"), "--specpath", str(out / "spec")],
+            cwd=str(src), env=dict(env, PYINSTALLER_CONFIG_DIR=str(out / "cache")),  # --clean: no shared cache
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for name, proc in procs.items():
+        output, _ = proc.communicate(timeout=900)
+        assert proc.returncode == 0, f"{name} build failed: {output[-4000:]}"
+    binary = update_extract.BINARY
+    yield SimpleNamespace(old=base / "old" / "dist" / binary, new=base / "new" / "dist" / binary,
+                          old_version=WORKER_VERSION, new_version=new_version, seconds=time.monotonic() - started)
+
+
+def _release(tmp_path: Path, binary: Path, name: str) -> bytes:
+    """A release zip made by the release command's own writer."""
+    from release.make_release import UPDATER, crlf, write_zip
+
+    path = tmp_path / name
+    write_zip(path, binary, update_extract.BINARY, crlf(UPDATER.read_bytes()))
+    return path.read_bytes()
+
+
+def _install(tmp_path: Path, binary: Path) -> Path:
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copy2(binary, home / update_extract.BINARY)
+    return home
+
+
+def _worker_env(tag: str, tmp_path: Path, **extra: str) -> dict[str, str]:
+    tmpdir = tmp_path / "tmpdir"
+    tmpdir.mkdir(exist_ok=True)
+    return {TAG_ENV: tag, "TMPDIR": str(tmpdir), "HIVE_UPDATE_ERROR_SLEEP": "0", "HIVE_UPDATE_DRAIN_TIMEOUT": "60",
+            "HIVE_UPDATE_HEALTH_TIMEOUT": "60", **extra}
+
+
+def _result(server: Any, task_id: Any, timeout: float = 60) -> dict:
+    return wait_for(lambda: (results_by_id(server).get(task_id) or [None])[-1], timeout,
+                    what=f"the result of task {task_id!r}")
+
+
+def _poster_version(server: Any, task_id: Any) -> set[str]:
+    """X-Worker-Version of the requests that posted this task's result."""
+    out = set()
+    for rec in server.requests:
+        if rec.path.endswith("/submit_result") and rec.body and orjson.loads(rec.body).get("task_id") == task_id:
+            out.add(rec.headers.get("X-Worker-Version"))
+    return out
+
+
+def _status(home: Path) -> dict:
+    try:
+        return orjson.loads((home / "status.json").read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return {}
+
+
+def _stop_tagged(tag: str, timeout: float = 20) -> None:
+    """SIGTERM to the worker(s) the updater started (the top of each tagged tree), then wait."""
+    tops = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.environ().get(TAG_ENV) != tag:
+                continue
+            parent = proc.parent()
+            if parent is None or parent.environ().get(TAG_ENV) != tag:
+                tops.append(proc)
+        except (psutil.Error, OSError):
+            continue
+    for proc in tops:
+        try:
+            proc.send_signal(signal.SIGTERM)
+        except psutil.Error:
+            pass
+    psutil.wait_procs(tops, timeout=timeout)
+
+
+def _product_pages(files: FileServer, count: int) -> list[dict]:
+    page = b"<html><body><div data-qaid='main_product_info'>slow page</div></body></html>"
+    return [{"product_id": i, "url": files.add(f"/product/{i}", page, "slow")} for i in range(count)]
+
+
+@pytest.mark.slow
+@posix_only
+@pytest.mark.timeout(600)
+def test_full_cycle_with_two_real_binaries(builds: SimpleNamespace, server, start_worker, files: FileServer,
+                                           tag: str, tmp_path: Path) -> None:
+    key, public = keypair(tmp_path)
+    home = _install(tmp_path, builds.old)
+    body = _release(tmp_path, builds.new, "worker-new.zip")
+    url = files.add("/releases/worker-new.zip", body)
+    sha = hashlib.sha256(body).hexdigest()
+    good = params_for(url, body, version=builds.new_version, signature=update_verify.sign_release(sha, key))
+    w = start_worker(server.url, env=_worker_env(tag, tmp_path, HIVE_UPDATE_PUBLIC_KEYS=public), home=home,
+                     cmd=[str(home / update_extract.BINARY)])
+
+    # Under load, a release whose hash does not match: refused, reported, the old version serves on.
+    load = [server.enqueue("prom_pars", {"products_to_scrape": _product_pages(files, 1), "delay": 0})
+            for _ in range(2)]
+    bad = server.enqueue("update_worker", dict(good, sha256="f" * 64))
+    after_bad = server.enqueue("example", {"text": "still old"})
+    got = _result(server, bad)
+    assert got["status"] == "failure" and got["result"]["kind"] == "update_failed", got
+    assert "SHA-256 is" in got["result"]["error"]
+    assert all(_result(server, t)["status"] == "success" for t in [*load, after_bad])
+    assert w.proc.poll() is None and _poster_version(server, after_bad) == {builds.old_version}
+
+    # Under load, the real release: drained, downloaded, verified, swapped, restarted, healthy.
+    t0 = time.monotonic()
+    running = server.enqueue("prom_pars", {"products_to_scrape": _product_pages(files, 1), "delay": 0})
+    update = server.enqueue("update_worker", good)
+    got = _result(server, update, 120)
+    took = time.monotonic() - t0
+    after = server.enqueue("example", {"text": "new"})
+    assert got["status"] == "success", got
+    assert got["result"]["version"] == builds.new_version
+    assert _result(server, running)["status"] == "success"  # drained first, by the old version
+    assert _poster_version(server, running) == {builds.old_version}
+    assert _poster_version(server, update) == {builds.new_version}
+    assert _result(server, after)["result"] == {"echo": ["new"]}
+    assert _poster_version(server, after) == {builds.new_version}  # keeps serving, as the new version
+    worker_ids = {r["worker_id"] for r in server.results()}
+    assert len(worker_ids) == 1  # the same identity all along
+    assert (home / "worker.conf").read_text().strip() in worker_ids
+    assert w.wait(30) == 0  # the old process exited cleanly
+    exe = home / update_extract.BINARY
+    assert exe.read_bytes() == builds.new.read_bytes() and updater.backup_of(exe).read_bytes() == builds.old.read_bytes()
+    assert _status(home).get("version") == builds.new_version
+    updater_log = home / "logs" / "updater.log"
+    wait_for(lambda: "the new worker is healthy: update done" in updater_log.read_text(), 5, what="the updater's end")
+    assert "(hard link)" in updater_log.read_text()
+    assert (home / "updater.sh").read_bytes() == update_scripts.UPDATER_SH
+    assert updater.read_pending(home / "update") is None
+    worker_log = (home / "logs" / "worker.log").read_text()
+    assert "signature verified with UPDATE_PUBLIC_KEYS[0]" in worker_log
+    print(f"\nbuilds: {builds.seconds:.0f} s for two; binary {builds.old.stat().st_size / 1e6:.1f} MB; "
+          f"update task to success: {took:.1f} s")
+    _stop_tagged(tag)
+
+
+@pytest.mark.slow
+@posix_only
+@pytest.mark.timeout(600)
+def test_rollbacks_with_a_real_old_binary(builds: SimpleNamespace, server, start_worker, files: FileServer,
+                                          tag: str, tmp_path: Path) -> None:
+    home = _install(tmp_path, builds.old)
+    upd = home / "update"
+    crash = release_zip(standin("9.9.1", run="crash", upd=upd))
+    hang = release_zip(standin("9.9.2", run="hang", upd=upd))
+    crash_url, hang_url = files.add("/crash.zip", crash), files.add("/hang.zip", hang)
+    w = start_worker(server.url, env=_worker_env(tag, tmp_path, HIVE_UPDATE_HEALTH_TIMEOUT="5"), home=home,
+                     cmd=[str(home / update_extract.BINARY)])
+    old_id = None
+    for url, body, version, reason in [
+        (crash_url, crash, "9.9.1", "rolled back: the new worker exited before it was healthy"),
+        (hang_url, hang, "9.9.2", "rolled back: the new worker was not healthy within 5 s"),
+    ]:
+        task = server.enqueue("update_worker", params_for(url, body, version=version))
+        got = _result(server, task, 90)
+        assert got["status"] == "failure" and got["result"]["kind"] == "update_failed", got
+        assert reason in got["result"]["error"]
+        assert _poster_version(server, task) == {builds.old_version}
+        assert version in updater.bad_versions(upd)
+        old_id = old_id or got["worker_id"]
+        assert got["worker_id"] == old_id
+        assert (home / update_extract.BINARY).read_bytes() == builds.old.read_bytes()
+    assert w.wait(10) == 0  # the first process handed over; the updater started the old one again
+
+    hits = len(files.hits)
+    again = server.enqueue("update_worker", params_for(crash_url, crash, version="9.9.1"))
+    got = _result(server, again, 30)
+    assert "was rolled back on this PC" in got["result"]["error"] and got["result"]["kind"] == "update_failed"
+    assert len(files.hits) == hits  # refused at once: not even downloaded
+    check = server.enqueue("example", {"text": "old serves"})
+    assert _result(server, check)["status"] == "success" and _poster_version(server, check) == {builds.old_version}
+    status = _status(home)
+    assert status["version"] == builds.old_version and psutil.pid_exists(status["pid"])
+    log = (home / "logs" / "updater.log").read_text()
+    assert log.count("old worker started again") == 2
+    _stop_tagged(tag)
+
+
+@pytest.mark.slow
+@posix_only
+@pytest.mark.timeout(600)
+def test_release_installed_by_a_1_0_x_worker(builds: SimpleNamespace, server, start_worker, tag: str,
+                                             tmp_path: Path) -> None:
+    """A 1.0.x updater replaced only worker.exe and did not restart it: the new binary keeps the
+    identity, writes its own updater out and removes the 1.0.x leftover, by exact name."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "worker.conf").write_text("shop7_0a1b2c3d\n")
+    (home / "workername.txt").write_text("shop7")
+    legacy_bat = b"@echo off\r\nrem the 1.0.x updater\r\nmove /Y %2 %1\r\n"
+    (home / "updater.bat").write_bytes(legacy_bat)
+    (home / "worker_update.exe").write_bytes(b"left over by 1.0.x")
+    shutil.copy2(builds.new, home / update_extract.BINARY)  # all the 1.0.x updater installs
+    w = start_worker(server.url, env=_worker_env(tag, tmp_path), home=home, cmd=[str(home / update_extract.BINARY)])
+    task = server.enqueue("example", {"text": "hi"})
+    got = _result(server, task)
+    assert got["status"] == "success" and got["worker_id"] == "shop7_0a1b2c3d"
+    assert _poster_version(server, task) == {builds.new_version}
+    assert (home / "updater.sh").read_bytes() == update_scripts.UPDATER_SH
+    assert not (home / "worker_update.exe").exists()
+    assert (home / "updater.bat").read_bytes() == legacy_bat  # Linux: the .bat is not this OS's script
+    w.stop()

@@ -1,0 +1,260 @@
+@echo off
+rem The Hive worker's updater for Windows; updater.sh is its twin (docs/self-update.md).
+rem worker.exe writes this file out fresh before each use: the copy inside worker.exe runs.
+rem   updater.bat update EXE STAGED OLD UPDATE_DIR LOG HEALTH_SECONDS PID [PID2]
+rem Called the 1.0.x way ("updater.bat TARGET STAGED") it waits until no process of TARGET's
+rem name runs, then moves STAGED onto TARGET, as the 1.0.x updater did, without deleting.
+setlocal EnableExtensions DisableDelayedExpansion
+if /I "%~1"=="update" goto update
+if not "%~2"=="" goto legacy
+echo usage: updater.bat update EXE STAGED OLD UPDATE_DIR LOG HEALTH_SECONDS PID [PID2] 1>&2
+exit /b 2
+
+:update
+set "EXE=%~2"
+set "STAGED=%~3"
+set "OLD=%~4"
+set "UPD=%~5"
+set "LOG=%~6"
+set "HEALTH=%~7"
+set "PID1=%~8"
+set "PID2=%~9"
+if "%PID2%"=="" set "PID2=0"
+set "NAME=%~nx2"
+set "EXIT_WAIT=120"
+set "RETRIES=10"
+set "PYINSTALLER_RESET_ENVIRONMENT=1"
+>>"%LOG%" echo %DATE% %TIME% updater: started: exe "%EXE%", staged "%STAGED%", health timeout %HEALTH% s, old worker pid %PID1% %PID2%
+
+rem 1. the old worker exits (exact PIDs, bounded)
+set /a WAITED=0
+:wait_old
+call :alive %PID1%
+if "%ALIVE%"=="1" goto wait_old_next
+call :alive %PID2%
+if "%ALIVE%"=="1" goto wait_old_next
+goto old_gone
+:wait_old_next
+if %WAITED% GEQ %EXIT_WAIT% goto old_stuck
+call :sleep
+set /a WAITED+=1
+goto wait_old
+:old_stuck
+>>"%LOG%" echo %DATE% %TIME% updater: the old worker still runs after %EXIT_WAIT% s: stopping pid %PID1% %PID2%
+call :kill %PID2%
+call :kill %PID1%
+set /a WAITED=0
+:wait_killed
+call :alive %PID1%
+if "%ALIVE%"=="1" goto wait_killed_next
+call :alive %PID2%
+if "%ALIVE%"=="1" goto wait_killed_next
+goto old_gone
+:wait_killed_next
+if %WAITED% GEQ 15 goto abandon
+call :sleep
+set /a WAITED+=1
+goto wait_killed
+:abandon
+set "OUTCOME=failed: the old worker did not exit; nothing was changed"
+>"%UPD%\outcome.txt" echo %OUTCOME%
+>>"%LOG%" echo %DATE% %TIME% updater: %OUTCOME%
+exit /b 1
+
+:old_gone
+>>"%LOG%" echo %DATE% %TIME% updater: the old worker has exited
+if not exist "%STAGED%" goto no_staged
+if exist "%EXE%" goto backup
+if exist "%OLD%" move /Y "%OLD%" "%EXE%" >NUL 2>&1
+if exist "%EXE%" goto exe_restored
+>>"%LOG%" echo %DATE% %TIME% updater: no binary at "%EXE%" and no backup: the new one goes in without a fallback
+move /Y "%STAGED%" "%EXE%" >NUL 2>&1
+start "" /b "%EXE%"
+>>"%LOG%" echo %DATE% %TIME% updater: new worker started: "%EXE%"
+exit /b 0
+:exe_restored
+>>"%LOG%" echo %DATE% %TIME% updater: restored "%EXE%" from "%OLD%"
+
+rem 2. keep the old binary as OLD: a hard link, else a rename
+:backup
+if exist "%OLD%" del /F /Q "%OLD%" >NUL 2>&1
+if exist "%OLD%" goto no_backup
+mklink /H "%OLD%" "%EXE%" >NUL 2>&1
+if not errorlevel 1 if exist "%OLD%" if exist "%EXE%" goto linked
+set /a TRY=0
+:rename_old
+move "%EXE%" "%OLD%" >NUL 2>&1
+if not exist "%EXE%" if exist "%OLD%" goto renamed
+set /a TRY+=1
+if %TRY% GEQ %RETRIES% goto no_backup
+call :sleep
+goto rename_old
+:linked
+set "MODE=link"
+>>"%LOG%" echo %DATE% %TIME% updater: kept the old binary as "%OLD%" (hard link)
+goto swap
+:renamed
+set "MODE=rename"
+>>"%LOG%" echo %DATE% %TIME% updater: kept the old binary as "%OLD%" (renamed)
+
+rem 3. the staged binary onto EXE (retried: antivirus may hold it for a moment)
+:swap
+set /a TRY=0
+:swap_try
+move /Y "%STAGED%" "%EXE%" >NUL 2>&1
+if not exist "%STAGED%" if exist "%EXE%" goto swapped
+set /a TRY+=1
+if %TRY% GEQ %RETRIES% goto swap_failed
+call :sleep
+goto swap_try
+:swap_failed
+if "%MODE%"=="rename" if not exist "%EXE%" move /Y "%OLD%" "%EXE%" >NUL 2>&1
+set "OUTCOME=failed: cannot move the new binary into place"
+goto fail_before
+:no_staged
+set "OUTCOME=failed: the staged binary is missing"
+goto fail_before
+:no_backup
+set "OUTCOME=failed: cannot keep the old binary as a backup"
+goto fail_before
+:fail_before
+>"%UPD%\outcome.txt" echo %OUTCOME%
+>>"%LOG%" echo %DATE% %TIME% updater: %OUTCOME%
+set "RUN=%EXE%"
+if not exist "%EXE%" set "RUN=%OLD%"
+start "" /b "%RUN%"
+>>"%LOG%" echo %DATE% %TIME% updater: old worker started again: "%RUN%"
+exit /b 1
+
+rem 4. start the new worker; 5. wait for it to be healthy
+:swapped
+>>"%LOG%" echo %DATE% %TIME% updater: the new binary is in place: "%EXE%"
+if exist "%UPD%\started.pid" del /F /Q "%UPD%\started.pid" >NUL 2>&1
+start "" /b "%EXE%"
+>>"%LOG%" echo %DATE% %TIME% updater: new worker started; waiting up to %HEALTH% s for it to be healthy
+set /a WAITED=0
+:health
+if exist "%UPD%\decided\" goto healthy
+set "NEWPID="
+set "NEWPY="
+if exist "%UPD%\started.pid" for /f "usebackq tokens=1,2" %%a in ("%UPD%\started.pid") do (set "NEWPID=%%a" & set "NEWPY=%%b")
+if not defined NEWPID goto health_next
+call :alive %NEWPID%
+if "%ALIVE%"=="1" goto health_next
+call :alive %NEWPY%
+if "%ALIVE%"=="1" goto health_next
+if exist "%UPD%\decided\" goto healthy
+set "REASON=the new worker exited before it was healthy"
+goto rollback
+:health_next
+if %WAITED% GEQ %HEALTH% goto health_timeout
+call :sleep
+set /a WAITED+=1
+goto health
+:health_timeout
+set "REASON=the new worker was not healthy within %HEALTH% s"
+goto rollback
+:healthy
+>>"%LOG%" echo %DATE% %TIME% updater: the new worker is healthy: update done
+exit /b 0
+
+rem 6. roll back: whoever makes UPDATE_DIR\decided first decides; Windows cannot rename over a
+rem running binary, so the new worker is stopped first (updater.sh restores first)
+:rollback
+mkdir "%UPD%\decided" >NUL 2>&1
+if errorlevel 1 goto healthy
+>>"%LOG%" echo %DATE% %TIME% updater: rolling back: %REASON%
+call :kill %NEWPID%
+call :kill %NEWPY%
+set /a WAITED=0
+:wait_new_gone
+call :alive %NEWPID%
+if "%ALIVE%"=="1" goto wait_new_next
+call :alive %NEWPY%
+if "%ALIVE%"=="1" goto wait_new_next
+goto restore
+:wait_new_next
+if %WAITED% GEQ 30 goto restore
+call :sleep
+set /a WAITED+=1
+goto wait_new_gone
+:restore
+set /a TRY=0
+:restore_try
+move /Y "%OLD%" "%EXE%" >NUL 2>&1
+if not exist "%OLD%" if exist "%EXE%" goto restored
+set /a TRY+=1
+if %TRY% GEQ %RETRIES% goto restore_failed
+call :sleep
+goto restore_try
+:restored
+>>"%LOG%" echo %DATE% %TIME% updater: restored the old binary: "%EXE%"
+set "RUN=%EXE%"
+goto restart_old
+:restore_failed
+>>"%LOG%" echo %DATE% %TIME% updater: cannot restore "%EXE%": starting the old binary where it is: "%OLD%"
+set "RUN=%OLD%"
+:restart_old
+>"%UPD%\outcome.txt" echo rolled back: %REASON%
+start "" /b "%RUN%"
+>>"%LOG%" echo %DATE% %TIME% updater: old worker started again: "%RUN%"
+exit /b 1
+
+rem the 1.0.x call: updater.bat TARGET STAGED
+:legacy
+set "TARGET=%~1"
+set "STAGED=%~2"
+set "NAME=%~nx1"
+if not exist "%~dp1logs\" mkdir "%~dp1logs" >NUL 2>&1
+set "LOG=%~dp1logs\updater.log"
+>>"%LOG%" echo %DATE% %TIME% updater: called the 1.0.x way: "%TARGET%" "%STAGED%"
+set /a WAITED=0
+:legacy_wait
+tasklist /FI "IMAGENAME eq %NAME%" /FO CSV /NH 2>NUL | find /I "%NAME%" >NUL
+if errorlevel 1 goto legacy_swap
+if %WAITED% GEQ 600 goto legacy_stuck
+call :sleep
+set /a WAITED+=1
+goto legacy_wait
+:legacy_stuck
+>>"%LOG%" echo %DATE% %TIME% updater: a process named %NAME% still runs after 600 s: nothing was changed
+exit /b 1
+:legacy_swap
+set /a TRY=0
+:legacy_try
+if not exist "%STAGED%" goto legacy_missing
+move /Y "%STAGED%" "%TARGET%" >NUL 2>&1
+if not exist "%STAGED%" if exist "%TARGET%" goto legacy_done
+set /a TRY+=1
+if %TRY% GEQ 10 goto legacy_failed
+call :sleep
+goto legacy_try
+:legacy_done
+>>"%LOG%" echo %DATE% %TIME% updater: the new binary is in place: "%TARGET%"
+exit /b 0
+:legacy_missing
+>>"%LOG%" echo %DATE% %TIME% updater: failed: the staged binary is missing
+exit /b 1
+:legacy_failed
+>>"%LOG%" echo %DATE% %TIME% updater: failed: cannot move the new binary into place
+exit /b 1
+
+rem ---- helpers ----
+:alive
+rem ALIVE=1 while process %1 runs with image NAME (a reused PID of another program counts as gone)
+set "ALIVE=0"
+if "%~1"=="" exit /b 0
+if "%~1"=="0" exit /b 0
+tasklist /FI "PID eq %~1" /FI "IMAGENAME eq %NAME%" /FO CSV /NH 2>NUL | find /I "%NAME%" >NUL
+if not errorlevel 1 set "ALIVE=1"
+exit /b 0
+
+:kill
+call :alive %1
+if "%ALIVE%"=="0" exit /b 0
+taskkill /F /T /PID %~1 >NUL 2>&1
+exit /b 0
+
+:sleep
+ping -n 2 127.0.0.1 >NUL 2>&1
+exit /b 0
