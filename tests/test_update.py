@@ -661,13 +661,17 @@ def test_start_warning_and_restart_environment(tmp_path: Path, caplog) -> None:
         updater.check_settings(settings_for(tmp_path))
         updater.check_settings(settings_for(tmp_path, update_public_keys=["short"]))
     assert "UPDATE_PUBLIC_KEYS is not set" in caplog.text and "every update will be refused" in caplog.text
+    # A malformed key is a settings error at start (exit 2), not a silent refusal of every update.
+    with pytest.raises(settings_mod.SettingsError, match="UPDATE_PUBLIC_KEYS"):
+        settings_mod.load(config, tmp_path, {}, {"HIVE_UPDATE_PUBLIC_KEYS": "short"})
     # The restarted worker gets the settings the old one had from flags and HIVE_* variables.
+    keys = ",".join(__import__("base64").b64encode(bytes([i]) * 32).decode() for i in (1, 2))
     loaded = settings_mod.load(config, tmp_path, {"pool_size": "3"},
                                {"HIVE_NO_TASK_SLEEP": "0.5", "HIVE_TASK_LIMITS": "[x]\ntime = 2",
-                                "HIVE_UPDATE_PUBLIC_KEYS": "a,b"})
+                                "HIVE_UPDATE_PUBLIC_KEYS": keys})
     env = updater.worker_env(loaded)
     assert env["HIVE_HOME"] == str(tmp_path) and env["HIVE_POOL_SIZE"] == "3" and env["HIVE_NO_TASK_SLEEP"] == "0.5"
-    assert env["HIVE_UPDATE_PUBLIC_KEYS"] == "a,b" and env["PYINSTALLER_RESET_ENVIRONMENT"] == "1"
+    assert env["HIVE_UPDATE_PUBLIC_KEYS"] == keys and env["PYINSTALLER_RESET_ENVIRONMENT"] == "1"
     again = settings_mod.load(config, tmp_path, {}, {k: v for k, v in env.items() if k.startswith("HIVE_")
                                                      and k != "HIVE_HOME"})
     assert again.values == loaded.values
