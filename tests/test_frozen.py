@@ -347,7 +347,6 @@ def test_release_zip(frozen: Path, tmp_path: Path) -> None:
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == params
 
 
-@pytest.mark.skipif(not os.environ.get("HIVE_TEST_PLAIN_PYINSTALLER"), reason="set HIVE_TEST_PLAIN_PYINSTALLER=1")
 def test_plain_pyinstaller_command_gives_a_working_binary(tmp_path: Path, pages: str, tmpdir_env: Path) -> None:
     base = tmp_path / "plain"
     pyinstaller = str(Path(sys.executable).with_name("pyinstaller"))
