@@ -133,7 +133,9 @@ def main(conn: Connection, init: dict[str, Any]) -> None:
         os._exit(3)
 
     me = psutil.Process()
-    channel.send({"op": "ready", "pid": os.getpid(), "rss": me.memory_info().rss})
+    # "cpu" is the same user+system+reaped-children sum the supervisor's limit check reads, so
+    # the next task's CPU baseline costs the supervisor nothing at dispatch.
+    channel.send({"op": "ready", "pid": os.getpid(), "rss": me.memory_info().rss, "cpu": sum(os.times()[:4])})
     result_max_bytes = int(init["result_max_bytes"])
     home_cwd = os.getcwd()
 
@@ -164,7 +166,7 @@ def main(conn: Connection, init: dict[str, Any]) -> None:
             if scratch:
                 shutil.rmtree(scratch, ignore_errors=True)
         header = {"op": "done", "seq": msg["seq"], "ok": ok, "started": started,
-                  "finished": time.time(), "rss": me.memory_info().rss}
+                  "finished": time.time(), "rss": me.memory_info().rss, "cpu": sum(os.times()[:4])}
         if tb:
             header["traceback"] = tb
         channel.send(header, raw)

@@ -361,6 +361,7 @@ class Arbiter:
         # Give waiting results a moment to reach the server; whatever is left stays on disk.
         self.submitter.join(timeout=min(5.0, self.settings.submit_timeout))
         self.submitter.persist()
+        self.journal.close()
         self.state = "stopped"
         self.stopped.set()
         self.write_status()

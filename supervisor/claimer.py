@@ -99,11 +99,22 @@ class ClaimLoop(threading.Thread):
                     continue
                 if not self.gate.acquire(timeout=0.5):
                     continue
-                self.claim_once()
-        except Exception:  # the arbiter restarts us; never die silently
-            log.exception("claim loop crashed")
+                try:
+                    self.claim_once()
+                except Exception:  # noqa: BLE001 - e.g. a full disk for the journal: say it, wait, go on
+                    log.exception("claim failed unexpectedly; retrying in 5 s")
+                    self.stop.wait(5.0)
         finally:
             self.client.close()
+
+    def _journal(self, claim: Claim, record: dict) -> None:
+        try:
+            self.journal.record(claim.key, record)
+        except OSError:
+            # Not durable, so not dispatched: the server's requeue must bring this task back.
+            self.gate.release(None)
+            log.error("cannot journal task %r; not running it", claim.task.id)
+            raise
 
     def claim_once(self) -> None:
         try:
@@ -123,7 +134,7 @@ class ClaimLoop(threading.Thread):
                 return
             task = Task(id=exc.task_id, task_type="", params={}, raw={})
             claim = Claim(new_key(), task, malformed=str(exc))
-            self.journal.record(claim.key, {"id": task.id, "task_type": None})
+            self._journal(claim, {"id": task.id, "task_type": None})
             log.warning("%s; failing it back to the server", exc)
             self.gate.release(claim)
             return
@@ -141,6 +152,6 @@ class ClaimLoop(threading.Thread):
             return
         self.idle_logged = False
         claim = Claim(new_key(), answer)
-        self.journal.record(claim.key, {"id": answer.id, "task_type": answer.task_type})
+        self._journal(claim, {"id": answer.id, "task_type": answer.task_type})
         log.info("claimed task %r (%s)", answer.id, answer.task_type)
         self.gate.release(claim)

@@ -43,6 +43,7 @@ class Executor:
         self.pid = 0
         self.ready = False
         self.ready_rss = 0
+        self.idle_cpu = 0.0  # CPU seconds of its tree when it last went idle (its own report)
         self.started_at = 0.0
         self.job = None
 

@@ -53,7 +53,7 @@ def lock_home(home: Path) -> BinaryIO | None:
     return f
 
 
-def atomic_write(path: Path, data: bytes, fsync: bool = True) -> None:
+def atomic_write(path: Path, data: bytes, fsync: bool = True, sync_dir: bool = True) -> None:
     """Write via temp file + flush + fsync + rename, so a power cut leaves old or new, never half."""
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
@@ -62,9 +62,14 @@ def atomic_write(path: Path, data: bytes, fsync: bool = True) -> None:
         if fsync:
             os.fsync(f.fileno())
     os.replace(tmp, path)
-    if fsync and os.name == "posix":
-        # The rename itself is only durable once the directory entry is.
-        fd = os.open(path.parent, os.O_RDONLY)
+    if fsync and sync_dir:
+        fsync_dir(path.parent)
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make renames in ``folder`` durable (POSIX; Windows has no directory handles to sync)."""
+    if os.name == "posix":
+        fd = os.open(folder, os.O_RDONLY)
         try:
             os.fsync(fd)
         finally:

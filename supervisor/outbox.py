@@ -24,7 +24,7 @@ import orjson
 
 from executor.conventions import failure
 from supervisor.client import result_body
-from supervisor.home import atomic_write
+from supervisor.home import atomic_write, fsync_dir
 
 log = logging.getLogger("hive.outbox")
 
@@ -36,39 +36,96 @@ def new_key() -> str:
     return f"{time.time_ns():020d}-{os.getpid()}-{next(_counter):06d}"
 
 
+def _datasync(fd: int) -> None:
+    (getattr(os, "fdatasync", None) or os.fsync)(fd)
+
+
 class Journal:
+    """Claimed tasks, as an append-only log (journal/claims.jsonl).
+
+    One append + one fdatasync per claim is the only durable write on the claim path
+    (a file per claim cost a file fsync, a directory fsync and an unlink). Completion
+    records are appended without a sync of their own and made durable in batches by
+    sync(), which the submitter calls before any result leaves the outbox; a lost
+    completion record can only make a task look unfinished while its result still
+    sits in the outbox, and recovery checks the outbox first.
+    """
+
+    FILE = "claims.jsonl"
+    COMPACT_BYTES = 4 * 1024 * 1024
+
     def __init__(self, home: Path) -> None:
         self.dir = home / "journal"
         self.dir.mkdir(parents=True, exist_ok=True)
+        self.path = self.dir / self.FILE
+        self.lock = threading.Lock()
+        self.open_claims: dict[str, dict[str, Any]] = {}
+        self.dirty = False
+        self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o644)
+
+    def _append(self, record: dict[str, Any], sync: bool) -> None:
+        os.write(self.fd, orjson.dumps(record) + b"\n")
+        if sync:
+            _datasync(self.fd)
+            self.dirty = False
+        else:
+            self.dirty = True
 
     def record(self, key: str, task: dict[str, Any]) -> None:
-        atomic_write(self.dir / f"{key}.json", orjson.dumps(task))
+        with self.lock:
+            self._append({"k": key, "task": task}, sync=True)
+            self.open_claims[key] = task
 
     def clear(self, key: str) -> None:
-        try:
-            (self.dir / f"{key}.json").unlink()
-        except FileNotFoundError:
-            pass
+        with self.lock:
+            self._append({"k": key, "done": True}, sync=False)
+            self.open_claims.pop(key, None)
+            if not self.open_claims and os.fstat(self.fd).st_size > self.COMPACT_BYTES:
+                self._rewrite({})
+
+    def sync(self) -> None:
+        with self.lock:
+            if self.dirty:
+                _datasync(self.fd)
+                self.dirty = False
 
     def leftovers(self) -> list[tuple[str, dict[str, Any] | None]]:
-        """Claims left by a crash. A .tmp means the crash hit between write and rename:
-        if its content is whole, that claim is recovered too (the server did hand it out)."""
-        found = []
-        for path in sorted(self.dir.glob("*.json")):
+        """Claims without a completion record, as left by a crash. A torn last line (power cut
+        mid-append, before its sync returned: that claim was never dispatched) is skipped."""
+        claims: dict[str, dict[str, Any] | None] = {}
+        try:
+            lines = self.path.read_bytes().splitlines()
+        except OSError:
+            lines = []
+        for line in lines:
             try:
-                task = orjson.loads(path.read_bytes())
-            except (OSError, orjson.JSONDecodeError):
-                task = None
-            found.append((path.stem, task))
-        for tmp in sorted(self.dir.glob("*.json.tmp")):
-            try:
-                task = orjson.loads(tmp.read_bytes())
-            except (OSError, orjson.JSONDecodeError):
-                task = None  # cut short before the fsync: nothing usable in it
-            tmp.unlink(missing_ok=True)
-            if isinstance(task, dict) and "id" in task:
-                found.append((tmp.name[: -len(".json.tmp")], task))
-        return found
+                rec = orjson.loads(line)
+                key = rec["k"]
+            except (orjson.JSONDecodeError, KeyError, TypeError):
+                continue
+            if rec.get("done"):
+                claims.pop(key, None)
+            else:
+                claims[key] = rec.get("task")
+        return sorted(claims.items())
+
+    def reset(self, keep: dict[str, dict[str, Any]] | None = None) -> None:
+        """Start a fresh log (after recovery), keeping only ``keep``."""
+        with self.lock:
+            self._rewrite(keep or {})
+
+    def _rewrite(self, keep: dict[str, dict[str, Any]]) -> None:
+        data = b"".join(orjson.dumps({"k": k, "task": t}) + b"\n" for k, t in keep.items())
+        atomic_write(self.path, data)
+        os.close(self.fd)
+        self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | getattr(os, "O_BINARY", 0))
+        self.open_claims = dict(keep)
+        self.dirty = False
+
+    def close(self) -> None:
+        with self.lock:
+            _datasync(self.fd)
+            os.close(self.fd)
 
 
 class Outbox:
@@ -84,12 +141,17 @@ class Outbox:
             tmp.unlink(missing_ok=True)  # a write cut short by a crash: the journal still has that task
         self._sizes = {p.name: p.stat().st_size for p in self.dir.glob("*.json")}
 
-    def put(self, key: str, body: bytes) -> Path:
+    def put(self, key: str, body: bytes, sync_dir: bool = True) -> Path:
+        """Write one result durably; with sync_dir=False the caller calls sync_dir() after a batch."""
         path = self.dir / f"{key}.json"
-        atomic_write(path, body)
+        atomic_write(path, body, sync_dir=sync_dir)
         with self.lock:
             self._sizes[path.name] = len(body)
         return path
+
+    def sync_dir(self) -> None:
+        """Make the renames of a batch of put(sync_dir=False) durable with one directory fsync."""
+        fsync_dir(self.dir)
 
     def pending(self) -> list[Path]:
         with self.lock:
@@ -149,20 +211,20 @@ class Outbox:
 
 
 def recover_interrupted(journal: Journal, outbox: Outbox, worker_id: str) -> int:
-    """Turn journal entries left by a crash into "interrupted" failures in the outbox."""
+    """Turn claims left by a crash into "interrupted" failures in the outbox, then start a fresh journal."""
     have = outbox.keys()
     count = 0
     for key, task in journal.leftovers():
-        if key not in have:
-            if task is None or "id" not in task:
-                log.error("journal: entry %s is unreadable; cannot report it", key)
-                journal.clear(key)
-                continue
-            text = "the worker stopped (crash, kill or power cut) while this task ran"
-            body = result_body(task["id"], worker_id, False, orjson.dumps(failure(text, "interrupted")))
-            outbox.put(key, body)
-            log.warning("task %s (%s) was interrupted by the last stop; reporting failure kind interrupted",
-                        task["id"], task.get("task_type"))
-            count += 1
-        journal.clear(key)
+        if key in have:
+            continue  # its result made it to the outbox before the crash
+        if not isinstance(task, dict) or "id" not in task:
+            log.error("journal: claim %s is unreadable; cannot report it", key)
+            continue
+        text = "the worker stopped (crash, kill or power cut) while this task ran"
+        body = result_body(task["id"], worker_id, False, orjson.dumps(failure(text, "interrupted")))
+        outbox.put(key, body)
+        log.warning("task %s (%s) was interrupted by the last stop; reporting failure kind interrupted",
+                    task["id"], task.get("task_type"))
+        count += 1
+    journal.reset()
     return count

@@ -92,6 +92,7 @@ class Pool:
         shutil.rmtree(self.scratch_root, ignore_errors=True)  # leftovers of a killed run
         self.scratch_root.mkdir(parents=True, exist_ok=True)
         self.rng = random.Random()
+        self.last_measure = 0.0
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -173,9 +174,7 @@ class Pool:
         seq = next(self.seq)
         scratch = self.scratch_root / f"{slot.index}-{seq}"
         limits = self.settings.limits_for(task.task_type)
-        cpu_base = 0.0
-        if limits["cpu"]:
-            cpu_base = Snapshot().usage(slot.executor.pid).cpu
+        cpu_base = slot.executor.idle_cpu  # reported by the executor with its last frame
         msg = {"op": "run", "seq": seq, "id": task.id, "task_type": task.task_type, "params": task.params,
                "scratch": str(scratch), "data": str(self.data_root / _safe_name(task.task_type))}
         try:
@@ -214,6 +213,7 @@ class Pool:
         elif op == "ready":
             slot.ready = True
             ex.ready_rss = header.get("rss", 0)
+            ex.idle_cpu = header.get("cpu", 0.0)
             if slot.spawn_failures:
                 log.info("slot %d: executor up again after %d failed start(s)", slot.index, slot.spawn_failures)
             slot.spawn_failures = 0
@@ -230,6 +230,7 @@ class Pool:
                 return
             slot.running = None
             slot.tasks_done += 1
+            ex.idle_cpu = header.get("cpu", ex.idle_cpu)
             ok = bool(header.get("ok"))
             if header.get("traceback"):
                 log.error("task %r raised:\n%s", running.claim.task.id, header["traceback"].rstrip())
@@ -289,10 +290,16 @@ class Pool:
     # ---- periodic work -------------------------------------------------------------------------
 
     def check_limits(self) -> None:
+        """Time limits every loop turn (free); memory and CPU every LIMIT_CHECK_INTERVAL, from one
+        snapshot of the machine shared by every busy slot (it costs ~1-5 ms, growing with the
+        number of processes on the machine, not with the pool)."""
         busy = [s for s in self.slots if s.running and s.executor is not None]
         if not busy:
             return
         now = time.monotonic()
+        measure = now - self.last_measure >= self.settings.limit_check_interval
+        if measure:
+            self.last_measure = now
         snapshot: Snapshot | None = None
         for slot in busy:
             running = slot.running
@@ -302,7 +309,7 @@ class Pool:
             elapsed = now - running.dispatched
             if limits["time"] and elapsed > limits["time"]:
                 breach = ("time_limit", f"time limit of {limits['time']:g} s reached ({elapsed:.1f} s wall time)")
-            elif limits["memory_mb"] or limits["cpu"]:
+            elif measure and (limits["memory_mb"] or limits["cpu"]):
                 if snapshot is None:
                     snapshot = Snapshot()  # one look at the machine for every busy slot
                 usage = snapshot.usage(slot.executor.pid)

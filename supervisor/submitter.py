@@ -44,34 +44,43 @@ class SubmitLoop(threading.Thread):
 
     def persist(self) -> int:
         """Move every handed-over result to disk (also called by the arbiter at shutdown)."""
-        count = 0
+        # Group commit: every result waiting is written (one fsync each), then one directory
+        # fsync makes the batch's renames durable, then the claims are marked done.
+        batch: list[str] = []
         with self.persist_lock:
             while True:
                 try:
                     key, body = self.incoming.get_nowait()
                 except queue.Empty:
-                    return count
-                self.outbox.put(key, body)
-                self.journal.clear(key)
-                count += 1
+                    break
+                self.outbox.put(key, body, sync_dir=False)
+                batch.append(key)
+            if batch:
+                self.outbox.sync_dir()
+                for key in batch:
+                    self.journal.clear(key)
+                self.journal.sync()
+        return len(batch)
 
     def run(self) -> None:
         try:
             while True:
-                self.persist()
-                if self.closing.is_set() and not len(self.outbox):
-                    return
-                wait = self.backoff.remaining()
-                if wait > 0:
-                    self._idle(min(wait, 0.5))
-                    continue
-                paths = self.outbox.pending()
-                if not paths:
-                    self._idle(0.5)
-                    continue
-                self.post(paths[0])
-        except Exception:
-            log.exception("submit loop crashed")
+                try:
+                    self.persist()
+                    if self.closing.is_set() and not len(self.outbox):
+                        return
+                    wait = self.backoff.remaining()
+                    if wait > 0:
+                        self._idle(min(wait, 0.5))
+                        continue
+                    paths = self.outbox.pending()
+                    if not paths:
+                        self._idle(0.5)
+                        continue
+                    self.post(paths[0])
+                except Exception:  # noqa: BLE001 - e.g. a full disk: say it, wait, go on; results stay queued
+                    log.exception("submitting failed unexpectedly; retrying in 5 s")
+                    self.closing.wait(5.0)
         finally:
             self.client.close()
 
