@@ -17,9 +17,8 @@ pebble.ProcessPool.schedule(timeout=60), billiard.Pool.apply_async and
 concurrent.futures.ProcessPoolExecutor.submit, all tasks submitted at once (their
 queues keep both processes busy). Payloads: a small dict, and a dict holding 10 KB.
 Each repeat runs every contender back to back (order rotated); figures are medians
-over repeats and ratios medians of the per-repeat ratios. Two more rows of ours:
-limits off, and limits on with the proposed dispatch-path changes applied for the
-run by bench/whatif.py (no /proc scan at dispatch, checks every LIMIT_CHECK_INTERVAL).
+over repeats and ratios medians of the per-repeat ratios. One more row: ours with
+limits off, i.e. what the limit checks cost per task.
 """
 
 from __future__ import annotations
@@ -46,7 +45,6 @@ SPAWN = multiprocessing.get_context("spawn")
 
 class Ours:
     label = "ours (Pool, limits on)"
-    patches: set[str] = set()
 
     def __init__(self, limits: bool = True) -> None:
         from executor.registry import load_config
@@ -85,17 +83,6 @@ class Ours:
             pool.maintain()
 
     def run(self, n: int, payload: dict) -> float:
-        if self.patches:
-            import whatif
-
-            undo = whatif.apply(self.patches)
-            try:
-                return self._run(n, payload)
-            finally:
-                undo()
-        return self._run(n, payload)
-
-    def _run(self, n: int, payload: dict) -> float:
         from supervisor.claimer import Claim
         from supervisor.client import Task
         from supervisor.outbox import new_key
@@ -120,12 +107,6 @@ class Ours:
     def close(self) -> None:
         self.pool.stop()
         shutil.rmtree(self.home, ignore_errors=True)
-
-
-class OursProposed(Ours):
-    """Limits on, with the two proposed dispatch-path changes applied for the run (bench/whatif.py)."""
-
-    patches = {"lazycpu", "ratelimit"}
 
 
 # ---- baselines ---------------------------------------------------------------------------------------
@@ -216,9 +197,8 @@ def measure(quick: bool) -> list[dict]:
     logging.basicConfig(level=logging.WARNING)
     repeats = 3 if quick else 5
     seconds = 0.5 if quick else 1.2  # per contender, payload and repeat
-    makers: list[Callable[[], Any]] = [Ours, lambda: Ours(limits=False), OursProposed, MpPool, Pebble, Billiard,
-                                       Futures]
-    labels = ["ours", "ours_nolimits", "ours_proposed", "mp", "pebble", "billiard", "futures"]
+    makers: list[Callable[[], Any]] = [Ours, lambda: Ours(limits=False), MpPool, Pebble, Billiard, Futures]
+    labels = ["ours", "ours_nolimits", "mp", "pebble", "billiard", "futures"]
     rates: dict[str, dict[str, list[float]]] = {k: {"small": [], "10kb": []} for k in labels}
     sizes: dict[tuple[str, str], int] = {}
     for rep in range(repeats):
@@ -256,11 +236,6 @@ def measure(quick: bool) -> list[dict]:
         rows.append(row("1 dispatch", f"{what}: ours, limits off", median(off), "tasks/s", median(ours),
                         "ours, limits on", ratio=median([a / b for a, b in zip(off, ours, strict=True)]),
                         note="what the limit checks cost per task"))
-        prop = rates["ours_proposed"][pname]
-        rows.append(row("1 dispatch", f"{what}: ours, limits on, what-if: no scan at dispatch + checks every 0.1 s",
-                        median(prop), "tasks/s", median(ours), "ours, limits on",
-                        ratio=median([a / b for a, b in zip(prop, ours, strict=True)]),
-                        note="bench/whatif.py lazycpu,ratelimit"))
     return rows
 
 

@@ -2,37 +2,36 @@
 
     python bench/whatif.py PATCH[,PATCH...] -- <main.py arguments>
 
-Used by bench/bench_e2e.py to measure what each proposed change to the supervisor's
-hot path would buy, without touching the core code. Patches (supervisor process only):
+Used by bench/bench_e2e.py and bench/bench_limits.py to measure what a proposed change
+to the supervisor would buy, without touching the core code. Patches (supervisor
+process only; measurements of a direction, not reviewed implementations):
 
-- ``nofsync``: journal and outbox writes without fsync (what batching fsyncs approaches);
-- ``nojournal``: no journal file per claim (only the fsync'd outbox write remains);
-- ``lazycpu``: no /proc scan at dispatch for the CPU baseline (taken from the first check instead);
-- ``ratelimit``: limit checks at most every LIMIT_CHECK_INTERVAL, not on every loop turn;
-- ``claimers2``: two claim threads (two GETs in flight when two executors are free);
 - ``leanhttp``: HiveClient speaks HTTP/1.1 keep-alive through http.client instead of requests;
-- ``switch``: sys.setswitchinterval(0.0005) (GIL hand-over between the supervisor's threads).
+- ``nofsync``: no fsync/fdatasync for the journal and the outbox (what durability costs);
+- ``claimers2``: two claim threads (two GETs in flight when two executors are free);
+- ``procwalk``: the limit monitor walks only the executors' trees in /proc, re-reading
+  ``stat`` and ``task/*/children`` through file descriptors kept open (os.pread), instead
+  of opening every process's ``stat`` on the machine for each check (Linux).
 
-These are measurements of a direction, not reviewed implementations.
+(Earlier patches ``lazycpu``, ``ratelimit`` and ``nojournal`` measured changes that are now
+in the core: executor-reported CPU baseline, checks every LIMIT_CHECK_INTERVAL, an
+append-only journal.)
 """
 
 from __future__ import annotations
 
+import os
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-PATCHES = ("nofsync", "nojournal", "lazycpu", "ratelimit", "claimers2", "leanhttp", "switch")
+PATCHES = ("leanhttp", "nofsync", "claimers2", "procwalk")
 
 
 def apply(patches: set[str]) -> Callable[[], None]:
-    """Apply the patches; returns a function that undoes them (bench_dispatch uses them in-process)."""
-    from supervisor import outbox, pool
-    from supervisor.proctree import Usage
-
+    """Apply the patches; returns a function that undoes them."""
     saved: list[tuple[Any, str, Any]] = []
 
     def setattr_saved(obj: Any, name: str, value: Any) -> None:
@@ -45,60 +44,18 @@ def apply(patches: set[str]) -> Callable[[], None]:
         saved.clear()
 
     if "nofsync" in patches:
+        from supervisor import outbox
+
         real = outbox.atomic_write
 
-        def no_fsync(path, data, fsync=True):
+        def no_fsync(path, data, *args, **kwargs):
+            kwargs.pop("fsync", None)
             real(path, data, fsync=False)
 
         setattr_saved(outbox, "atomic_write", no_fsync)
-    if "nojournal" in patches:
-        setattr_saved(outbox.Journal, "record", lambda self, key, task: None)
-    if "lazycpu" in patches:
-        # Dispatch without a scan; the next limit check takes the CPU baseline from its own snapshot.
-        # (The reviewed form: the executor reports its cumulative os.times() in its "done" frame.)
-        real_snapshot = pool.Snapshot
-        lazy = -1.0e18
-
-        class NoScan:
-            def usage(self, pid):
-                return Usage(0, lazy, [])
-
-        real_dispatch = pool.Pool.dispatch
-        real_check = pool.Pool.check_limits
-
-        def dispatch(self, claim):
-            pool.Snapshot = NoScan
-            try:
-                return real_dispatch(self, claim)
-            finally:
-                pool.Snapshot = real_snapshot
-
-        def check_limits(self):
-            if not any(s.running for s in self.slots):
-                return
-            snap = real_snapshot()
-            for s in self.slots:
-                if s.running and s.executor is not None and s.running.cpu_base == lazy:
-                    s.running.cpu_base = snap.usage(s.executor.pid).cpu
-            pool.Snapshot = lambda: snap
-            try:
-                real_check(self)
-            finally:
-                pool.Snapshot = real_snapshot
-
-        setattr_saved(pool.Pool, "dispatch", dispatch)
-        setattr_saved(pool.Pool, "check_limits", check_limits)
-    if "ratelimit" in patches:
-        inner = pool.Pool.check_limits
-        last = {"t": 0.0}
-
-        def rate_limited(self):
-            now = time.monotonic()
-            if now - last["t"] >= self.settings.limit_check_interval:
-                last["t"] = now
-                inner(self)
-
-        setattr_saved(pool.Pool, "check_limits", rate_limited)
+        for name in ("_datasync", "fsync_dir"):
+            if hasattr(outbox, name):
+                setattr_saved(outbox, name, lambda *a, **k: None)
     if "claimers2" in patches:
         from supervisor import arbiter as arbiter_mod
 
@@ -121,10 +78,76 @@ def apply(patches: set[str]) -> Callable[[], None]:
         from supervisor import client
 
         setattr_saved(client.HiveClient, "_request", _lean_request)
-    if "switch" in patches:
-        sys.setswitchinterval(0.0005)
+    if "procwalk" in patches:
+        from supervisor import pool
+
+        setattr_saved(pool, "Snapshot", TreeWalk)
     return undo
 
+
+# ---- procwalk ------------------------------------------------------------------------------------------
+
+class TreeWalk:
+    """Stands in for proctree.Snapshot in the limit monitor: usage(root) of one executor's tree."""
+
+    _fds: dict[str, int] = {}
+    _tids: dict[int, tuple[int, list[str]]] = {}  # pid -> (num_threads when listed, tids)
+    _page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+    _tick = float(os.sysconf("SC_CLK_TCK")) if hasattr(os, "sysconf") else 100.0
+
+    @classmethod
+    def _read(cls, path: str, empty_ok: bool = False) -> bytes:
+        fd = cls._fds.get(path)
+        if fd is None:
+            fd = cls._fds[path] = os.open(path, os.O_RDONLY)
+        try:
+            data = os.pread(fd, 4096, 0)
+        except OSError:
+            cls._drop(path)
+            raise
+        if not data and not empty_ok:  # the process is gone: reopen next time
+            cls._drop(path)
+            raise OSError("gone")
+        return data
+
+    @classmethod
+    def _drop(cls, path: str) -> None:
+        fd = cls._fds.pop(path, None)
+        if fd is not None:
+            os.close(fd)
+
+    def usage(self, root: int):
+        from supervisor.proctree import Usage
+
+        pids: list[int] = []
+        rss, cpu = 0, 0.0
+        stack = [root]
+        while stack:
+            pid = stack.pop()
+            try:
+                data = self._read(f"/proc/{pid}/stat")
+            except OSError:
+                continue
+            fields = data[data.rfind(b")") + 2:].split()
+            pids.append(pid)
+            rss += int(fields[21]) * self._page
+            cpu += (int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])) / self._tick
+            threads = int(fields[17])
+            known = self._tids.get(pid)
+            if known is None or known[0] != threads:  # list the threads again only when their number changed
+                try:
+                    known = self._tids[pid] = (threads, os.listdir(f"/proc/{pid}/task"))
+                except OSError:
+                    continue
+            for tid in known[1]:
+                try:
+                    stack.extend(int(c) for c in self._read(f"/proc/{pid}/task/{tid}/children", True).split())
+                except (OSError, ValueError):
+                    self._tids.pop(pid, None)  # a thread ended: list again next time
+        return Usage(rss, cpu, pids)
+
+
+# ---- leanhttp --------------------------------------------------------------------------------------------
 
 class _Resp:
     def __init__(self, status: int, content: bytes, headers) -> None:
