@@ -70,16 +70,8 @@ def _child_pids() -> list[int]:
         return []
 
 
-def clean_leftovers() -> int:
-    """After a task: kill whatever it left running (a browser not closed, a daemon). Cheap
-    when nothing is left (one read per thread on Linux). Returns processes killed."""
-    if not _child_pids():
-        return 0
-    victims = []
-    try:
-        victims = psutil.Process().children(recursive=True)
-    except psutil.Error:
-        pass
+def suspend_then_kill(victims: list[psutil.Process]) -> None:
+    """Freeze every victim first, so none can start new processes while the others die."""
     for proc in victims:
         try:
             proc.suspend()
@@ -90,6 +82,19 @@ def clean_leftovers() -> int:
             proc.kill()
         except psutil.Error:
             pass
+
+
+def clean_leftovers() -> int:
+    """After a task: kill whatever it left running (a browser not closed, a daemon). Cheap
+    when nothing is left (one read per thread on Linux). Returns processes killed."""
+    if not _child_pids():
+        return 0
+    victims = []
+    try:
+        victims = psutil.Process().children(recursive=True)
+    except psutil.Error:
+        pass
+    suspend_then_kill(victims)
     psutil.wait_procs(victims, timeout=2)
     if os.name == "posix":
         while True:  # re-parented orphans are ours to reap

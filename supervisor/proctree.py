@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import psutil
 
-from executor.sandbox import TOKEN_ENV
+from executor.sandbox import TOKEN_ENV, suspend_then_kill
 
 LINUX = sys.platform.startswith("linux")
 
@@ -176,14 +176,5 @@ def _kill_tree_psutil(root: int, token: str) -> int:
             victims.append(psutil.Process(pid))
         except psutil.Error:
             pass
-    for proc in victims:
-        try:
-            proc.suspend()
-        except psutil.Error:
-            pass
-    for proc in victims:
-        try:
-            proc.kill()
-        except psutil.Error:
-            pass
+    suspend_then_kill(victims)
     return len(victims)
