@@ -48,6 +48,7 @@ class Arbiter:
         self.version = version
         self.registry_names = set(registry_names)
         self.stop_event = threading.Event()  # stop claiming
+        self.stop_reason = "requested"
         self.stopped = threading.Event()  # shutdown finished
         self.state = "starting"
         self.force = False
@@ -306,7 +307,7 @@ class Arbiter:
                     self.state = "stopping"
                     running = len(self.pool.busy()) + self.gate.outstanding()
                     log.info("stopping (%s): no more claims; %d task(s) get up to %.0f s to finish",
-                             getattr(self, "stop_reason", "requested"), running, self.settings.shutdown_grace)
+                             self.stop_reason, running, self.settings.shutdown_grace)
                 if self.handed_over:
                     return
                 if self.force or time.monotonic() > grace_deadline:

@@ -11,7 +11,6 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 import orjson
-import psutil
 
 from executor import process as executor_process
 from executor.sandbox import TOKEN_ENV
@@ -112,9 +111,3 @@ class Executor:
             self.conn.close()
         winjob.close(self.job)
         self.job = None
-
-    def rss(self) -> int:
-        try:
-            return psutil.Process(self.pid).memory_info().rss
-        except psutil.Error:
-            return 0

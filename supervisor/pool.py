@@ -13,7 +13,7 @@ import random
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,6 @@ class Running:
     limits: dict[str, float]
     cpu_base: float
     scratch: Path
-    peak_rss: int = 0
 
 
 @dataclass
@@ -55,7 +54,6 @@ class Slot:
     spawn_failures: int = 0
     next_spawn: float = 0.0
     retire: str | None = None  # reason to replace the executor once it is idle
-    history: list[str] = field(default_factory=list)
 
     def state(self, now: float) -> str:
         if self.executor is None:
@@ -314,7 +312,6 @@ class Pool:
                     snapshot = Snapshot()  # one look at the machine for every busy slot
                 usage = snapshot.usage(slot.executor.pid)
                 cpu = usage.cpu - running.cpu_base
-                running.peak_rss = max(running.peak_rss, usage.rss)
                 if limits["memory_mb"] and usage.rss > limits["memory_mb"] * MB:
                     breach = ("memory_limit", f"memory limit of {limits['memory_mb']:g} MB reached "
                               f"({usage.rss / MB:.0f} MB in {len(usage.pids)} process(es))")
