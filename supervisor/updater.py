@@ -40,7 +40,6 @@ import orjson
 import psutil
 
 from supervisor.home import atomic_write, is_frozen
-from supervisor.update_download import download
 from supervisor.update_extract import BINARY, extract_binary
 from supervisor.update_scripts import for_this_platform
 from supervisor.update_verify import Refused, parse_keys, parse_params, verify
@@ -108,6 +107,9 @@ def _prepare(params: Any, settings: Any, running_version: str) -> Staged | None:
     if keys and p.signature is None:
         raise Refused("the update is not signed (UPDATE_PUBLIC_KEYS is set, params.signature is missing)")
     started = time.monotonic()
+    # Imported here: requests (~10 MB of the supervisor's memory) is needed only while an update downloads.
+    from supervisor.update_download import download
+
     sha, size = download(p.url, zip_path, settings.update_max_bytes, p.size, p.sha256,
                          user_agent=f"hive-worker/{running_version}")
     try:

@@ -48,7 +48,7 @@ def test_connection_refused_then_server_comes_up(tmp_path, start_worker):
     port = s.getsockname()[1]
     s.close()
     w = start_worker(f"http://127.0.0.1:{port}/api", env={"HIVE_TIME_ERROR_SLEEP": "0.5"})
-    wait_for(lambda: "cannot get a task: get_task: ConnectionError" in w.log(), 20)
+    wait_for(lambda: "cannot get a task: get_task: ConnectionRefusedError" in w.log(), 20)
     srv = HiveDevServer(str(tmp_path / "late.sqlite"), port=port).start()
     try:
         srv.enqueue("echo", {"late": True}, task_id="late")
