@@ -27,6 +27,7 @@ from supervisor.backoff import Backoff
 from supervisor.claimer import Claim, ClaimGate, ClaimLoop
 from supervisor.client import HiveClient, Task, result_body
 from supervisor.executors import CTX
+from supervisor.flusher import Flusher
 from supervisor.outbox import Journal, Outbox, new_key, recover_interrupted
 from supervisor.pool import Pool, executor_init
 from supervisor.status import Status
@@ -64,8 +65,10 @@ class Arbiter:
         self.hooks: list[Callable[[], None]] = []  # run every loop turn (dev reloader)
         self.pool = Pool(settings.pool_size, executor_init(settings, config_path, version, debug),
                          settings, self.on_result)
-        self.submitter = SubmitLoop(self._client(), self.outbox, self.journal, self.backoff, self.status)
-        self.claimer = ClaimLoop(self._client(), self.gate, self.journal, self.backoff,
+        self.flusher = Flusher(self.journal, self.outbox)
+        self.submitter = SubmitLoop(self._client(), self.outbox, self.journal, self.flusher, self.backoff,
+                                    self.status)
+        self.claimer = ClaimLoop(self._client(), self.gate, self.journal, self.flusher, self.backoff,
                                  settings.no_task_sleep, self.stop_event, self.status)
         self.last_status = 0.0
         self.outbox_full_logged = False
@@ -145,7 +148,7 @@ class Arbiter:
             except (orjson.JSONDecodeError, AttributeError):
                 error = ""
             log.warning("task %r (%s) failed in %.2f s, kind %s: %s", task.id, task.task_type, seconds, kind, error)
-        self.submitter.hand_over(claim.key, result_body(task.id, self.worker_id, ok, raw))
+        self.submitter.hand_over(claim.key, result_body(task.id, self.worker_id, ok, raw), task.id)
 
     def fail_now(self, claim: Claim, error: str, kind: str) -> None:
         """Answer a task without touching an executor (unknown type, malformed, update)."""
@@ -225,7 +228,7 @@ class Arbiter:
             return
         if isinstance(outcome, updater.Staged):
             try:
-                self.submitter.persist()
+                self.submitter.persist(durable=True)
                 updater.launch(outcome, self.settings, claim.task.id, self.worker_id, self.version)
             except updater.UpdateRefused as exc:
                 outcome = exc
@@ -272,6 +275,7 @@ class Arbiter:
             log.info("%d result(s) from earlier runs wait in the outbox (%d interrupted task(s) among them)",
                      len(self.outbox), reported)
         self.pool.start()
+        self.flusher.start()
         self.submitter.start()
         self.claimer.start()
         self.state = "running"
@@ -362,6 +366,7 @@ class Arbiter:
         # Give waiting results a moment to reach the server; whatever is left stays on disk.
         self.submitter.join(timeout=min(5.0, self.settings.submit_timeout))
         self.submitter.persist()
+        self.flusher.stop()
         self.journal.close()
         self.state = "stopped"
         self.stopped.set()

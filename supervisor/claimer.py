@@ -16,6 +16,7 @@ from typing import Any
 
 from supervisor.backoff import Backoff, jittered
 from supervisor.client import NO_TASKS, HiveClient, MalformedTask, ServerError, Task
+from supervisor.flusher import Flusher
 from supervisor.outbox import Journal, new_key
 
 log = logging.getLogger("hive.claim")
@@ -78,12 +79,13 @@ class ClaimGate:
 
 
 class ClaimLoop(threading.Thread):
-    def __init__(self, client: HiveClient, gate: ClaimGate, journal: Journal, backoff: Backoff,
+    def __init__(self, client: HiveClient, gate: ClaimGate, journal: Journal, flusher: Flusher, backoff: Backoff,
                  no_task_sleep: float, stop: threading.Event, status: Any) -> None:
         super().__init__(name="claim", daemon=True)
         self.client = client
         self.gate = gate
         self.journal = journal
+        self.flusher = flusher
         self.backoff = backoff
         self.no_task_sleep = no_task_sleep
         self.stop = stop
@@ -109,12 +111,13 @@ class ClaimLoop(threading.Thread):
 
     def _journal(self, claim: Claim, record: dict) -> None:
         try:
-            self.journal.record(claim.key, record)
+            self.journal.record(claim.key, record)  # written, not yet flushed: flusher.py says why that is enough
         except OSError:
-            # Not durable, so not dispatched: the server's requeue must bring this task back.
+            # Not journalled, so not dispatched: the server's requeue must bring this task back.
             self.gate.release(None)
             log.error("cannot journal task %r; not running it", claim.task.id)
             raise
+        self.flusher.claim_written()
 
     def claim_once(self) -> None:
         try:

@@ -1,9 +1,10 @@
 """Durable results (outbox) and claimed tasks (journal), so nothing the worker claims is lost.
 
-Every claimed task is written to journal/ before it is dispatched. Its result is
-written to outbox/ (atomically) before the first POST, then the journal entry is
-removed; the outbox file goes only after the server answered 2xx. After a crash,
-journal entries without a result become failures of kind "interrupted".
+Every claimed task is appended to the journal before it is dispatched. Its result is
+written to outbox/ (atomically: temp file + rename) before the first POST; the outbox
+file goes only after the server answered 2xx. After a crash, journal entries without
+a result become failures of kind "interrupted". Flushing both to the disk happens
+off the task's path, in supervisor/flusher.py, which also keeps the order recovery needs.
 
 Submission is therefore at-least-once: a result whose 2xx answer was lost is
 posted again, and the server should treat a second result for the same task_id
@@ -43,12 +44,10 @@ def _datasync(fd: int) -> None:
 class Journal:
     """Claimed tasks, as an append-only log (journal/claims.jsonl).
 
-    One append + one fdatasync per claim is the only durable write on the claim path
-    (a file per claim cost a file fsync, a directory fsync and an unlink). Completion
-    records are appended without a sync of their own and made durable in batches by
-    sync(), which the submitter calls before any result leaves the outbox; a lost
-    completion record can only make a task look unfinished while its result still
-    sits in the outbox, and recovery checks the outbox first.
+    One append per claim and one per completion (a file per claim cost a file fsync,
+    a directory fsync and an unlink); sync() makes them durable in batches (the flush
+    thread). A completion record whose result file did not reach the disk could hide a
+    claim from recovery, so the flush thread appends it only after that file's fsync.
     """
 
     FILE = "claims.jsonl"
@@ -63,23 +62,21 @@ class Journal:
         self.dirty = False
         self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o644)
 
-    def _append(self, record: dict[str, Any], sync: bool) -> None:
+    def _append(self, record: dict[str, Any]) -> None:
         os.write(self.fd, orjson.dumps(record) + b"\n")
-        if sync:
-            _datasync(self.fd)
-            self.dirty = False
-        else:
-            self.dirty = True
+        self.dirty = True
 
     def record(self, key: str, task: dict[str, Any]) -> None:
         with self.lock:
-            self._append({"k": key, "task": task}, sync=True)
+            self._append({"k": key, "task": task})
             self.open_claims[key] = task
 
     def clear(self, key: str) -> None:
+        """Mark a claim done (once: a second call for the same key writes nothing)."""
         with self.lock:
-            self._append({"k": key, "done": True}, sync=False)
-            self.open_claims.pop(key, None)
+            if self.open_claims.pop(key, None) is None:
+                return
+            self._append({"k": key, "done": True})
             if not self.open_claims and os.fstat(self.fd).st_size > self.COMPACT_BYTES:
                 self._rewrite({})
 
@@ -140,17 +137,32 @@ class Outbox:
         for tmp in self.dir.glob("*.tmp"):
             tmp.unlink(missing_ok=True)  # a write cut short by a crash: the journal still has that task
         self._sizes = {p.name: p.stat().st_size for p in self.dir.glob("*.json")}
+        for name in [n for n, size in self._sizes.items() if size == 0]:
+            # Renamed but never flushed before a power cut: set aside now, so recovery
+            # reports its claim as interrupted instead of trusting an empty file.
+            log.error("outbox: %s is empty (a power cut before it reached the disk); moved to %s",
+                      name, self.corrupt_dir)
+            self._move(self.dir / name, self.corrupt_dir)
 
-    def put(self, key: str, body: bytes, sync_dir: bool = True) -> Path:
-        """Write one result durably; with sync_dir=False the caller calls sync_dir() after a batch."""
+    def put(self, key: str, body: bytes, durable: bool = True) -> Path:
+        """Write one result atomically; with durable=False it is not flushed to the disk (flush() does that)."""
         path = self.dir / f"{key}.json"
-        atomic_write(path, body, sync_dir=sync_dir)
+        atomic_write(path, body, fsync=durable)
         with self.lock:
             self._sizes[path.name] = len(body)
         return path
 
-    def sync_dir(self) -> None:
-        """Make the renames of a batch of put(sync_dir=False) durable with one directory fsync."""
+    def flush(self, keys: list[str]) -> None:
+        """Flush the files of ``keys`` still here (delivered ones are gone), then their renames."""
+        for key in keys:
+            try:
+                fd = os.open(self.dir / f"{key}.json", os.O_RDWR | getattr(os, "O_BINARY", 0))  # Windows flushes only writable handles
+            except FileNotFoundError:
+                continue
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         fsync_dir(self.dir)
 
     def pending(self) -> list[Path]:

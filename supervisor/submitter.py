@@ -1,8 +1,10 @@
-"""The submit loop (its own thread): persist results to the outbox, then POST them, oldest first.
+"""The submit loop (its own thread): write results to the outbox, then POST them, oldest first.
 
-A result is on disk before its first POST and leaves the disk only after a 2xx.
-Transient trouble (connection, timeout, 5xx, 408, 429) backs off and retries
-forever; a permanent 4xx is retried a few times, then dead-lettered.
+A result is in the outbox before its first POST and leaves it only after a 2xx. The
+first POST goes out from memory right after the write, while the flush thread
+(flusher.py) takes the file to the disk. Transient trouble (connection, timeout,
+5xx, 408, 429) backs off and retries forever; a permanent 4xx is retried a few
+times, then dead-lettered.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import orjson
 
 from supervisor.backoff import Backoff
 from supervisor.client import HiveClient, ServerError
+from supervisor.flusher import Flusher
 from supervisor.outbox import Journal, Outbox
 
 log = logging.getLogger("hive.submit")
@@ -25,42 +28,49 @@ PERMANENT_TRIES = 3
 
 
 class SubmitLoop(threading.Thread):
-    def __init__(self, client: HiveClient, outbox: Outbox, journal: Journal, backoff: Backoff,
+    def __init__(self, client: HiveClient, outbox: Outbox, journal: Journal, flusher: Flusher, backoff: Backoff,
                  status: Any) -> None:
         super().__init__(name="submit", daemon=True)
         self.client = client
         self.outbox = outbox
         self.journal = journal
+        self.flusher = flusher
         self.backoff = backoff
         self.status = status
-        self.incoming: queue.SimpleQueue[tuple[str, bytes]] = queue.SimpleQueue()
+        self.incoming: queue.SimpleQueue[tuple[str, bytes, Any]] = queue.SimpleQueue()
+        self.fresh: dict[str, tuple[bytes, Any]] = {}  # key -> (body, task id) until its first POST
+        self.unwritten: list[tuple[str, bytes, Any]] = []  # handed over, not yet written (the write failed)
         self.persist_lock = threading.Lock()
         self.refusals: dict[str, int] = {}
         self.closing = threading.Event()
 
-    def hand_over(self, key: str, body: bytes) -> None:
+    def hand_over(self, key: str, body: bytes, task_id: Any) -> None:
         """Called by the arbiter with a finished task's result body."""
-        self.incoming.put((key, body))
+        self.incoming.put((key, body, task_id))
 
-    def persist(self) -> int:
-        """Move every handed-over result to disk (also called by the arbiter at shutdown)."""
-        # Group commit: every result waiting is written (one fsync each), then one directory
-        # fsync makes the batch's renames durable, then the claims are marked done.
-        batch: list[str] = []
+    def persist(self, durable: bool = False) -> int:
+        """Write every handed-over result to the outbox; with durable=True also flush them to the
+        disk before returning (the arbiter's shutdown and self-update)."""
+        count = 0
         with self.persist_lock:
+            items, self.unwritten = self.unwritten, []
             while True:
                 try:
-                    key, body = self.incoming.get_nowait()
+                    items.append(self.incoming.get_nowait())
                 except queue.Empty:
                     break
-                self.outbox.put(key, body, sync_dir=False)
-                batch.append(key)
-            if batch:
-                self.outbox.sync_dir()
-                for key in batch:
-                    self.journal.clear(key)
-                self.journal.sync()
-        return len(batch)
+            for i, (key, body, task_id) in enumerate(items):
+                try:
+                    self.outbox.put(key, body, durable=False)
+                except BaseException:
+                    self.unwritten = items[i:]  # kept in memory and written at the next call (e.g. disk full)
+                    raise
+                self.flusher.result_written(key)
+                self.fresh[key] = (body, task_id)
+                count += 1
+        if durable:
+            self.flusher.flush()
+        return count
 
     def run(self) -> None:
         try:
@@ -92,10 +102,15 @@ class SubmitLoop(threading.Thread):
         self.incoming.put(item)  # persisted at the top of the loop, in order with the rest
 
     def post(self, path: Path) -> None:
-        body = self.outbox.read(path)
-        if body is None:
-            return
-        task_id = orjson.loads(body).get("task_id")
+        key = path.name[:-len(".json")]
+        fresh = self.fresh.pop(key, None)  # later tries read the file: memory holds only what is new
+        if fresh is not None:
+            body, task_id = fresh
+        else:
+            body = self.outbox.read(path)
+            if body is None:
+                return
+            task_id = orjson.loads(body).get("task_id")
         try:
             self.client.submit(body)
         except ServerError as exc:
@@ -115,6 +130,7 @@ class SubmitLoop(threading.Thread):
                         task_id, exc, len(self.outbox), delay)
             return
         self.outbox.delivered(path)
+        self.journal.clear(key)  # the server has it: done, whether or not the file was flushed yet
         self.refusals.pop(path.name, None)
         self.backoff.success()
         self.status.server_ok()
