@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import shutil
 import signal
 import time
 from multiprocessing import resource_tracker
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -32,9 +34,10 @@ def describe_exit(code: int | None) -> str:
 
 
 class Executor:
-    def __init__(self, slot: int, generation: int, init: dict[str, Any]) -> None:
+    def __init__(self, slot: int, generation: int, init: dict[str, Any], scratch: Path | None = None) -> None:
         self.slot = slot
         self.generation = generation
+        self.scratch = scratch  # its tasks' working folder, made by the executor on first use
         self.token = f"{os.getpid()}-{slot}-{generation}."
         self.init = dict(init, slot=slot, token=self.token, parent_pid=os.getpid())
         self.conn: Connection | None = None
@@ -92,6 +95,8 @@ class Executor:
         if self.pid:
             count += proctree.kill_tree(self.pid, self.token)
         self.reap(timeout=5.0)
+        if self.scratch is not None:
+            shutil.rmtree(self.scratch, ignore_errors=True)
         return count
 
     def stop(self, timeout: float) -> None:

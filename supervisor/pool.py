@@ -14,7 +14,6 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -38,7 +37,6 @@ class Running:
     dispatched: float  # monotonic
     limits: dict[str, float]
     cpu_base: float
-    scratch: Path
 
 
 @dataclass
@@ -106,7 +104,7 @@ class Pool:
         # Jitter, so executors started together are not all recycled at the same moment.
         slot.max_tasks = max(1, round(limit * self.rng.uniform(0.9, 1.1))) if limit else 0
         slot.tasks_done = 0
-        ex = Executor(slot.index, slot.generation, self.init)
+        ex = Executor(slot.index, slot.generation, self.init, self.scratch_root / f"{slot.index}-{slot.generation}")
         try:
             ex.start()
         except Exception as exc:  # noqa: BLE001 - e.g. out of handles: retry later, never crash
@@ -170,18 +168,17 @@ class Pool:
             return False
         task = claim.task
         seq = next(self.seq)
-        scratch = self.scratch_root / f"{slot.index}-{seq}"
         limits = self.settings.limits_for(task.task_type)
         cpu_base = slot.executor.idle_cpu  # reported by the executor with its last frame
         msg = {"op": "run", "seq": seq, "id": task.id, "task_type": task.task_type, "params": task.params,
-               "scratch": str(scratch), "data": str(self.data_root / _safe_name(task.task_type))}
+               "scratch": str(slot.executor.scratch), "data": str(self.data_root / _safe_name(task.task_type))}
         try:
             slot.executor.send(msg)
         except (OSError, ValueError) as exc:
             log.warning("slot %d: executor pipe broken before dispatch (%s)", slot.index, exc)
             self._executor_lost(slot, now)
             return False
-        slot.running = Running(claim, seq, now, limits, cpu_base, scratch)
+        slot.running = Running(claim, seq, now, limits, cpu_base)
         log.info("task %r (%s) started on slot %d (pid %d)", task.id, task.task_type, slot.index, slot.executor.pid)
         return True
 
@@ -273,7 +270,6 @@ class Pool:
         if slot.running is not None:
             running = slot.running
             slot.running = None
-            shutil.rmtree(running.scratch, ignore_errors=True)
             task = running.claim.task
             log.error("task %r (%s) crashed its executor on slot %d (%s); starting a fresh executor",
                       task.id, task.task_type, slot.index, how)
@@ -330,7 +326,6 @@ class Pool:
         count = ex.kill()
         slot.executor = None
         slot.running = None
-        shutil.rmtree(running.scratch, ignore_errors=True)
         log.warning("task %r (%s) on slot %d: %s; killed its %d process(es) in %.0f ms; starting a fresh executor",
                     task.id, task.task_type, slot.index, text, count, (time.monotonic() - started) * 1000)
         self._finish(slot, running, False, orjson.dumps(failure(text, kind)), kind)

@@ -14,15 +14,18 @@ def _result(server, tid, timeout=30.0):
 
 
 def test_scratch_data_priority_and_environment(server, start_worker):
-    w = start_worker(server.url, env={"HIVE_POOL_SIZE": "1", "HIVE_SERVER_URL": server.url})
+    w = start_worker(server.url, env={"HIVE_POOL_SIZE": "1", "HIVE_SERVER_URL": server.url,
+                                      "HIVE_MAX_TASKS_PER_EXECUTOR": "2"})
     server.enqueue("whereami", {}, task_id="a")
     server.enqueue("whereami", {}, task_id="b")
     a, b = _result(server, "a")["result"], _result(server, "b")["result"]
-    # A fresh scratch folder per task, as the working directory, removed afterwards.
-    assert a["cwd"] == a["scratch"] != b["scratch"]
+    # An empty scratch folder per task, as the working directory: one per executor, emptied after
+    # each task (task a left a file and a folder tree in it), removed with its executor (recycled
+    # here after 2 tasks).
+    assert a["cwd"] == a["scratch"] == b["scratch"] == b["cwd"] and a["pid"] == b["pid"]
     assert Path(a["scratch"]).parent == w.home / "scratch"
-    wait_for(lambda: not Path(b["scratch"]).exists(), 5, what="scratch removed")
-    assert not Path(a["scratch"]).exists()
+    assert a["found_in_scratch"] == b["found_in_scratch"] == []
+    wait_for(lambda: not Path(a["scratch"]).exists(), 10, what="scratch removed with its executor")
     # A persistent data folder per task type.
     assert a["data"] == b["data"] == str(w.home / "data" / "whereami")
     assert (a["runs"], b["runs"]) == (1, 2)

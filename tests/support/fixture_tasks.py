@@ -141,8 +141,10 @@ def whereami(keep_mb: int = 0) -> dict:
     counter = data / "runs.txt"
     runs = int(counter.read_text()) + 1 if counter.exists() else 1
     counter.write_text(str(runs))
+    found = sorted(os.listdir("."))  # what an earlier task left here (should be nothing)
     open("scratch-file.txt", "w").close()
-    return {"status": "success", "data": {
+    os.makedirs("scratch-dir/sub")
+    return {"status": "success", "data": {"found_in_scratch": found,
         "cwd": os.getcwd(), "scratch": str(api.scratch_dir()), "data": str(data), "runs": runs,
         "nice": psutil.Process().nice(), "env": sorted(k for k in os.environ if k.startswith("HIVE_")),
         "task": api.current_task(), "pid": os.getpid()}}
