@@ -62,7 +62,7 @@ def apply(patches: set[str]) -> Callable[[], None]:
         real_run = arbiter_mod.Arbiter.run
 
         def run(self):
-            extra = arbiter_mod.ClaimLoop(self._client(), self.gate, self.journal, self.backoff,
+            extra = arbiter_mod.ClaimLoop(self._client(), self.gate, self.journal, self.flusher, self.backoff,
                                           self.settings.no_task_sleep, self.stop_event, self.status)
             real_start = self.claimer.start
 

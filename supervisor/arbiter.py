@@ -65,7 +65,7 @@ class Arbiter:
         self.hooks: list[Callable[[], None]] = []  # run every loop turn (dev reloader)
         self.pool = Pool(settings.pool_size, executor_init(settings, config_path, version, debug),
                          settings, self.on_result)
-        self.flusher = Flusher(self.journal, self.outbox)
+        self.flusher = Flusher(self.journal)
         self.submitter = SubmitLoop(self._client(), self.outbox, self.journal, self.flusher, self.backoff,
                                     self.status)
         self.claimer = ClaimLoop(self._client(), self.gate, self.journal, self.flusher, self.backoff,
@@ -228,7 +228,7 @@ class Arbiter:
             return
         if isinstance(outcome, updater.Staged):
             try:
-                self.submitter.persist(durable=True)
+                self.submitter.persist()
                 updater.launch(outcome, self.settings, claim.task.id, self.worker_id, self.version)
             except updater.UpdateRefused as exc:
                 outcome = exc
@@ -332,11 +332,12 @@ class Arbiter:
             hold = "updating"
         elif time.monotonic() < self.hold_until:
             hold = self.hold_why
-        elif self.outbox.full():
+        elif self.outbox.full(extra=self.submitter.backlog_bytes()):
             hold = "outbox full"
             if not self.outbox_full_logged:
-                log.error("outbox holds %d bytes, over OUTBOX_MAX_MB=%g: not claiming until results are delivered",
-                          self.outbox.size(), self.settings.outbox_max_mb)
+                log.error("results waiting to be posted hold %d bytes, over OUTBOX_MAX_MB=%g: not claiming until "
+                          "results are delivered", self.outbox.size() + self.submitter.backlog_bytes(),
+                          self.settings.outbox_max_mb)
                 self.outbox_full_logged = True
         elif self.outbox_full_logged:
             log.info("outbox below its cap again: claiming resumes")

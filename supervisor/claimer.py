@@ -117,7 +117,7 @@ class ClaimLoop(threading.Thread):
             self.gate.release(None)
             log.error("cannot journal task %r; not running it", claim.task.id)
             raise
-        self.flusher.claim_written()
+        self.flusher.kick()
 
     def claim_once(self) -> None:
         try:

@@ -1,10 +1,11 @@
-"""The submit loop (its own thread): write results to the outbox, then POST them, oldest first.
+"""The submit loop (its own thread): record results in the journal, then POST them, oldest first.
 
-A result is in the outbox before its first POST and leaves it only after a 2xx. The
-first POST goes out from memory right after the write, while the flush thread
-(flusher.py) takes the file to the disk. Transient trouble (connection, timeout,
-5xx, 408, 429) backs off and retries forever; a permanent 4xx is retried a few
-times, then dead-lettered.
+A result is in the journal before its first POST, which goes out from memory. One
+that cannot be posted at once goes to the outbox (a file, written durably) and is
+retried from there until a 2xx. Transient trouble (connection, timeout, 5xx, 408,
+429) backs off and retries forever; a permanent 4xx is retried a few times, then
+dead-lettered. While the server is away, and at shutdown, whatever was not posted
+goes to the outbox.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +40,9 @@ class SubmitLoop(threading.Thread):
         self.backoff = backoff
         self.status = status
         self.incoming: queue.SimpleQueue[tuple[str, bytes, Any]] = queue.SimpleQueue()
-        self.fresh: dict[str, tuple[bytes, Any]] = {}  # key -> (body, task id) until its first POST
-        self.unwritten: list[tuple[str, bytes, Any]] = []  # handed over, not yet written (the write failed)
-        self.persist_lock = threading.Lock()
+        self.lock = threading.Lock()
+        # Journalled, neither posted nor in the outbox yet: key -> (body, task id), oldest first.
+        self.fresh: OrderedDict[str, tuple[bytes, Any]] = OrderedDict()
         self.refusals: dict[str, int] = {}
         self.closing = threading.Event()
 
@@ -48,46 +50,61 @@ class SubmitLoop(threading.Thread):
         """Called by the arbiter with a finished task's result body."""
         self.incoming.put((key, body, task_id))
 
-    def persist(self, durable: bool = False) -> int:
-        """Write every handed-over result to the outbox; with durable=True also flush them to the
-        disk before returning (the arbiter's shutdown and self-update)."""
-        count = 0
-        with self.persist_lock:
-            items, self.unwritten = self.unwritten, []
+    def backlog_bytes(self) -> int:
+        """Results waiting in memory, counted against OUTBOX_MAX_MB with the outbox."""
+        with self.lock:
+            return sum(len(body) for body, _ in self.fresh.values())
+
+    def _take_incoming(self) -> None:
+        with self.lock:
             while True:
                 try:
-                    items.append(self.incoming.get_nowait())
+                    key, body, task_id = self.incoming.get_nowait()
                 except queue.Empty:
                     break
-            for i, (key, body, task_id) in enumerate(items):
-                try:
-                    self.outbox.put(key, body, durable=False)
-                except BaseException:
-                    self.unwritten = items[i:]  # kept in memory and written at the next call (e.g. disk full)
-                    raise
-                self.flusher.result_written(key)
                 self.fresh[key] = (body, task_id)
+                try:
+                    self.journal.result(key, body)
+                except OSError as exc:  # still posted from memory; only a crash before that would lose it
+                    log.error("cannot journal the result of task %r (%s); posting it from memory", task_id, exc)
+        self.flusher.kick()
+
+    def persist(self) -> int:
+        """Move every result not yet posted to the outbox, durably (server away, shutdown, self-update)."""
+        self._take_incoming()
+        count = 0
+        with self.lock:
+            while self.fresh:
+                key, (body, _) = next(iter(self.fresh.items()))
+                self.outbox.put(key, body)  # on a failure (disk full) it stays in memory and in the journal
+                self.journal.clear(key)
+                del self.fresh[key]
                 count += 1
-        if durable:
-            self.flusher.flush()
         return count
 
     def run(self) -> None:
         try:
             while True:
                 try:
-                    self.persist()
-                    if self.closing.is_set() and not len(self.outbox):
+                    self._take_incoming()
+                    if self.closing.is_set() and not len(self.outbox) and not self.fresh:
                         return
                     wait = self.backoff.remaining()
                     if wait > 0:
+                        self.persist()  # the server is away: results wait in the outbox, not in memory
                         self._idle(min(wait, 0.5))
                         continue
-                    paths = self.outbox.pending()
-                    if not paths:
+                    path = self.outbox.oldest()  # older than anything in memory: first
+                    if path is not None:
+                        self.post_file(path)
+                        continue
+                    with self.lock:
+                        item = self.fresh.popitem(last=False) if self.fresh else None
+                    if item is None:
                         self._idle(0.5)
                         continue
-                    self.post(paths[0])
+                    key, (body, task_id) = item
+                    self.post_fresh(key, body, task_id)
                 except Exception:  # noqa: BLE001 - e.g. a full disk: say it, wait, go on; results stay queued
                     log.exception("submitting failed unexpectedly; retrying in 5 s")
                     self.closing.wait(5.0)
@@ -99,40 +116,59 @@ class SubmitLoop(threading.Thread):
             item = self.incoming.get(timeout=timeout)
         except queue.Empty:
             return
-        self.incoming.put(item)  # persisted at the top of the loop, in order with the rest
+        self.incoming.put(item)  # taken at the top of the loop, in order with the rest
 
-    def post(self, path: Path) -> None:
-        key = path.name[:-len(".json")]
-        fresh = self.fresh.pop(key, None)  # later tries read the file: memory holds only what is new
-        if fresh is not None:
-            body, task_id = fresh
-        else:
-            body = self.outbox.read(path)
-            if body is None:
-                return
-            task_id = orjson.loads(body).get("task_id")
+    def post_fresh(self, key: str, body: bytes, task_id: Any) -> None:
         try:
             self.client.submit(body)
         except ServerError as exc:
-            self.status.server_error(str(exc))
-            if exc.permanent:
-                tries = self.refusals.get(path.name, 0) + 1
-                self.refusals[path.name] = tries
-                if tries >= PERMANENT_TRIES:
-                    self.outbox.dead_letter(path, str(exc))
-                    self.refusals.pop(path.name, None)
-                    return
-                log.warning("result for task %r refused (%s), try %d of %d", task_id, exc, tries, PERMANENT_TRIES)
-                self.closing.wait(0.5)
-                return
-            delay = self.backoff.failure(exc.retry_after)
-            log.warning("cannot post result for task %r: %s; %d result(s) wait on disk; next try in %.1f s",
-                        task_id, exc, len(self.outbox), delay)
+            try:
+                path = self.outbox.put(key, body)  # kept durably for the retries
+            except BaseException:
+                with self.lock:  # cannot write it (disk full): keep it in memory, first in line
+                    self.fresh[key] = (body, task_id)
+                    self.fresh.move_to_end(key, last=False)
+                raise
+            self.journal.clear(key)
+            self.flusher.kick()
+            self._failed(path, task_id, exc)
+            return
+        self.journal.clear(key)
+        self.flusher.kick()
+        self._posted(task_id)
+
+    def post_file(self, path: Path) -> None:
+        body = self.outbox.read(path)
+        if body is None:
+            return
+        task_id = orjson.loads(body).get("task_id")
+        try:
+            self.client.submit(body)
+        except ServerError as exc:
+            self._failed(path, task_id, exc)
             return
         self.outbox.delivered(path)
-        self.journal.clear(key)  # the server has it: done, whether or not the file was flushed yet
         self.refusals.pop(path.name, None)
+        self._posted(task_id)
+
+    def _posted(self, task_id: Any) -> None:
         self.backoff.success()
         self.status.server_ok()
         self.status.delivered += 1
         log.info("result for task %r posted", task_id)
+
+    def _failed(self, path: Path, task_id: Any, exc: ServerError) -> None:
+        self.status.server_error(str(exc))
+        if exc.permanent:
+            tries = self.refusals.get(path.name, 0) + 1
+            self.refusals[path.name] = tries
+            if tries >= PERMANENT_TRIES:
+                self.outbox.dead_letter(path, str(exc))
+                self.refusals.pop(path.name, None)
+                return
+            log.warning("result for task %r refused (%s), try %d of %d", task_id, exc, tries, PERMANENT_TRIES)
+            self.closing.wait(0.5)
+            return
+        delay = self.backoff.failure(exc.retry_after)
+        log.warning("cannot post result for task %r: %s; %d result(s) wait on disk; next try in %.1f s",
+                    task_id, exc, len(self.outbox), delay)

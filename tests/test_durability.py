@@ -223,36 +223,39 @@ def test_journal_with_a_torn_last_line_is_recovered(server, start_worker, tmp_pa
     assert w.proc.poll() is None
 
 
-def test_empty_outbox_file_left_by_a_power_cut_is_set_aside_and_its_claim_reported(server, start_worker, tmp_path):
-    # Results are renamed into the outbox before they are flushed; after a power cut such a file can
-    # be empty while its claim is still open in the journal: the claim must be reported, not trusted.
+def test_result_in_flight_at_a_kill_is_posted_after_restart(server, start_worker, tmp_path):
+    # The result is journalled before its first POST: a kill while that POST hangs loses nothing.
     home = tmp_path / "h"
-    key = "00000000000000000011-1-000001"
-    (home / "journal").mkdir(parents=True)
-    (home / "outbox").mkdir(parents=True)
-    (home / "journal" / "claims.jsonl").write_bytes(orjson.dumps({"k": key, "task": {"id": "cut", "task_type": "echo"}})
-                                                     + b"\n")
-    (home / "outbox" / f"{key}.json").write_bytes(b"")
+    server.enqueue("echo", {"x": 1}, task_id="inflight")
+    server.inject(Fault.hang(30), path="/submit_result")
     w = start_worker(server.url, home=home)
-    by_id = _all_done(server, ["cut"])
-    assert by_id["cut"][0]["result"]["kind"] == "interrupted"
-    assert (home / "outbox-corrupt" / f"{key}.json").exists()
-    assert "is empty" in w.log()
+    wait_for(lambda: any(r.path.endswith("/submit_result") for r in server.requests), 20, what="the hanging POST")
+    assert not list((home / "outbox").glob("*.json"))  # not in the outbox: only in the journal
+    pid = w.pid
+    w.proc.kill()
+    w.proc.wait(5)
+    wait_for(lambda: not tree_of(pid), 10)
+    w2 = start_worker(server.url, home=home)
+    by_id = _all_done(server, ["inflight"], timeout=30)
+    assert by_id["inflight"][0]["status"] == "success" and by_id["inflight"][0]["result"] == {"x": 1}
+    assert "was not posted yet; queued in the outbox" in w2.log()
 
 
 def test_result_stays_in_memory_while_the_outbox_cannot_be_written(server, start_worker):
-    server.enqueue("sleep_record", {"seconds": 2.0}, task_id="kept")
-    w = start_worker(server.url, env={"HIVE_POOL_SIZE": "1"})
-    wait_for(lambda: "claimed task 'kept'" in w.log(), 30, what="the claim")
+    # The server refuses the result, so it must go to the outbox, which cannot be written.
+    server.enqueue("echo", {"y": 1}, task_id="kept")
+    server.faults = lambda method, path: Fault.status(503) if path.endswith("submit_result") else None
+    w = start_worker(server.url, env={"HIVE_TIME_ERROR_SLEEP": "0.5"})
+    wait_for(lambda: (w.home / "outbox").is_dir(), 20)
     outbox = w.home / "outbox"
     outbox.rename(w.home / "outbox-away")
     outbox.write_bytes(b"")  # a file where the folder was: every write into it fails
     try:
         wait_for(lambda: "submitting failed unexpectedly" in w.log(), 30, what="the failed write")
-        assert not results_by_id(server)
     finally:
         outbox.unlink()
         (w.home / "outbox-away").rename(outbox)
+        server.faults = None
     by_id = _all_done(server, ["kept"], timeout=30)
     assert by_id["kept"][0]["status"] == "success"
     assert w.proc.poll() is None

@@ -1,0 +1,74 @@
+"""The write-ahead journal (supervisor/outbox.py Journal), its recovery and its flush thread, on real files."""
+
+from __future__ import annotations
+
+import orjson
+from conftest import wait_for
+
+from supervisor.flusher import Flusher
+from supervisor.outbox import Journal, Outbox, recover_interrupted
+
+BODY = b'{"task_id":1,"worker_id":"w","status":"success","result":{"a":[1,2]}}'
+
+
+def test_claim_result_completion_and_what_a_crash_leaves(tmp_path):
+    j = Journal(tmp_path)
+    j.record("k1", {"id": 1, "task_type": "echo"})
+    j.result("k1", BODY)
+    j.record("k2", {"id": 2, "task_type": "echo"})
+    assert j.leftovers() == [("k1", {"id": 1, "task_type": "echo"}, BODY), ("k2", {"id": 2, "task_type": "echo"}, None)]
+    j.clear("k1")
+    size = j.path.stat().st_size
+    j.clear("k1")  # a second completion writes nothing
+    assert j.path.stat().st_size == size
+    assert [k for k, _, _ in j.leftovers()] == ["k2"]
+    # The result is stored as JSON inside the record, not as an escaped string.
+    assert b'"r":{"task_id":1' in j.path.read_bytes()
+
+
+def test_compaction_keeps_open_claims_and_results(tmp_path):
+    j = Journal(tmp_path)
+    j.COMPACT_BYTES = j.compact_at = 2000
+    j.record("open", {"id": "open", "task_type": "echo"})
+    j.record("posting", {"id": "posting", "task_type": "echo"})
+    j.result("posting", BODY)
+    for i in range(100):
+        j.record(f"k{i:03d}", {"id": i, "task_type": "echo"})
+        j.result(f"k{i:03d}", BODY)
+        j.clear(f"k{i:03d}")
+    assert j.path.stat().st_size < 3000, "the log should have been compacted (it would hold ~14 KB)"
+    assert j.leftovers() == [("open", {"id": "open", "task_type": "echo"}, None),
+                             ("posting", {"id": "posting", "task_type": "echo"}, BODY)]
+    j.clear("posting")  # appending still works after the swap
+    assert [k for k, _, _ in j.leftovers()] == ["open"]
+
+
+def test_recovery_queues_results_and_reports_claims_without_one(tmp_path):
+    j = Journal(tmp_path)
+    j.record("k1", {"id": 1, "task_type": "echo"})
+    j.result("k1", BODY)
+    j.record("k2", {"id": "two", "task_type": "echo"})
+    j.record("k3", {"id": 3, "task_type": "echo"})
+    j.result("k3", BODY)
+    j.clear("k3")
+    # The process dies here; the next start opens the same home.
+    j2, outbox = Journal(tmp_path), Outbox(tmp_path, 1 << 20)
+    assert recover_interrupted(j2, outbox, "w") == 1
+    assert (tmp_path / "outbox" / "k1.json").read_bytes() == BODY
+    interrupted = orjson.loads((tmp_path / "outbox" / "k2.json").read_bytes())
+    assert interrupted["task_id"] == "two" and interrupted["result"]["kind"] == "interrupted"
+    assert not (tmp_path / "outbox" / "k3.json").exists()
+    assert j2.leftovers() == [] and j2.path.stat().st_size == 0
+
+
+def test_flush_thread_syncs_what_is_written_and_once_more_at_stop(tmp_path):
+    j = Journal(tmp_path)
+    f = Flusher(j)
+    f.start()
+    j.record("k1", {"id": 1, "task_type": "echo"})
+    assert j.dirty
+    f.kick()
+    wait_for(lambda: not j.dirty, 10, what="the flush thread to sync")
+    j.record("k2", {"id": 2, "task_type": "echo"})  # written, the thread not told: stop() must sync it anyway
+    f.stop()
+    assert not f.is_alive() and not j.dirty
