@@ -29,7 +29,6 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any
 
@@ -76,9 +75,7 @@ class Ours:
         while not until():
             if time.monotonic() > deadline:
                 raise RuntimeError("ours: timed out")
-            conns = pool.connections()
-            for conn in wait(list(conns), interval):
-                pool.handle(conns[conn])
+            pool.serve(interval)
             pool.check_limits()
             pool.maintain()
 
@@ -97,9 +94,7 @@ class Ours:
             while sent < n and pool.dispatch(Claim(new_key(), Task(id=sent, task_type="echo", params=payload,
                                                                   raw={}))):
                 sent += 1
-            conns = pool.connections()
-            for conn in wait(list(conns), interval):
-                pool.handle(conns[conn])
+            pool.serve(interval)
             pool.check_limits()
             pool.maintain()
         return n / (time.perf_counter() - started)

@@ -15,7 +15,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from multiprocessing.connection import wait
 from typing import Any
 
 import orjson
@@ -289,14 +288,10 @@ class Arbiter:
         grace_deadline: float | None = None
         while True:
             now = time.monotonic()
-            conns = self.pool.connections()
             timeout = self.settings.limit_check_interval if self.pool.busy() or self.soon() else IDLE_TICK
-            for conn in wait([self.wake_r, *conns], timeout):
-                if conn is self.wake_r:
-                    while self.wake_r.poll():
-                        self.wake_r.recv_bytes()
-                else:
-                    self.pool.handle(conns[conn])
+            if self.pool.serve(timeout, (self.wake_r,)):
+                while self.wake_r.poll():
+                    self.wake_r.recv_bytes()
             self.take_claims()  # also while stopping: tasks claimed just before still run
             self.pool.check_limits()
             for hook in self.hooks:

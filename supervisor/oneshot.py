@@ -11,7 +11,6 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from multiprocessing.connection import wait
 from typing import Any
 
 import orjson
@@ -32,9 +31,7 @@ def _drive(pool: Pool, until: Callable[[], bool], timeout: float | None) -> bool
     while not until():
         if deadline is not None and time.monotonic() > deadline:
             return False
-        conns = pool.connections()
-        for conn in wait(list(conns), pool.settings.limit_check_interval):
-            pool.handle(conns[conn])
+        pool.serve(pool.settings.limit_check_interval)
         pool.check_limits()
         pool.maintain()
         if pool.slots[0].spawn_failures:

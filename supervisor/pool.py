@@ -14,6 +14,7 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from multiprocessing.connection import wait
 from typing import Any
 
 import orjson
@@ -89,6 +90,7 @@ class Pool:
         self.scratch_root.mkdir(parents=True, exist_ok=True)
         self.rng = random.Random()
         self.last_measure = 0.0
+        self.last_alive_check = 0.0
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -139,8 +141,17 @@ class Pool:
 
     # ---- what the arbiter asks ---------------------------------------------------------
 
-    def connections(self) -> dict[Any, Slot]:
-        return {s.executor.conn: s for s in self.slots if s.executor is not None and s.executor.conn is not None}
+    def serve(self, timeout: float, extra: list[Any] | tuple[Any, ...] = ()) -> list[Any]:
+        """Wait up to ``timeout`` for frames from executors and for ``extra`` objects; handle the
+        frames; return the ``extra`` objects that are ready."""
+        conns = {s.executor.conn: s for s in self.slots if s.executor is not None and s.executor.conn is not None}
+        ready_extra = []
+        for obj in wait([*extra, *conns], timeout):
+            if obj in conns:
+                self.handle(conns[obj])
+            else:
+                ready_extra.append(obj)
+        return ready_extra
 
     def ready_count(self, now: float) -> int:
         return sum(1 for s in self.slots if s.state(now) == "idle" and not s.retire)
@@ -333,6 +344,11 @@ class Pool:
 
     def maintain(self) -> None:
         now = time.monotonic()
+        # An executor's end shows as EOF on its pipe, except when a process it forked still holds
+        # the pipe (and multiprocessing's sentinel): so also ask the OS, every LIMIT_CHECK_INTERVAL.
+        check_alive = now - self.last_alive_check >= self.settings.limit_check_interval
+        if check_alive:
+            self.last_alive_check = now
         for slot in self.slots:
             ex = slot.executor
             if ex is None:
@@ -344,8 +360,10 @@ class Pool:
                 slot.executor = None
                 self._spawn_failed(slot, f"not ready after {START_TIMEOUT:.0f} s")
                 continue
-            if not ex.alive() and not slot.running and ex.conn is not None and not ex.conn.poll():
-                self._executor_lost(slot, now)
+            if check_alive and not ex.alive():
+                self.handle(slot)  # what it sent before it ended
+                if slot.executor is ex:
+                    self._executor_lost(slot, now)
                 continue
             if slot.retire and not slot.running and slot.ready:
                 log.info("slot %d: recycling executor pid %d: %s", slot.index, ex.pid, slot.retire)
