@@ -7,10 +7,11 @@ NO_TASK_SLEEP=0.05, TASK_ERROR_SLEEP=0, executors at normal priority like Celery
 children, everything else as shipped, limits on) against `python -m devserver serve`
 in its own process. Celery: `celery worker --pool prefork -c N` with Redis (Debian's
 redis-server on 127.0.0.1, a free port, a temp dir) as broker and result backend,
-default settings, the same echo function. Not equal in durability: ours fsyncs a
-journal entry per claim and each result before posting it; this Redis keeps nothing
-on disk (--save "" --appendonly no) and Celery acknowledges on receipt (the what-if
-"no fsync" row shows what our durability costs).
+default settings, the same echo function. Not equal in durability: ours journals each
+claim and result (fdatasync'd in batches every ~10 ms); this Redis keeps nothing on
+disk (--save "" --appendonly no) and Celery acknowledges on receipt (the what-if
+"no fsync" row shows what our durability costs). Not equal in servers either: the dev
+server is Python and SQLite (its CPU per task is in the notes), Redis is C.
 
 - Throughput, enqueue-all-then-drain: N tasks appear at once (ours: one SQLite
   transaction; Celery: published to a side list, then RENAMEd onto the queue), timed
@@ -23,7 +24,7 @@ on disk (--save "" --appendonly no) and Celery acknowledges on receipt (the what
 - CPU per task of the supervisor process (psutil, before/after the drain) beside
   Celery's main process, which does the same job (consume, dispatch, collect).
 - Context: what the dev server sustains (GET+POST pairs/s from a lean http.client
-  loop) and what one requests.Session sustains against it.
+  loop) and what one requests.Session sustains against it (why the client is on http.client).
 - What-if (bench/whatif.py): the same drain with experimental supervisor patches,
   to put a figure on each proposed change; and a py-spy profile of the supervisor.
 """
@@ -219,15 +220,17 @@ def pairs_per_second(srv: DevServer, n: int, lean: bool) -> tuple[float, float]:
 # ---- profile -----------------------------------------------------------------------------------------------
 
 CATEGORIES = [  # first match wins, checked from the innermost frame outwards
-    ("/proc scan for limits (proctree.Snapshot)", re.compile(r"Snapshot")),
-    ("fsync/fdatasync (journal, outbox)", re.compile(r"^(atomic_write|_datasync|fsync_dir|Outbox\.sync_dir|Journal\.sync) ")),
+    ("/proc reads for limits (proctree)", re.compile(r"Snapshot|TreeMonitor")),
+    ("fsync/fdatasync (journal, outbox)", re.compile(r"^(atomic_write|_datasync|fsync_dir|Journal\.sync) ")),
+    ("journal appends", re.compile(r"^Journal\.(_append|record|result|clear) ")),
     ("file unlinks (outbox delivered)", re.compile(r"unlink")),
-    ("reading the outbox file back before the POST", re.compile(r"^Outbox\.read ")),
-    ("HTTP via requests (HiveClient._request)", re.compile(r"HiveClient\._request")),
+    ("reading an outbox file (retries)", re.compile(r"^Outbox\.read ")),
+    ("HTTP (HiveClient._request, http.client)", re.compile(r"HiveClient\._request")),
     ("pipe I/O with executors", re.compile(r"^(Connection|_ConnectionBase)\.(_send|_recv|send_bytes|recv_bytes) |^Executor\.(send|recv) ")),
     ("waiting: arbiter wait() on pipes", re.compile(r"^wait \(multiprocessing/connection")),
     ("waiting: claim gate (no free executor)", re.compile(r"ClaimGate\.acquire")),
     ("waiting: submit queue empty", re.compile(r"SubmitLoop\._idle")),
+    ("waiting: nothing to flush, or FLUSH_INTERVAL", re.compile(r"Flusher\.run")),
     ("waiting after no_tasks (everything claimed, results still being posted) or backoff",
      re.compile(r"Event\.wait")),
     ("logging", re.compile(r"logging/")),
@@ -258,7 +261,7 @@ def summarise_profile(path: Path, tasks: int, seconds: float) -> str:
     lines = [f"py-spy, 200 samples/s with idle frames, supervisor only, over a drain of {tasks} echo tasks "
              f"({seconds:.1f} s, pool of 2, as shipped). Share of each thread's wall time:", "",
              "| thread | where the time goes |", "| --- | --- |"]
-    for thread in ("MainThread", "claim", "submit"):
+    for thread in ("MainThread", "claim", "submit", "flush"):
         counter = per_thread.get(thread)
         if not counter:
             continue
@@ -332,9 +335,8 @@ def whatif_runs(srv: DevServer, workdir: Path, n: int, variants: list[tuple[str,
 
 WHATIF = [
     ("", "as shipped"),
-    ("leanhttp", "http.client instead of requests"),
-    ("nofsync", "no fsync on the task path (upper bound of moving fsyncs off it)"),
-    ("leanhttp,nofsync", "both"),
+    ("nofsync", "no fsync at all (what durability still costs)"),
+    ("claimers2", "two claim threads (two GETs in flight when two executors are idle)"),
 ]
 
 
@@ -411,7 +413,7 @@ def measure(quick: bool, profile: bool, whatif: bool) -> list[dict[str, Any]]:
         rows.append(row("2 e2e context", "dev server: GET+POST pairs/s, one requests.Session loop", req, "pairs/s",
                         lean, "http.client", note=f"client {req_cpu:.2f} ms CPU/pair (requests' own cost)"))
         if whatif:
-            variants = WHATIF if not quick else [WHATIF[0], WHATIF[3]]
+            variants = WHATIF if not quick else WHATIF[:2]
             rows += whatif_runs(srv, workdir, 300 if quick else 600, variants, 1 if quick else 2)
         if profile:
             text = profile_run(srv, workdir, 300 if quick else 600)

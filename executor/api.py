@@ -5,7 +5,7 @@
     def my_task(url: str) -> dict:
         log = api.get_logger()              # or print(): both end up in logs/worker.log
         profile = api.data_dir() / "chrome-profile"   # kept across tasks of this type
-        work = api.scratch_dir()            # fresh per task, removed afterwards (it is also the cwd)
+        work = api.scratch_dir()            # empty at the start of each task, emptied after (it is also the cwd)
         if bad:
             raise api.TaskFailure("site answered 403")  # clean failure, kind task_failed
         return {"status": "success", "data": {...}}
