@@ -48,7 +48,7 @@ def current_task() -> dict[str, Any]:
 
 
 def scratch_dir() -> Path:
-    """A fresh empty folder for this task only (also its working directory), deleted afterwards."""
+    """An empty folder for this task (also its working directory), emptied after it; one per executor."""
     if _current is None:
         return _fallback("scratch")
     return Path(_current["scratch"])
