@@ -22,7 +22,7 @@ import orjson
 from executor.conventions import failure
 from supervisor.claimer import Claim
 from supervisor.executors import Executor, describe_exit
-from supervisor.proctree import Snapshot
+from supervisor.proctree import TreeMonitor
 
 log = logging.getLogger("hive.pool")
 
@@ -90,6 +90,7 @@ class Pool:
         self.scratch_root.mkdir(parents=True, exist_ok=True)
         self.rng = random.Random()
         self.last_measure = 0.0
+        self.monitor = TreeMonitor()  # keeps /proc fds of the busy executors' trees between checks
         self.last_alive_check = 0.0
 
     # ---- lifecycle -------------------------------------------------------------------------
@@ -137,6 +138,7 @@ class Pool:
                 ex.process.join(max(0.0, deadline - time.monotonic()))
                 ex.kill()
                 slot.executor = None
+        self.monitor.close()
         shutil.rmtree(self.scratch_root, ignore_errors=True)
 
     # ---- what the arbiter asks ---------------------------------------------------------
@@ -295,9 +297,8 @@ class Pool:
     # ---- periodic work -------------------------------------------------------------------------
 
     def check_limits(self) -> None:
-        """Time limits every loop turn (free); memory and CPU every LIMIT_CHECK_INTERVAL, from one
-        snapshot of the machine shared by every busy slot (it costs ~1-5 ms, growing with the
-        number of processes on the machine, not with the pool)."""
+        """Time limits every loop turn (free); memory and CPU every LIMIT_CHECK_INTERVAL, reading
+        only the busy executors' trees (proctree.TreeMonitor)."""
         busy = [s for s in self.slots if s.running and s.executor is not None]
         if not busy:
             return
@@ -305,7 +306,7 @@ class Pool:
         measure = now - self.last_measure >= self.settings.limit_check_interval
         if measure:
             self.last_measure = now
-        snapshot: Snapshot | None = None
+            self.monitor.retain(s.executor.pid for s in busy if s.executor is not None)  # idle or gone: close fds
         for slot in busy:
             running = slot.running
             assert running is not None and slot.executor is not None
@@ -315,9 +316,7 @@ class Pool:
             if limits["time"] and elapsed > limits["time"]:
                 breach = ("time_limit", f"time limit of {limits['time']:g} s reached ({elapsed:.1f} s wall time)")
             elif measure and (limits["memory_mb"] or limits["cpu"]):
-                if snapshot is None:
-                    snapshot = Snapshot()  # one look at the machine for every busy slot
-                usage = snapshot.usage(slot.executor.pid)
+                usage = self.monitor.usage(slot.executor.pid)
                 cpu = usage.cpu - running.cpu_base
                 if limits["memory_mb"] and usage.rss > limits["memory_mb"] * MB:
                     breach = ("memory_limit", f"memory limit of {limits['memory_mb']:g} MB reached "
