@@ -322,6 +322,10 @@ class TreeMonitor:
     def _children(self, pid: int, member: _Member, threads: int) -> tuple[list[int], list[int]]:
         """(tids, child pids) of a member, through kept fds."""
         if threads <= 1:
+            if len(member.children) == 1:  # the common case: one thread, already open
+                fd = member.children.get(pid)
+                if fd is not None:
+                    return [pid], _pids(_pread_all(fd))
             tids = [pid]
         else:
             if member.task < 0:
@@ -373,7 +377,7 @@ class TreeMonitor:
             return None
         # Fields after "(comm)": state(0) ppid(1) ... utime(11) stime(12) cutime(13) cstime(14) ...
         # num_threads(17) ... rss(21)
-        fields = data[data.rfind(b")") + 2:].split()
+        fields = data[data.rfind(b")") + 2:].split(None, 22)  # nothing needed after rss
         try:
             cpu = (int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])) / self._TICK
             return fields[0], int(fields[17]), int(fields[21]) * self._PAGE, cpu
@@ -467,7 +471,7 @@ def _read_once(path: str) -> bytes:
 
 def _pids(data: bytes) -> list[int]:
     try:
-        return [int(word) for word in data.split()]
+        return list(map(int, data.split()))
     except ValueError:
         return []
 
