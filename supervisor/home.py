@@ -53,7 +53,7 @@ def lock_home(home: Path) -> BinaryIO | None:
     return f
 
 
-def atomic_write(path: Path, data: bytes, fsync: bool = True, sync_dir: bool = True) -> None:
+def atomic_write(path: Path, data: bytes, fsync: bool = True) -> None:
     """Write via temp file + flush + fsync + rename, so a power cut leaves old or new, never half."""
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
@@ -62,7 +62,7 @@ def atomic_write(path: Path, data: bytes, fsync: bool = True, sync_dir: bool = T
         if fsync:
             os.fsync(f.fileno())
     os.replace(tmp, path)
-    if fsync and sync_dir:
+    if fsync:
         fsync_dir(path.parent)
 
 
