@@ -121,13 +121,13 @@ def _emptied(folder: str) -> bool:
     except OSError:
         return False
     for entry in entries:
-        if entry.is_dir(follow_symlinks=False):
-            shutil.rmtree(entry.path, ignore_errors=True)
-        else:
-            try:
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
                 os.unlink(entry.path)
-            except OSError:
-                pass
+        except OSError as exc:  # e.g. still open on Windows: the next task would find it
+            logging.getLogger("hive.executor").warning("scratch: cannot remove %s: %s", entry.name, exc)
     return True
 
 
