@@ -230,7 +230,6 @@ CATEGORIES = [  # first match wins, checked from the innermost frame outwards
     ("waiting: arbiter wait() on pipes", re.compile(r"^wait \(multiprocessing/connection")),
     ("waiting: claim gate (no free executor)", re.compile(r"ClaimGate\.acquire")),
     ("waiting: submit queue empty", re.compile(r"SubmitLoop\._idle")),
-    ("waiting: nothing to flush, or FLUSH_INTERVAL", re.compile(r"Flusher\.run")),
     ("waiting after no_tasks (everything claimed, results still being posted) or backoff",
      re.compile(r"Event\.wait")),
     ("logging", re.compile(r"logging/")),
@@ -256,6 +255,8 @@ def summarise_profile(path: Path, tasks: int, seconds: float) -> str:
             else:
                 continue
             break
+        if thread == "flush" and category.startswith("waiting after no_tasks"):
+            category = "waiting: nothing to flush, or FLUSH_INTERVAL"  # its Event.wait means that
         per_thread[thread][category] += n
         selfs[re.sub(r":\d+\)$", ")", frames[-1])] += n
     lines = [f"py-spy, 200 samples/s with idle frames, supervisor only, over a drain of {tasks} echo tasks "
