@@ -219,3 +219,81 @@ def test_https_server_certificate_is_checked(tls_cert, monkeypatch, no_proxy_env
     finally:
         raw.close()
         monkeypatch.setattr(client_mod, "_TLS", None)
+
+
+class ConnectProxy:
+    """A bare CONNECT proxy: records each CONNECT head, then relays bytes both ways."""
+
+    def __init__(self) -> None:
+        self.heads: list[bytes] = []
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._tunnel, args=(conn,), daemon=True).start()
+
+    def _tunnel(self, conn: socket.socket) -> None:
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            data = conn.recv(4096)
+            if not data:
+                conn.close()
+                return
+            buf += data
+        head = buf.split(b"\r\n\r\n", 1)[0]
+        self.heads.append(head)
+        host, _, port = head.split(b" ")[1].decode().rpartition(":")
+        upstream = socket.create_connection((host, int(port)))
+        conn.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+
+        def pump(src: socket.socket, dst: socket.socket) -> None:
+            try:
+                while data := src.recv(65536):
+                    dst.sendall(data)
+            except OSError:
+                pass
+            finally:
+                for s in (src, dst):
+                    try:
+                        s.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+
+        threading.Thread(target=pump, args=(conn, upstream), daemon=True).start()
+        pump(upstream, conn)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_https_server_through_a_connect_proxy_with_credentials(tls_cert, monkeypatch, no_proxy_env):
+    cert, key = tls_cert
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    raw = RawServer(lambda req: response(body=orjson.dumps({"id": "via-proxy", "task_type": "echo"})), tls=ctx)
+    proxy = ConnectProxy()
+    try:
+        monkeypatch.setenv("https_proxy", f"http://ops:pw@127.0.0.1:{proxy.port}")
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+        monkeypatch.setattr(client_mod, "_TLS", None)
+        c = HiveClient(raw.url, "w", "2.0.0")
+        assert c.get_task().id == "via-proxy"
+        assert c.get_task().id == "via-proxy"  # the tunnel is kept alive like any connection
+        assert len(proxy.heads) == 1
+        request_line, *headers = proxy.heads[0].split(b"\r\n")
+        assert request_line.startswith(f"CONNECT 127.0.0.1:{raw.port} HTTP/1.".encode())  # http.client says 1.0
+        assert b"Proxy-Authorization: Basic " + base64.b64encode(b"ops:pw") in headers
+        # Inside the tunnel the request carries the plain path and the worker headers, never the proxy's.
+        inner = raw.requests[0].split(b"\r\n\r\n")[0].split(b"\r\n")
+        assert inner[0] == b"GET /api/get_task HTTP/1.1"
+        assert not any(h.startswith(b"Proxy-Authorization") for h in inner)
+    finally:
+        proxy.close()
+        raw.close()
+        monkeypatch.setattr(client_mod, "_TLS", None)
