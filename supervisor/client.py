@@ -116,15 +116,6 @@ def _dropped(sock: socket.socket) -> bool:
         return True
 
 
-class _Answer:
-    __slots__ = ("status", "content", "headers")
-
-    def __init__(self, status: int, content: bytes, headers: http.client.HTTPMessage) -> None:
-        self.status = status
-        self.content = content
-        self.headers = headers
-
-
 class HiveClient:
     """One keep-alive connection to the Hive server. Not thread-safe: one per thread."""
 
@@ -178,7 +169,8 @@ class HiveClient:
             return _HTTP(via.hostname or "", via.port or 8080, timeout=timeout)
         return _HTTP(host, port, timeout=timeout)
 
-    def _request(self, method: str, endpoint: str, timeout: float, data: bytes | None = None) -> _Answer:
+    def _request(self, method: str, endpoint: str, timeout: float, data: bytes | None = None) -> bytes:
+        """The body of a 2xx answer; anything else raises ServerError."""
         headers = self.headers
         if data is not None:
             headers = dict(headers, **{"Content-Type": "application/json"})
@@ -203,24 +195,24 @@ class HiveClient:
             permanent = 400 <= status < 500 and status not in (408, 429)
             raise ServerError(f"{endpoint}: HTTP {status} {snippet(body)}",
                               retry_after=_retry_after(resp.headers.get("Retry-After")), permanent=permanent)
-        return _Answer(status, body, resp.headers)
+        return body
 
     def get_task(self) -> Task | str:
         """A Task, or NO_TASKS. Raises ServerError or MalformedTask."""
-        resp = self._request("GET", "get_task", self.get_timeout)
+        raw = self._request("GET", "get_task", self.get_timeout)
         try:
-            body = orjson.loads(resp.content)
+            body = orjson.loads(raw)
         except orjson.JSONDecodeError:
-            raise ServerError(f"get_task: answer is not JSON: {snippet(resp.content)}") from None
+            raise ServerError(f"get_task: answer is not JSON: {snippet(raw)}") from None
         if not isinstance(body, dict):
-            raise ServerError(f"get_task: answer is not a JSON object: {snippet(resp.content)}")
+            raise ServerError(f"get_task: answer is not a JSON object: {snippet(raw)}")
         if body.get("status") == NO_TASKS and "id" not in body:
             return NO_TASKS
         if "id" not in body or body["id"] is None:
-            raise MalformedTask(f"get_task: task without an id: {snippet(resp.content)}")
+            raise MalformedTask(f"get_task: task without an id: {snippet(raw)}")
         task_type = body.get("task_type")
         if not isinstance(task_type, str) or not task_type:
-            raise MalformedTask(f"get_task: task {body['id']!r} has no task_type: {snippet(resp.content)}",
+            raise MalformedTask(f"get_task: task {body['id']!r} has no task_type: {snippet(raw)}",
                                 task_id=body["id"], has_id=True)
         return Task(id=body["id"], task_type=task_type, params=body.get("params", {}), raw=body)
 

@@ -86,9 +86,10 @@ class Journal:
     def clear(self, key: str) -> None:
         """Mark a claim done: its result reached the server or the outbox (a second call writes nothing)."""
         with self.lock:
-            if self.open_claims.pop(key, None) is None and self.open_results.pop(key, None) is None:
+            claimed = self.open_claims.pop(key, None)
+            result = self.open_results.pop(key, None)
+            if claimed is None and result is None:
                 return
-            self.open_results.pop(key, None)
             self._append({"k": key, "done": True})
             if os.fstat(self.fd).st_size > self.compact_at:
                 self._rewrite()
