@@ -65,7 +65,10 @@ class Journal:
         self.open_results: dict[str, bytes] = {}  # recorded, not yet posted nor in the outbox
         self.dirty = False
         self.compact_at = self.COMPACT_BYTES
-        self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o644)
+        self.fd = self._open()
+
+    def _open(self) -> int:
+        return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o644)
 
     def _append(self, record: dict[str, Any]) -> None:
         os.write(self.fd, orjson.dumps(record) + b"\n")
@@ -133,9 +136,13 @@ class Journal:
         """Compact: a new file with only what is still open, swapped in atomically."""
         data = b"".join(orjson.dumps({"k": k, "task": t}) + b"\n" for k, t in self.open_claims.items())
         data += b"".join(orjson.dumps({"k": k, "r": orjson.Fragment(b)}) + b"\n" for k, b in self.open_results.items())
-        atomic_write(self.path, data)
+        # Windows refuses to replace a file that any handle holds open, our own included:
+        # close first. The old file stays whole until the replace, so a crash here loses nothing.
         os.close(self.fd)
-        self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | getattr(os, "O_BINARY", 0))
+        try:
+            atomic_write(self.path, data)
+        finally:
+            self.fd = self._open()
         self.dirty = False
         # Big results in flight can keep the live part large: never rewrite again before it doubles.
         self.compact_at = max(self.COMPACT_BYTES, 2 * len(data))
