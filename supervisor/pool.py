@@ -148,7 +148,13 @@ class Pool:
         frames; return the ``extra`` objects that are ready."""
         conns = {s.executor.conn: s for s in self.slots if s.executor is not None and s.executor.conn is not None}
         ready_extra = []
-        for obj in wait([*extra, *conns], timeout):
+        try:
+            ready = wait([*extra, *conns], timeout)
+        except InterruptedError:
+            # CPython's Windows wait() raises this when Ctrl+C arrives, after the SIGINT handler
+            # has asked for a stop; POSIX retries the wait itself (PEP 475).
+            return ready_extra
+        for obj in ready:
             if obj in conns:
                 self.handle(conns[obj])
             else:
