@@ -109,6 +109,10 @@ def main(argv: list[str] | None = None) -> int:
 
     logs.setup(home, settings.log_level, settings.log_max_mb, settings.log_backups,
                console_level="DEBUG" if args.dev else None)
+    from supervisor import frozen
+
+    if frozen.OUTCOME is not None:
+        logging.getLogger("hive").log(*frozen.OUTCOME)
     from supervisor import oneshot
 
     if args.run:

@@ -22,6 +22,11 @@ from supervisor import proctree, winjob
 CTX = multiprocessing.get_context("spawn")
 
 
+# What Windows reports as the exit code of a process that crashed (NTSTATUS values).
+_NTSTATUS = {0xC0000005: "access violation", 0xC00000FD: "stack overflow", 0xC0000409: "fail-fast abort",
+             0xC0000017: "out of memory", 0xC000013A: "Ctrl+C", 0x40010004: "debugger terminated"}
+
+
 def describe_exit(code: int | None) -> str:
     if code is None:
         return "still running"
@@ -30,6 +35,8 @@ def describe_exit(code: int | None) -> str:
             return f"killed by signal {signal.Signals(-code).name}"
         except ValueError:
             return f"killed by signal {-code}"
+    if code > 255 and code in _NTSTATUS:
+        return f"{_NTSTATUS[code]} (exit code 0x{code:08X})"
     return f"exit code {code}" + (f" (0x{code:08X})" if code > 255 else "")
 
 

@@ -7,36 +7,46 @@ supervisor. SIGTERM and Ctrl+C are forwarded, but a hard kill of the bootloader
 still claiming tasks. Called once by main.py after freeze_support() (executors and
 the resource tracker never get there), this kills the supervisor the same hard
 way when its bootloader is gone; its executors follow it (executor/sandbox.py,
-Job Objects on Windows). It does nothing from source or in a onedir build, and
-never raises.
+Job Objects on Windows). It never raises: logging is not set up yet, so what it
+decided is kept in ``OUTCOME`` and main.py logs it as one line.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import threading
 import time
+from pathlib import Path
+
+# (log level, line) of the decision, for main.py to log once logging is up; None from source.
+OUTCOME: tuple[int, str] | None = None
 
 
 def tether_to_bootloader() -> None:
+    global OUTCOME
     if not getattr(sys, "frozen", False):
         return
     try:
-        _tether()
+        OUTCOME = _tether()
     except Exception as exc:  # noqa: BLE001 - never stop the worker from starting
-        if sys.stderr is not None:
-            print(f"warning: cannot tie the worker to its bootloader: {exc!r}", file=sys.stderr)
+        OUTCOME = (logging.WARNING, f"cannot tie the worker to its one-file bootloader ({exc!r}): "
+                                    "a hard kill of the bootloader would leave this supervisor running")
 
 
-def _tether() -> None:
+def _is_one_file() -> bool:
+    """One-file builds unpack to a temporary _MEI* folder; a onedir build's bundle sits beside
+    (or under) the executable. Decided from our own paths, so no look at the parent is needed."""
+    bundle = Path(getattr(sys, "_MEIPASS", "")).resolve()
+    return not bundle.is_relative_to(Path(sys.executable).resolve().parent)
+
+
+def _tether() -> tuple[int, str]:
+    if not _is_one_file():
+        return logging.DEBUG, "onedir build: no bootloader to tie to"
     ppid = os.getppid()
     if sys.platform.startswith("linux"):
-        try:
-            if os.readlink(f"/proc/{ppid}/exe") != os.readlink("/proc/self/exe"):
-                return  # onedir build, or started by something else: no bootloader above us
-        except OSError:
-            return
         import ctypes
         import signal
 
@@ -44,15 +54,49 @@ def _tether() -> None:
         if ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0) == 0:
             if os.getppid() != ppid:  # the bootloader died before the kernel was told
                 os.kill(os.getpid(), signal.SIGKILL)
-            return
+            return logging.DEBUG, f"tied to the one-file bootloader (pid {ppid}) by PR_SET_PDEATHSIG"
+    # The one-file bootloader always starts the program as its direct child, so the parent is it.
+    # Its image is checked where the OS tells it (psutil's exe() fails under Wine; the Win32 call
+    # does not); when it cannot be told, the tether stays: its only risk is a stop, never an orphan.
+    image = _image_of(ppid)
+    if image is not None and os.path.normcase(image) != os.path.normcase(str(Path(sys.executable).resolve())):
+        return logging.WARNING, (f"the parent process (pid {ppid}, {image!r}) is not this build's bootloader: "
+                                 "not tied to it; a hard kill of the bootloader would leave this supervisor running")
+    threading.Thread(target=_watch, args=(ppid,), name="bootloader-tether", daemon=True).start()
+    how = "its process handle" if os.name == "nt" else "polling"
+    seen = "" if image is not None else " (its image could not be read; tied anyway)"
+    return logging.DEBUG if image is not None else logging.INFO, \
+        f"tied to the one-file bootloader (pid {ppid}) through {how}{seen}"
+
+
+def _image_of(pid: int) -> str | None:
+    """The executable path of ``pid``, or None if the OS will not say."""
+    if os.name == "nt":
+        import ctypes
+        from ctypes import wintypes
+
+        kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)
+        kernel32.OpenProcess.argtypes = [wintypes.DWORD, wintypes.BOOL, wintypes.DWORD]
+        kernel32.OpenProcess.restype = wintypes.HANDLE
+        kernel32.QueryFullProcessImageNameW.argtypes = [wintypes.HANDLE, wintypes.DWORD, wintypes.LPWSTR,
+                                                        ctypes.POINTER(wintypes.DWORD)]
+        handle = kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
+        if not handle:
+            return None
+        try:
+            size = wintypes.DWORD(32768)
+            buf = ctypes.create_unicode_buffer(size.value)
+            if not kernel32.QueryFullProcessImageNameW(handle, 0, buf, ctypes.byref(size)):
+                return None
+            return str(Path(buf.value).resolve())
+        finally:
+            kernel32.CloseHandle(handle)
     import psutil
 
     try:
-        if not os.path.samefile(psutil.Process(ppid).exe(), sys.executable):
-            return
+        return str(Path(psutil.Process(pid).exe()).resolve())
     except (psutil.Error, OSError):
-        return
-    threading.Thread(target=_watch, args=(ppid,), name="bootloader-tether", daemon=True).start()
+        return None
 
 
 def _watch(ppid: int) -> None:

@@ -7,9 +7,10 @@ takes ONE snapshot of the machine's processes and answers every executor from it
 - Linux: one pass over /proc/*/stat gives parent, CPU time (including reaped
   children's, so a burner that already exited still counts) and RSS per process.
 - elsewhere: psutil's parent map plus per-process psutil calls. On Windows the
-  memory figure is private bytes (what the process really commits; RSS there is
-  the working set, which Windows trims at will); CPU of exited descendants is
-  not visible there.
+  memory figure is the commit charge (psutil's ``pagefile``, documented equal to
+  private bytes: what the process really commits; RSS there is the working set,
+  which Windows trims at will; Wine leaves private bytes unset); CPU of exited
+  descendants is not visible there.
 
 The limit monitor reads the executors' trees through TreeMonitor instead (Linux: only
 those trees, through /proc files kept open between checks; see its docstring); Snapshot
@@ -31,12 +32,14 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache
+from typing import Any
 
 import psutil
 
 from executor.sandbox import TOKEN_ENV, suspend_then_kill
 
 LINUX = sys.platform.startswith("linux")
+WINDOWS = sys.platform == "win32"
 
 
 @dataclass
@@ -116,9 +119,15 @@ class Snapshot:
                     times = proc.cpu_times()
             except psutil.Error:
                 continue
-            rss += getattr(mem, "private", mem.rss)
+            rss += _committed(mem)
             cpu += times.user + times.system + getattr(times, "children_user", 0.0) + getattr(times, "children_system", 0.0)
         return Usage(rss, cpu, pids)
+
+
+def _committed(mem: Any) -> int:
+    """The memory figure limits use: RSS on POSIX; on Windows the commit charge (pagefile),
+    which Windows documents as equal to private bytes. Wine fills only the commit charge."""
+    return mem.pagefile if WINDOWS else mem.rss
 
 
 @cache

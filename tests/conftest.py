@@ -20,6 +20,23 @@ sys.path.insert(0, str(ROOT))
 from executor.sandbox import TOKEN_ENV  # noqa: E402
 
 MAIN = ROOT / "main.py"
+WINDOWS = os.name == "nt"
+IN_WINE = WINDOWS and os.environ.get("WINE_LANE") == "1"  # set by .ci/windows
+
+if WINDOWS:
+    # A worker's graceful stop on Windows is Ctrl+C in its console. The only Ctrl+C that Wine
+    # (and a console-less GitHub runner) can deliver is the console-wide one, which reaches
+    # pytest too: pytest ignores it (.ci/windows bounds the run from outside instead).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def console_ctrl_c() -> None:
+    """Ctrl+C to every process of this console, as a person pressing it would send."""
+    import ctypes
+
+    if not ctypes.windll.kernel32.GenerateConsoleCtrlEvent(0, 0):  # CTRL_C_EVENT, whole console
+        pytest.skip(f"no console to deliver Ctrl+C to (WinError {ctypes.GetLastError()}): "
+                    "run the lane with a terminal (.ci/windows gives it one)")
 TEST_CONFIG = ROOT / "tests" / "support" / "test_config.py"
 
 FAST_ENV = {
@@ -96,6 +113,15 @@ class Worker:
     def signal(self, sig: int) -> None:
         self.proc.send_signal(sig)
 
+    def terminate(self) -> None:
+        """The operator's graceful stop: SIGTERM on POSIX (systemd), Ctrl+C on Windows (on
+        Windows a SIGTERM is TerminateProcess, a hard kill)."""
+        console_ctrl_c() if WINDOWS else self.proc.send_signal(signal.SIGTERM)
+
+    def interrupt(self) -> None:
+        """Ctrl+C, as typed into the worker's console."""
+        console_ctrl_c() if WINDOWS else self.proc.send_signal(signal.SIGINT)
+
     def wait(self, timeout: float = 30.0) -> int:
         return self.proc.wait(timeout)
 
@@ -112,7 +138,7 @@ class Worker:
 
     def stop(self) -> None:
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            self.terminate()
             try:
                 self.proc.wait(20)
             except subprocess.TimeoutExpired:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 import time
 
 import pytest
@@ -113,15 +112,6 @@ def test_failed_task_pauses_only_its_slot(server, start_worker):
     by_id = _results(server, 4)
     assert all(by_id[f"good{i}"][0]["status"] == "success" for i in range(3))
     assert "pausing 60 s after a failed task" in w.log()
-
-
-def test_graceful_sigterm_exits_zero(server, start_worker):
-    server.enqueue("sleep_record", {"seconds": 1.0}, task_id="running")
-    w = start_worker(server.url)
-    wait_for(lambda: "started on slot" in w.log(), 20)
-    w.signal(signal.SIGTERM)
-    assert w.wait(30) == 0
-    assert results_by_id(server)["running"][0]["status"] == "success"
 
 
 @pytest.mark.parametrize("task_type", ["get_system_info", "example"])

@@ -112,6 +112,12 @@ def daemon_then_hang(pidfile: str) -> None:
 
 
 def segfault() -> None:
+    if os.name == "nt":
+        # ctypes turns an access violation into OSError on Windows; faulthandler's NULL read does not.
+        import faulthandler
+
+        faulthandler.disable()
+        faulthandler._read_null()
     ctypes.string_at(0)
 
 
