@@ -53,15 +53,17 @@ set "NAME=%~nx2"
 set "EXIT_WAIT=120"
 set "RETRIES=10"
 set "PYINSTALLER_RESET_ENVIRONMENT=1"
->>"%LOG%" echo %DATE% %TIME% updater: started: exe "%EXE%", staged "%STAGED%", health timeout %HEALTH% s, old worker pid %PID1% %PID2%
+rem The worker holds its home's worker.lock open until it exits: while any worker runs there,
+rem Windows refuses to delete that file. That proof needs no tool; tasklist only adds the PIDs.
+set "HOMELOCK=%UPD%\..\worker.lock"
+call :probe_tools
+>>"%LOG%" echo %DATE% %TIME% updater: started: exe "%EXE%", staged "%STAGED%", health timeout %HEALTH% s, old worker pid %PID1% %PID2%, process tools %TOOLS%
 
 rem 1. the old worker exits (exact PIDs, bounded)
 set /a WAITED=0
 :wait_old
-call :alive %PID1%
-if "%ALIVE%"=="1" goto wait_old_next
-call :alive %PID2%
-if "%ALIVE%"=="1" goto wait_old_next
+call :old_running
+if "%RUNNING%"=="1" goto wait_old_next
 goto old_gone
 :wait_old_next
 if %WAITED% GEQ %EXIT_WAIT% goto old_stuck
@@ -74,10 +76,8 @@ call :kill %PID2%
 call :kill %PID1%
 set /a WAITED=0
 :wait_killed
-call :alive %PID1%
-if "%ALIVE%"=="1" goto wait_killed_next
-call :alive %PID2%
-if "%ALIVE%"=="1" goto wait_killed_next
+call :old_running
+if "%RUNNING%"=="1" goto wait_killed_next
 goto old_gone
 :wait_killed_next
 if %WAITED% GEQ 15 goto abandon
@@ -168,6 +168,9 @@ set "NEWPID="
 set "NEWPY="
 if exist "%UPD%\started.pid" for /f "usebackq tokens=1,2" %%a in ("%UPD%\started.pid") do (set "NEWPID=%%a" & set "NEWPY=%%b")
 if not defined NEWPID goto health_next
+rem started.pid is written after the new worker took the lock: a free lock means it exited
+call :lock_held
+if "%HELD%"=="1" goto health_next
 call :alive %NEWPID%
 if "%ALIVE%"=="1" goto health_next
 call :alive %NEWPY%
@@ -197,6 +200,8 @@ call :kill %NEWPID%
 call :kill %NEWPY%
 set /a WAITED=0
 :wait_new_gone
+call :lock_held
+if "%HELD%"=="1" goto wait_new_next
 call :alive %NEWPID%
 if "%ALIVE%"=="1" goto wait_new_next
 call :alive %NEWPY%
@@ -237,6 +242,15 @@ set "NAME=%~nx1"
 if not exist "%~dp1logs\" mkdir "%~dp1logs" >NUL 2>&1
 set "LOG=%~dp1logs\updater.log"
 >>"%LOG%" echo %DATE% %TIME% updater: called the 1.0.x way: "%TARGET%" "%STAGED%"
+set "LEGACY_RETRIES=10"
+call :probe_tools
+if "%TOOLS%"=="ok" goto legacy_wait_start
+rem no tool can tell that TARGET exited; Windows refuses to replace a running binary, so the
+rem move itself is the test, retried as long as the wait would have been
+>>"%LOG%" echo %DATE% %TIME% updater: tasklist/find do not work here: waiting for the move to succeed instead
+set "LEGACY_RETRIES=600"
+goto legacy_swap
+:legacy_wait_start
 set /a WAITED=0
 :legacy_wait
 tasklist /FI "IMAGENAME eq %NAME%" /FO CSV /NH 2>NUL | find /I "%NAME%" >NUL
@@ -255,7 +269,7 @@ if not exist "%STAGED%" goto legacy_missing
 move /Y "%STAGED%" "%TARGET%" >NUL 2>&1
 if not exist "%STAGED%" if exist "%TARGET%" goto legacy_done
 set /a TRY+=1
-if %TRY% GEQ 10 goto legacy_failed
+if %TRY% GEQ %LEGACY_RETRIES% goto legacy_failed
 call :sleep
 goto legacy_try
 :legacy_done
@@ -269,19 +283,60 @@ exit /b 1
 exit /b 1
 
 rem ---- helpers ----
+:probe_tools
+rem tasklist and find are believed only if they can see this very cmd.exe: a stubbed or broken
+rem tasklist (Wine's prints nothing; its find rejects /I) must never make a process look gone.
+set "TOOLS=broken"
+tasklist /FI "IMAGENAME eq cmd.exe" /FO CSV /NH 2>NUL | find /I "cmd.exe" >NUL 2>&1
+if not errorlevel 1 set "TOOLS=ok"
+exit /b 0
+
+:lock_held
+rem HELD=1 while a worker holds the home's worker.lock (deleting a free lock file is harmless)
+set "HELD=0"
+if not exist "%HOMELOCK%" exit /b 0
+del /F /Q "%HOMELOCK%" >NUL 2>&1
+if exist "%HOMELOCK%" set "HELD=1"
+exit /b 0
+
+:old_running
+rem RUNNING=1 while the old worker holds the lock, or while tasklist shows either of its PIDs
+set "RUNNING=1"
+call :lock_held
+if "%HELD%"=="1" exit /b 0
+call :alive %PID1%
+if "%ALIVE%"=="1" exit /b 0
+call :alive %PID2%
+if "%ALIVE%"=="1" exit /b 0
+set "RUNNING=0"
+exit /b 0
+
 :alive
-rem ALIVE=1 while process %1 runs with image NAME (a reused PID of another program counts as gone)
+rem ALIVE=1 while process %1 runs with image NAME (a reused PID of another program counts as gone);
+rem without working tools ALIVE=0: the callers decide from the lock, which needs none
 set "ALIVE=0"
 if "%~1"=="" exit /b 0
 if "%~1"=="0" exit /b 0
+if not "%TOOLS%"=="ok" exit /b 0
 tasklist /FI "PID eq %~1" /FI "IMAGENAME eq %NAME%" /FO CSV /NH 2>NUL | find /I "%NAME%" >NUL
 if not errorlevel 1 set "ALIVE=1"
 exit /b 0
 
 :kill
+rem by exact PID, and only while it is known to run: tasklist shows it, or (without tools) the
+rem worker still holds the lock, so its PIDs cannot have been reused
+if "%~1"=="" exit /b 0
+if "%~1"=="0" exit /b 0
+if "%TOOLS%"=="ok" goto kill_checked
+call :lock_held
+if "%HELD%"=="0" exit /b 0
+goto kill_now
+:kill_checked
 call :alive %1
 if "%ALIVE%"=="0" exit /b 0
+:kill_now
 taskkill /F /T /PID %~1 >NUL 2>&1
+if errorlevel 1 taskkill /F /PID %~1 >NUL 2>&1
 exit /b 0
 
 :sleep
