@@ -125,6 +125,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.self_test:
         return oneshot.self_test(settings, args.config, registry, version)
 
+    if sys.platform == "win32":
+        from executor.sandbox import no_crash_dialogs
+
+        no_crash_dialogs()  # unattended: a crash must end the process, never wait behind a dialog
     instance_lock = home_mod.lock_home(home)  # held until this process ends, however it ends
     if instance_lock is None:
         print(f"error: another worker is already running in {home}", file=sys.stderr)

@@ -35,11 +35,23 @@ def enter(token: str, priority: str) -> None:
             pass  # already a group leader (cannot happen under spawn, kept for safety)
     if sys.platform.startswith("linux"):
         _become_subreaper()
+    if sys.platform == "win32":
+        no_crash_dialogs()
     # Ctrl+C in a console reaches every process on it (Windows); only the supervisor decides.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if hasattr(signal, "SIGBREAK"):
         signal.signal(signal.SIGBREAK, signal.SIG_IGN)
     set_priority(priority)
+
+
+def no_crash_dialogs() -> None:
+    """A task that crashes must die at once: by default Windows keeps a crashed process alive
+    behind an error-reporting dialog (Wine: a debugger) that nobody at an unattended PC closes.
+    The error mode is inherited by every process the task starts (a browser too)."""
+    import ctypes
+
+    sem_failcriticalerrors, sem_nogpfaulterrorbox, sem_noopenfileerrorbox = 0x0001, 0x0002, 0x8000
+    ctypes.windll.kernel32.SetErrorMode(sem_failcriticalerrors | sem_nogpfaulterrorbox | sem_noopenfileerrorbox)
 
 
 def _become_subreaper() -> None:
