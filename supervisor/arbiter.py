@@ -120,7 +120,11 @@ class Arbiter:
             return 0  # Ctrl+C / Ctrl+Break: the signal handlers do it
 
         self._console_handler = handler  # keep a reference: ctypes must not free the callback
-        ctypes.windll.kernel32.SetConsoleCtrlHandler(handler, 1)
+        if ctypes.windll.kernel32.SetConsoleCtrlHandler(handler, 1):
+            log.debug("console handler registered: console close, log-off and shutdown stop the worker")
+        else:
+            log.warning("cannot register the console handler (WinError %d): closing the console, log-off "
+                        "or shutdown will end the worker without its grace period", ctypes.GetLastError())
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         self.signals_seen += 1

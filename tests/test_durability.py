@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import orjson
@@ -146,6 +147,8 @@ def test_graceful_stop_finishes_running_tasks_second_interrupt_kills(server, sta
     assert w.wait(30) == 0
     assert results_by_id(server)["finish-me"][0]["status"] == "success"
     assert not tree_of(w.pid)
+    if os.name == "nt":  # what stops it on console close, log-off and shutdown (Wine cannot send those)
+        assert "console handler registered" in w.log()
 
     server.enqueue("spin", {}, task_id="spinner")
     w2 = start_worker(server.url)
