@@ -15,6 +15,8 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from conftest import WINDOWS, console_ctrl_c  # noqa: E402
+
 from devserver import Fault, HiveDevServer, Store  # noqa: E402
 
 HEADERS = {"X-Worker-ID": "worker_0badc0de", "X-Worker-Version": "2.0.0"}
@@ -333,7 +335,7 @@ def test_cli_serve_prints_the_url_and_serves_demo_tasks(tmp_path):
         types = [requests.get(f"{url}/get_task", timeout=5).json()["task_type"] for _ in range(5)]
         assert sorted(types) == ["example"] * 2 + ["get_system_info"] * 3
     finally:
-        proc.terminate()
+        console_ctrl_c() if WINDOWS else proc.terminate()  # its graceful stop: Ctrl+C / SIGTERM
         assert proc.wait(10) == 0
         proc.stdout.close()
         proc.stderr.close()

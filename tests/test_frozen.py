@@ -9,9 +9,11 @@ executor), and ``from config import *`` in it finds the bundled config: so the
 limit tests define their misbehaving tasks inline in such a file.
 
 A one-file binary is two processes: the bootloader (the PID we start, which
-unpacks the bundle into ``$TMPDIR/_MEI*``) and the supervisor (its child), whose
-executors and resource tracker are children of the supervisor. Every test gives
-the binary its own TMPDIR so that ``_MEI`` leftovers can be checked.
+unpacks the bundle into ``$TMPDIR/_MEI*``, ``%TEMP%`` on Windows) and the supervisor
+(its child), whose executors (and, on POSIX, the resource tracker) are children of
+the supervisor. Every test gives the binary its own temporary folder so that
+``_MEI`` leftovers can be checked. On Windows (the Wine lane) the same tests run on
+worker.exe: the graceful stop is Ctrl+C, a hard kill is TerminateProcess.
 
 Set HIVE_TEST_PLAIN_PYINSTALLER=1 to also build with the seed's plain
 ``pyinstaller --onefile --clean main.py --name worker`` and run prom_pars with it
@@ -37,18 +39,19 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import ROOT, results_by_id, tree_of, wait_for
+from conftest import ROOT, WINDOWS, results_by_id, tree_of, wait_for
 
 from config import TASK_REGISTRY, WORKER_VERSION
 
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.timeout(300),  # the first test also pays for the build
-    pytest.mark.skipif(os.name != "posix", reason="signals and /proc: the Windows build is checked by CI's "
-                       "release commands (.github/workflows/windows.yml)"),
 ]
 
 POOL = 2
+# bootloader + supervisor + one executor per slot (+ the resource tracker that spawn starts on POSIX)
+ALL = POOL + (2 if WINDOWS else 3)
+BINARY = "worker.exe" if WINDOWS else "worker"
 FIXTURES = ROOT / "tests" / "fixtures" / "prom"
 
 LIMITS_CONFIG = '''
@@ -89,11 +92,14 @@ if multiprocessing.parent_process() is not None:  # only in the executor, as a t
 
 def processes_of(binary: Path) -> list[psutil.Process]:
     """Every live process running this exact binary (bootloaders, supervisors, trackers, executors)."""
-    target = str(binary.resolve())
+    from supervisor.frozen import _image_of  # psutil's exe() fails under Wine; this Win32 call does not
+
+    target = os.path.normcase(str(binary.resolve()))
     found = []
-    for proc in psutil.process_iter(["exe"]):
+    for proc in psutil.process_iter():
         try:
-            if proc.info["exe"] == target and proc.status() != psutil.STATUS_ZOMBIE:
+            image = _image_of(proc.pid)
+            if image and os.path.normcase(image) == target and proc.status() != psutil.STATUS_ZOMBIE:
                 found.append(proc)
         except psutil.Error:
             continue
@@ -111,10 +117,15 @@ def supervisor_of(w) -> psutil.Process:
     return children[0]
 
 
+def _temp_env(tmpdir: Path) -> dict[str, str]:
+    """Where the one-file bootloader unpacks: TMPDIR on POSIX, TEMP/TMP on Windows."""
+    return {"TMPDIR": str(tmpdir), "TEMP": str(tmpdir), "TMP": str(tmpdir)}
+
+
 def run(binary: Path, *args: str, tmpdir: Path, env: dict[str, str] | None = None,
         timeout: float = 60) -> subprocess.CompletedProcess:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("HIVE_")}
-    full_env.update(TMPDIR=str(tmpdir), **(env or {}))
+    full_env.update(_temp_env(tmpdir), **(env or {}))
     return subprocess.run([str(binary), *args], capture_output=True, text=True, timeout=timeout, env=full_env,
                           stdin=subprocess.DEVNULL, cwd=str(tmpdir))
 
@@ -146,7 +157,7 @@ def _build(base: Path, cmd: list[str]) -> Path:
     proc = subprocess.run(cmd, cwd=str(ROOT), capture_output=True, text=True, timeout=900,
                           env={k: v for k, v in os.environ.items() if not k.startswith("HIVE_")})
     assert proc.returncode == 0, (proc.stdout[-4000:], proc.stderr[-4000:])
-    binary = base / "dist" / "worker"
+    binary = base / "dist" / BINARY
     assert binary.is_file()
     return binary
 
@@ -167,7 +178,7 @@ def frozen(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 def _start(start_worker, frozen: Path, server, tmpdir: Path, args: list[str] | None = None,
            env: dict[str, str] | None = None):
-    return start_worker(server.url, args=args, env=dict(env or {}, TMPDIR=str(tmpdir)), cmd=[str(frozen)])
+    return start_worker(server.url, args=args, env=dict(env or {}, **_temp_env(tmpdir)), cmd=[str(frozen)])
 
 
 def _results(server, ids, timeout=40.0) -> dict:
@@ -214,7 +225,7 @@ def test_version_print_config_and_self_test(frozen: Path, tmp_path: Path, tmpdir
     assert not processes_of(frozen)
 
 
-def test_serves_a_pool_of_two_and_stops_cleanly_on_sigterm(frozen: Path, server, start_worker, pages: str,
+def test_serves_a_pool_of_two_and_stops_cleanly(frozen: Path, server, start_worker, pages: str,
                                                            tmpdir_env: Path) -> None:
     ids = [server.enqueue("example", {"text": f"t{i}", "repeat": 2}) for i in range(8)]
     sysinfo = server.enqueue("get_system_info", {})
@@ -237,8 +248,8 @@ def test_serves_a_pool_of_two_and_stops_cleanly_on_sigterm(frozen: Path, server,
     while time.monotonic() < settle:
         most = max(most, len(processes_of(frozen)))
         time.sleep(0.05)
-    assert most <= POOL + 3, most
-    assert len(processes_of(frozen)) == POOL + 3
+    assert most <= ALL, most
+    assert len(processes_of(frozen)) == ALL
     assert {p.pid for p in tree_of(sup.pid)} <= {p.pid for p in sup.children()}
 
     got = _results(server, [*ids, sysinfo, prom])
@@ -256,7 +267,7 @@ def test_serves_a_pool_of_two_and_stops_cleanly_on_sigterm(frozen: Path, server,
     assert versions == {WORKER_VERSION}
 
     assert meis(tmpdir_env), "the running one-file binary unpacks into its TMPDIR"
-    w.signal(signal.SIGTERM)
+    w.terminate()  # SIGTERM; Ctrl+C on Windows
     assert w.wait(30) == 0, w.console()
     _gone(frozen)
     assert meis(tmpdir_env) == []
@@ -277,8 +288,8 @@ def test_limits_work_frozen(frozen: Path, server, start_worker, tmp_path: Path, 
     got = _results(server, after)
     assert all(got[t][0]["result"] == {"echo": ["after"]} for t in after)
     _ready(w)
-    wait_for(lambda: len(processes_of(frozen)) == POOL + 3, 15, what="the pool to be whole again")
-    w.signal(signal.SIGTERM)
+    wait_for(lambda: len(processes_of(frozen)) == ALL, 15, what="the pool to be whole again")
+    w.terminate()  # SIGTERM; Ctrl+C on Windows
     assert w.wait(30) == 0, w.console()
     _gone(frozen)
     assert meis(tmpdir_env) == []
@@ -286,7 +297,8 @@ def test_limits_work_frozen(frozen: Path, server, start_worker, tmp_path: Path, 
 
 @pytest.mark.parametrize("target", ["bootloader", "supervisor"])
 def test_sigkill_leaves_no_process(frozen: Path, server, start_worker, tmpdir_env: Path, target: str) -> None:
-    """SIGKILL to the bootloader (what systemd, Task Scheduler and kill -9 of $! hit) or to the supervisor.
+    """SIGKILL to the bootloader (what systemd, Task Scheduler and kill -9 of $! hit) or to the supervisor;
+    on Windows TerminateProcess (Task Manager's "End task", schtasks /End).
 
     Bootloader: supervisor/frozen.py (called by main.py) kills the supervisor at once (PR_SET_PDEATHSIG),
     its executors follow; the bootloader could not clean up, so its _MEI folder is left (expected,
@@ -295,13 +307,17 @@ def test_sigkill_leaves_no_process(frozen: Path, server, start_worker, tmpdir_en
     """
     w = _start(start_worker, frozen, server, tmpdir_env)
     sup = _ready(w)
-    assert len(processes_of(frozen)) == POOL + 3
+    assert len(processes_of(frozen)) == ALL
     if target == "bootloader":
-        w.signal(signal.SIGKILL)
+        w.proc.kill()
     else:
-        sup.send_signal(signal.SIGKILL)
+        sup.kill()
     _gone(frozen, timeout=5.0)
-    assert w.wait(5) == -signal.SIGKILL
+    code = w.wait(5)
+    if WINDOWS:  # TerminateProcess: Popen.kill leaves 1, psutil's kill 15 (the bootloader passes it on)
+        assert code == (1 if target == "bootloader" else 15), code
+    else:
+        assert code == -signal.SIGKILL
     leaked = meis(tmpdir_env)
     if target == "bootloader":
         assert len(leaked) == 1, leaked
@@ -328,17 +344,18 @@ def test_release_zip(frozen: Path, tmp_path: Path) -> None:
 
     with zipfile.ZipFile(zips[0]) as zf:
         infos = zf.infolist()
-        assert [i.filename for i in infos] == ["worker", "updater.bat"]
-        assert zf.read("worker") == frozen.read_bytes()
-        assert (infos[0].external_attr >> 16) & 0o777 == 0o755
+        assert [i.filename for i in infos] == [BINARY, "updater.bat"]
+        assert zf.read(BINARY) == frozen.read_bytes()
+        if not WINDOWS:
+            assert (infos[0].external_attr >> 16) & 0o777 == 0o755
         bat = zf.read("updater.bat")
         assert b"\r\n" in bat and b"\n" not in bat.replace(b"\r\n", b"")
         assert bat.replace(b"\r\n", b"\n") == (ROOT / "updater.bat").read_bytes().replace(b"\r\n", b"\n")
         # what a 1.0.x update path does: unpack beside itself, take the binary from the root
         unpacked = tmp_path / "unpacked"
         zf.extractall(unpacked)
-    (unpacked / "worker").chmod(0o755)
-    got = run(unpacked / "worker", "--version", tmpdir=tmp_path)
+    (unpacked / BINARY).chmod(0o755)
+    got = run(unpacked / BINARY, "--version", tmpdir=tmp_path)
     assert (got.returncode, got.stdout.strip()) == (0, WORKER_VERSION)
 
     # the same binary gives the same zip
@@ -349,8 +366,10 @@ def test_release_zip(frozen: Path, tmp_path: Path) -> None:
 
 def test_plain_pyinstaller_command_gives_a_working_binary(tmp_path: Path, pages: str, tmpdir_env: Path) -> None:
     base = tmp_path / "plain"
-    pyinstaller = str(Path(sys.executable).with_name("pyinstaller"))
-    binary = _build(base, [pyinstaller, "--onefile", "--clean", "main.py", "--name", "worker", "--distpath",
+    # The seed's `pyinstaller` command; `python -m PyInstaller` is the same program where the
+    # launcher is not on PATH (the Wine lane's Windows CPython).
+    pyinstaller = [sys.executable, "-m", "PyInstaller"] if WINDOWS else [str(Path(sys.executable).with_name("pyinstaller"))]
+    binary = _build(base, [*pyinstaller, "--onefile", "--clean", "main.py", "--name", "worker", "--distpath",
                            str(base / "dist"), "--workpath", str(base / "build"), "--specpath", str(base / "spec")])
     got = run(binary, "--home", str(tmp_path / "home"), "--self-test", tmpdir=tmpdir_env)
     assert got.returncode == 0, got.stdout + got.stderr

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import orjson
 from conftest import wait_for
 
@@ -51,7 +53,8 @@ def test_recovery_queues_results_and_reports_claims_without_one(tmp_path):
     j.record("k3", {"id": 3, "task_type": "echo"})
     j.result("k3", BODY)
     j.clear("k3")
-    # The process dies here; the next start opens the same home.
+    # The process dies here (its handle closes with it, unsynced); the next start opens the same home.
+    os.close(j.fd)
     j2, outbox = Journal(tmp_path), Outbox(tmp_path, 1 << 20)
     assert recover_interrupted(j2, outbox, "w") == 1
     assert (tmp_path / "outbox" / "k1.json").read_bytes() == BODY

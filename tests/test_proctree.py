@@ -1,6 +1,8 @@
-"""TreeMonitor (supervisor/proctree.py): the limit monitor's per-tree /proc walk. Real processes, no mocks.
+"""TreeMonitor (supervisor/proctree.py): the limit monitor's per-tree /proc walk, and the fallback
+that serves Windows (psutil's parent map, commit charge). Real processes, no mocks.
 
-Each test starts its processes in a new session and SIGKILLs the whole group at teardown.
+Each test starts its processes in a new session (a new process group on Windows) and kills the
+whole tree at teardown.
 Counts of open descriptors are checked both through TreeMonitor.open_fds and through
 /proc/self/fd, so a leak shows whichever way it happens.
 """
@@ -16,6 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from supervisor.proctree import Snapshot, TreeMonitor, Usage, _Member, children_files_supported
@@ -25,7 +28,7 @@ MB = 1024 * 1024
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc (Linux)")
 walk_only = pytest.mark.skipif(not children_files_supported(),
                                reason="needs /proc/<pid>/task/<tid>/children (CONFIG_PROC_CHILDREN)")
-pytestmark = linux_only
+WINDOWS = os.name == "nt"
 
 # A process that holds MEM_MB of touched memory, burns BURN s of CPU, starts the next level
 # (depth - 1), prints its pid and then blocks until its stdin (shared by the whole tree) closes.
@@ -140,17 +143,29 @@ def spawn(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[str]]]:
     def start(source: str, *args: str) -> subprocess.Popen[str]:
         script = tmp_path / f"script{len(started)}.py"
         script.write_text(textwrap.dedent(source))
+        group = {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP} if WINDOWS else {"start_new_session": True}
         proc = subprocess.Popen([sys.executable, str(script), *args], stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, text=True, start_new_session=True)
+                                stdout=subprocess.PIPE, text=True, **group)
         started.append(proc)
         return proc
 
     yield start
     for proc in started:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except OSError:
-            pass
+        if WINDOWS:
+            try:
+                victims = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+            except psutil.Error:
+                victims = []
+            for victim in victims:
+                try:
+                    victim.kill()
+                except psutil.Error:
+                    pass
+        else:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except OSError:
+                pass
         proc.wait()
         for pipe in (proc.stdin, proc.stdout):
             if pipe:
@@ -314,7 +329,7 @@ def test_forget_retain_and_close(spawn):
 
 @pytest.mark.parametrize("walk", [None, False])
 def test_missing_root_is_an_empty_tree(walk):
-    gone = subprocess.Popen(["true"])
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()  # reaped: its pid names nothing (until reused, which is far away)
     with TreeMonitor(walk=walk) as monitor:
         assert monitor.usage(gone.pid) == Usage(0, 0.0, [])
@@ -322,6 +337,18 @@ def test_missing_root_is_an_empty_tree(walk):
         assert monitor.open_fds == 0
 
 
+def test_fallback_counts_every_level_of_the_tree(spawn):
+    """The path Windows takes (and Linux without /proc children files): every process of a
+    three-level tree, its memory (commit charge on Windows) and its CPU."""
+    root, pids = start_tree(spawn, depth=3, mem_mb=40, burn=0.2)
+    with TreeMonitor(walk=False) as monitor:
+        usage = monitor.usage(root)
+    assert sorted(usage.pids) == sorted(pids)
+    assert usage.rss >= 3 * 40 * MB, usage
+    assert usage.cpu >= 3 * 0.2 * 0.9, usage  # process_time granularity
+
+
+@linux_only
 def test_fallback_gives_the_same_answer(spawn):
     root, pids = start_tree(spawn, depth=3, mem_mb=20, burn=0.05)
     with TreeMonitor(walk=False) as fallback:
