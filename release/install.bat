@@ -2,7 +2,10 @@
 rem install.bat - start the Hive worker at log-on of the current user, hidden, kept running by
 rem Task Scheduler. Put it beside worker.exe and run it; no admin rights needed (docs/release.md).
 rem
-rem     install.bat [TASK_NAME]          default task name: HiveWorker
+rem     install.bat [/dry-run] [TASK_NAME]   default task name: HiveWorker
+rem
+rem /dry-run checks worker.exe and writes the task definition as usual, then prints the schtasks
+rem commands instead of running them and keeps hive-worker-task.xml beside it for reading.
 rem
 rem The task: log-on trigger for this user only (30 s delay), re-fired every 5 minutes while the
 rem user is logged on, "do not start a new instance" while one runs, so a worker that exited
@@ -13,6 +16,8 @@ rem window (built with --hide-console hide-early). This replaces the 1.0.x chain
 rem startup_check.bat -> hidden watcher.bat: remove that chain before installing.
 rem Installing again replaces the task. uninstall.bat removes it.
 setlocal EnableExtensions DisableDelayedExpansion
+set "DRY="
+if /I "%~1"=="/dry-run" (set "DRY=1" & shift)
 set "TASK=%~1"
 if "%TASK%"=="" set "TASK=HiveWorker"
 set "DIR=%~dp0"
@@ -89,6 +94,7 @@ chcp 65001 >nul
 >>"%XML%" echo ^</Task^>
 if defined OLDCP chcp %OLDCP% >nul
 
+if defined DRY goto :dry_run
 schtasks /Create /TN "%TASK%" /XML "%XML%" /F
 set "RC=%ERRORLEVEL%"
 del "%XML%" >nul 2>&1
@@ -101,6 +107,12 @@ echo.
 echo Installed: task "%TASK%" starts "%EXE%" at log-on of %ME%, hidden.
 echo Its log: "%DIR%logs\worker.log"   status: "%EXE%" --status
 echo Remove it with uninstall.bat.
+exit /b 0
+
+:dry_run
+echo dry run: would run: schtasks /Create /TN "%TASK%" /XML "%XML%" /F
+echo dry run: would run: schtasks /Run /TN "%TASK%"
+echo dry run: task "%TASK%" would start "%EXE%" at log-on of %ME% (%WHO%), hidden; definition kept in "%XML%"
 exit /b 0
 
 :no_exe

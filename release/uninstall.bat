@@ -3,10 +3,21 @@ rem uninstall.bat - remove the Task Scheduler task that install.bat created, sto
 rem it started. Files are left alone: the folder holds the identity (worker.conf), logs and
 rem results not yet delivered (outbox\). Same rights as install.bat: none beyond the user's own.
 rem
-rem     uninstall.bat [TASK_NAME]        default task name: HiveWorker
+rem     uninstall.bat [/dry-run] [TASK_NAME]   default task name: HiveWorker
+rem
+rem /dry-run prints the schtasks commands instead of running them.
 setlocal EnableExtensions DisableDelayedExpansion
+set "DRY="
+if /I "%~1"=="/dry-run" (set "DRY=1" & shift)
 set "TASK=%~1"
 if "%TASK%"=="" set "TASK=HiveWorker"
+if not defined DRY goto :query
+echo dry run: would run: schtasks /Query /TN "%TASK%"
+echo dry run: would run: schtasks /End /TN "%TASK%"
+echo dry run: would run: schtasks /Delete /TN "%TASK%" /F
+exit /b 0
+
+:query
 
 schtasks /Query /TN "%TASK%" >nul 2>&1
 if errorlevel 1 goto :not_installed
