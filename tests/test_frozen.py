@@ -15,9 +15,9 @@ the supervisor. Every test gives the binary its own temporary folder so that
 ``_MEI`` leftovers can be checked. On Windows (the Wine lane) the same tests run on
 worker.exe: the graceful stop is Ctrl+C, a hard kill is TerminateProcess.
 
-Set HIVE_TEST_PLAIN_PYINSTALLER=1 to also build with the seed's plain
-``pyinstaller --onefile --clean main.py --name worker`` and run prom_pars with it
-(one more build: ~30 s).
+The seed's plain ``pyinstaller --onefile --clean main.py --name worker`` is built
+too and runs prom_pars (one more build: ~30 s). On Windows install.bat and
+uninstall.bat run in their dry-run mode on the built worker.exe.
 """
 
 from __future__ import annotations
@@ -380,3 +380,53 @@ def test_plain_pyinstaller_command_gives_a_working_binary(tmp_path: Path, pages:
     assert json.loads(got.stdout) == [
         {"product_id": 1, "status_id": 1, "price": 1299.5, "order_quantity": 15, "rating": 4.8}]
     assert meis(tmpdir_env) == []
+
+
+def test_smoke_command(frozen: Path, tmpdir_env: Path) -> None:
+    """`python -m release.smoke`, which the GitHub Windows workflow runs on the real worker.exe."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HIVE_")}
+    env.update(_temp_env(tmpdir_env))
+    got = subprocess.run([sys.executable, "-m", "release.smoke", str(frozen)], cwd=str(ROOT), capture_output=True,
+                         text=True, timeout=240, env=env, stdin=subprocess.DEVNULL)
+    assert got.returncode == 0 and "smoke ok: served, stopped cleanly" in got.stdout, got.stdout + got.stderr
+    assert "7 of 7 results" in got.stdout
+    _gone(frozen)
+
+
+@pytest.mark.skipif(not WINDOWS, reason="install.bat runs under cmd.exe (the Windows lane)")
+def test_install_and_uninstall_dry_run(frozen: Path, tmp_path: Path, tmpdir_env: Path) -> None:
+    """Everything but Task Scheduler itself (which Wine lacks; the GitHub workflow registers the
+    task for real): the checks of worker.exe, the task definition, the commands issued."""
+    import xml.etree.ElementTree as ET
+
+    folder = tmp_path / "Hive Worker"  # a space, as in a real install path
+    folder.mkdir()
+    shutil.copy2(frozen, folder / BINARY)
+    for name in ("install.bat", "uninstall.bat"):
+        shutil.copy2(ROOT / "release" / name, folder / name)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HIVE_")}
+    env.update(_temp_env(tmpdir_env))
+
+    def bat(name: str, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["cmd.exe", "/d", "/c", str(folder / name), *args], capture_output=True, text=True,
+                              timeout=180, env=env, stdin=subprocess.DEVNULL, cwd=str(folder))
+
+    got = bat("install.bat", "/dry-run", "HiveWorkerTest")
+    assert got.returncode == 0, got.stdout + got.stderr
+    xml_path = folder / "hive-worker-task.xml"
+    assert f'would run: schtasks /Create /TN "HiveWorkerTest" /XML "{xml_path}" /F' in got.stdout, got.stdout
+    assert 'would run: schtasks /Run /TN "HiveWorkerTest"' in got.stdout
+    assert WORKER_VERSION in got.stdout  # it checked the binary (--version, --self-test) first
+    ns = {"t": "http://schemas.microsoft.com/windows/2004/02/mit/task"}
+    task = ET.parse(xml_path).getroot()
+    assert task.findtext("t:Actions/t:Exec/t:Command", namespaces=ns) == str(folder / BINARY)
+    assert task.findtext("t:Actions/t:Exec/t:WorkingDirectory", namespaces=ns) == str(folder) + "\\"
+    assert task.findtext("t:Triggers/t:LogonTrigger/t:Enabled", namespaces=ns) == "true"
+    assert task.findtext("t:Settings/t:MultipleInstancesPolicy", namespaces=ns) == "IgnoreNew"
+    assert task.findtext("t:Settings/t:ExecutionTimeLimit", namespaces=ns) == "PT0S"
+    assert task.findtext("t:Settings/t:Hidden", namespaces=ns) == "true"
+
+    got = bat("uninstall.bat", "/dry-run", "HiveWorkerTest")
+    assert got.returncode == 0, got.stdout + got.stderr
+    for line in ('schtasks /End /TN "HiveWorkerTest"', 'schtasks /Delete /TN "HiveWorkerTest" /F'):
+        assert f"would run: {line}" in got.stdout
