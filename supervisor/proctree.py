@@ -233,6 +233,8 @@ class TreeMonitor:
     def usage(self, root: int) -> Usage:
         """RSS bytes and CPU seconds (user+system, including reaped children's) of ``root`` and
         every descendant, with their pids (root first)."""
+        if root <= 0:
+            return Usage(0, 0.0, [])  # no executor (pid 0 is Windows' idle process, never ours)
         if not self.walking:
             return self._snapshot_usage(root)
         old = self._trees.pop(root, {})

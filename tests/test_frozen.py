@@ -196,8 +196,7 @@ def _ready(w, pool: int = POOL) -> psutil.Process:
 
 
 def _gone(binary: Path, timeout: float = 5.0) -> None:
-    wait_for(lambda: not processes_of(binary), timeout, interval=0.05,
-             what=f"every process of {binary.name} to be gone: {processes_of(binary)}")
+    wait_for(lambda: not processes_of(binary), timeout, interval=0.05, what=f"every process of {binary.name} to be gone")
 
 
 # ---- tests ---------------------------------------------------------------------------------------

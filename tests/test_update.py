@@ -625,12 +625,13 @@ def test_on_start_never_touches_sys_executable(tmp_path: Path) -> None:
 
 
 def test_on_start_cleans_1_0_x_leftovers_by_exact_name(tmp_path: Path) -> None:
-    for name in ("worker", "worker_update.exe", "worker_update", "worker.exe_update.exe", "updater.bat"):
+    exe = update_extract.BINARY  # worker.exe on Windows, worker elsewhere
+    for name in (exe, "worker_update.exe", "worker_update", "worker.exe_update.exe", "updater.bat"):
         (tmp_path / name).write_bytes(name.encode())
-    updater._on_start(tmp_path, tmp_path / "worker")
+    updater._on_start(tmp_path, tmp_path / exe)
     names = sorted(os.listdir(tmp_path))
     assert "worker_update.exe" not in names
-    assert {"worker", "worker_update", "worker.exe_update.exe", "updater.bat"} <= set(names)
+    assert {exe, "worker_update", "worker.exe_update.exe", "updater.bat"} <= set(names)
     name, text = update_scripts.for_this_platform()
     if name != "updater.bat":
         assert (tmp_path / "updater.bat").read_bytes() == b"updater.bat"  # not this OS's script: left alone

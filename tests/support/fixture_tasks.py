@@ -156,4 +156,5 @@ def whereami(keep_mb: int = 0) -> dict:
     return {"status": "success", "data": {"found_in_scratch": found,
         "cwd": os.getcwd(), "scratch": str(api.scratch_dir()), "data": str(data), "runs": runs,
         "nice": psutil.Process().nice(), "env": sorted(k for k in os.environ if k.startswith("HIVE_")),
-        "task": api.current_task(), "pid": os.getpid()}}
+        "task": api.current_task(), "pid": os.getpid(),
+        "error_mode": ctypes.windll.kernel32.GetErrorMode() if os.name == "nt" else None}}
