@@ -3,7 +3,7 @@
 --version and --self-test never open the journal, the outbox or the network, so a binary can
 pass both and still not serve (the Windows journal bug did exactly that). This starts the
 binary against a local dev server with a pool of 2, waits until every enqueued task has its
-result, stops it the way an operator does (Ctrl+Break / Ctrl+C on Windows, SIGTERM elsewhere)
+result, stops it the way an operator does (Ctrl+C in its console on Windows, SIGTERM elsewhere)
 and checks that it exited 0. Exit status 0 if all of that held, 1 otherwise, with what failed.
 The GitHub Windows workflow runs it on the real worker.exe; tests/test_frozen.py runs it in
 the Linux suite and in the Wine lane.
@@ -23,19 +23,29 @@ from pathlib import Path
 from devserver import HiveDevServer
 
 
-def _graceful_stop(proc: subprocess.Popen) -> None:
-    if os.name != "nt":
-        proc.send_signal(signal.SIGTERM)
-        return
-    try:
-        os.kill(proc.pid, signal.CTRL_BREAK_EVENT)  # its own process group: only it gets this
-    except OSError:
-        # No console to route the event through (Wine, some CI runners): Ctrl+C to the whole
-        # console instead, with this process deaf to it.
+def _share_a_console() -> None:
+    """Windows delivers Ctrl+C only through a console both processes are attached to; a CI
+    runner's step may have none, so make one (the worker inherits it)."""
+    if os.name == "nt":
         import ctypes
 
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        ctypes.windll.kernel32.GenerateConsoleCtrlEvent(0, 0)
+        if not ctypes.windll.kernel32.GetConsoleWindow():
+            ctypes.windll.kernel32.AllocConsole()
+
+
+def _graceful_stop(proc: subprocess.Popen) -> str | None:
+    """Ctrl+C to the whole console (the worker shares it; this process is deaf to it), as a person
+    pressing it would send: Ctrl+Break to a process group would be tidier, but Wine cannot route
+    it. None, or why it could not be sent."""
+    if os.name != "nt":
+        proc.send_signal(signal.SIGTERM)
+        return None
+    import ctypes
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if not ctypes.windll.kernel32.GenerateConsoleCtrlEvent(0, 0):  # CTRL_C_EVENT
+        return f"cannot send Ctrl+C (WinError {ctypes.GetLastError()})"
+    return None
 
 
 def smoke(binary: Path, tasks: int, timeout: float) -> list[str]:
@@ -48,11 +58,11 @@ def smoke(binary: Path, tasks: int, timeout: float) -> list[str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("HIVE_")}
         env.update(HIVE_NO_TASK_SLEEP="0.5", PYINSTALLER_RESET_ENVIRONMENT="1")
         argv = [str(binary), "--home", str(Path(tmp) / "home"), "--server", server.url, "--pool-size", "2"]
-        group = {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP} if os.name == "nt" else {}
+        _share_a_console()
         started = time.monotonic()
         console = open(Path(tmp) / "console.txt", "wb")  # noqa: SIM115 - closed in finally
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT,
-                                env=env, **group)
+                                env=env)
         try:
             while True:
                 done = {r["task_id"]: r for r in server.results()}
@@ -67,7 +77,9 @@ def smoke(binary: Path, tasks: int, timeout: float) -> list[str]:
                 problems.append(f"task(s) failed: {', '.join(map(str, failed))}")
             print(f"smoke: {len(ids) - len(missing)} of {len(ids)} results in {time.monotonic() - started:.1f} s")
             if proc.poll() is None:
-                _graceful_stop(proc)
+                why = _graceful_stop(proc)
+                if why:
+                    problems.append(why)
             try:
                 code = proc.wait(60)
                 if code != 0:

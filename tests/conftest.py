@@ -30,6 +30,11 @@ if WINDOWS:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # The Windows lane runs without pytest-timeout (its thread method would end the whole run).
+    config.addinivalue_line("markers", "timeout(seconds): pytest-timeout's per-test limit")
+
+
 def console_ctrl_c() -> None:
     """Ctrl+C to every process of this console, as a person pressing it would send."""
     import ctypes
