@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 from typing import BinaryIO
 
@@ -61,9 +62,22 @@ def atomic_write(path: Path, data: bytes, fsync: bool = True) -> None:
         f.flush()
         if fsync:
             os.fsync(f.fileno())
-    os.replace(tmp, path)
+    replace(tmp, path)
     if fsync:
         fsync_dir(path.parent)
+
+
+def replace(src: Path, dst: Path, attempts: int = 8) -> None:
+    """os.replace, retried briefly on Windows: there a reader that has ``dst`` open for a moment
+    (``--status``, an antivirus scan of a file just written) makes the replace fail."""
+    for attempt in range(attempts):
+        try:
+            os.replace(src, dst)
+            return
+        except PermissionError:
+            if os.name != "nt" or attempt == attempts - 1:
+                raise
+            time.sleep(0.02 * (attempt + 1))  # 0.72 s in all
 
 
 def fsync_dir(folder: Path) -> None:

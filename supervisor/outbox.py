@@ -27,7 +27,7 @@ import orjson
 
 from executor.conventions import failure
 from supervisor.client import result_body
-from supervisor.home import atomic_write
+from supervisor.home import atomic_write, replace
 
 log = logging.getLogger("hive.outbox")
 
@@ -224,7 +224,7 @@ class Outbox:
 
     def _move(self, path: Path, target_dir: Path) -> None:
         try:
-            os.replace(path, target_dir / path.name)
+            replace(path, target_dir / path.name)
         except OSError as exc:
             log.error("outbox: cannot move %s aside: %s", path.name, exc)
         self._forget(path)

@@ -75,3 +75,28 @@ def test_flush_thread_syncs_what_is_written_and_once_more_at_stop(tmp_path):
     j.record("k2", {"id": 2, "task_type": "echo"})  # written, the thread not told: stop() must sync it anyway
     f.stop()
     assert not f.is_alive() and not j.dirty
+
+
+def test_atomic_write_waits_out_a_reader_holding_the_file(tmp_path):
+    """Windows refuses to replace a file another handle holds open (a `--status` reader, an
+    antivirus scan): the replace is retried for a moment instead of failing the write."""
+    import threading
+
+    from supervisor.home import atomic_write
+
+    target = tmp_path / "status.json"
+    target.write_bytes(b"old")
+    opened, release = threading.Event(), threading.Event()
+
+    def reader():
+        with open(target, "rb"):
+            opened.set()
+            release.wait(5)
+
+    t = threading.Thread(target=reader)
+    t.start()
+    opened.wait(5)
+    threading.Timer(0.15, release.set).start()
+    atomic_write(target, b"new")
+    t.join()
+    assert target.read_bytes() == b"new"
