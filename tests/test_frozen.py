@@ -306,7 +306,7 @@ def test_sigkill_leaves_no_process(frozen: Path, server, start_worker, tmpdir_en
     """
     w = _start(start_worker, frozen, server, tmpdir_env)
     sup = _ready(w)
-    assert len(processes_of(frozen)) == ALL
+    wait_for(lambda: len(processes_of(frozen)) == ALL, 15, what="the whole process tree")
     if target == "bootloader":
         w.proc.kill()
     else:
