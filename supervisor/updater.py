@@ -482,7 +482,8 @@ def highest_installed(upd: Path) -> int:
         return 0
     except (OSError, orjson.JSONDecodeError) as exc:
         # Unreadable is not "nothing installed": that would reopen every older release.
-        raise Refused(f"cannot read {upd / INSTALLED} ({exc}); fix or delete it") from None
+        raise Refused(f"cannot read {upd / INSTALLED} ({' '.join(str(exc).split())[:120]}); fix or delete it") \
+            from None
     value = data.get("sequence") if isinstance(data, dict) else None
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
