@@ -862,9 +862,7 @@ def test_a_worker_without_a_release_key_refuses_updates_and_serves_on(server, st
 
 # ---- real one-file binaries: the full cycle, rollbacks, migration from 1.0.x ------------------------
 
-
-
-def _copy_repo(dest: Path, version: str) -> Path:
+def _copy_repo(dest: Path, version: str, sequence: int) -> Path:
     keep = {"main.py", "config.py", "supervisor", "executor", "tasks", "devserver", "release", "updater.bat",
             "requirements.txt", "requirements-dev.txt", "pyproject.toml"}
 
@@ -876,7 +874,8 @@ def _copy_repo(dest: Path, version: str) -> Path:
     shutil.copytree(ROOT, dest, ignore=ignore)
     config = dest / "config.py"
     text, count = re.subn(r'^WORKER_VERSION = "[^"]*"', f'WORKER_VERSION = "{version}"', config.read_text(), flags=re.M)
-    assert count == 1
+    text, count2 = re.subn(r"^RELEASE_SEQUENCE = \d+", f"RELEASE_SEQUENCE = {sequence}", text, flags=re.M)
+    assert count == count2 == 1
     config.write_text(text)
     return dest
 
@@ -884,12 +883,14 @@ def _copy_repo(dest: Path, version: str) -> Path:
 @pytest.fixture(scope="session")
 def builds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]:
     """Two real one-file builds made at the same time with the release build command: this repo
-    (the old version) and a copy whose WORKER_VERSION is another (the new one)."""
-    from config import WORKER_VERSION
+    (the old version) and a copy whose WORKER_VERSION and RELEASE_SEQUENCE are the next ones (the
+    new one). Both carry the project's public key; the tests trust throwaway keys instead through
+    HIVE_UPDATE_PUBLIC_KEYS (the project's private key is never used by a test)."""
+    from config import RELEASE_SEQUENCE, WORKER_VERSION
 
     base = tmp_path_factory.mktemp("update-builds")
     new_version = WORKER_VERSION + "-next"
-    sources = {"old": ROOT, "new": _copy_repo(base / "src-new", new_version)}
+    sources = {"old": ROOT, "new": _copy_repo(base / "src-new", new_version, RELEASE_SEQUENCE + 1)}
     env = {k: v for k, v in os.environ.items() if not k.startswith("HIVE_")}
     procs = {}
     started = time.monotonic()
@@ -905,16 +906,39 @@ def builds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace
         assert proc.returncode == 0, f"{name} build failed: {output[-4000:]}"
     binary = update_extract.BINARY
     yield SimpleNamespace(old=base / "old" / "dist" / binary, new=base / "new" / "dist" / binary,
-                          old_version=WORKER_VERSION, new_version=new_version, seconds=time.monotonic() - started)
+                          old_version=WORKER_VERSION, new_version=new_version, old_sequence=RELEASE_SEQUENCE,
+                          new_sequence=RELEASE_SEQUENCE + 1, seconds=time.monotonic() - started)
 
 
-def _release(tmp_path: Path, binary: Path, name: str) -> bytes:
-    """A release zip made by the release command's own writer."""
+def _release(tmp_path: Path, binary: Path, name: str, key: Path | None = None, version: str = "",
+             sequence: int = 0, inside: Path | None = None) -> bytes:
+    """A release zip made by the release command's own writer; with ``key``, signed for ``binary``
+    (``inside``: another file goes into the zip in its place)."""
     from release.make_release import UPDATER, crlf, write_zip
 
     path = tmp_path / name
-    write_zip(path, binary, update_extract.BINARY, crlf(UPDATER.read_bytes()))
+    signed = signing.signed_members(binary, update_extract.BINARY, version, sequence, key) if key else None
+    write_zip(path, inside or binary, update_extract.BINARY, crlf(UPDATER.read_bytes()), signed)
     return path.read_bytes()
+
+
+def _swap_saboteur(tmp_path: Path, staged: Path, evil: bytes) -> tuple[Path, Path]:
+    """(PATH folder, trigger file): an ``ln`` wrapper that, when the trigger file exists, replaces
+    the staged binary with ``evil`` right after the updater's backup link, i.e. after the pre-flight
+    and just before the swap, as another local account with write access could."""
+    folder = tmp_path / "saboteur"
+    folder.mkdir()
+    (folder / "evil").write_bytes(evil)
+    trigger = tmp_path / "sabotage-next-swap"
+    script = folder / "ln"
+    script.write_text(f"""#!/bin/sh
+{shutil.which("ln")} "$@"
+rc=$?
+if [ -f "{trigger}" ]; then rm -f "{trigger}"; cp "{folder / 'evil'}" "{staged}"; fi
+exit $rc
+""")
+    script.chmod(0o755)
+    return folder, trigger
 
 
 def _install(tmp_path: Path, binary: Path) -> Path:
@@ -977,30 +1001,75 @@ def _product_pages(files: FileServer, count: int) -> list[dict]:
     return [{"product_id": i, "url": files.add(f"/product/{i}", page, "slow")} for i in range(count)]
 
 
+def _refused_result(server: Any, task_id: Any, message: str, timeout: float = 60) -> dict:
+    got = _result(server, task_id, timeout)
+    assert got["status"] == "failure" and got["result"]["kind"] == "update_failed", got
+    assert message in got["result"]["error"] and "\n" not in got["result"]["error"], got
+    return got
+
+
 @pytest.mark.slow
 @posix_only
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(900)
 def test_full_cycle_with_two_real_binaries(builds: SimpleNamespace, server, start_worker, files: FileServer,
                                            tag: str, tmp_path: Path) -> None:
+    """The old real binary refuses every release that is not ours and new (nothing of them runs),
+    refuses a staged binary swapped after its check, then installs the signed new release under
+    load; the new one refuses the same release again (nothing to do) and the old one (a downgrade)."""
     key, public = keypair(tmp_path)
+    other, _ = keypair(tmp_path, "other.key")
     home = _install(tmp_path, builds.old)
-    body = _release(tmp_path, builds.new, "worker-new.zip")
+    ran = tmp_path / "ran"  # every stand-in that runs, even only its self-test, leaves a line here
+    body = _release(tmp_path, builds.new, "worker-new.zip", key, builds.new_version, builds.new_sequence)
     url = files.add("/releases/worker-new.zip", body)
-    sha = hashlib.sha256(body).hexdigest()
-    good = params_for(url, body, version=builds.new_version, signature=update_verify.sign_release(sha, key))
-    w = start_worker(server.url, env=_worker_env(tag, tmp_path, HIVE_UPDATE_PUBLIC_KEYS=public), home=home,
-                     cmd=[str(home / update_extract.BINARY)])
+    good = params_for(url, body, version=builds.new_version)
+    saboteur, trigger = _swap_saboteur(tmp_path, home / "update" / "staged" / update_extract.BINARY,
+                                       standin("6.6.6", upd=home / "update", marks=ran))
+    w = start_worker(server.url, home=home, cmd=[str(home / update_extract.BINARY)],
+                     env=_worker_env(tag, tmp_path, HIVE_UPDATE_PUBLIC_KEYS=public,
+                                     PATH=f"{saboteur}:{os.environ['PATH']}"))
 
     # Under load, a release whose hash does not match: refused, reported, the old version serves on.
     load = [server.enqueue("prom_pars", {"products_to_scrape": _product_pages(files, 1), "delay": 0})
             for _ in range(2)]
     bad = server.enqueue("update_worker", dict(good, sha256="f" * 64))
     after_bad = server.enqueue("example", {"text": "still old"})
-    got = _result(server, bad)
-    assert got["status"] == "failure" and got["result"]["kind"] == "update_failed", got
-    assert "SHA-256 is" in got["result"]["error"]
+    _refused_result(server, bad, "SHA-256 is")
     assert all(_result(server, t)["status"] == "success" for t in [*load, after_bad])
     assert w.proc.poll() is None and _poster_version(server, after_bad) == {builds.old_version}
+
+    # Not ours, or not new: refused, one line each, and nothing of it is run (not even its self-test).
+    unsigned = release_zip(standin("9.1.0", marks=ran))
+    foreign = signed_zip(standin("9.1.0", marks=ran), "9.1.0", 99, other)
+    tampered_bin = tmp_path / "tampered"
+    tampered_bin.write_bytes(builds.new.read_bytes()[:-1] + b"\0")
+    tampered = _release(tmp_path, builds.new, "tampered.zip", key, builds.new_version, builds.new_sequence,
+                        inside=tampered_bin)
+    older = _release(tmp_path, builds.new, "older.zip", key, builds.new_version, builds.old_sequence)
+    for name, zipped, message in [
+        ("unsigned", unsigned, "the release is not signed: no release.json and release.sig in the zip"),
+        ("foreign", foreign, "the release signature does not verify against any of the 1 key(s)"),
+        ("tampered", tampered, "the binary in the zip is not the signed one"),
+        ("older", older, f"has sequence {builds.old_sequence}, not above this worker's (running "
+                         f"{builds.old_sequence}, highest installed here 0): a downgrade or a replay"),
+    ]:
+        task = server.enqueue("update_worker", {"url": files.add(f"/releases/{name}.zip", zipped)})
+        _refused_result(server, task, message)
+    check = server.enqueue("example", {"text": "still old"})
+    assert _result(server, check)["status"] == "success" and _poster_version(server, check) == {builds.old_version}
+    assert not ran.exists() and not (home / "update" / "staged" / update_extract.BINARY).exists()
+
+    # The good release, but its staged binary is replaced after the pre-flight: the updater's check
+    # just before the swap refuses it, deletes it and starts the old worker again, which reports it.
+    trigger.touch()
+    sabotaged = server.enqueue("update_worker", good)
+    got = _refused_result(server, sabotaged, "failed: the staged binary is not the one that was checked", 120)
+    assert _poster_version(server, sabotaged) == {builds.old_version}
+    assert w.wait(30) == 0  # the first process handed over and exited cleanly
+    assert not trigger.exists() and not ran.exists()  # the swapped-in program never ran
+    assert (home / update_extract.BINARY).read_bytes() == builds.old.read_bytes()
+    assert not (home / "update" / "staged" / update_extract.BINARY).exists()
+    assert builds.new_version not in updater.bad_versions(home / "update")  # it never ran: not held against it
 
     # Under load, the real release: drained, downloaded, verified, swapped, restarted, healthy.
     t0 = time.monotonic()
@@ -1019,17 +1088,33 @@ def test_full_cycle_with_two_real_binaries(builds: SimpleNamespace, server, star
     worker_ids = {r["worker_id"] for r in server.results()}
     assert len(worker_ids) == 1  # the same identity all along
     assert (home / "worker.conf").read_text().strip() in worker_ids
-    assert w.wait(30) == 0  # the old process exited cleanly
     exe = home / update_extract.BINARY
     assert exe.read_bytes() == builds.new.read_bytes() and updater.backup_of(exe).read_bytes() == builds.old.read_bytes()
     assert _status(home).get("version") == builds.new_version
     updater_log = home / "logs" / "updater.log"
     wait_for(lambda: "the new worker is healthy: update done" in updater_log.read_text(), 5, what="the updater's end")
     assert "(hard link)" in updater_log.read_text()
+    assert "the staged binary still has the checked sha256" in updater_log.read_text()
     assert (home / "updater.sh").read_bytes() == update_scripts.UPDATER_SH
     assert updater.read_pending(home / "update") is None
+    assert updater.highest_installed(home / "update") == builds.new_sequence
     worker_log = (home / "logs" / "worker.log").read_text()
-    assert "signature verified with UPDATE_PUBLIC_KEYS[0]" in worker_log
+    assert f"release {builds.new_version} (sequence {builds.new_sequence}, {update_verify.platform_tag()}) signed " \
+           "by UPDATE_PUBLIC_KEYS[0]" in worker_log
+
+    # The same signed release again (url only): downloaded, verified, nothing to do.
+    hits = len(files.hits)
+    again = server.enqueue("update_worker", {"url": url})
+    got = _result(server, again)
+    assert got["status"] == "success" and got["result"] == {"message": f"already running {builds.new_version}"}
+    assert len(files.hits) == hits + 1 and _poster_version(server, again) == {builds.new_version}
+    # The old release, properly signed: a downgrade, refused (the issue's 2.0.0 -> 1.0.0).
+    downgrade = _release(tmp_path, builds.old, "downgrade.zip", key, builds.old_version, builds.old_sequence)
+    task = server.enqueue("update_worker", {"url": files.add("/releases/downgrade.zip", downgrade)})
+    _refused_result(server, task, "a downgrade or a replay")
+    check = server.enqueue("example", {"text": "still new"})
+    assert _result(server, check)["status"] == "success" and _poster_version(server, check) == {builds.new_version}
+    assert exe.read_bytes() == builds.new.read_bytes()
     print(f"\nbuilds: {builds.seconds:.0f} s for two; binary {builds.old.stat().st_size / 1e6:.1f} MB; "
           f"update task to success: {took:.1f} s")
     _stop_tagged(tag)
@@ -1038,15 +1123,40 @@ def test_full_cycle_with_two_real_binaries(builds: SimpleNamespace, server, star
 @pytest.mark.slow
 @posix_only
 @pytest.mark.timeout(600)
+def test_no_key_build_refuses_every_update(builds: SimpleNamespace, server, start_worker, files: FileServer,
+                                           tag: str, tmp_path: Path) -> None:
+    """A build with no release key (here: the real binary with UPDATE_PUBLIC_KEYS emptied) says so
+    once at start and refuses every update at once: nothing drained, downloaded or run."""
+    home = _install(tmp_path, builds.old)
+    ran = tmp_path / "ran"
+    body = release_zip(standin("9.1.0", marks=ran))
+    w = start_worker(server.url, home=home, cmd=[str(home / update_extract.BINARY)],
+                     env=_worker_env(tag, tmp_path, HIVE_UPDATE_PUBLIC_KEYS=""))
+    task = server.enqueue("update_worker", {"url": files.add("/r.zip", body)})
+    after = server.enqueue("example", {"text": "serving"})
+    got = _result(server, task)
+    assert got["status"] == "failure" and got["result"] == {"error": updater.NO_KEY, "kind": "update_failed"}
+    assert _result(server, after)["status"] == "success"
+    assert files.hits == [] and not ran.exists() and w.proc.poll() is None
+    warnings = [line for line in (home / "logs" / "worker.log").read_text().splitlines()
+                if "UPDATE_PUBLIC_KEYS is empty" in line]
+    assert len(warnings) == 1 and " WARNING " in warnings[0] and updater.NO_KEY in warnings[0], warnings
+    w.stop()
+
+
+@pytest.mark.slow
+@posix_only
+@pytest.mark.timeout(600)
 def test_rollbacks_with_a_real_old_binary(builds: SimpleNamespace, server, start_worker, files: FileServer,
                                           tag: str, tmp_path: Path) -> None:
+    key, public = keypair(tmp_path)
     home = _install(tmp_path, builds.old)
     upd = home / "update"
-    crash = release_zip(standin("9.9.1", run="crash", upd=upd))
-    hang = release_zip(standin("9.9.2", run="hang", upd=upd))
+    crash = signed_zip(standin("9.9.1", run="crash", upd=upd), "9.9.1", 1001, key)
+    hang = signed_zip(standin("9.9.2", run="hang", upd=upd), "9.9.2", 1002, key)
     crash_url, hang_url = files.add("/crash.zip", crash), files.add("/hang.zip", hang)
-    w = start_worker(server.url, env=_worker_env(tag, tmp_path, HIVE_UPDATE_HEALTH_TIMEOUT="5"), home=home,
-                     cmd=[str(home / update_extract.BINARY)])
+    w = start_worker(server.url, home=home, cmd=[str(home / update_extract.BINARY)],
+                     env=_worker_env(tag, tmp_path, HIVE_UPDATE_HEALTH_TIMEOUT="5", HIVE_UPDATE_PUBLIC_KEYS=public))
     old_id = None
     for url, body, version, reason in [
         (crash_url, crash, "9.9.1", "rolled back: the new worker exited before it was healthy"),
