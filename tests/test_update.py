@@ -860,6 +860,63 @@ def test_a_worker_without_a_release_key_refuses_updates_and_serves_on(server, st
     assert w.proc.poll() is None  # (the start-up warning is the frozen build's: test_no_key_build_*)
 
 
+def test_release_command_keygen_make_sign_verify(tmp_path: Path, files: FileServer) -> None:
+    """The operator's two commands (keygen once, make_release per release) and sign/verify; the
+    private key's content is in no output, not even when the key file is broken."""
+    outputs: list[str] = []
+
+    def run(*args: Any, module: str = "release") -> subprocess.CompletedProcess:
+        got = subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=str(ROOT), capture_output=True,
+                             text=True, timeout=120)
+        outputs.append(got.stdout + got.stderr)
+        return got
+
+    key = tmp_path / "release.key"
+    got = run("keygen", key)
+    assert got.returncode == 0, got.stderr
+    public = got.stdout.split()[-1]
+    secret = key.read_text().strip()
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600 and public == signing.public_key_of(key)
+    assert run("keygen", key).returncode == 1 and key.read_text().strip() == secret  # never overwritten
+    got = run("keygen", ROOT / "release-test.key")
+    assert got.returncode == 1 and "inside the project tree" in got.stderr and not (ROOT / "release-test.key").exists()
+
+    binary = tmp_path / "dist" / update_extract.BINARY
+    binary.parent.mkdir()
+    binary.write_bytes(b'#!/bin/sh\n[ "$1" = --version ] && { echo 9.1.0; exit 0; }\n'
+                       + standin("9.1.0").split(b"\n", 1)[1])
+    binary.chmod(0o755)
+    out = tmp_path / "out"
+    got = run("--binary", binary, "--out", out, "--url", "http://127.0.0.1:9/w.zip", module="release.make_release")
+    assert got.returncode == 2 and "--sign-key" in got.stderr  # unsigned only when asked for
+    got = run("--binary", binary, "--out", out, "--url", "http://127.0.0.1:9/w.zip", "--sign-key", key,
+              "--sequence", 5, module="release.make_release")
+    assert got.returncode == 0, got.stdout + got.stderr
+    params = orjson.loads(got.stdout.strip().splitlines()[-1])
+    [zip_path] = out.glob("*.zip")
+    data = zip_path.read_bytes()
+    assert params == {"url": "http://127.0.0.1:9/w.zip", "sha256": hashlib.sha256(data).hexdigest(),
+                      "size": len(data), "version": "9.1.0", "sequence": 5}
+    with zipfile.ZipFile(zip_path) as zf:
+        assert zf.namelist() == [update_extract.BINARY, "updater.bat", "release.json", "release.sig"]
+    got = run("verify", zip_path, "--key", public)
+    assert got.returncode == 0 and "version 9.1.0, sequence 5" in got.stdout, got.stderr
+    got = run("verify", zip_path)  # the project's key (config.py) did not sign this one
+    assert got.returncode == 1 and "does not verify" in got.stderr
+    # What make_release wrote is what a worker installs: url only, no params to trust.
+    staged = updater.prepare({"url": files.add("/w.zip", data)}, signed_settings(tmp_path / "home", public), "2.0.0")
+    assert staged is not None and (staged.version, staged.sequence) == ("9.1.0", 5)
+
+    got = run("sign", key, zip_path, "--version", "9.1.0", "--sequence", 6)
+    assert got.returncode == 0, got.stderr
+    assert "sequence 6" in run("verify", zip_path, "--key", public).stdout
+    broken = tmp_path / "broken.key"
+    broken.write_text(secret[:20] + "!" + secret[21:])
+    got = run("sign", broken, zip_path, "--version", "9.1.0", "--sequence", 7)
+    assert got.returncode == 1 and "not a readable private key file" in got.stderr
+    assert not any(secret[:16] in text for text in outputs)
+
+
 # ---- real one-file binaries: the full cycle, rollbacks, migration from 1.0.x ------------------------
 
 def _copy_repo(dest: Path, version: str, sequence: int) -> Path:
@@ -1042,7 +1099,8 @@ def test_full_cycle_with_two_real_binaries(builds: SimpleNamespace, server, star
     unsigned = release_zip(standin("9.1.0", marks=ran))
     foreign = signed_zip(standin("9.1.0", marks=ran), "9.1.0", 99, other)
     tampered_bin = tmp_path / "tampered"
-    tampered_bin.write_bytes(builds.new.read_bytes()[:-1] + b"\0")
+    original = builds.new.read_bytes()
+    tampered_bin.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))  # one bit of the real binary
     tampered = _release(tmp_path, builds.new, "tampered.zip", key, builds.new_version, builds.new_sequence,
                         inside=tampered_bin)
     older = _release(tmp_path, builds.new, "older.zip", key, builds.new_version, builds.old_sequence)
