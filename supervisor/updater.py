@@ -120,7 +120,11 @@ def running_sequence() -> int:
 
 def refusal_at_once(settings: Any) -> str | None:
     """Why every update_worker task is refused by this worker, before any drain or download."""
-    if not parse_keys(settings.update_public_keys) and not settings.update_allow_unsigned:
+    try:
+        keys = parse_keys(settings.update_public_keys)
+    except Refused as exc:  # settings.load refuses such keys; never let one crash the arbiter
+        return str(exc)
+    if not keys and not settings.update_allow_unsigned:
         return NO_KEY
     return None
 
@@ -136,9 +140,10 @@ def prepare(params: Any, settings: Any, running_version: str) -> Staged | None:
 
 
 def _prepare(params: Any, settings: Any, running_version: str) -> Staged | None:
+    refusal = refusal_at_once(settings)
+    if refusal:
+        raise Refused(refusal)
     keys = parse_keys(settings.update_public_keys)
-    if not keys and not settings.update_allow_unsigned:
-        raise Refused(NO_KEY)
     p = parse_params(params)
     if p.version is not None and p.version == running_version:
         return None
@@ -154,7 +159,7 @@ def _prepare(params: Any, settings: Any, running_version: str) -> Staged | None:
         _refuse_if_bad(upd, p.version)
     statement = None
     if keys and p.sequence is not None:  # only a claim, but an old release is refused before its download
-        _refuse_old(p.version or "?", p.sequence, upd)
+        _refuse_old(f"release {p.version}" if p.version else "the release (params.sequence)", p.sequence, upd)
     if keys and p.statement is not None:  # the statement in the params: checked before the download
         statement = _checked(verify_statement(p.statement, p.signature, keys), p, upd, running_version)
         if statement.version == running_version:
@@ -212,17 +217,17 @@ def _checked(statement: Statement, p: UpdateParams, upd: Path, running_version: 
         raise Refused(f"params.sequence is {p.sequence}, the signed release has sequence {statement.sequence}")
     if statement.version == running_version:
         return statement  # nothing to install: the caller answers "already running"
-    _refuse_old(statement.version, statement.sequence, upd)
+    _refuse_old(f"release {statement.version}", statement.sequence, upd)
     _refuse_if_bad(upd, statement.version)
     return statement
 
 
-def _refuse_old(version: str, sequence: int, upd: Path) -> None:
+def _refuse_old(what: str, sequence: int, upd: Path) -> None:
     """No downgrade, no replay: a release must be newer than the build that runs and than any
     release ever installed in this home."""
     running, installed = running_sequence(), highest_installed(upd)
     if sequence <= max(running, installed):
-        raise Refused(f"release {version} has sequence {sequence}, not above this worker's (running {running}, "
+        raise Refused(f"{what} has sequence {sequence}, not above this worker's (running {running}, "
                       f"highest installed here {installed}): a downgrade or a replay")
 
 
