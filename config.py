@@ -14,6 +14,9 @@ import os
 from tasks import example, prom_parser, system_info
 
 WORKER_VERSION = "2.0.0"
+# Release sequence: a whole number that grows by at least 1 with every release (never reused).
+# A worker refuses a signed release whose sequence is not above its own (docs/self-update.md).
+RELEASE_SEQUENCE = 1
 
 # API root of the Hive server, e.g. "http://host:3010/api". Empty: start an
 # embedded local development server with a few demo tasks (never in production).
@@ -56,8 +59,11 @@ SHUTDOWN_GRACE = 60.0  # seconds running tasks get to finish on Ctrl+C / SIGTERM
 # Self-update (the server's update_worker task; docs/self-update.md).
 UPDATE_DRAIN_TIMEOUT = 600.0  # running tasks get this long to finish before the update goes on
 UPDATE_MAX_BYTES = 200 * 1024 * 1024  # a larger download is refused
-# Ed25519 public keys (base64) allowed to sign releases; empty: hash checks only (warned at start).
-UPDATE_PUBLIC_KEYS: list = []
+# Ed25519 public keys (base64) that may sign releases (several: key rotation). Empty: self-update
+# is off (every update_worker task is refused). The private key is never in this tree.
+UPDATE_PUBLIC_KEYS: list = ["Gtt6yuQClBCdZBFXnucwWGDkybjhgRtcETZEhCEWv3I="]
+# Labs only: also install releases without a signed statement (sha256/size checks only). Loudly logged.
+UPDATE_ALLOW_UNSIGNED = False
 UPDATE_HEALTH_TIMEOUT = 120.0  # the updater rolls back if the new worker is not healthy by then
 
 LOG_LEVEL = "INFO"

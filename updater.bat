@@ -68,6 +68,8 @@ if exist "%EXE%" goto backup
 if exist "%OLD%" move /Y "%OLD%" "%EXE%" >NUL 2>&1
 if exist "%EXE%" goto exe_restored
 >>"%LOG%" echo %DATE% %TIME% updater: no binary at "%EXE%" and no backup: the new one goes in without a fallback
+call :check_staged
+if not "%STAGED_OK%"=="1" goto staged_changed
 move /Y "%STAGED%" "%EXE%" >NUL 2>&1
 start "" /b "%EXE%"
 >>"%LOG%" echo %DATE% %TIME% updater: new worker started: "%EXE%"
@@ -97,8 +99,12 @@ goto swap
 set "MODE=rename"
 >>"%LOG%" echo %DATE% %TIME% updater: kept the old binary as "%OLD%" (renamed)
 
-rem 3. the staged binary onto EXE (retried: antivirus may hold it for a moment)
+rem 3. the staged binary onto EXE, if it is still the one checked and self-tested (another account
+rem could have replaced it since); retried: antivirus may hold it for a moment
 :swap
+call :check_staged
+if not "%STAGED_OK%"=="1" goto staged_changed
+>>"%LOG%" echo %DATE% %TIME% updater: the staged binary still has the checked sha256
 set /a TRY=0
 :swap_try
 move /Y "%STAGED%" "%EXE%" >NUL 2>&1
@@ -117,6 +123,22 @@ goto fail_before
 :no_backup
 set "OUTCOME=failed: cannot keep the old binary as a backup"
 goto fail_before
+:staged_changed
+del /F /Q "%STAGED%" >NUL 2>&1
+if "%MODE%"=="rename" if not exist "%EXE%" move /Y "%OLD%" "%EXE%" >NUL 2>&1
+set "OUTCOME=failed: the staged binary is not the one that was checked; not installed"
+goto fail_before
+:check_staged
+rem STAGED_OK=1 when STAGED still has the SHA-256 the worker checked (UPDATER_STAGED_SHA256);
+rem certutil prints it on its second line (older Windows spaces the hex digits)
+set "STAGED_OK=0"
+set "GOT="
+if not defined UPDATER_STAGED_SHA256 exit /b 0
+for /f "usebackq skip=1 delims=" %%h in (`certutil -hashfile "%STAGED%" SHA256 2^>NUL`) do if not defined GOT set "GOT=%%h"
+if not defined GOT exit /b 0
+set "GOT=%GOT: =%"
+if /I "%GOT%"=="%UPDATER_STAGED_SHA256%" set "STAGED_OK=1"
+exit /b 0
 :fail_before
 >"%UPD%\outcome.txt" echo %OUTCOME%
 >>"%LOG%" echo %DATE% %TIME% updater: %OUTCOME%

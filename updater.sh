@@ -38,6 +38,23 @@ stop() { alive "$1" && kill -9 "$1" 2>/dev/null; return 0; }
 
 start_worker() { "$1" </dev/null >/dev/null 2>&1 & STARTED=$!; }
 
+# staged_ok: true when STAGED still has the SHA-256 the worker checked (UPDATER_STAGED_SHA256);
+# read through stdin, so no file name can change the tool's output
+staged_ok() {
+    [ -n "$UPDATER_STAGED_SHA256" ] || return 1
+    if command -v sha256sum >/dev/null 2>&1; then got=$(sha256sum < "$STAGED" 2>/dev/null)
+    elif command -v shasum >/dev/null 2>&1; then got=$(shasum -a 256 < "$STAGED" 2>/dev/null)
+    else got=$(openssl dgst -sha256 -r < "$STAGED" 2>/dev/null)
+    fi
+    [ "${got%% *}" = "$UPDATER_STAGED_SHA256" ]
+}
+
+staged_changed() {
+    rm -f "$STAGED" 2>/dev/null
+    if [ "$MODE" = rename ] && [ ! -e "$EXE" ]; then mv -f "$OLD" "$EXE" 2>/dev/null; fi
+    fail_before "failed: the staged binary is not the one that was checked; not installed"
+}
+
 fail_before() {
     printf '%s\n' "$1" > "$UPD/outcome.txt"
     log "$1"
@@ -81,6 +98,7 @@ if [ ! -e "$EXE" ]; then
         log "restored \"$EXE\" from \"$OLD\""
     else
         log "no binary at \"$EXE\" and no backup: the new one goes in without a fallback"
+        staged_ok || staged_changed
         mv -f "$STAGED" "$EXE"
         start_worker "$EXE"
         log "new worker started: \"$EXE\""
@@ -107,7 +125,10 @@ else
     log "kept the old binary as \"$OLD\" (renamed)"
 fi
 
-# 3. the staged binary onto EXE (retried: antivirus may hold it for a moment)
+# 3. the staged binary onto EXE, if it is still the one checked and self-tested (another account
+#    could have replaced it since); retried: antivirus may hold it for a moment
+staged_ok || staged_changed
+log "the staged binary still has the checked sha256"
 try=0
 while :; do
     mv -f "$STAGED" "$EXE" 2>/dev/null

@@ -43,6 +43,19 @@ if errorlevel 1 goto :self_test_failed
 "%EXE%" --self-test
 if errorlevel 1 goto :self_test_failed
 
+rem Only this account, SYSTEM and Administrators may write this folder and what is in it: the
+rem worker runs code from here and self-update stages and swaps worker.exe here. A folder made
+rem under C:\ otherwise inherits "Authenticated Users: Modify", which would let any local account
+rem replace worker.exe or a staged update (docs/release.md). Inherited entries are dropped, then
+rem any explicit ones for Everyone, Authenticated Users and Users.
+set "FOLDER=%DIR:~0,-1%"
+set "GRANTEE=%WHO%"
+if "%WHO:~0,4%"=="S-1-" set "GRANTEE=*%WHO%"
+echo Making "%FOLDER%" writable by this account, SYSTEM and Administrators only ...
+icacls "%FOLDER%" /inheritance:r /grant:r "%GRANTEE%:(OI)(CI)F" "*S-1-5-18:(OI)(CI)F" "*S-1-5-32-544:(OI)(CI)F" >nul
+if errorlevel 1 goto :acl_failed
+icacls "%FOLDER%" /remove:g "*S-1-1-0" "*S-1-5-11" "*S-1-5-32-545" >nul 2>&1
+
 rem Write the task definition as UTF-8 (paths and user names may be non-ASCII). Element order
 rem matters: the schema's trigger elements are a sequence (Enabled before Repetition).
 set "OLDCP="
@@ -98,7 +111,12 @@ if defined DRY goto :dry_run
 schtasks /Create /TN "%TASK%" /XML "%XML%" /F
 set "RC=%ERRORLEVEL%"
 del "%XML%" >nul 2>&1
-if not "%RC%"=="0" goto :create_failed
+if not "%RC%"=="0" goto :acl_failed
+echo error: icacls could not restrict the folder's permissions (see above); not installed.
+echo Install into a folder this account created (e.g. %%LOCALAPPDATA%%\HiveWorker or C:\HiveWorker).
+exit /b 1
+
+:create_failed
 
 echo Starting it now ...
 schtasks /Run /TN "%TASK%" >nul
@@ -126,6 +144,11 @@ exit /b 1
 
 :self_test_failed
 echo error: worker.exe failed its self-test (see above); not installed.
+exit /b 1
+
+:acl_failed
+echo error: icacls could not restrict the folder's permissions (see above); not installed.
+echo Install into a folder this account created (e.g. %%LOCALAPPDATA%%\HiveWorker or C:\HiveWorker).
 exit /b 1
 
 :create_failed

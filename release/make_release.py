@@ -1,21 +1,26 @@
-"""Make the release zip from a built binary: ``python -m release.make_release``.
+"""Make the signed release zip from a built binary: ``python -m release.make_release``.
 
-    python -m release.make_release [--binary dist/worker.exe] [--url URL] [--out dist/]
+    python -m release.make_release --sign-key KEYFILE [--sequence N] [--binary dist/worker.exe]
+                                   [--url URL] [--out dist/] [--statement-in-params]
+    python -m release.make_release --unsigned ...      (labs: workers refuse it unless UPDATE_ALLOW_UNSIGNED)
 
 Before anything is packed, the binary must print its version (``--version``) and
-pass ``--self-test``. The zip holds exactly two members at its root, as a 1.0.x
-worker's update path expects (it takes ``worker.exe`` from the root):
+pass ``--self-test``. The zip holds at its root, in this order (a 1.0.x worker's
+update path takes ``worker.exe`` from the root and ignores the rest):
 
-    worker.exe   (``worker`` for a Linux/macOS binary; stored with mode 0755)
-    updater.bat  (from the repo root, with CRLF line ends)
+    worker.exe    (``worker`` for a Linux/macOS binary; stored with mode 0755)
+    updater.bat   (from the repo root, with CRLF line ends)
+    release.json  (the signed statement: the binary's SHA-256 and size, version, platform, sequence)
+    release.sig   (its Ed25519 signature, base64; docs/self-update.md)
 
-The zip is reproducible (fixed timestamps, fixed order). Printed: the zip's path,
-SHA-256 and size, a url-only params line for 1.0.x workers (in case they refuse
-keys they do not know), and as the last line the exact ``update_worker`` params
-JSON for the server: {"url": ..., "sha256": ..., "size": ..., "version": ...},
-also written beside the zip as ``<zip>.json``. Upload the zip to the URL first,
-or pass ``--url`` with where it will live; without it the url is a placeholder to
-replace. Signing: see docs/release.md (comes with self-update).
+The sequence defaults to RELEASE_SEQUENCE in config.py when the binary's version is
+WORKER_VERSION there (it was built from this tree); otherwise --sequence is required.
+The zip is reproducible (fixed timestamps, fixed order; Ed25519 signatures are
+deterministic). Printed: the zip's path, SHA-256 and size, a url-only params line
+for 1.0.x workers, and as the last line the exact ``update_worker`` params JSON:
+{"url", "sha256", "size", "version", "sequence"} (with --statement-in-params also
+"release" and "release_signature"), also written beside the zip as ``<zip>.json``.
+Without ``--url`` the url is a placeholder to replace.
 """
 
 from __future__ import annotations
@@ -24,23 +29,17 @@ import argparse
 import hashlib
 import json
 import os
-import platform
 import sys
 import tempfile
 import zipfile
 from pathlib import Path
 
 from release.build import ROOT, binary_name, run_binary
+from supervisor.update_extract import SIGNATURE, STATEMENT
+from supervisor.update_verify import platform_tag
 
 ZIP_TIME = (2020, 1, 1, 0, 0, 0)  # fixed member timestamps: the same binary gives the same zip
 UPDATER = ROOT / "updater.bat"
-
-
-def platform_tag(member: str) -> str:
-    if member.endswith(".exe"):
-        return "windows"
-    machine = platform.machine().lower() or "unknown"
-    return f"{sys.platform.rstrip('0123456789')}-{machine}"
 
 
 def sha256_of(path: Path) -> str:
@@ -64,13 +63,20 @@ def _member(name: str, mode: int) -> zipfile.ZipInfo:
     return info
 
 
-def write_zip(zip_path: Path, binary: Path, member: str, updater: bytes) -> None:
+def write_zip(zip_path: Path, binary: Path, member: str, updater: bytes, signed: dict[str, bytes] | None = None) -> None:
+    write_members(zip_path, binary, member, {"updater.bat": updater, **(signed or {})})
+
+
+def write_members(zip_path: Path, binary: Path, member: str, others: dict[str, bytes]) -> None:
+    """The binary first, then the other members in a fixed order (updater.bat, release.json, release.sig)."""
+    order = ["updater.bat", STATEMENT, SIGNATURE]
     tmp = zip_path.with_name(zip_path.name + ".part")
     with zipfile.ZipFile(tmp, "w") as zf:
         with open(binary, "rb") as src, zf.open(_member(member, 0o755), "w") as dst:
             for block in iter(lambda: src.read(1 << 20), b""):
                 dst.write(block)
-        zf.writestr(_member("updater.bat", 0o644), updater)
+        for name in sorted(others, key=lambda n: (order.index(n) if n in order else len(order), n)):
+            zf.writestr(_member(name, 0o644), others[name])
     os.replace(tmp, zip_path)
 
 
@@ -94,9 +100,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=None, help="folder for the zip (default: the binary's folder)")
     ap.add_argument("--url", default=None, help="where the zip will be downloaded from (goes into the params JSON)")
     ap.add_argument("--sign-key", type=Path, default=None,
-                    help="Ed25519 private key file (python -m supervisor.update_verify keygen FILE): adds the "
-                         "signature param that workers with UPDATE_PUBLIC_KEYS require (docs/self-update.md)")
+                    help="the release private key file (python -m release keygen FILE), kept outside the tree")
+    ap.add_argument("--sequence", type=int, default=None,
+                    help="release sequence, above every earlier release's (default: RELEASE_SEQUENCE in config.py)")
+    ap.add_argument("--unsigned", action="store_true",
+                    help="no signed statement (labs: workers refuse it unless UPDATE_ALLOW_UNSIGNED is on)")
+    ap.add_argument("--statement-in-params", action="store_true",
+                    help="also put release.json and release.sig into the params (old releases refused before download)")
     args = ap.parse_args(argv)
+    if not args.unsigned and args.sign_key is None:
+        print("error: pass --sign-key KEYFILE (workers refuse unsigned releases), or --unsigned for a lab",
+              file=sys.stderr)
+        return 2
     binary: Path = args.binary.resolve()
     if not binary.is_file():
         print(f"error: no binary at {binary}: build it first with python -m release.build", file=sys.stderr)
@@ -113,21 +128,38 @@ def main(argv: list[str] | None = None) -> int:
     out = (args.out or binary.parent).resolve()
     out.mkdir(parents=True, exist_ok=True)
     zip_path = out / f"worker-{version}-{platform_tag(member)}.zip"
-    write_zip(zip_path, binary, member, crlf(UPDATER.read_bytes()))
+    signed: dict[str, bytes] = {}
+    sequence = None
+    if not args.unsigned:
+        from release.signing import SigningError, signed_members
+
+        sequence = args.sequence if args.sequence is not None else _default_sequence(version)
+        if sequence is None:
+            print(f"error: the binary is version {version}, not this tree's WORKER_VERSION: pass --sequence N",
+                  file=sys.stderr)
+            return 2
+        try:
+            signed = signed_members(binary, member, version, sequence, args.sign_key)
+        except SigningError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    write_zip(zip_path, binary, member, crlf(UPDATER.read_bytes()), signed)
 
     digest = sha256_of(zip_path)
     size = zip_path.stat().st_size
-    params = {"url": args.url or f"<URL where {zip_path.name} is served>", "sha256": digest, "size": size,
-              "version": version}
-    if args.sign_key:
-        from supervisor.update_verify import sign_release
-
-        params["signature"] = sign_release(digest, args.sign_key)
+    params: dict = {"url": args.url or f"<URL where {zip_path.name} is served>", "sha256": digest, "size": size,
+                    "version": version}
+    if sequence is not None:
+        params["sequence"] = sequence
+        if args.statement_in_params:
+            params["release"] = signed[STATEMENT].decode("utf-8")
+            params["release_signature"] = signed[SIGNATURE].decode("ascii").strip()
     line = json.dumps(params, ensure_ascii=False)
     Path(str(zip_path) + ".json").write_text(line + "\n", encoding="utf-8")
     print(f"release: {zip_path}")
-    print(f"members: {member}, updater.bat")
+    print(f"members: {', '.join([member, 'updater.bat', *signed])}")
     print(f"version: {version}")
+    print(f"sequence: {sequence}" if sequence is not None else "sequence: none: UNSIGNED (labs only)")
     print(f"sha256: {digest}")
     print(f"size: {size}")
     print("params for 1.0.x workers (url only): " + json.dumps({"url": params["url"]}, ensure_ascii=False))
@@ -137,6 +169,17 @@ def main(argv: list[str] | None = None) -> int:
         print("update_worker params:")
     print(line)
     return 0
+
+
+def _default_sequence(version: str) -> int | None:
+    """RELEASE_SEQUENCE of this tree's config.py, if the binary was built from it (same version)."""
+    sys.path.insert(0, str(ROOT))
+    try:
+        import config
+    finally:
+        sys.path.remove(str(ROOT))
+    sequence = getattr(config, "RELEASE_SEQUENCE", None)
+    return sequence if config.WORKER_VERSION == version and isinstance(sequence, int) else None
 
 
 if __name__ == "__main__":

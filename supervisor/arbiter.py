@@ -179,6 +179,10 @@ class Arbiter:
     # ---- self-update: drain, prepare (off-thread), hand over, exit --------------------------
 
     def handle_update(self, claim: Claim) -> None:
+        refusal = updater.refusal_at_once(self.settings)
+        if refusal:  # nothing drained, downloaded or run; the worker serves on without a pause
+            self.fail_now(claim, refusal, "update_failed")
+            return
         if not home_mod.is_frozen():
             self.fail_now(claim, "self-update needs the frozen build (this worker runs from source)", "update_failed")
             return
@@ -272,7 +276,7 @@ class Arbiter:
                  self.settings.server_url, self.settings.pool_size, self.home)
         if home_mod.is_frozen():
             updater.on_start(self.home)
-            updater.check_settings(self.settings)  # warns when UPDATE_PUBLIC_KEYS is unset
+            updater.check_settings(self.settings)  # warns: no release key (updates off), or unsigned allowed
         reported = recover_interrupted(self.journal, self.outbox, self.worker_id)
         if len(self.outbox):
             log.info("%d result(s) from earlier runs wait in the outbox (%d interrupted task(s) among them)",

@@ -27,7 +27,7 @@ class SettingsError(Exception):
 @dataclass(frozen=True)
 class Spec:
     name: str  # config.py name, e.g. POOL_SIZE
-    kind: type  # int, float, str, dict
+    kind: type  # int, float, str, bool, list, dict
     low: float | None = None
     high: float | None = None
     choices: tuple[str, ...] = ()
@@ -94,12 +94,16 @@ SPECS: tuple[Spec, ...] = (
     Spec("UPDATE_DRAIN_TIMEOUT", float, 0, 86400),
     Spec("UPDATE_MAX_BYTES", int, 1024, 2**34),
     Spec("UPDATE_PUBLIC_KEYS", list, check=key_problem, help="Ed25519 public keys (base64) that may sign updates"),
+    Spec("UPDATE_ALLOW_UNSIGNED", bool, help="labs only: install updates that carry no signed release statement"),
     Spec("UPDATE_HEALTH_TIMEOUT", float, 5, 3600),
     Spec("LOG_LEVEL", str, choices=("DEBUG", "INFO", "WARNING", "ERROR")),
     Spec("LOG_MAX_MB", float, 0.01, 100000),
     Spec("LOG_BACKUPS", int, 0, 1000),
 )
 SPECS_BY_KEY = {s.key: s for s in SPECS}
+
+
+_BOOL_WORDS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
 
 
 def _coerce(spec: Spec, value: Any, from_text: bool) -> Any:
@@ -118,6 +122,11 @@ def _coerce(spec: Spec, value: Any, from_text: bool) -> Any:
         if not isinstance(value, dict):
             raise ValueError(f"must be a table, got {type(value).__name__}")
         value = {str(k): dict(v) if isinstance(v, dict) else v for k, v in value.items()}
+    elif spec.kind is bool:
+        if from_text:
+            value = _BOOL_WORDS.get(value.strip().lower(), value)
+        if not isinstance(value, bool):
+            raise ValueError(f"must be true or false, got {value!r}")
     elif spec.kind is str:
         if not isinstance(value, str):
             raise ValueError(f"must be a string, got {type(value).__name__} {value!r}")

@@ -11,8 +11,10 @@ import logging
 import os
 import time
 from pathlib import Path
+from typing import BinaryIO
 
 import requests
+import urllib3
 
 from supervisor.update_verify import Refused
 
@@ -21,7 +23,7 @@ log = logging.getLogger("hive.update")
 CONNECT_TIMEOUT = 15.0
 READ_TIMEOUT = 60.0  # no byte for this long: give up
 TOTAL_TIMEOUT = 1800.0  # a trickling server does not hold the worker forever
-CHUNK = 256 * 1024
+CHUNK = 256 * 1024  # at most this much per read; a read returns whatever one receive brought
 
 
 def download(url: str, dest: Path, max_bytes: int, expected_size: int | None = None,
@@ -47,8 +49,10 @@ def download(url: str, dest: Path, max_bytes: int, expected_size: int | None = N
                 raise Refused(_too_big(announced, max_bytes, expected_size))
             if announced is not None and expected_size is not None and announced != expected_size:
                 raise Refused(f"download: the server announces {announced} bytes, params.size is {expected_size}")
-            with open(part, "wb") as f:
-                for chunk in resp.iter_content(CHUNK):
+            with _private_open(part) as f:
+                # read1: one receive per call (iter_content would wait for a whole CHUNK), so the
+                # clock is checked after every arrival and a trickle cannot outlast the deadline.
+                while chunk := resp.raw.read1(CHUNK, decode_content=True):
                     size += len(chunk)
                     if size > cap:
                         raise Refused(_too_big(size, max_bytes, expected_size, "at least "))
@@ -63,10 +67,10 @@ def download(url: str, dest: Path, max_bytes: int, expected_size: int | None = N
     except Refused:
         part.unlink(missing_ok=True)
         raise
-    except requests.Timeout:
+    except (requests.Timeout, urllib3.exceptions.TimeoutError):
         part.unlink(missing_ok=True)
         raise Refused(f"download: no data for {read_timeout:g} s ({size} bytes so far)") from None
-    except (requests.RequestException, OSError) as exc:
+    except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
         part.unlink(missing_ok=True)
         text = " ".join(str(exc).split())[:200]
         raise Refused(f"download failed after {size} bytes (truncated or unreachable): {type(exc).__name__}: {text}") \
@@ -83,6 +87,14 @@ def download(url: str, dest: Path, max_bytes: int, expected_size: int | None = N
     os.replace(part, dest)
     log.info("update: downloaded %d bytes in %.1f s, sha256 %s", size, time.monotonic() - started, sha)
     return sha, size
+
+
+def _private_open(path: Path) -> BinaryIO:
+    """A new file only this account can read and write (POSIX 0600 whatever the umask)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0), 0o600)
+    if os.name != "nt":
+        os.fchmod(fd, 0o600)
+    return os.fdopen(fd, "wb")
 
 
 def _content_length(resp: requests.Response) -> int | None:

@@ -1,23 +1,29 @@
-"""Take the worker binary out of a release zip, trusting nothing in the zip.
+"""Take the worker binary and the signed statement out of a release zip, trusting nothing in the zip.
 
-The zip may hold only the expected members (the platform's binary, plus the updater scripts,
-which are not used: the binary carries its own). Any other member, an absolute, drive or UNC
+The zip may hold only the expected members (the platform's binary, the signed statement
+release.json + release.sig, and the updater scripts, which are not used: the binary carries
+its own). Any other member, an absolute, drive or UNC
 path, a ``..``, a link or other special file, a duplicate (also by case), too many members, a
 member too large or compressed suspiciously well refuses the whole zip. Only the binary is
-written, streamed to a new file, and its path is checked on the resolved filesystem path.
+written, streamed to a new file (hashed as it is written), and its path is checked on the
+resolved filesystem path; the statement members are read into memory (a few hundred bytes).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from supervisor.update_verify import Refused
+from supervisor.update_verify import SIGNATURE_MAX_BYTES, STATEMENT_MAX_BYTES, Refused
 
 BINARY = "worker.exe" if os.name == "nt" else "worker"
-ALLOWED = {BINARY, "updater.bat", "updater.sh"}
+STATEMENT, SIGNATURE = "release.json", "release.sig"
+SMALL_MEMBERS = {STATEMENT: STATEMENT_MAX_BYTES, SIGNATURE: SIGNATURE_MAX_BYTES}
+SCRIPTS = {"updater.bat", "updater.sh"}
 MAX_MEMBERS = 8
 MAX_MEMBER_BYTES = 512 * 1024 * 1024
 MAX_RATIO = 50  # uncompressed / compressed, for members over RATIO_FLOOR
@@ -43,8 +49,20 @@ def check_name(name: str) -> str | None:
     return None
 
 
-def extract_binary(zip_path: Path, dest_dir: Path, max_total: int = MAX_MEMBER_BYTES) -> Path:
-    """Check every member, then write the binary to dest_dir/BINARY (executable). Raises Refused."""
+@dataclass(frozen=True)
+class Unpacked:
+    binary: Path
+    sha256: str  # of the binary as written
+    size: int
+    statement: bytes | None  # release.json, unverified
+    signature: bytes | None  # release.sig, unverified
+
+
+def extract_binary(zip_path: Path, dest_dir: Path, max_total: int = MAX_MEMBER_BYTES,
+                   binary_name: str = BINARY) -> Unpacked:
+    """Check every member, then write the binary to dest_dir/binary_name (executable only by this
+    account) and read the statement members. Raises Refused."""
+    allowed = {binary_name, *SCRIPTS, *SMALL_MEMBERS}
     try:
         zf = zipfile.ZipFile(zip_path)
     except (zipfile.BadZipFile, OSError) as exc:
@@ -64,8 +82,9 @@ def extract_binary(zip_path: Path, dest_dir: Path, max_total: int = MAX_MEMBER_B
             if name.lower() in seen:
                 raise Refused(f"zip member {name!r} refused: a duplicate")
             seen.add(name.lower())
-            if name not in ALLOWED:
-                raise Refused(f"zip member {name!r} refused: not part of a release (expected {BINARY}, updater.bat)")
+            if name not in allowed:
+                raise Refused(f"zip member {name!r} refused: not part of a release (expected {binary_name}, "
+                              f"updater.bat, {STATEMENT}, {SIGNATURE})")
             mode = info.external_attr >> 16
             if info.is_dir() or (mode and stat.S_IFMT(mode) not in (0, stat.S_IFREG)):
                 raise Refused(f"zip member {name!r} refused: a link or special file (mode {mode:o})")
@@ -78,14 +97,29 @@ def extract_binary(zip_path: Path, dest_dir: Path, max_total: int = MAX_MEMBER_B
             total += info.file_size
             if total > max_total:
                 raise Refused(f"the zip unpacks to more than {max_total} bytes")
-            if name == BINARY:
+            if name in SMALL_MEMBERS and info.file_size > SMALL_MEMBERS[name]:
+                raise Refused(f"zip member {name!r} refused: {info.file_size} bytes, over {SMALL_MEMBERS[name]}")
+            if name == binary_name:
                 binary = info
         if binary is None:
-            raise Refused(f"the zip has no {BINARY} at its root")
-        return _write(zf, binary, dest_dir)
+            raise Refused(f"the zip has no {binary_name} at its root")
+        small = {name: _read_small(zf, name) if name in seen else None for name in SMALL_MEMBERS}
+        path, sha256, size = _write(zf, binary, dest_dir)
+    return Unpacked(binary=path, sha256=sha256, size=size, statement=small[STATEMENT], signature=small[SIGNATURE])
 
 
-def _write(zf: zipfile.ZipFile, info: zipfile.ZipInfo, dest_dir: Path) -> Path:
+def _read_small(zf: zipfile.ZipFile, name: str) -> bytes:
+    try:
+        with zf.open(name) as src:
+            data = src.read(SMALL_MEMBERS[name] + 1)
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+        raise Refused(f"zip member {name!r} is corrupt: {exc}") from None
+    if len(data) > SMALL_MEMBERS[name]:
+        raise Refused(f"zip member {name!r} unpacks to more than {SMALL_MEMBERS[name]} bytes")
+    return data
+
+
+def _write(zf: zipfile.ZipFile, info: zipfile.ZipInfo, dest_dir: Path) -> tuple[Path, str, int]:
     dest_dir.mkdir(parents=True, exist_ok=True)
     root = dest_dir.resolve()
     target = (root / info.filename).resolve()
@@ -96,6 +130,7 @@ def _write(zf: zipfile.ZipFile, info: zipfile.ZipInfo, dest_dir: Path) -> Path:
         if stale.is_symlink() or stale.exists():
             stale.unlink()
     written = 0
+    digest = hashlib.sha256()
     try:
         with zf.open(info) as src, open(part, "xb") as out:
             while True:
@@ -105,6 +140,7 @@ def _write(zf: zipfile.ZipFile, info: zipfile.ZipInfo, dest_dir: Path) -> Path:
                 written += len(chunk)
                 if written > info.file_size:
                     raise Refused(f"zip member {info.filename!r} unpacks to more than its declared size")
+                digest.update(chunk)
                 out.write(chunk)
             out.flush()
             os.fsync(out.fileno())
@@ -117,6 +153,6 @@ def _write(zf: zipfile.ZipFile, info: zipfile.ZipInfo, dest_dir: Path) -> Path:
         part.unlink(missing_ok=True)
         raise
     if os.name != "nt":
-        os.chmod(part, 0o755)
+        os.chmod(part, 0o700)  # runnable by this account only: nobody else may run or read it
     os.replace(part, target)
-    return target
+    return target, digest.hexdigest(), written

@@ -11,7 +11,9 @@ write the same log lines (docs/self-update.md):
 
 1. wait (bounded) until the old worker's exact PIDs have exited; stop them by PID if not;
 2. keep EXE as OLD: a hard link (EXE never goes missing), else a rename;
-3. move STAGED onto EXE (retried: antivirus locks), checking every step;
+3. check that STAGED still has the SHA-256 the worker verified (the environment variable
+   UPDATER_STAGED_SHA256; certutil / sha256sum), else delete it and give up; then move STAGED
+   onto EXE (retried: antivirus locks), checking every step;
 4. start EXE with PYINSTALLER_RESET_ENVIRONMENT=1;
 5. wait for UPDATE_DIR/decided, the directory the new worker makes once it is healthy;
 6. if it does not come in time or the new worker dies: make UPDATE_DIR/decided itself (mkdir
@@ -97,6 +99,8 @@ if exist "%EXE%" goto backup
 if exist "%OLD%" move /Y "%OLD%" "%EXE%" >NUL 2>&1
 if exist "%EXE%" goto exe_restored
 >>"%LOG%" echo %DATE% %TIME% updater: no binary at "%EXE%" and no backup: the new one goes in without a fallback
+call :check_staged
+if not "%STAGED_OK%"=="1" goto staged_changed
 move /Y "%STAGED%" "%EXE%" >NUL 2>&1
 start "" /b "%EXE%"
 >>"%LOG%" echo %DATE% %TIME% updater: new worker started: "%EXE%"
@@ -126,8 +130,12 @@ goto swap
 set "MODE=rename"
 >>"%LOG%" echo %DATE% %TIME% updater: kept the old binary as "%OLD%" (renamed)
 
-rem 3. the staged binary onto EXE (retried: antivirus may hold it for a moment)
+rem 3. the staged binary onto EXE, if it is still the one checked and self-tested (another account
+rem could have replaced it since); retried: antivirus may hold it for a moment
 :swap
+call :check_staged
+if not "%STAGED_OK%"=="1" goto staged_changed
+>>"%LOG%" echo %DATE% %TIME% updater: the staged binary still has the checked sha256
 set /a TRY=0
 :swap_try
 move /Y "%STAGED%" "%EXE%" >NUL 2>&1
@@ -146,6 +154,22 @@ goto fail_before
 :no_backup
 set "OUTCOME=failed: cannot keep the old binary as a backup"
 goto fail_before
+:staged_changed
+del /F /Q "%STAGED%" >NUL 2>&1
+if "%MODE%"=="rename" if not exist "%EXE%" move /Y "%OLD%" "%EXE%" >NUL 2>&1
+set "OUTCOME=failed: the staged binary is not the one that was checked; not installed"
+goto fail_before
+:check_staged
+rem STAGED_OK=1 when STAGED still has the SHA-256 the worker checked (UPDATER_STAGED_SHA256);
+rem certutil prints it on its second line (older Windows spaces the hex digits)
+set "STAGED_OK=0"
+set "GOT="
+if not defined UPDATER_STAGED_SHA256 exit /b 0
+for /f "usebackq skip=1 delims=" %%h in (`certutil -hashfile "%STAGED%" SHA256 2^>NUL`) do if not defined GOT set "GOT=%%h"
+if not defined GOT exit /b 0
+set "GOT=%GOT: =%"
+if /I "%GOT%"=="%UPDATER_STAGED_SHA256%" set "STAGED_OK=1"
+exit /b 0
 :fail_before
 >"%UPD%\outcome.txt" echo %OUTCOME%
 >>"%LOG%" echo %DATE% %TIME% updater: %OUTCOME%
@@ -384,6 +408,23 @@ stop() { alive "$1" && kill -9 "$1" 2>/dev/null; return 0; }
 
 start_worker() { "$1" </dev/null >/dev/null 2>&1 & STARTED=$!; }
 
+# staged_ok: true when STAGED still has the SHA-256 the worker checked (UPDATER_STAGED_SHA256);
+# read through stdin, so no file name can change the tool's output
+staged_ok() {
+    [ -n "$UPDATER_STAGED_SHA256" ] || return 1
+    if command -v sha256sum >/dev/null 2>&1; then got=$(sha256sum < "$STAGED" 2>/dev/null)
+    elif command -v shasum >/dev/null 2>&1; then got=$(shasum -a 256 < "$STAGED" 2>/dev/null)
+    else got=$(openssl dgst -sha256 -r < "$STAGED" 2>/dev/null)
+    fi
+    [ "${got%% *}" = "$UPDATER_STAGED_SHA256" ]
+}
+
+staged_changed() {
+    rm -f "$STAGED" 2>/dev/null
+    if [ "$MODE" = rename ] && [ ! -e "$EXE" ]; then mv -f "$OLD" "$EXE" 2>/dev/null; fi
+    fail_before "failed: the staged binary is not the one that was checked; not installed"
+}
+
 fail_before() {
     printf '%s\n' "$1" > "$UPD/outcome.txt"
     log "$1"
@@ -427,6 +468,7 @@ if [ ! -e "$EXE" ]; then
         log "restored \"$EXE\" from \"$OLD\""
     else
         log "no binary at \"$EXE\" and no backup: the new one goes in without a fallback"
+        staged_ok || staged_changed
         mv -f "$STAGED" "$EXE"
         start_worker "$EXE"
         log "new worker started: \"$EXE\""
@@ -453,7 +495,10 @@ else
     log "kept the old binary as \"$OLD\" (renamed)"
 fi
 
-# 3. the staged binary onto EXE (retried: antivirus may hold it for a moment)
+# 3. the staged binary onto EXE, if it is still the one checked and self-tested (another account
+#    could have replaced it since); retried: antivirus may hold it for a moment
+staged_ok || staged_changed
+log "the staged binary still has the checked sha256"
 try=0
 while :; do
     mv -f "$STAGED" "$EXE" 2>/dev/null

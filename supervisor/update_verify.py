@@ -1,32 +1,41 @@
-"""What an update task asks for, and whether its release is authentic (Ed25519, PyNaCl).
+"""What an update task asks for, and whether its release is ours (Ed25519, PyNaCl).
 
-What is signed: the ASCII bytes ``hive-worker-release-v1:<sha256 of the zip, 64 lowercase hex>``.
-The server passes the signature (base64 of the 64-byte Ed25519 signature) as the task's
-``signature`` param; UPDATE_PUBLIC_KEYS lists the base64 raw 32-byte public keys that may
-sign (several, for rotation). Keys and signatures are tiny and the zip is hashed while it
-downloads, so a multi-megabyte release is never held in memory to be verified.
+A release carries a signed statement (docs/self-update.md, "The signed statement"): the
+exact bytes of ``release.json`` (a small JSON object: the binary's SHA-256 and size, its
+version, the target platform and the release sequence) and ``release.sig`` (the base64 of
+an Ed25519 signature over ``STATEMENT_DOMAIN + those bytes``). Both are members of the
+release zip, so that a server which sends only ``{"url": ...}`` still delivers them; the
+task may also give them as ``params.release`` / ``params.release_signature``, which lets a
+worker refuse an old release before downloading it. UPDATE_PUBLIC_KEYS lists the base64 raw
+32-byte public keys that may sign (several, for rotation).
 
-Make a key pair and sign a release (what the release command does when given a key file):
-
-    python -m supervisor.update_verify keygen release-signing.key   # prints the public key
-    python -m supervisor.update_verify sign release-signing.key release.zip
+This module only verifies; making keys and signing live in release/ (``python -m release``).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
+import os
+import platform
 import re
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-SIGNED_PREFIX = b"hive-worker-release-v1:"
+import orjson
+
+# The signature covers this prefix too: a signature made for anything else (another format,
+# another program using the same key) can never pass as a release statement.
+STATEMENT_DOMAIN = b"hive-worker release statement v1\n"
+STATEMENT_TYPE = "hive-worker-release"
+STATEMENT_MAX_BYTES = 4096
+SIGNATURE_MAX_BYTES = 256  # base64 of 64 bytes plus whitespace
 _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
 _VERSION = re.compile(r"[0-9A-Za-z][0-9A-Za-z._+-]{0,63}")
+_PLATFORM = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+MAX_SEQUENCE = 2**53  # a JSON number every parser reads exactly
 
 
 class Refused(Exception):
@@ -36,10 +45,32 @@ class Refused(Exception):
 @dataclass(frozen=True)
 class UpdateParams:
     url: str
-    sha256: str | None = None  # lowercase hex
-    size: int | None = None
+    sha256: str | None = None  # of the zip, lowercase hex
+    size: int | None = None  # of the zip
     version: str | None = None
-    signature: bytes | None = None
+    sequence: int | None = None  # a claim only; the signed statement must say the same
+    statement: bytes | None = None  # params.release: the exact release.json text
+    signature: bytes | None = None  # params.release_signature: its signature, base64 text
+
+
+@dataclass(frozen=True)
+class Statement:
+    """A verified release statement."""
+
+    sha256: str  # of the binary, lowercase hex
+    size: int  # of the binary
+    version: str
+    platform: str
+    sequence: int
+    key_index: int = -1  # which of UPDATE_PUBLIC_KEYS signed it
+
+
+def platform_tag(binary_name: str | None = None) -> str:
+    """The platform a binary is for: "windows" for worker.exe, else os-machine ("linux-x86_64")."""
+    if (binary_name or "").lower().endswith(".exe") or (binary_name is None and os.name == "nt"):
+        return "windows"
+    machine = platform.machine().lower() or "unknown"
+    return f"{sys.platform.rstrip('0123456789')}-{machine}"
 
 
 def parse_params(params: Any) -> UpdateParams:
@@ -67,13 +98,26 @@ def parse_params(params: Any) -> UpdateParams:
         if not isinstance(version, str) or not _VERSION.fullmatch(version.strip()):
             raise Refused(f"params.version is not a version string: {str(version)[:80]!r}")
         version = version.strip()
-    signature = params.get("signature")
-    if signature is not None:
-        signature = _b64(signature, 64, "params.signature")
-    return UpdateParams(url=url, sha256=sha256, size=size, version=version, signature=signature)
+    sequence = params.get("sequence")
+    if sequence is not None:
+        if isinstance(sequence, bool) or not isinstance(sequence, int) or not 0 < sequence <= MAX_SEQUENCE:
+            raise Refused(f"params.sequence must be a positive whole number, got {str(sequence)[:40]!r}")
+    statement, signature = params.get("release"), params.get("release_signature")
+    if (statement is None) != (signature is None):
+        raise Refused("params.release and params.release_signature come together")
+    if statement is not None:
+        if not isinstance(statement, str) or len(statement) > STATEMENT_MAX_BYTES:
+            raise Refused(f"params.release must be the release.json text (at most {STATEMENT_MAX_BYTES} bytes)")
+        if not isinstance(signature, str) or len(signature) > SIGNATURE_MAX_BYTES:
+            raise Refused("params.release_signature must be the base64 text of release.sig")
+        statement, signature = statement.encode("utf-8"), signature.encode("ascii", "replace")
+    return UpdateParams(url=url, sha256=sha256, size=size, version=version, sequence=sequence,
+                        statement=statement, signature=signature)
 
 
 def _b64(value: Any, length: int, what: str) -> bytes:
+    if isinstance(value, bytes):
+        value = value.decode("ascii", "replace")
     if not isinstance(value, str):
         raise Refused(f"{what} must be a base64 string")
     try:
@@ -102,85 +146,70 @@ def parse_keys(keys: Any) -> list[bytes]:
     return [_b64(k, 32, f"UPDATE_PUBLIC_KEYS[{i}]") for i, k in enumerate(keys)]
 
 
-def signed_message(sha256_hex: str) -> bytes:
-    return SIGNED_PREFIX + sha256_hex.lower().encode("ascii")
+def signed_message(statement: bytes) -> bytes:
+    """What the release key signs: the domain prefix, then the statement's exact bytes."""
+    return STATEMENT_DOMAIN + statement
 
 
-def verify(sha256_hex: str, signature: bytes | None, keys: list[bytes]) -> int:
-    """Index of the key that signed this zip's hash; raises Refused when none did."""
-    if signature is None:
-        raise Refused("the update is not signed (UPDATE_PUBLIC_KEYS is set, params.signature is missing)")
+def verify_statement(statement: bytes | None, signature: bytes | None, keys: list[bytes]) -> Statement:
+    """The statement, once a key in ``keys`` is shown to have signed its exact bytes. Raises Refused.
+
+    The bytes are parsed only after the signature verified: nothing unsigned is interpreted."""
+    if statement is None or signature is None:
+        raise Refused("the release is not signed: no release.json and release.sig in the zip (nor in the params)")
+    if len(statement) > STATEMENT_MAX_BYTES:
+        raise Refused(f"release.json is over {STATEMENT_MAX_BYTES} bytes")
+    raw_sig = _b64(signature, 64, "release.sig")
     # _cffi_backend is imported by nacl's compiled module, where PyInstaller cannot see it.
     import _cffi_backend  # noqa: F401
     from nacl.exceptions import BadSignatureError
     from nacl.signing import VerifyKey
 
-    message = signed_message(sha256_hex)
-    for i, key in enumerate(keys):
+    message = signed_message(statement)
+    for index, key in enumerate(keys):
         try:
-            VerifyKey(key).verify(message, signature)
-            return i
+            VerifyKey(key).verify(message, raw_sig)
         except BadSignatureError:
             continue
-    raise Refused(f"the signature does not verify against any of the {len(keys)} key(s) in UPDATE_PUBLIC_KEYS")
+        return parse_statement(statement, index)
+    raise Refused(f"the release signature does not verify against any of the {len(keys)} key(s) "
+                  "in UPDATE_PUBLIC_KEYS")
 
 
-# ---- for the release side: make keys, sign ------------------------------------------------------
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+def check_binary(statement: Statement, sha256_hex: str, size: int) -> None:
+    """The binary is the one the statement names, byte for byte; raises Refused."""
+    if (sha256_hex, size) != (statement.sha256, statement.size):
+        raise Refused(f"the binary in the zip is not the signed one (sha256 {sha256_hex}, {size} bytes; "
+                      f"signed: {statement.sha256}, {statement.size} bytes)")
 
 
-def load_private_key(path: Path) -> Any:
-    from nacl.signing import SigningKey
-
-    seed = base64.b64decode(Path(path).read_text(encoding="ascii").strip(), validate=True)
-    if len(seed) != 32:
-        raise ValueError(f"{path}: a private key file holds the base64 of a 32-byte Ed25519 seed")
-    return SigningKey(seed)
-
-
-def sign_release(sha256_hex: str, private_key_file: Path) -> str:
-    """The ``signature`` param for a zip with this SHA-256 (base64)."""
-    if not _HEX64.fullmatch(sha256_hex):
-        raise ValueError("sha256_hex must be 64 hex digits")
-    key = load_private_key(private_key_file)
-    return base64.b64encode(key.sign(signed_message(sha256_hex)).signature).decode("ascii")
-
-
-def public_key_of(private_key_file: Path) -> str:
-    return base64.b64encode(bytes(load_private_key(private_key_file).verify_key)).decode("ascii")
-
-
-def keygen(private_key_file: Path) -> str:
-    """Write a new private key (refuses to overwrite one); returns its public key (base64)."""
-    from nacl.signing import SigningKey
-
-    path = Path(private_key_file)
-    with open(path, "x", encoding="ascii") as f:
-        f.write(base64.b64encode(bytes(SigningKey.generate())).decode("ascii") + "\n")
-    return public_key_of(path)
+def parse_statement(statement: bytes, key_index: int = -1) -> Statement:
+    """The fields of release.json (flat object, bounded); raises Refused when one is missing or wrong."""
+    try:
+        data = orjson.loads(statement)
+    except orjson.JSONDecodeError:
+        raise Refused("release.json is not valid JSON") from None
+    if not isinstance(data, dict) or data.get("type") != STATEMENT_TYPE:
+        raise Refused(f"release.json is not a {STATEMENT_TYPE} statement")
+    sha256, size, version = data.get("sha256"), data.get("size"), data.get("version")
+    plat, sequence = data.get("platform"), data.get("sequence")
+    if not isinstance(sha256, str) or not _HEX64.fullmatch(sha256):
+        raise Refused("release.json: sha256 must be 64 hex digits")
+    if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
+        raise Refused("release.json: size must be a positive whole number")
+    if not isinstance(version, str) or not _VERSION.fullmatch(version):
+        raise Refused("release.json: version is not a version string")
+    if not isinstance(plat, str) or not _PLATFORM.fullmatch(plat):
+        raise Refused("release.json: platform is not a platform tag")
+    if isinstance(sequence, bool) or not isinstance(sequence, int) or not 0 < sequence <= MAX_SEQUENCE:
+        raise Refused("release.json: sequence must be a positive whole number")
+    return Statement(sha256=sha256.lower(), size=size, version=version, platform=plat, sequence=sequence,
+                     key_index=key_index)
 
 
-def main(argv: list[str]) -> int:
-    if len(argv) == 2 and argv[0] == "keygen":
-        print(keygen(Path(argv[1])))
-        return 0
-    if len(argv) == 2 and argv[0] == "pubkey":
-        print(public_key_of(Path(argv[1])))
-        return 0
-    if len(argv) == 3 and argv[0] == "sign":
-        digest = sha256_file(Path(argv[2]))
-        print(f"sha256 {digest}\nsignature {sign_release(digest, Path(argv[1]))}")
-        return 0
-    print("usage: python -m supervisor.update_verify keygen KEYFILE | pubkey KEYFILE | sign KEYFILE ZIP",
-          file=sys.stderr)
-    return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+def make_statement(sha256_hex: str, size: int, version: str, plat: str, sequence: int) -> bytes:
+    """The release.json bytes for a binary (what ``python -m release sign`` signs)."""
+    statement = orjson.dumps({"type": STATEMENT_TYPE, "sha256": sha256_hex.lower(), "size": size,
+                              "version": version, "platform": plat, "sequence": sequence})
+    parse_statement(statement)  # the signer refuses to sign what a worker would refuse to read
+    return statement

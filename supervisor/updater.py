@@ -18,6 +18,7 @@ Files, all by exact name (never derived by string replacement of the running exe
   <home>/update/decided/                made (atomically) by the healthy new worker or by a rollback
   <home>/update/outcome.txt             written by the script when it did not end healthy
   <home>/update/bad-versions.json       versions rolled back on this PC: refused at once
+  <home>/update/installed.json          the highest release sequence ever installed here (no downgrade)
   <home>/logs/updater.log               every step of the script
 """
 
@@ -42,7 +43,16 @@ import psutil
 from supervisor.home import atomic_write, is_frozen
 from supervisor.update_extract import BINARY, extract_binary
 from supervisor.update_scripts import for_this_platform
-from supervisor.update_verify import Refused, parse_keys, parse_params, verify
+from supervisor.update_verify import (
+    Refused,
+    Statement,
+    UpdateParams,
+    check_binary,
+    parse_keys,
+    parse_params,
+    platform_tag,
+    verify_statement,
+)
 
 log = logging.getLogger("hive.update")
 
@@ -52,6 +62,9 @@ STARTED = "started.pid"
 DECIDED = "decided"
 OUTCOME = "outcome.txt"
 BAD_VERSIONS = "bad-versions.json"
+INSTALLED = "installed.json"
+NO_KEY = "self-update is off: this build has no release key"
+STAGED_SHA_ENV = "UPDATER_STAGED_SHA256"  # how the script learns the hash to re-check before the swap
 LEGACY_LEFTOVERS = ("worker_update.exe",)  # what 1.0.x leaves beside worker.exe, by exact name
 SELF_TEST_TIMEOUT = 120.0
 BAD_VERSION_HOLD = 7 * 86400.0  # a rolled-back version is refused at once for this long
@@ -66,7 +79,9 @@ class UpdateRefused(Exception):
 class Staged:
     binary: Path
     version: str | None
-    sha256: str = ""
+    sha256: str = ""  # of the zip
+    binary_sha256: str = ""  # of the staged binary: the updater checks it again just before the swap
+    sequence: int | None = None  # None: an unsigned release (UPDATE_ALLOW_UNSIGNED)
 
 
 def update_dir(home: Path) -> Path:
@@ -76,6 +91,42 @@ def update_dir(home: Path) -> Path:
 def backup_of(exe: Path) -> Path:
     """worker.exe -> worker.exe.old: a suffix appended, never a replacement inside the name."""
     return exe.with_name(exe.name + ".old")
+
+
+def private_dir(path: Path) -> Path:
+    """Make ``path`` (and missing parents) and keep it to this account (POSIX 0700 whatever the
+    umask), so that no other local account can swap a file in it between a check and its use.
+    Windows: install.bat gives the install folder (the home) an ACL of this account, SYSTEM and
+    Administrators only, and what is made inside inherits it."""
+    path.mkdir(parents=True, exist_ok=True)
+    if os.name != "nt":
+        os.chmod(path, 0o700)
+    return path
+
+
+def write_private(path: Path, data: bytes, fsync: bool = True) -> None:
+    atomic_write(path, data, fsync=fsync)
+    if os.name != "nt":
+        os.chmod(path, 0o600)
+
+
+def running_sequence() -> int:
+    """RELEASE_SEQUENCE of the build that runs (config.py, baked into the binary)."""
+    import config
+
+    value = getattr(config, "RELEASE_SEQUENCE", 0)
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def refusal_at_once(settings: Any) -> str | None:
+    """Why every update_worker task is refused by this worker, before any drain or download."""
+    try:
+        keys = parse_keys(settings.update_public_keys)
+    except Refused as exc:  # settings.load refuses such keys; never let one crash the arbiter
+        return str(exc)
+    if not keys and not settings.update_allow_unsigned:
+        return NO_KEY
+    return None
 
 
 # ---- prepare: params, download, signature, extraction, pre-flight ------------------------------
@@ -89,11 +140,14 @@ def prepare(params: Any, settings: Any, running_version: str) -> Staged | None:
 
 
 def _prepare(params: Any, settings: Any, running_version: str) -> Staged | None:
+    refusal = refusal_at_once(settings)
+    if refusal:
+        raise Refused(refusal)
+    keys = parse_keys(settings.update_public_keys)
     p = parse_params(params)
     if p.version is not None and p.version == running_version:
         return None
-    upd = update_dir(settings.home)
-    upd.mkdir(parents=True, exist_ok=True)
+    upd = private_dir(update_dir(settings.home))
     pending = read_pending(upd)
     if pending and _updater_alive(pending):
         raise Refused(f"the updater of a previous update (pid {pending.get('updater_pid')}) is still running")
@@ -103,9 +157,13 @@ def _prepare(params: Any, settings: Any, running_version: str) -> Staged | None:
         stale.unlink(missing_ok=True)
     if p.version is not None:
         _refuse_if_bad(upd, p.version)
-    keys = parse_keys(settings.update_public_keys)
-    if keys and p.signature is None:
-        raise Refused("the update is not signed (UPDATE_PUBLIC_KEYS is set, params.signature is missing)")
+    statement = None
+    if keys and p.sequence is not None:  # only a claim, but an old release is refused before its download
+        _refuse_old(f"release {p.version}" if p.version else "the release (params.sequence)", p.sequence, upd)
+    if keys and p.statement is not None:  # the statement in the params: checked before the download
+        statement = _checked(verify_statement(p.statement, p.signature, keys), p, upd, running_version)
+        if statement.version == running_version:
+            return None
     started = time.monotonic()
     # Imported here: requests (~10 MB of the supervisor's memory) is needed only while an update downloads.
     from supervisor.update_download import download
@@ -113,17 +171,27 @@ def _prepare(params: Any, settings: Any, running_version: str) -> Staged | None:
     sha, size = download(p.url, zip_path, settings.update_max_bytes, p.size, p.sha256,
                          user_agent=f"hive-worker/{running_version}")
     try:
-        if keys:
-            index = verify(sha, p.signature, keys)
-            log.info("update: signature verified with UPDATE_PUBLIC_KEYS[%d]", index)
-        else:
-            log.warning("update: UPDATE_PUBLIC_KEYS is not set: the release is not checked for a signature%s",
-                        "" if p.sha256 else " (nor a sha256: none was given)")
-        binary = extract_binary(zip_path, staged_dir)
+        unpacked = extract_binary(zip_path, private_dir(staged_dir))
     finally:
         zip_path.unlink(missing_ok=True)
+    binary = unpacked.binary
     try:
-        version = preflight(binary, upd / "preflight", p.version)
+        if statement is None and keys and (unpacked.statement is not None or not settings.update_allow_unsigned):
+            statement = _checked(verify_statement(unpacked.statement, unpacked.signature, keys), p, upd,
+                                 running_version)
+        if statement is not None:
+            check_binary(statement, unpacked.sha256, unpacked.size)
+            if statement.version == running_version:
+                binary.unlink(missing_ok=True)
+                return None
+            log.info("update: release %s (sequence %d, %s) signed by UPDATE_PUBLIC_KEYS[%d]; the binary matches "
+                     "its signed sha256", statement.version, statement.sequence, statement.platform,
+                     statement.key_index)
+        else:
+            log.warning("update: UPDATE_ALLOW_UNSIGNED is on: installing a release WITHOUT a signed statement "
+                        "(zip sha256 %s%s); no downgrade protection", sha, "" if p.sha256 else ", not given in params")
+        expected = statement.version if statement is not None else p.version
+        version = preflight(binary, private_dir(upd / "preflight"), expected)
         if version != running_version:
             _refuse_if_bad(upd, version)
     except Refused:
@@ -134,7 +202,33 @@ def _prepare(params: Any, settings: Any, running_version: str) -> Staged | None:
         return None
     log.info("update: version %s staged at %s (%d byte zip, sha256 %s) in %.1f s",
              version, binary, size, sha, time.monotonic() - started)
-    return Staged(binary=binary, version=version, sha256=sha)
+    return Staged(binary=binary, version=version, sha256=sha, binary_sha256=unpacked.sha256,
+                  sequence=statement.sequence if statement is not None else None)
+
+
+def _checked(statement: Statement, p: UpdateParams, upd: Path, running_version: str) -> Statement:
+    """A verified statement that fits this worker: its platform, a newer sequence. Raises Refused."""
+    here = platform_tag()
+    if statement.platform != here:
+        raise Refused(f"the release is for platform {statement.platform}, this worker runs on {here}")
+    if p.version is not None and p.version != statement.version:
+        raise Refused(f"params.version is {p.version}, the signed release is version {statement.version}")
+    if p.sequence is not None and p.sequence != statement.sequence:
+        raise Refused(f"params.sequence is {p.sequence}, the signed release has sequence {statement.sequence}")
+    if statement.version == running_version:
+        return statement  # nothing to install: the caller answers "already running"
+    _refuse_old(f"release {statement.version}", statement.sequence, upd)
+    _refuse_if_bad(upd, statement.version)
+    return statement
+
+
+def _refuse_old(what: str, sequence: int, upd: Path) -> None:
+    """No downgrade, no replay: a release must be newer than the build that runs and than any
+    release ever installed in this home."""
+    running, installed = running_sequence(), highest_installed(upd)
+    if sequence <= max(running, installed):
+        raise Refused(f"{what} has sequence {sequence}, not above this worker's (running {running}, "
+                      f"highest installed here {installed}): a downgrade or a replay")
 
 
 def preflight(binary: Path, work_dir: Path, expected_version: str | None, timeout: float | None = None) -> str:
@@ -142,7 +236,7 @@ def preflight(binary: Path, work_dir: Path, expected_version: str | None, timeou
     timeout = SELF_TEST_TIMEOUT if timeout is None else timeout
     if work_dir.exists():
         shutil.rmtree(work_dir, ignore_errors=True)
-    work_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(work_dir)
     out_path = work_dir / "self-test.txt"
     argv = [str(binary), "--self-test", "--home", str(work_dir / "home")]
     started = time.monotonic()
@@ -260,14 +354,13 @@ def _launch(staged: Staged, settings: Any, task_id: Any, worker_id: str, running
     if (upd / DECIDED).is_dir():
         shutil.rmtree(upd / DECIDED)
     name, text = for_this_platform()
-    script = upd / "run" / name
-    script.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(script, text)
+    script = private_dir(upd / "run") / name
+    write_private(script, text)
     log_path = home / "logs" / "updater.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     pending = {
         "task_id": task_id, "worker_id": worker_id, "from": running_version, "to": staged.version,
-        "sha256": staged.sha256, "exe": str(exe), "staged": str(staged.binary), "old": str(backup_of(exe)),
+        "sha256": staged.sha256, "sequence": staged.sequence, "exe": str(exe), "staged": str(staged.binary), "old": str(backup_of(exe)),
         "error_sleep": float(settings.update_error_sleep), "health_timeout": float(settings.update_health_timeout),
         "launched_at": time.time(), "supervisor_pids": pids,
     }
@@ -275,7 +368,7 @@ def _launch(staged: Staged, settings: Any, task_id: Any, worker_id: str, running
     args = ["update", str(exe), str(staged.binary), str(backup_of(exe)), str(upd), str(log_path),
             str(int(round(settings.update_health_timeout))), str(pids[0]), str(pids[1] if len(pids) > 1 else 0)]
     try:
-        proc = _start_script(script, args, worker_env(settings))
+        proc = _start_script(script, args, dict(worker_env(settings), **{STAGED_SHA_ENV: staged.binary_sha256}))
     except OSError as exc:
         clear_pending(upd)
         raise Refused(f"cannot start the updater script: {exc}") from None
@@ -351,8 +444,7 @@ def read_pending(upd: Path) -> dict | None:
 
 
 def write_pending(upd: Path, data: dict) -> None:
-    upd.mkdir(parents=True, exist_ok=True)
-    atomic_write(upd / PENDING, orjson.dumps(data, option=orjson.OPT_INDENT_2))
+    write_private(private_dir(upd) / PENDING, orjson.dumps(data, option=orjson.OPT_INDENT_2))
 
 
 def clear_pending(upd: Path) -> None:
@@ -384,8 +476,31 @@ def bad_versions(upd: Path) -> dict[str, dict]:
 def remember_bad(upd: Path, version: str, reason: str) -> None:
     data = bad_versions(upd)
     data[version] = {"reason": reason, "at": time.time()}
-    upd.mkdir(parents=True, exist_ok=True)
-    atomic_write(upd / BAD_VERSIONS, orjson.dumps(data, option=orjson.OPT_INDENT_2))
+    write_private(private_dir(upd) / BAD_VERSIONS, orjson.dumps(data, option=orjson.OPT_INDENT_2))
+
+
+def highest_installed(upd: Path) -> int:
+    """The highest release sequence ever installed in this home (0: none recorded)."""
+    try:
+        data = orjson.loads((upd / INSTALLED).read_bytes())
+    except FileNotFoundError:
+        return 0
+    except (OSError, orjson.JSONDecodeError) as exc:
+        # Unreadable is not "nothing installed": that would reopen every older release.
+        raise Refused(f"cannot read {upd / INSTALLED} ({' '.join(str(exc).split())[:120]}); fix or delete it") \
+            from None
+    value = data.get("sequence") if isinstance(data, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def remember_installed(upd: Path, sequence: int, version: str) -> None:
+    try:
+        if sequence <= highest_installed(upd):
+            return
+    except Refused:
+        pass  # an unreadable record is replaced by the release that now runs
+    write_private(private_dir(upd) / INSTALLED,
+                  orjson.dumps({"sequence": sequence, "version": version, "at": time.time()}))
 
 
 def _refuse_if_bad(upd: Path, version: str) -> None:
@@ -432,7 +547,7 @@ def _on_start(home: Path, exe: Path, frozen: bool = True) -> None:
             pids = supervisor_pids()
             top = pids[-1]  # the bootloader when there is one: killing it ends the tree
             try:
-                atomic_write(upd / STARTED, f"{top} {pids[0]}".encode("ascii"))
+                write_private(upd / STARTED, f"{top} {pids[0]}".encode("ascii"))
             except OSError as exc:
                 log.warning("update: cannot write %s: %s", upd / STARTED, exc)
 
@@ -506,6 +621,12 @@ def _on_healthy(home: Path, version: str) -> list[tuple[Any, bool, bytes, float]
                          fsync=False)
         except OSError:
             pass  # only a note for people: the directory is the decision
+        sequence = pending.get("sequence")
+        if isinstance(sequence, int) and not isinstance(sequence, bool):
+            try:
+                remember_installed(upd, sequence, version)
+            except OSError as exc:
+                log.warning("update: cannot record release sequence %d in %s: %s", sequence, upd / INSTALLED, exc)
         clear_pending(upd)
         log.info("update: version %s is healthy: reporting success of update task %r", version, task_id)
         return [(task_id, True, orjson.dumps({"message": f"updated from {old} to {new}", "version": new,
@@ -539,12 +660,16 @@ def _read_outcome(upd: Path) -> str | None:
 
 
 def check_settings(settings: Any) -> None:
-    """At start: say when updates are not signed, or when UPDATE_PUBLIC_KEYS cannot be used."""
+    """At start, one line: self-update is off (no key), or unsigned releases are accepted (labs)."""
     try:
         keys = parse_keys(settings.update_public_keys)
     except Refused as exc:
         log.error("update: %s: every update will be refused", exc)
         return
-    if not keys:
-        log.warning("UPDATE_PUBLIC_KEYS is not set: an update_worker task is installed after only its sha256/size "
-                    "checks (when given), without a signature check (docs/self-update.md)")
+    if settings.update_allow_unsigned:
+        log.warning("UPDATE_ALLOW_UNSIGNED is on: update_worker installs releases WITHOUT a signed statement "
+                    "(sha256/size checks only, no downgrade protection); for labs only, never on the fleet "
+                    "(docs/self-update.md)")
+    elif not keys:
+        log.warning("%s (UPDATE_PUBLIC_KEYS is empty): every update_worker task is refused (docs/self-update.md)",
+                    NO_KEY)

@@ -326,10 +326,15 @@ def test_sigkill_leaves_no_process(frozen: Path, server, start_worker, tmpdir_en
 
 
 def test_release_zip(frozen: Path, tmp_path: Path) -> None:
+    from config import RELEASE_SEQUENCE
+    from release.signing import keygen, verify_zip
+
     out = tmp_path / "release"
     url = "http://127.0.0.1:9/worker.zip"
-    proc = subprocess.run([sys.executable, "-m", "release.make_release", "--binary", str(frozen), "--out", str(out),
-                           "--url", url], cwd=str(ROOT), capture_output=True, text=True, timeout=120)
+    public = keygen(tmp_path / "release.key")  # a throwaway key, never the project's
+    make = [sys.executable, "-m", "release.make_release", "--binary", str(frozen), "--out", str(out), "--url", url,
+            "--sign-key", str(tmp_path / "release.key")]
+    proc = subprocess.run(make, cwd=str(ROOT), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     lines = proc.stdout.strip().splitlines()
     params = json.loads(lines[-1])
@@ -337,13 +342,13 @@ def test_release_zip(frozen: Path, tmp_path: Path) -> None:
     assert len(zips) == 1
     data = zips[0].read_bytes()
     assert params == {"url": url, "sha256": hashlib.sha256(data).hexdigest(), "size": len(data),
-                      "version": WORKER_VERSION}
+                      "version": WORKER_VERSION, "sequence": RELEASE_SEQUENCE}
     assert f"sha256: {params['sha256']}" in lines and f"size: {len(data)}" in lines
     assert json.loads((out / (zips[0].name + ".json")).read_text()) == params
 
     with zipfile.ZipFile(zips[0]) as zf:
         infos = zf.infolist()
-        assert [i.filename for i in infos] == [BINARY, "updater.bat"]
+        assert [i.filename for i in infos] == [BINARY, "updater.bat", "release.json", "release.sig"]
         assert zf.read(BINARY) == frozen.read_bytes()
         if not WINDOWS:
             assert (infos[0].external_attr >> 16) & 0o777 == 0o755
@@ -357,9 +362,12 @@ def test_release_zip(frozen: Path, tmp_path: Path) -> None:
     got = run(unpacked / BINARY, "--version", tmpdir=tmp_path)
     assert (got.returncode, got.stdout.strip()) == (0, WORKER_VERSION)
 
-    # the same binary gives the same zip
-    proc = subprocess.run([sys.executable, "-m", "release.make_release", "--binary", str(frozen), "--out", str(out),
-                           "--url", url], cwd=str(ROOT), capture_output=True, text=True, timeout=120)
+    statement = verify_zip(zips[0], [public]).statement
+    assert (statement.version, statement.sequence, statement.sha256) == \
+        (WORKER_VERSION, RELEASE_SEQUENCE, hashlib.sha256(frozen.read_bytes()).hexdigest())
+
+    # the same binary gives the same zip (Ed25519 signatures are deterministic)
+    proc = subprocess.run(make, cwd=str(ROOT), capture_output=True, text=True, timeout=120)
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == params
 
 

@@ -1,4 +1,5 @@
-"""Self-update (issue 6): refusals, the updater script's steps, crash safety, and full real cycles.
+"""Self-update (issues 6, 15): refusals, signed releases, the updater script's steps, crash safety,
+and full real cycles.
 
 Fast tests call prepare()/on_start()/on_healthy() directly and run updater.sh on stand-in
 binaries (small shell scripts that answer --self-test and behave healthy, crash or hang
@@ -34,12 +35,14 @@ import psutil
 import pytest
 from conftest import ROOT, results_by_id, wait_for
 
-from supervisor import update_extract, update_scripts, update_verify, updater
+from release import signing
+from supervisor import update_download, update_extract, update_scripts, update_verify, updater
 
 POSIX = os.name == "posix"
+posix_only = pytest.mark.skipif(not POSIX, reason="updater.sh, stand-ins and POSIX modes; updater.bat runs on Windows")
 # The stand-ins below are POSIX shell scripts: Windows cannot run them as worker.exe. There the
-# same refusals, self-tests and cycles run on real worker.exe builds (test_frozen.py and the
-# Windows cycle in test_update_windows.py).
+# same refusals, self-tests and cycles run on real worker.exe builds (test_frozen.py and
+# test_update_windows.py).
 standin_binaries = pytest.mark.skipif(not POSIX, reason="stand-in binaries are shell scripts; "
                                       "Windows runs these paths on real worker.exe builds")
 TAG_ENV = "UPDATE_TEST_TAG"  # not HIVE_*: it must survive into every process the updater starts
@@ -48,11 +51,13 @@ TAG_ENV = "UPDATE_TEST_TAG"  # not HIVE_*: it must survive into every process th
 # ---- helpers: a file server, stand-in binaries, zips ------------------------------------------------
 
 class FileServer:
-    """Serves registered bodies; modes: ok, truncate (announces more than it sends), nolength, slow."""
+    """Serves registered bodies; modes: ok, truncate (announces more than it sends), nolength, slow,
+    trickle (one byte every 50 ms; ``trickle_cut`` is set once the client has hung up)."""
 
     def __init__(self) -> None:
         self.routes: dict[str, tuple[bytes, str]] = {}
         self.hits: list[str] = []
+        self.trickle_cut = threading.Event()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -68,6 +73,19 @@ class FileServer:
                     return
                 if mode == "slow":
                     time.sleep(3)
+                if mode == "trickle":
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.close_connection = True
+                    try:
+                        for i in range(len(body)):
+                            self.wfile.write(body[i:i + 1])
+                            self.wfile.flush()
+                            time.sleep(0.05)
+                    except OSError:
+                        server.trickle_cut.set()
+                    return
                 self.send_response(200)
                 self.send_header("Content-Type", "application/octet-stream" if mode != "slow" else "text/html")
                 if mode == "nolength":
@@ -106,8 +124,11 @@ def files() -> Iterator[FileServer]:
 def standin(version: str, selftest: str = "ok", run: str = "healthy", upd: Path | None = None,
             marks: Path | None = None) -> bytes:
     """A stand-in worker binary (POSIX shell). --self-test: ok | fail | hang. Started: healthy |
-    crash | hang | old (what an old worker does: note it ran and keep running)."""
+    crash | hang | old (what an old worker does: note it ran and keep running). With ``marks``
+    every run, the self-test included, leaves a line there: "<version> <pid>" or "<version> self-test"."""
     lines = ["#!/bin/sh", 'if [ "$1" = "--self-test" ]; then']
+    if marks is not None:
+        lines += [f'  echo "{version} self-test" >> "{marks}"']
     lines += {"ok": [f'  echo "self-test ok: version {version}, tasks: example"; exit 0'],
               "fail": [f'  echo "self-test FAILED: version {version}: broken on purpose" >&2; exit 1'],
               "hang": ["  exec sleep 600"]}[selftest]
@@ -142,15 +163,33 @@ def release_zip(binary: bytes) -> bytes:
 
 
 def settings_for(home: Path, **values: Any) -> SimpleNamespace:
-    base = {"update_max_bytes": 50 * 1024 * 1024, "update_public_keys": [], "update_error_sleep": 0.0,
-            "update_health_timeout": 5.0}
+    """Settings for prepare(); by default the lab opt-out (unsigned releases), which the tests of the
+    download, the zip checks and the pre-flight use; the signing tests pass keys and turn it off."""
+    base = {"update_max_bytes": 50 * 1024 * 1024, "update_public_keys": [], "update_allow_unsigned": True,
+            "update_error_sleep": 0.0, "update_health_timeout": 5.0}
     base.update(values)
     return SimpleNamespace(home=home, values=base, sources={}, **base)
 
 
 def keypair(tmp_path: Path, name: str = "release.key") -> tuple[Path, str]:
+    """A throwaway release key pair (never the project's)."""
     path = tmp_path / name
-    return path, update_verify.keygen(path)
+    return path, signing.keygen(path)
+
+
+def signed_settings(home: Path, *public_keys: str, **values: Any) -> SimpleNamespace:
+    return settings_for(home, update_public_keys=list(public_keys), update_allow_unsigned=False, **values)
+
+
+def signed_zip(binary: bytes, version: str, sequence: int, key: Path, plat: str | None = None,
+               inside: bytes | None = None) -> bytes:
+    """A release zip with a statement for ``binary`` signed by ``key``; ``inside``: put these bytes
+    in the zip instead of the signed binary (a tampered release)."""
+    statement = update_verify.make_statement(hashlib.sha256(binary).hexdigest(), len(binary), version,
+                                             plat or update_verify.platform_tag(), sequence)
+    return make_zip({update_extract.BINARY: binary if inside is None else inside,
+                     "updater.bat": update_scripts.UPDATER_BAT, "release.json": statement,
+                     "release.sig": signing.sign_statement(statement, key)})
 
 
 def params_for(url: str, body: bytes, **extra: Any) -> dict:
@@ -235,7 +274,8 @@ def test_same_version_is_success_without_download(tmp_path: Path, files: FileSer
     ({"url": "http://h/x", "sha256": "abc"}, "64 hex digits"),
     ({"url": "http://h/x", "size": -1}, "positive whole number"),
     ({"url": "http://h/x", "version": "../x"}, "not a version string"),
-    ({"url": "http://h/x", "signature": "%%%"}, "not valid base64"),
+    ({"url": "http://h/x", "release": "{}"}, "come together"),
+    ({"url": "http://h/x", "sequence": 0}, "params.sequence must be a positive whole number"),
     ([1, 2], "JSON object"),
 ])
 def test_bad_params_refused(tmp_path: Path, params: Any, message: str) -> None:
@@ -299,26 +339,91 @@ def test_oversize_and_truncated_downloads_refused(tmp_path: Path, files: FileSer
 
 
 @standin_binaries
-def test_signatures(tmp_path: Path, files: FileServer) -> None:
+def test_no_release_key_means_self_update_is_off(tmp_path: Path, files: FileServer, caplog) -> None:
+    import logging
+
+    body = release_zip(standin("9.1.0", marks=tmp_path / "ran"))
+    url = files.add("/ok.zip", body)
+    off = settings_for(tmp_path / "home", update_allow_unsigned=False)
+    assert updater.refusal_at_once(off) == updater.NO_KEY == "self-update is off: this build has no release key"
+    assert _refused(tmp_path / "home", params_for(url, body), off) == updater.NO_KEY
+    assert files.hits == [] and not (tmp_path / "ran").exists()  # not downloaded, nothing run
+    with caplog.at_level(logging.WARNING, logger="hive.update"):
+        updater.check_settings(off)
+    assert [r.levelname for r in caplog.records] == ["WARNING"] and updater.NO_KEY in caplog.text
+    assert updater.refusal_at_once(signed_settings(tmp_path, keypair(tmp_path)[1])) is None
+
+
+@standin_binaries
+def test_signed_releases(tmp_path: Path, files: FileServer) -> None:
+    """Only a statement signed by a trusted key, for this platform, with a newer sequence, whose
+    binary is the one in the zip, gets as far as the self-test; nothing refused is ever run."""
     key, public = keypair(tmp_path)
     other, other_public = keypair(tmp_path, "other.key")
-    body = release_zip(standin("9.1.0"))
-    sha = hashlib.sha256(body).hexdigest()
-    url = files.add("/ok.zip", body)
-    signed = settings_for(tmp_path / "home", update_public_keys=[other_public, public])  # rotation: 2 keys
-    assert "not signed" in _refused(tmp_path / "home", params_for(url, body), signed)
-    assert files.hits == []  # refused before any download
-    bad = update_verify.sign_release("0" * 64, key)  # the right key, another zip
-    assert "does not verify" in _refused(tmp_path / "home", params_for(url, body, signature=bad), signed)
-    only_other = settings_for(tmp_path / "home", update_public_keys=[other_public])
-    good = update_verify.sign_release(sha, key)
-    assert "does not verify" in _refused(tmp_path / "home", params_for(url, body, signature=good), only_other)
-    staged = updater.prepare(params_for(url, body, signature=good), signed, "2.0.0")
-    assert staged is not None and staged.version == "9.1.0"
-    # No sha256 in the params: the signature still covers the bytes downloaded.
-    assert updater.prepare({"url": url, "signature": good}, signed, "2.0.0") is not None
-    broken = settings_for(tmp_path / "home", update_public_keys=["not base64!"])
-    assert "UPDATE_PUBLIC_KEYS[0]" in _refused(tmp_path / "home", params_for(url, body, signature=good), broken)
+    home = tmp_path / "home"
+    ran = tmp_path / "ran"
+    good_bin = standin("9.1.0", marks=ran)
+    keyed = signed_settings(home, other_public, public)  # rotation: the release is signed by the second key
+
+    def refused(body: bytes, message: str, settings: Any = keyed, **params: Any) -> None:
+        url = files.add(f"/r{len(files.routes)}.zip", body)
+        got = _refused(home, dict(params_for(url, body), **params), settings)
+        assert message in got, got
+        assert "\n" not in got and not ran.exists()  # one line; nothing from it ran
+
+    refused(release_zip(good_bin), "the release is not signed: no release.json and release.sig")
+    refused(signed_zip(good_bin, "9.1.0", 5, other), "does not verify against any of the 1 key(s)",
+            signed_settings(home, public))  # a key not in the list
+    refused(signed_zip(good_bin, "9.1.0", 5, key, inside=standin("9.1.0", marks=ran) + b"# evil\n"),
+            "the binary in the zip is not the signed one")
+    refused(signed_zip(good_bin, "9.1.0", 1, key), "has sequence 1, not above this worker's (running 1")
+    refused(signed_zip(good_bin, "9.1.0", 5, key, plat="plan9-mips"), "the release is for platform plan9-mips")
+    refused(signed_zip(good_bin, "9.1.0", 5, key), "params.version is 9.2.0, the signed release is version 9.1.0",
+            version="9.2.0")
+    refused(signed_zip(good_bin, "9.1.0", 5, key), "params.sequence is 6, the signed release has sequence 5",
+            sequence=6)
+    statement = update_verify.make_statement("0" * 64, 1, "9.1.0", update_verify.platform_tag(), 5)
+    sig = signing.sign_statement(statement, key)
+    refused(signed_zip(good_bin, "9.1.0", 5, key), "does not verify",  # another statement's signature
+            release=statement.replace(b"9.1.0", b"9.1.1").decode(), release_signature=sig.decode())
+
+    body = signed_zip(good_bin, "9.1.0", 5, key)
+    url = files.add("/good.zip", body)
+    staged = updater.prepare({"url": url}, keyed, "2.0.0")  # url only, as a 1.0.x server sends it
+    assert staged is not None and (staged.version, staged.sequence) == ("9.1.0", 5)
+    assert staged.binary_sha256 == hashlib.sha256(good_bin).hexdigest()
+    assert ran.read_text().split() == ["9.1.0", "self-test"]
+    # The same signed release on the worker that runs it: nothing to do (and nothing run).
+    ran.unlink()
+    assert updater.prepare({"url": url}, keyed, "9.1.0") is None and not ran.exists()
+
+    # Once sequence 5 was installed here (the new worker recorded it), 5 and below never come back.
+    updater.write_pending(home / "update", {"task_id": 1, "from": "2.0.0", "to": "9.1.0", "sequence": 5})
+    [(_, ok, _, _)] = updater.on_healthy(home, "9.1.0", "w1")
+    assert ok and updater.highest_installed(home / "update") == 5
+    hits = len(files.hits)
+    refused(body, "has sequence 5, not above this worker's (running 1, highest installed here 5)")
+    old_bin = standin("9.0.0", marks=ran)
+    old = signed_zip(old_bin, "9.0.0", 4, key)
+    with zipfile.ZipFile(io.BytesIO(old)) as zf:
+        old_statement, old_sig = zf.read("release.json").decode(), zf.read("release.sig").decode()
+    refused(old, "has sequence 4", sequence=4)  # refused before the download
+    refused(old, "has sequence 4", release=old_statement, release_signature=old_sig)  # the same
+    assert len(files.hits) == hits + 1  # only the first one was downloaded
+    assert updater.prepare({"url": files.add("/six.zip", signed_zip(good_bin, "9.1.0", 6, key))}, keyed,
+                           "2.0.0") is not None
+    ran.unlink()
+    # An unreadable record is not "nothing installed".
+    (home / "update" / "installed.json").write_text("{broken")
+    refused(body, "cannot read")
+
+    # The lab opt-out: an unsigned release goes through, a signed one is still checked.
+    lab = settings_for(home, update_public_keys=[public], update_allow_unsigned=True)
+    (home / "update" / "installed.json").unlink()
+    ran.unlink(missing_ok=True)
+    assert updater.prepare({"url": files.add("/unsigned.zip", release_zip(good_bin))}, lab, "2.0.0") is not None
+    ran.unlink()
+    refused(signed_zip(good_bin, "9.1.0", 5, other), "does not verify", lab)
 
 
 @pytest.mark.parametrize("members, message", [
@@ -353,6 +458,43 @@ def test_duplicate_and_bomb_members_refused(tmp_path: Path, files: FileServer) -
     bomb = make_zip({update_extract.BINARY: b"\0" * (20 * 1024 * 1024)})
     url = files.add("/bomb.zip", bomb)
     assert "compression ratio" in _refused(tmp_path, params_for(url, bomb))
+
+
+@pytest.mark.timeout(60)
+def test_trickled_download_is_cut_at_the_deadline(tmp_path: Path, files: FileServer) -> None:
+    """One byte every 50 ms never trips the 60 s read timeout; the overall deadline must still hold
+    (it is checked after every receive, not after every 256 KB)."""
+    url = files.add("/trickle.zip", b"x" * 200_000, "trickle")
+    with pytest.raises(update_verify.Refused, match=r"download: not complete after 1 s \((\d+) bytes so far\)") as info:
+        update_download.download(url, tmp_path / "release.zip", 10**6, total_timeout=1.0)
+    so_far = int(re.search(r"\((\d+) bytes", str(info.value)).group(1))
+    assert 0 < so_far < 200_000
+    assert files.trickle_cut.wait(10)  # the worker hung up
+    assert list(tmp_path.iterdir()) == []
+
+
+@posix_only
+def test_update_files_are_private_whatever_the_umask(tmp_path: Path, files: FileServer) -> None:
+    body = release_zip(standin("9.1.0"))
+    url = files.add("/ok.zip", body)
+    upd = tmp_path / "update"
+    old_umask = os.umask(0)
+    try:
+        staged = updater.prepare(params_for(url, body), settings_for(tmp_path), "2.0.0")
+        update_download.download(url, tmp_path / "plain.zip", 10**6)
+        updater.write_pending(upd, {"task_id": 1})
+        updater.remember_bad(upd, "9.0.0", "rolled back")
+    finally:
+        os.umask(old_umask)
+    assert staged is not None
+
+    def mode(p: Path) -> int:
+        return stat.S_IMODE(p.stat().st_mode)
+
+    assert {p.name: mode(p) for p in (upd, upd / "staged", upd / "preflight")} == \
+        {"update": 0o700, "staged": 0o700, "preflight": 0o700}
+    assert mode(staged.binary) == 0o700
+    assert mode(upd / "pending.json") == mode(upd / "bad-versions.json") == mode(tmp_path / "plain.zip") == 0o600
 
 
 @standin_binaries
@@ -411,8 +553,10 @@ class Install:
         return dict(os.environ, **{TAG_ENV: self.tag}, **(extra or {}))
 
     def run(self, env: dict[str, str] | None = None) -> subprocess.Popen:
+        """The script as launch() starts it, told the staged binary's checked hash."""
         args = ["update", str(self.exe), str(self.staged), str(self.old), str(self.upd), str(self.log),
                 str(self.health), str(self.supervisor.pid), "0"]
+        env = {updater.STAGED_SHA_ENV: hashlib.sha256(self.new_bytes).hexdigest(), **(env or {})}
         self.proc = subprocess.Popen(["/bin/sh", str(self.script), *args], env=self.env(env), cwd="/",
                                      start_new_session=True, stdin=subprocess.DEVNULL)
         return self.proc
@@ -442,9 +586,6 @@ class Install:
         for child in helpers:
             if child.name() != "sleep" or child.cmdline()[-1] == "601":
                 child.kill()
-
-
-posix_only = pytest.mark.skipif(not POSIX, reason="updater.sh; updater.bat runs on Windows")
 
 
 @posix_only
@@ -490,6 +631,28 @@ def test_script_rolls_back(tmp_path: Path, tag: str, new_run: str, reason: str) 
     assert result["kind"] == "update_failed" and reason in result["error"]
     assert "2.0.0" in updater.bad_versions(inst.upd)
     assert updater.read_pending(inst.upd) is None and updater.on_healthy(inst.home, "1.0.0", "w1") == []
+
+
+@posix_only
+@pytest.mark.parametrize("how", ["replaced after the pre-flight", "no checked hash given"])
+def test_script_swaps_in_only_the_checked_binary(tmp_path: Path, tag: str, how: str) -> None:
+    """Another account that could write the staged binary between the self-test and the swap (or a
+    caller that gives no hash) gets nothing installed: the script deletes it and restarts the old one."""
+    inst = Install(tmp_path, tag, "healthy")
+    proc = inst.run({updater.STAGED_SHA_ENV: ""} if how.startswith("no") else None)
+    wait_for(lambda: "started: exe" in inst.logged(), 10, what="the updater to start")
+    if how.startswith("replaced"):
+        inst.staged.write_bytes(standin("6.6.6", run="healthy", upd=inst.upd, marks=inst.marks))
+    inst.old_exits()
+    assert proc.wait(20) == 1, inst.logged()
+    outcome = "failed: the staged binary is not the one that was checked; not installed"
+    assert (inst.upd / "outcome.txt").read_text().strip() == outcome
+    assert outcome in inst.logged() and "the new binary is in place" not in inst.logged()
+    assert inst.exe.read_bytes() == inst.old_bytes and not inst.staged.exists()
+    wait_for(lambda: inst.running_versions() == ["1.0.0"], 5, what="the old version to run again")
+    assert inst.marks.read_text().split()[0::2] == ["1.0.0"]  # neither the new nor the swapped-in one ran
+    [(_, ok, raw, _)] = updater.on_healthy(inst.home, "1.0.0", "w1")
+    assert not ok and outcome in orjson.loads(raw)["error"]
 
 
 @posix_only
@@ -675,7 +838,7 @@ def test_start_warning_and_restart_environment(tmp_path: Path, caplog) -> None:
     with caplog.at_level(logging.WARNING, logger="hive.update"):
         updater.check_settings(settings_for(tmp_path))
         updater.check_settings(settings_for(tmp_path, update_public_keys=["short"]))
-    assert "UPDATE_PUBLIC_KEYS is not set" in caplog.text and "every update will be refused" in caplog.text
+    assert "UPDATE_ALLOW_UNSIGNED is on" in caplog.text and "every update will be refused" in caplog.text
     # A malformed key is a settings error at start (exit 2), not a silent refusal of every update.
     with pytest.raises(settings_mod.SettingsError, match="UPDATE_PUBLIC_KEYS"):
         settings_mod.load(config, tmp_path, {}, {"HIVE_UPDATE_PUBLIC_KEYS": "short"})
@@ -683,10 +846,11 @@ def test_start_warning_and_restart_environment(tmp_path: Path, caplog) -> None:
     keys = ",".join(__import__("base64").b64encode(bytes([i]) * 32).decode() for i in (1, 2))
     loaded = settings_mod.load(config, tmp_path, {"pool_size": "3"},
                                {"HIVE_NO_TASK_SLEEP": "0.5", "HIVE_TASK_LIMITS": "[x]\ntime = 2",
-                                "HIVE_UPDATE_PUBLIC_KEYS": keys})
+                                "HIVE_UPDATE_PUBLIC_KEYS": keys, "HIVE_UPDATE_ALLOW_UNSIGNED": "yes"})
     env = updater.worker_env(loaded)
     assert env["HIVE_HOME"] == str(tmp_path) and env["HIVE_POOL_SIZE"] == "3" and env["HIVE_NO_TASK_SLEEP"] == "0.5"
     assert env["HIVE_UPDATE_PUBLIC_KEYS"] == keys and env["PYINSTALLER_RESET_ENVIRONMENT"] == "1"
+    assert loaded.update_allow_unsigned is True and env["HIVE_UPDATE_ALLOW_UNSIGNED"] == "True"
     again = settings_mod.load(config, tmp_path, {}, {k: v for k, v in env.items() if k.startswith("HIVE_")
                                                      and k != "HIVE_HOME"})
     assert again.values == loaded.values
@@ -702,11 +866,77 @@ def test_from_source_update_is_refused(server, start_worker) -> None:
     assert w.proc.poll() is None
 
 
+def test_a_worker_without_a_release_key_refuses_updates_and_serves_on(server, start_worker) -> None:
+    w = start_worker(server.url, env={"HIVE_UPDATE_PUBLIC_KEYS": ""})
+    task_id = server.enqueue("update_worker", {"url": "http://127.0.0.1:9/x.zip"})
+    after = server.enqueue("example", {"text": "still here"})
+    got = wait_for(lambda: results_by_id(server).get(task_id), 20, what="the update's answer")
+    assert got[0]["status"] == "failure" and got[0]["result"] == {"error": updater.NO_KEY, "kind": "update_failed"}
+    assert wait_for(lambda: results_by_id(server).get(after), 20, what="the next task")[0]["status"] == "success"
+    assert w.proc.poll() is None  # (the start-up warning is the frozen build's: test_no_key_build_*)
+
+
+@standin_binaries
+def test_release_command_keygen_make_sign_verify(tmp_path: Path, files: FileServer) -> None:
+    """The operator's two commands (keygen once, make_release per release) and sign/verify; the
+    private key's content is in no output, not even when the key file is broken."""
+    outputs: list[str] = []
+
+    def run(*args: Any, module: str = "release") -> subprocess.CompletedProcess:
+        got = subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=str(ROOT), capture_output=True,
+                             text=True, timeout=120)
+        outputs.append(got.stdout + got.stderr)
+        return got
+
+    key = tmp_path / "release.key"
+    got = run("keygen", key)
+    assert got.returncode == 0, got.stderr
+    public = got.stdout.split()[-1]
+    secret = key.read_text().strip()
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600 and public == signing.public_key_of(key)
+    assert run("keygen", key).returncode == 1 and key.read_text().strip() == secret  # never overwritten
+    got = run("keygen", ROOT / "release-test.key")
+    assert got.returncode == 1 and "inside the project tree" in got.stderr and not (ROOT / "release-test.key").exists()
+
+    binary = tmp_path / "dist" / update_extract.BINARY
+    binary.parent.mkdir()
+    binary.write_bytes(b'#!/bin/sh\n[ "$1" = --version ] && { echo 9.1.0; exit 0; }\n'
+                       + standin("9.1.0").split(b"\n", 1)[1])
+    binary.chmod(0o755)
+    out = tmp_path / "out"
+    got = run("--binary", binary, "--out", out, "--url", "http://127.0.0.1:9/w.zip", module="release.make_release")
+    assert got.returncode == 2 and "--sign-key" in got.stderr  # unsigned only when asked for
+    got = run("--binary", binary, "--out", out, "--url", "http://127.0.0.1:9/w.zip", "--sign-key", key,
+              "--sequence", 5, module="release.make_release")
+    assert got.returncode == 0, got.stdout + got.stderr
+    params = orjson.loads(got.stdout.strip().splitlines()[-1])
+    [zip_path] = out.glob("*.zip")
+    data = zip_path.read_bytes()
+    assert params == {"url": "http://127.0.0.1:9/w.zip", "sha256": hashlib.sha256(data).hexdigest(),
+                      "size": len(data), "version": "9.1.0", "sequence": 5}
+    with zipfile.ZipFile(zip_path) as zf:
+        assert zf.namelist() == [update_extract.BINARY, "updater.bat", "release.json", "release.sig"]
+    got = run("verify", zip_path, "--key", public)
+    assert got.returncode == 0 and "version 9.1.0, sequence 5" in got.stdout, got.stderr
+    got = run("verify", zip_path)  # the project's key (config.py) did not sign this one
+    assert got.returncode == 1 and "does not verify" in got.stderr
+    # What make_release wrote is what a worker installs: url only, no params to trust.
+    staged = updater.prepare({"url": files.add("/w.zip", data)}, signed_settings(tmp_path / "home", public), "2.0.0")
+    assert staged is not None and (staged.version, staged.sequence) == ("9.1.0", 5)
+
+    got = run("sign", key, zip_path, "--version", "9.1.0", "--sequence", 6)
+    assert got.returncode == 0, got.stderr
+    assert "sequence 6" in run("verify", zip_path, "--key", public).stdout
+    broken = tmp_path / "broken.key"
+    broken.write_text(secret[:20] + "!" + secret[21:])
+    got = run("sign", broken, zip_path, "--version", "9.1.0", "--sequence", 7)
+    assert got.returncode == 1 and "not a readable private key file" in got.stderr
+    assert not any(secret[:16] in text for text in outputs)
+
+
 # ---- real one-file binaries: the full cycle, rollbacks, migration from 1.0.x ------------------------
 
-
-
-def _copy_repo(dest: Path, version: str) -> Path:
+def _copy_repo(dest: Path, version: str, sequence: int) -> Path:
     keep = {"main.py", "config.py", "supervisor", "executor", "tasks", "devserver", "release", "updater.bat",
             "requirements.txt", "requirements-dev.txt", "pyproject.toml"}
 
@@ -718,7 +948,8 @@ def _copy_repo(dest: Path, version: str) -> Path:
     shutil.copytree(ROOT, dest, ignore=ignore)
     config = dest / "config.py"
     text, count = re.subn(r'^WORKER_VERSION = "[^"]*"', f'WORKER_VERSION = "{version}"', config.read_text(), flags=re.M)
-    assert count == 1
+    text, count2 = re.subn(r"^RELEASE_SEQUENCE = \d+", f"RELEASE_SEQUENCE = {sequence}", text, flags=re.M)
+    assert count == count2 == 1
     config.write_text(text)
     return dest
 
@@ -726,12 +957,14 @@ def _copy_repo(dest: Path, version: str) -> Path:
 @pytest.fixture(scope="session")
 def builds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]:
     """Two real one-file builds made at the same time with the release build command: this repo
-    (the old version) and a copy whose WORKER_VERSION is another (the new one)."""
-    from config import WORKER_VERSION
+    (the old version) and a copy whose WORKER_VERSION and RELEASE_SEQUENCE are the next ones (the
+    new one). Both carry the project's public key; the tests trust throwaway keys instead through
+    HIVE_UPDATE_PUBLIC_KEYS (the project's private key is never used by a test)."""
+    from config import RELEASE_SEQUENCE, WORKER_VERSION
 
     base = tmp_path_factory.mktemp("update-builds")
     new_version = WORKER_VERSION + "-next"
-    sources = {"old": ROOT, "new": _copy_repo(base / "src-new", new_version)}
+    sources = {"old": ROOT, "new": _copy_repo(base / "src-new", new_version, RELEASE_SEQUENCE + 1)}
     env = {k: v for k, v in os.environ.items() if not k.startswith("HIVE_")}
     procs = {}
     started = time.monotonic()
@@ -747,16 +980,39 @@ def builds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace
         assert proc.returncode == 0, f"{name} build failed: {output[-4000:]}"
     binary = update_extract.BINARY
     yield SimpleNamespace(old=base / "old" / "dist" / binary, new=base / "new" / "dist" / binary,
-                          old_version=WORKER_VERSION, new_version=new_version, seconds=time.monotonic() - started)
+                          old_version=WORKER_VERSION, new_version=new_version, old_sequence=RELEASE_SEQUENCE,
+                          new_sequence=RELEASE_SEQUENCE + 1, seconds=time.monotonic() - started)
 
 
-def _release(tmp_path: Path, binary: Path, name: str) -> bytes:
-    """A release zip made by the release command's own writer."""
+def _release(tmp_path: Path, binary: Path, name: str, key: Path | None = None, version: str = "",
+             sequence: int = 0, inside: Path | None = None) -> bytes:
+    """A release zip made by the release command's own writer; with ``key``, signed for ``binary``
+    (``inside``: another file goes into the zip in its place)."""
     from release.make_release import UPDATER, crlf, write_zip
 
     path = tmp_path / name
-    write_zip(path, binary, update_extract.BINARY, crlf(UPDATER.read_bytes()))
+    signed = signing.signed_members(binary, update_extract.BINARY, version, sequence, key) if key else None
+    write_zip(path, inside or binary, update_extract.BINARY, crlf(UPDATER.read_bytes()), signed)
     return path.read_bytes()
+
+
+def _swap_saboteur(tmp_path: Path, staged: Path, evil: bytes) -> tuple[Path, Path]:
+    """(PATH folder, trigger file): an ``ln`` wrapper that, when the trigger file exists, replaces
+    the staged binary with ``evil`` right after the updater's backup link, i.e. after the pre-flight
+    and just before the swap, as another local account with write access could."""
+    folder = tmp_path / "saboteur"
+    folder.mkdir()
+    (folder / "evil").write_bytes(evil)
+    trigger = tmp_path / "sabotage-next-swap"
+    script = folder / "ln"
+    script.write_text(f"""#!/bin/sh
+{shutil.which("ln")} "$@"
+rc=$?
+if [ -f "{trigger}" ]; then rm -f "{trigger}"; cp "{folder / 'evil'}" "{staged}"; fi
+exit $rc
+""")
+    script.chmod(0o755)
+    return folder, trigger
 
 
 def _install(tmp_path: Path, binary: Path) -> Path:
@@ -819,30 +1075,76 @@ def _product_pages(files: FileServer, count: int) -> list[dict]:
     return [{"product_id": i, "url": files.add(f"/product/{i}", page, "slow")} for i in range(count)]
 
 
+def _refused_result(server: Any, task_id: Any, message: str, timeout: float = 60) -> dict:
+    got = _result(server, task_id, timeout)
+    assert got["status"] == "failure" and got["result"]["kind"] == "update_failed", got
+    assert message in got["result"]["error"] and "\n" not in got["result"]["error"], got
+    return got
+
+
 @pytest.mark.slow
 @posix_only
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(900)
 def test_full_cycle_with_two_real_binaries(builds: SimpleNamespace, server, start_worker, files: FileServer,
                                            tag: str, tmp_path: Path) -> None:
+    """The old real binary refuses every release that is not ours and new (nothing of them runs),
+    refuses a staged binary swapped after its check, then installs the signed new release under
+    load; the new one refuses the same release again (nothing to do) and the old one (a downgrade)."""
     key, public = keypair(tmp_path)
+    other, _ = keypair(tmp_path, "other.key")
     home = _install(tmp_path, builds.old)
-    body = _release(tmp_path, builds.new, "worker-new.zip")
+    ran = tmp_path / "ran"  # every stand-in that runs, even only its self-test, leaves a line here
+    body = _release(tmp_path, builds.new, "worker-new.zip", key, builds.new_version, builds.new_sequence)
     url = files.add("/releases/worker-new.zip", body)
-    sha = hashlib.sha256(body).hexdigest()
-    good = params_for(url, body, version=builds.new_version, signature=update_verify.sign_release(sha, key))
-    w = start_worker(server.url, env=_worker_env(tag, tmp_path, HIVE_UPDATE_PUBLIC_KEYS=public), home=home,
-                     cmd=[str(home / update_extract.BINARY)])
+    good = params_for(url, body, version=builds.new_version)
+    saboteur, trigger = _swap_saboteur(tmp_path, home / "update" / "staged" / update_extract.BINARY,
+                                       standin("6.6.6", upd=home / "update", marks=ran))
+    w = start_worker(server.url, home=home, cmd=[str(home / update_extract.BINARY)],
+                     env=_worker_env(tag, tmp_path, HIVE_UPDATE_PUBLIC_KEYS=public,
+                                     PATH=f"{saboteur}:{os.environ['PATH']}"))
 
     # Under load, a release whose hash does not match: refused, reported, the old version serves on.
     load = [server.enqueue("prom_pars", {"products_to_scrape": _product_pages(files, 1), "delay": 0})
             for _ in range(2)]
     bad = server.enqueue("update_worker", dict(good, sha256="f" * 64))
     after_bad = server.enqueue("example", {"text": "still old"})
-    got = _result(server, bad)
-    assert got["status"] == "failure" and got["result"]["kind"] == "update_failed", got
-    assert "SHA-256 is" in got["result"]["error"]
+    _refused_result(server, bad, "SHA-256 is")
     assert all(_result(server, t)["status"] == "success" for t in [*load, after_bad])
     assert w.proc.poll() is None and _poster_version(server, after_bad) == {builds.old_version}
+
+    # Not ours, or not new: refused, one line each, and nothing of it is run (not even its self-test).
+    unsigned = release_zip(standin("9.1.0", marks=ran))
+    foreign = signed_zip(standin("9.1.0", marks=ran), "9.1.0", 99, other)
+    tampered_bin = tmp_path / "tampered"
+    original = builds.new.read_bytes()
+    tampered_bin.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))  # one bit of the real binary
+    tampered = _release(tmp_path, builds.new, "tampered.zip", key, builds.new_version, builds.new_sequence,
+                        inside=tampered_bin)
+    older = _release(tmp_path, builds.new, "older.zip", key, builds.new_version, builds.old_sequence)
+    for name, zipped, message in [
+        ("unsigned", unsigned, "the release is not signed: no release.json and release.sig in the zip"),
+        ("foreign", foreign, "the release signature does not verify against any of the 1 key(s)"),
+        ("tampered", tampered, "the binary in the zip is not the signed one"),
+        ("older", older, f"has sequence {builds.old_sequence}, not above this worker's (running "
+                         f"{builds.old_sequence}, highest installed here 0): a downgrade or a replay"),
+    ]:
+        task = server.enqueue("update_worker", {"url": files.add(f"/releases/{name}.zip", zipped)})
+        _refused_result(server, task, message)
+    check = server.enqueue("example", {"text": "still old"})
+    assert _result(server, check)["status"] == "success" and _poster_version(server, check) == {builds.old_version}
+    assert not ran.exists() and not (home / "update" / "staged" / update_extract.BINARY).exists()
+
+    # The good release, but its staged binary is replaced after the pre-flight: the updater's check
+    # just before the swap refuses it, deletes it and starts the old worker again, which reports it.
+    trigger.touch()
+    sabotaged = server.enqueue("update_worker", good)
+    got = _refused_result(server, sabotaged, "failed: the staged binary is not the one that was checked", 120)
+    assert _poster_version(server, sabotaged) == {builds.old_version}
+    assert w.wait(30) == 0  # the first process handed over and exited cleanly
+    assert not trigger.exists() and not ran.exists()  # the swapped-in program never ran
+    assert (home / update_extract.BINARY).read_bytes() == builds.old.read_bytes()
+    assert not (home / "update" / "staged" / update_extract.BINARY).exists()
+    assert builds.new_version not in updater.bad_versions(home / "update")  # it never ran: not held against it
 
     # Under load, the real release: drained, downloaded, verified, swapped, restarted, healthy.
     t0 = time.monotonic()
@@ -861,17 +1163,33 @@ def test_full_cycle_with_two_real_binaries(builds: SimpleNamespace, server, star
     worker_ids = {r["worker_id"] for r in server.results()}
     assert len(worker_ids) == 1  # the same identity all along
     assert (home / "worker.conf").read_text().strip() in worker_ids
-    assert w.wait(30) == 0  # the old process exited cleanly
     exe = home / update_extract.BINARY
     assert exe.read_bytes() == builds.new.read_bytes() and updater.backup_of(exe).read_bytes() == builds.old.read_bytes()
     assert _status(home).get("version") == builds.new_version
     updater_log = home / "logs" / "updater.log"
     wait_for(lambda: "the new worker is healthy: update done" in updater_log.read_text(), 5, what="the updater's end")
     assert "(hard link)" in updater_log.read_text()
+    assert "the staged binary still has the checked sha256" in updater_log.read_text()
     assert (home / "updater.sh").read_bytes() == update_scripts.UPDATER_SH
     assert updater.read_pending(home / "update") is None
+    assert updater.highest_installed(home / "update") == builds.new_sequence
     worker_log = (home / "logs" / "worker.log").read_text()
-    assert "signature verified with UPDATE_PUBLIC_KEYS[0]" in worker_log
+    assert f"release {builds.new_version} (sequence {builds.new_sequence}, {update_verify.platform_tag()}) signed " \
+           "by UPDATE_PUBLIC_KEYS[0]" in worker_log
+
+    # The same signed release again (url only): downloaded, verified, nothing to do.
+    hits = len(files.hits)
+    again = server.enqueue("update_worker", {"url": url})
+    got = _result(server, again)
+    assert got["status"] == "success" and got["result"] == {"message": f"already running {builds.new_version}"}
+    assert len(files.hits) == hits + 1 and _poster_version(server, again) == {builds.new_version}
+    # The old release, properly signed: a downgrade, refused (the issue's 2.0.0 -> 1.0.0).
+    downgrade = _release(tmp_path, builds.old, "downgrade.zip", key, builds.old_version, builds.old_sequence)
+    task = server.enqueue("update_worker", {"url": files.add("/releases/downgrade.zip", downgrade)})
+    _refused_result(server, task, "a downgrade or a replay")
+    check = server.enqueue("example", {"text": "still new"})
+    assert _result(server, check)["status"] == "success" and _poster_version(server, check) == {builds.new_version}
+    assert exe.read_bytes() == builds.new.read_bytes()
     print(f"\nbuilds: {builds.seconds:.0f} s for two; binary {builds.old.stat().st_size / 1e6:.1f} MB; "
           f"update task to success: {took:.1f} s")
     _stop_tagged(tag)
@@ -880,15 +1198,40 @@ def test_full_cycle_with_two_real_binaries(builds: SimpleNamespace, server, star
 @pytest.mark.slow
 @posix_only
 @pytest.mark.timeout(600)
+def test_no_key_build_refuses_every_update(builds: SimpleNamespace, server, start_worker, files: FileServer,
+                                           tag: str, tmp_path: Path) -> None:
+    """A build with no release key (here: the real binary with UPDATE_PUBLIC_KEYS emptied) says so
+    once at start and refuses every update at once: nothing drained, downloaded or run."""
+    home = _install(tmp_path, builds.old)
+    ran = tmp_path / "ran"
+    body = release_zip(standin("9.1.0", marks=ran))
+    w = start_worker(server.url, home=home, cmd=[str(home / update_extract.BINARY)],
+                     env=_worker_env(tag, tmp_path, HIVE_UPDATE_PUBLIC_KEYS=""))
+    task = server.enqueue("update_worker", {"url": files.add("/r.zip", body)})
+    after = server.enqueue("example", {"text": "serving"})
+    got = _result(server, task)
+    assert got["status"] == "failure" and got["result"] == {"error": updater.NO_KEY, "kind": "update_failed"}
+    assert _result(server, after)["status"] == "success"
+    assert files.hits == [] and not ran.exists() and w.proc.poll() is None
+    warnings = [line for line in (home / "logs" / "worker.log").read_text().splitlines()
+                if "UPDATE_PUBLIC_KEYS is empty" in line]
+    assert len(warnings) == 1 and " WARNING " in warnings[0] and updater.NO_KEY in warnings[0], warnings
+    w.stop()
+
+
+@pytest.mark.slow
+@posix_only
+@pytest.mark.timeout(600)
 def test_rollbacks_with_a_real_old_binary(builds: SimpleNamespace, server, start_worker, files: FileServer,
                                           tag: str, tmp_path: Path) -> None:
+    key, public = keypair(tmp_path)
     home = _install(tmp_path, builds.old)
     upd = home / "update"
-    crash = release_zip(standin("9.9.1", run="crash", upd=upd))
-    hang = release_zip(standin("9.9.2", run="hang", upd=upd))
+    crash = signed_zip(standin("9.9.1", run="crash", upd=upd), "9.9.1", 1001, key)
+    hang = signed_zip(standin("9.9.2", run="hang", upd=upd), "9.9.2", 1002, key)
     crash_url, hang_url = files.add("/crash.zip", crash), files.add("/hang.zip", hang)
-    w = start_worker(server.url, env=_worker_env(tag, tmp_path, HIVE_UPDATE_HEALTH_TIMEOUT="5"), home=home,
-                     cmd=[str(home / update_extract.BINARY)])
+    w = start_worker(server.url, home=home, cmd=[str(home / update_extract.BINARY)],
+                     env=_worker_env(tag, tmp_path, HIVE_UPDATE_HEALTH_TIMEOUT="5", HIVE_UPDATE_PUBLIC_KEYS=public))
     old_id = None
     for url, body, version, reason in [
         (crash_url, crash, "9.9.1", "rolled back: the new worker exited before it was healthy"),
