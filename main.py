@@ -31,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="worker", description="The Hive worker: claims tasks, runs them, posts results.")
     mode = p.add_argument_group("modes")
     mode.add_argument("--version", action="store_true", help="print the version and exit")
+    mode.add_argument("--sha256", metavar="FILE", help="print FILE's SHA-256 (updater.bat's check where certutil fails)")
     mode.add_argument("--print-config", action="store_true", help="print the effective settings as TOML and exit")
     mode.add_argument("--status", action="store_true", help="print the running worker's status and exit")
     mode.add_argument("--self-test", action="store_true", help="import every task, start one executor, exit 0 if fine")
@@ -71,6 +72,16 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.version:
         print(WORKER_VERSION)
+        return 0
+    if args.sha256:
+        import hashlib
+
+        try:
+            with open(args.sha256, "rb") as f:
+                print(hashlib.file_digest(f, "sha256").hexdigest())
+        except OSError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_BAD_SETTINGS
         return 0
 
     from executor.registry import load_config, registry_of

@@ -130,12 +130,20 @@ set "OUTCOME=failed: the staged binary is not the one that was checked; not inst
 goto fail_before
 :check_staged
 rem STAGED_OK=1 when STAGED still has the SHA-256 the worker checked (UPDATER_STAGED_SHA256);
-rem certutil prints it on its second line (older Windows spaces the hex digits)
+rem certutil prints it on its second line (older Windows spaces the hex digits); where certutil
+rem prints nothing (a stub, as under Wine) the old binary, ours and already trusted, hashes it
 set "STAGED_OK=0"
 set "GOT="
 if not defined UPDATER_STAGED_SHA256 exit /b 0
 for /f "usebackq skip=1 delims=" %%h in (`certutil -hashfile "%STAGED%" SHA256 2^>NUL`) do if not defined GOT set "GOT=%%h"
+if defined GOT goto compare_staged
+if not exist "%OLD%" exit /b 0
+"%OLD%" --sha256 "%STAGED%" >"%UPD%\staged.sha256" 2>NUL
+if exist "%UPD%\staged.sha256" set /p GOT=<"%UPD%\staged.sha256"
+del /F /Q "%UPD%\staged.sha256" >NUL 2>&1
 if not defined GOT exit /b 0
+>>"%LOG%" echo %DATE% %TIME% updater: certutil gave no hash: the old binary computed it
+:compare_staged
 set "GOT=%GOT: =%"
 if /I "%GOT%"=="%UPDATER_STAGED_SHA256%" set "STAGED_OK=1"
 exit /b 0

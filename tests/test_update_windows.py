@@ -15,7 +15,6 @@ case updater.bat must survive: it decides from the home's worker.lock instead.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -41,7 +40,7 @@ from test_update import (
 )
 
 from devserver import Fault
-from supervisor import update_extract, update_scripts, update_verify, updater
+from supervisor import update_extract, update_scripts, updater
 
 pytestmark = [
     pytest.mark.slow,
@@ -71,17 +70,17 @@ def _kill_image(exe: Path) -> None:
     psutil.wait_procs(victims, timeout=10)
 
 
-def _signed(tmp_path: Path, url: str, body: bytes, version: str) -> tuple[dict, str]:
+def _signed_release(tmp_path: Path, files: FileServer, builds: SimpleNamespace) -> tuple[dict, str]:
+    """The new build as a signed release zip (a throwaway key), served; (params, public key)."""
     key, public = keypair(tmp_path)
-    sha = hashlib.sha256(body).hexdigest()
-    return params_for(url, body, version=version, signature=update_verify.sign_release(sha, key)), public
+    body = _release(tmp_path, builds.new, "worker-new.zip", key, builds.new_version, builds.new_sequence)
+    return params_for(files.add("/worker-new.zip", body), body, version=builds.new_version), public
 
 
 def test_full_cycle_with_updater_bat(builds: SimpleNamespace, server, start_worker, files: FileServer, tag: str,
                                      tmp_path: Path) -> None:
     home = _install(tmp_path, builds.old)
-    body = _release(tmp_path, builds.new, "worker-new.zip")
-    good, public = _signed(tmp_path, files.add("/worker-new.zip", body), body, builds.new_version)
+    good, public = _signed_release(tmp_path, files, builds)
     w = start_worker(server.url, env=_worker_env(tag, tmp_path, HIVE_UPDATE_PUBLIC_KEYS=public), home=home,
                      cmd=[str(home / EXE)])
     try:
@@ -111,8 +110,7 @@ def test_full_cycle_with_updater_bat(builds: SimpleNamespace, server, start_work
 def test_unhealthy_new_version_is_rolled_back(builds: SimpleNamespace, server, start_worker, files: FileServer,
                                               tag: str, tmp_path: Path) -> None:
     home = _install(tmp_path, builds.old)
-    body = _release(tmp_path, builds.new, "worker-new.zip")
-    good, public = _signed(tmp_path, files.add("/worker-new.zip", body), body, builds.new_version)
+    good, public = _signed_release(tmp_path, files, builds)
     w = start_worker(server.url, env=_worker_env(tag, tmp_path, HIVE_UPDATE_PUBLIC_KEYS=public,
                                                  HIVE_UPDATE_HEALTH_TIMEOUT="15"),
                      home=home, cmd=[str(home / EXE)])
@@ -158,7 +156,8 @@ def test_a_1_0_x_install_takes_our_release(builds: SimpleNamespace, server, star
     (home / "workername.txt").write_text("shop7")
     (home / "updater.bat").write_bytes(LEGACY_UPDATER)
     (home / EXE).write_bytes(b"MZ the 1.0.9 worker")  # not running: the 1.0.x worker exits first
-    body = _release(tmp_path, builds.new, "worker-new.zip")
+    key, _ = keypair(tmp_path)
+    body = _release(tmp_path, builds.new, "worker-new.zip", key, builds.new_version, builds.new_sequence)
     url = files.add("/worker-new.zip", body)
 
     # The 1.0.x worker's steps, as the protocol describes them: download beside itself, unpack
