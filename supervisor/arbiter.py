@@ -68,7 +68,8 @@ class Arbiter:
         self.health = diagnostics.Health()  # uptime, failures by kind, the log tail
         self.guest = Guest(settings, self.home)  # when the PC's owner wants no new work
         self.disk = DiskWatch(self.home)
-        self.cpucap = CpuCap(settings.cpu_cap_percent)
+        self.cpucap = CpuCap(settings.cpu_cap_percent, priority=settings.executor_priority,
+                             executors=settings.pool_size)
         self.not_claiming: str | None = "starting"  # why no claim can go out now (status.json)
         self.pool = Pool(settings.pool_size, executor_init(settings, config_path, version, debug),
                          settings, self.on_result, place=self.cpucap.adopt)

@@ -26,12 +26,40 @@ from supervisor import winjob
 log = logging.getLogger("hive.cpucap")
 
 PERIOD_US = 100_000  # the kernel's default CFS period
+# The kernel's weight of a task at nice 0..19 (sched_prio_to_weight), and EXECUTOR_PRIORITY's nice levels.
+NICE_WEIGHTS = (1024, 820, 655, 526, 423, 335, 272, 215, 172, 137, 110, 87, 70, 56, 45, 36, 29, 23, 18, 15)
+PRIORITY_NICE = {"idle": 19, "below_normal": 10, "normal": 0}
 SUPERVISOR_LEAF = "hive-supervisor"  # cgroup v2: where the supervisor moves so its cgroup may have children
 
 
 def quota_us(percent: float, ncpu: int) -> int:
     """CFS quota per PERIOD_US for ``percent`` of a machine with ``ncpu`` CPUs (at least 1 ms)."""
     return max(1000, round(percent / 100.0 * ncpu * PERIOD_US))
+
+
+def group_weight(priority: str, executors: int, autogroup_nice: int | None = None) -> int:
+    """The cgroup's weight on the 1024 = nice 0 scale (cgroup v1 cpu.shares).
+
+    The scheduler weighs a cgroup as one entity against its siblings, and the nice level
+    of the processes inside no longer counts outside it; so the group gets the weight its
+    executors had without it, and the cap changes nothing but the cap under contention.
+    That is the sum of their weights, except under autogroup (a desktop's root cgroup),
+    where they were in their session's autogroup, weighed as one by its nice level."""
+    if autogroup_nice is not None:
+        return NICE_WEIGHTS[max(0, min(19, autogroup_nice))]
+    return max(2, NICE_WEIGHTS[PRIORITY_NICE.get(priority, 0)] * max(1, executors))
+
+
+def _autogroup_nice(cgroup_path: str) -> int | None:
+    """The nice level of this process's autogroup, if autogroup applies to it (root cgroup only)."""
+    if cgroup_path not in ("", "/"):
+        return None
+    try:
+        if Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() != "1":
+            return None
+        return int(Path("/proc/self/autogroup").read_text().split("nice")[1])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def _mounts() -> tuple[Path | None, Path | None]:
@@ -70,8 +98,12 @@ def _pids(cgroup: Path) -> set[int]:
 
 
 class CpuCap:
-    def __init__(self, percent: float, ncpu: int | None = None) -> None:
+    def __init__(self, percent: float, ncpu: int | None = None, priority: str = "normal",
+                 executors: int = 1) -> None:
         self.percent = percent
+        self.priority = priority
+        self.executors = executors
+        self.weight = group_weight(priority, executors)
         self.ncpu = ncpu or os.cpu_count() or 1
         self.how: str | None = None  # what enforces it, or None
         self.why_not: str | None = None
@@ -111,6 +143,7 @@ class CpuCap:
         own = _own_cgroups()
         problems = []
         if v2 is not None and "" in own:
+            self.weight = group_weight(self.priority, self.executors, _autogroup_nice(own[""]))
             try:
                 self.cgroup = self._v2(v2, own[""])
                 self.how = f"cgroup v2 cpu.max in {self.cgroup}"
@@ -119,6 +152,7 @@ class CpuCap:
                 problems.append(f"cgroup v2: {exc.strerror or exc}")
         cpu_key = next((k for k in own if "cpu" in k.split(",")), None)
         if v1 is not None and cpu_key is not None:
+            self.weight = group_weight(self.priority, self.executors, _autogroup_nice(own[cpu_key]))
             try:
                 self.cgroup = self._v1(v1 / own[cpu_key].lstrip("/"))
                 self.how = f"cgroup v1 cpu.cfs_quota_us in {self.cgroup}"
@@ -146,13 +180,18 @@ class CpuCap:
             for pid in _pids(parent):
                 (leaf / "cgroup.procs").write_text(str(pid))
             (parent / "cgroup.subtree_control").write_text("+cpu")
-        return self._make(parent, lambda cg: (cg / "cpu.max").write_text(
-            f"{quota_us(self.percent, self.ncpu)} {PERIOD_US}"))
+        def limit(cg: Path) -> None:
+            (cg / "cpu.max").write_text(f"{quota_us(self.percent, self.ncpu)} {PERIOD_US}")
+            # cpu.weight: 100 is nice 0's 1024.
+            (cg / "cpu.weight").write_text(str(max(1, min(10000, round(self.weight * 100 / 1024)))))
+
+        return self._make(parent, limit)
 
     def _v1(self, parent: Path) -> Path:
         def limit(cg: Path) -> None:
             (cg / "cpu.cfs_period_us").write_text(str(PERIOD_US))
             (cg / "cpu.cfs_quota_us").write_text(str(quota_us(self.percent, self.ncpu)))
+            (cg / "cpu.shares").write_text(str(self.weight))
 
         return self._make(parent, limit)
 
@@ -196,4 +235,5 @@ class CpuCap:
             self.cgroup = None
 
     def describe(self) -> dict[str, Any]:
-        return {"percent": self.percent, "enforced_by": self.how, "not_enforced_because": self.why_not}
+        return {"percent": self.percent, "enforced_by": self.how, "not_enforced_because": self.why_not,
+                "weight": self.weight if self.cgroup is not None else None}

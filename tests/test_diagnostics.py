@@ -10,7 +10,7 @@ import pytest
 import config
 from supervisor import diagnostics, status
 from supervisor.arbiter import Arbiter
-from supervisor.cpucap import PERIOD_US, quota_us
+from supervisor.cpucap import PERIOD_US, group_weight, quota_us
 from supervisor.diskspace import DiskWatch
 from supervisor.settings import load
 
@@ -88,6 +88,13 @@ def test_quota_is_a_share_of_the_whole_machine():
     assert quota_us(50, 2) == PERIOD_US  # half of two CPUs: one CPU's worth
     assert quota_us(25, 8) == 2 * PERIOD_US
     assert quota_us(0.001, 1) == 1000  # the kernel's minimum
+
+
+def test_group_weight_is_what_the_executors_weighed_alone():
+    assert group_weight("below_normal", 3) == 3 * 110  # three nice-10 processes
+    assert group_weight("normal", 2) == 2048 and group_weight("idle", 1) == 15
+    assert group_weight("below_normal", 3, autogroup_nice=0) == 1024  # one session's autogroup at nice 0
+    assert group_weight("normal", 1, autogroup_nice=25) == 15
 
 
 def test_status_render_says_why_not_claiming(tmp_path):

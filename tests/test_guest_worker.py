@@ -128,6 +128,10 @@ def test_cpu_cap_puts_every_executor_under_one_quota(server, start_worker):
     quota = (cgroup / "cpu.max").read_text().split()[0] if (cgroup / "cpu.max").exists() else (
         cgroup / "cpu.cfs_quota_us").read_text().strip()
     assert int(quota) == cpucap.quota_us(50, psutil.cpu_count())
+    weight = (cgroup / "cpu.shares") if (cgroup / "cpu.shares").exists() else (cgroup / "cpu.weight")
+    expected = cap["weight"]  # what the executors weighed without the cgroup (cpucap.group_weight)
+    assert expected in (cpucap.group_weight("below_normal", 2), *cpucap.NICE_WEIGHTS)
+    assert int(weight.read_text()) == (expected if weight.name == "cpu.shares" else round(expected * 100 / 1024))
     members = set(map(int, (cgroup / "cgroup.procs").read_text().split()))
     executors = {p.pid for p in tree_of(w.pid)}
     assert len(executors) == 2 and executors <= members and w.pid not in members
