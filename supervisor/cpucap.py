@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from supervisor import winjob
+from supervisor.home import is_frozen
 
 log = logging.getLogger("hive.cpucap")
 
@@ -171,7 +172,7 @@ class CpuCap:
             # No processes may live in a cgroup whose children get controllers: move the
             # supervisor (and a one-file build's bootloader, its parent) into a leaf first,
             # but only if nobody else is in there.
-            ours = {os.getpid(), os.getppid()}
+            ours = {os.getpid()} | ({os.getppid()} if is_frozen() else set())
             others = _pids(parent) - ours
             if others:
                 raise OSError(0, f"{parent} holds other processes ({len(others)}), so it cannot be divided")

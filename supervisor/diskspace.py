@@ -6,8 +6,11 @@ the server only gets it back through its own requeue; so stop asking before that
 
 from __future__ import annotations
 
+import logging
 import shutil
 from pathlib import Path
+
+log = logging.getLogger("hive.disk")
 
 DISK_FREE_MIN_MB = 64
 CHECK_EVERY = 10.0  # seconds; free space does not vanish faster than a few tasks write
@@ -20,6 +23,7 @@ class DiskWatch:
         self.min_free = min_free_mb * MB
         self.next_check = 0.0
         self.free: int | None = None
+        self.was_full = False
 
     def full(self, now: float) -> str | None:
         """Why the disk is too full to claim, or None."""
@@ -29,6 +33,14 @@ class DiskWatch:
                 self.free = shutil.disk_usage(self.home).free
             except OSError:
                 self.free = None  # unknown: the journal's own errors still say it
-        if self.free is not None and self.free < self.min_free:
-            return f"disk full ({self.free / MB:.0f} MB free in {self.home}, under {self.min_free / MB:.0f} MB)"
+        full = self.free is not None and self.free < self.min_free
+        if full != self.was_full:
+            self.was_full = full
+            if full:
+                log.error("only %.0f MB free in %s (under %.0f MB): not claiming until there is space",
+                          (self.free or 0) / MB, self.home, self.min_free / MB)
+            else:
+                log.info("disk space in %s is back: claiming resumes", self.home)
+        if full:
+            return f"disk full ({(self.free or 0) / MB:.0f} MB free in {self.home}, under {self.min_free / MB:.0f} MB)"
         return None

@@ -318,6 +318,10 @@ class Guest:
         i = self.inputs
         return {"paused": self.pause is not None, "why": self.pause.text if self.pause else None,
                 "for_seconds": round(now - self.since, 1),
-                "inputs": {"on_battery": i.on_battery, "idle_seconds": i.idle_seconds,
-                           "other_cpu_percent": i.other_cpu_percent, "pause_file": i.pause_file}}
+                "inputs": {"on_battery": i.on_battery, "idle_seconds": _round(i.idle_seconds),
+                           "other_cpu_percent": _round(i.other_cpu_percent), "pause_file": i.pause_file}}
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
 
