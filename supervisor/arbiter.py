@@ -174,7 +174,7 @@ class Arbiter:
             elif task.task_type == UPDATE_TASK:
                 self.handle_update(claim)
             elif task.task_type == diagnostics.TASK_TYPE:
-                # Answered here, never by an executor: it must work when they are all broken.
+                # Answered here, never by an executor: it works when task code or executors are broken.
                 log.info("task %r (%s): answering with this worker's diagnostics", task.id, task.task_type)
                 self.on_result(claim, True, diagnostics.answer(self), None, 0.0)
             elif task.task_type not in self.registry_names:
@@ -288,6 +288,9 @@ class Arbiter:
         if len(self.outbox):
             log.info("%d result(s) from earlier runs wait in the outbox (%d interrupted task(s) among them)",
                      len(self.outbox), reported)
+        if diagnostics.TASK_TYPE in self.registry_names:
+            log.warning("TASK_REGISTRY has an entry %r: it is never called, the supervisor answers that task type "
+                        "itself (built-in)", diagnostics.TASK_TYPE)
         self.guest.describe_start()
         self.cpucap.start()  # before the first executor: each one is placed under it as it starts
         self.pool.start()

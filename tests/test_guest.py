@@ -170,9 +170,16 @@ def test_x11_idle_time_grows_and_input_resets_it(monkeypatch):
         xvfb.wait(10)
 
 
-def test_idle_reader_says_why_without_a_display(monkeypatch):
+def test_idle_reader_says_why_without_a_display(monkeypatch, tmp_path, caplog):
     if os.name == "nt":
         pytest.skip("Windows always has GetLastInputInfo")
     monkeypatch.delenv("DISPLAY", raising=False)
     reader = guest.IdleReader()
     assert reader.read() is None and "DISPLAY" in reader.why_unsupported
+    caplog.set_level(logging.INFO, logger="hive.guest")
+    Guest(_settings(pause_when_user_active_minutes=0), tmp_path, environ={}).describe_start()
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]  # off: nothing to warn about
+    Guest(_settings(pause_when_user_active_minutes=5), tmp_path, environ={}).describe_start()
+    warning = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warning) == 1 and "PAUSE_WHEN_USER_ACTIVE_MINUTES is set but user input cannot be seen" in warning[0]
+    assert "has no effect on this PC" in warning[0]
