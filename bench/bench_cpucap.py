@@ -26,8 +26,19 @@ from common import BENCH_CONFIG, CORES, DevServer, HiveWorker, cpu_seconds, emit
 ROUNDS = 20000  # ~0.2 s of sha256 per task on this machine's class of CPU
 
 
+def throttling(how: str) -> tuple[int, int]:
+    """(periods, throttled periods) of the executors' cgroup so far; (0, 0) without one."""
+    if " in /" not in how:
+        return 0, 0
+    try:
+        stat = dict(line.split() for line in (Path(how.rsplit(" in ", 1)[1]) / "cpu.stat").read_text().splitlines())
+        return int(stat["nr_periods"]), int(stat["nr_throttled"])
+    except (OSError, KeyError, ValueError):
+        return 0, 0
+
+
 def measure(workdir: Path, cap: float, window: float) -> tuple[float, float, str]:
-    """(share of the machine in %, tasks per second, what enforced the cap)."""
+    """(share of the machine in %, tasks per second, what enforced the cap and how often it bit)."""
     server = DevServer(workdir)
     worker = None
     try:
@@ -37,9 +48,6 @@ def measure(workdir: Path, cap: float, window: float) -> tuple[float, float, str
         worker.wait_started()
         wait_for(lambda: server.results() >= 2 * CORES, 120, "the pool to be busy")
         executors = worker.executors()
-        cpu0, done0, t0 = cpu_seconds(executors), server.results(), time.monotonic()
-        time.sleep(window)
-        cpu1, done1, t1 = cpu_seconds(executors), server.results(), time.monotonic()
         how = "off"
         if cap:
             try:
@@ -47,6 +55,14 @@ def measure(workdir: Path, cap: float, window: float) -> tuple[float, float, str
                 how = status["cpu_cap"]["enforced_by"] or f"NOT enforced: {status['cpu_cap']['not_enforced_because']}"
             except (OSError, ValueError, KeyError):
                 how = "unknown"
+        periods0, throttled0 = throttling(how)
+        cpu0, done0, t0 = cpu_seconds(executors), server.results(), time.monotonic()
+        time.sleep(window)
+        cpu1, done1, t1 = cpu_seconds(executors), server.results(), time.monotonic()
+        periods1, throttled1 = throttling(how)
+        if periods1 > periods0:
+            # Throttled in most periods: the cap is what limits. Rarely: the other programs are.
+            how += f"; throttled in {100 * (throttled1 - throttled0) / (periods1 - periods0):.0f}% of CFS periods"
         return 100.0 * (cpu1 - cpu0) / ((t1 - t0) * CORES), (done1 - done0) / (t1 - t0), how
     finally:
         if worker is not None:
