@@ -175,8 +175,7 @@ class Arbiter:
                 self.handle_update(claim)
             elif task.task_type == diagnostics.TASK_TYPE:
                 # Answered here, never by an executor: it works when task code or executors are broken.
-                log.info("task %r (%s): answering with this worker's diagnostics", task.id, task.task_type)
-                self.on_result(claim, True, diagnostics.answer(self), None, 0.0)
+                self.answer_diagnostics(claim)
             elif task.task_type not in self.registry_names:
                 self.fail_now(claim, f"unknown task type {task.task_type!r} (not in this worker's TASK_REGISTRY)",
                               "unknown_task")
@@ -185,6 +184,17 @@ class Arbiter:
             elif not self.pool.dispatch(claim):
                 self.gate.put_back(claim)  # no idle executor after all
                 return
+
+    def answer_diagnostics(self, claim: Claim) -> None:
+        try:
+            raw = diagnostics.answer(self)
+        except Exception as exc:  # noqa: BLE001 - a bug in a report must not stop the worker
+            log.exception("task %r (%s): cannot collect the diagnostics", claim.task.id, claim.task.task_type)
+            self.fail_now(claim, f"diagnostics failed: {type(exc).__name__}: {exc}", "exception")
+            return
+        log.info("task %r (%s): answered with this worker's diagnostics (%d bytes)", claim.task.id,
+                 claim.task.task_type, len(raw))
+        self.on_result(claim, True, raw, None, 0.0)
 
     # ---- self-update: drain, prepare (off-thread), hand over, exit --------------------------
 

@@ -122,7 +122,8 @@ class CpuCap:
                 self._start_linux()
             else:
                 self.why_not = f"no CPU cap mechanism on {sys.platform}"
-        except OSError as exc:
+        except Exception as exc:  # noqa: BLE001 - e.g. an odd /proc/self/cgroup: uncapped, said once, serving
+            self.how = None
             self.why_not = f"{type(exc).__name__}: {exc}"
         if self.how:
             log.info("CPU_CAP_PERCENT=%g: all executors together get at most %g%% of this machine's %d CPU(s), "

@@ -266,6 +266,7 @@ class Guest:
         self.inputs = Inputs()
         self.pause: Pause | None = None
         self.since = time.monotonic()
+        self.read_failed = False
 
     def describe_start(self) -> None:
         """One line at start: what the policy is, and which part cannot work on this PC."""
@@ -294,7 +295,13 @@ class Guest:
         """The reason not to claim now (None: claim); re-reads the inputs every CHECK_EVERY."""
         if now >= self.next_check:
             self.next_check = now + CHECK_EVERY
-            self.inputs = self.read(now)
+            try:
+                self.inputs = self.read(now)
+            except Exception:  # noqa: BLE001 - a reader's surprise keeps the last state, never stops the worker
+                if not self.read_failed:
+                    log.exception("cannot read the guest policy's inputs; keeping the last state")
+                    self.read_failed = True
+                return self.pause.text if self.pause else None
             self._change(decide(self.policy, self.inputs), now)
         return self.pause.text if self.pause else None
 

@@ -113,7 +113,7 @@ def test_worker_diagnostics_end_to_end(server, start_worker):
     assert "crashed its executor" in log and "time limit of 0.5 s reached" in log
     assert "token=***" in log and "s3cr3t" not in log
     assert all("\n" not in line and len(line) <= diagnostics.LINE_MAX for line in d["log"])
-    assert "answering with this worker's diagnostics" in w.log()
+    assert "answered with this worker's diagnostics" in w.log()
 
 
 def test_cpu_cap_puts_every_executor_under_one_quota(server, start_worker):
