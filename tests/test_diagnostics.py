@@ -55,13 +55,25 @@ def test_log_tail_keeps_warnings_one_line_each_clipped_and_redacted():
     assert "not kept" not in "".join(lines)
 
 
-def _arbiter(tmp_path, **env):
-    settings = load(config, tmp_path, {}, environ={"HIVE_SERVER_URL": "http://u:pw@127.0.0.1:9/api", **env})
-    return Arbiter(settings, "worker_test", "9.9.9", set())
+@pytest.fixture
+def make_arbiter(tmp_path):
+    """A real Arbiter, never run: its state is what diagnostics reads."""
+    made = []
+
+    def make(**env):
+        home = tmp_path / f"home{len(made)}"
+        home.mkdir()
+        settings = load(config, home, {}, environ={"HIVE_SERVER_URL": "http://u:pw@127.0.0.1:9/api", **env})
+        made.append(Arbiter(settings, "worker_test", "9.9.9", set()))
+        return made[-1]
+
+    yield make
+    for arb in made:
+        arb.journal.close()  # Windows cannot remove the home while the journal is open
 
 
-def test_answer_is_bounded_and_keeps_the_essentials(tmp_path):
-    arb = _arbiter(tmp_path)
+def test_answer_is_bounded_and_keeps_the_essentials(make_arbiter):
+    arb = make_arbiter()
     for _ in range(diagnostics.LOG_LINES):
         arb.health.tail.lines.append("y" * diagnostics.LINE_MAX)
     arb.health.failed("time_limit")
@@ -72,7 +84,7 @@ def test_answer_is_bounded_and_keeps_the_essentials(tmp_path):
     assert len(data["log"]) == diagnostics.LOG_LINES and "log_truncated" not in data
     # A table of limits far over the bound: the answer still fits and says it was cut.
     huge = "\n".join(f"t{i} = {{time = {i}}}" for i in range(6000))
-    arb = _arbiter(tmp_path, HIVE_TASK_LIMITS=huge)
+    arb = make_arbiter(HIVE_TASK_LIMITS=huge)
     raw = diagnostics.answer(arb)
     data = orjson.loads(raw)
     assert len(raw) <= diagnostics.MAX_BYTES and data["truncated"] is True and data["version"] == "9.9.9"
