@@ -123,6 +123,11 @@ def test_cpu_cap_puts_every_executor_under_one_quota(server, start_worker):
         pytest.skip(f"no CPU cap mechanism here: {cap['not_enforced_because']}")
     assert "not enforced" not in w.log()
     w.wait_ready(2)
+    task = server.enqueue("echo", {"under": "the cap"})  # the nested jobs / the cgroup still run tasks
+    assert wait_for(lambda: results_by_id(server).get(task), 30, what="a task under the cap")[0]["status"] == "success"
+    if sys.platform == "win32":
+        assert cap["enforced_by"] == "a Windows Job Object CPU rate hard cap"
+        return
     cgroup = Path(cap["enforced_by"].rsplit(" in ", 1)[1])
     assert cgroup.name == f"hive-executors-{w.pid}"
     quota = (cgroup / "cpu.max").read_text().split()[0] if (cgroup / "cpu.max").exists() else (
