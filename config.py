@@ -66,6 +66,14 @@ UPDATE_PUBLIC_KEYS: list = ["Gtt6yuQClBCdZBFXnucwWGDkybjhgRtcETZEhCEWv3I="]
 UPDATE_ALLOW_UNSIGNED = False
 UPDATE_HEALTH_TIMEOUT = 120.0  # the updater rolls back if the new worker is not healthy by then
 
+# Being a good guest on the PC's owner's machine (docs/settings.md). Pausing only stops
+# claiming: running tasks finish and their results are posted. A file named "pause" in
+# the home pauses too.
+PAUSE_ON_BATTERY = True  # no new tasks while the PC runs on battery
+PAUSE_WHEN_USER_ACTIVE_MINUTES = 0.0  # ... while keyboard/mouse input came in the last N minutes (0: off)
+PAUSE_WHEN_CPU_BUSY_PERCENT = 0.0  # ... while other programs use more than this % of the CPU (0: off)
+CPU_CAP_PERCENT = 0.0  # all executors together get at most this % of the whole machine (0: off)
+
 LOG_LEVEL = "INFO"
 LOG_MAX_MB = 10  # logs/worker.log is rotated at this size ...
 LOG_BACKUPS = 5  # ... keeping this many old files

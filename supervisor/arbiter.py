@@ -20,13 +20,16 @@ from typing import Any
 import orjson
 
 from executor.conventions import failure
+from supervisor import diagnostics, updater
 from supervisor import home as home_mod
-from supervisor import updater
 from supervisor.backoff import Backoff
 from supervisor.claimer import Claim, ClaimGate, ClaimLoop
 from supervisor.client import HiveClient, Task, result_body
+from supervisor.cpucap import CpuCap
+from supervisor.diskspace import DiskWatch
 from supervisor.executors import CTX
 from supervisor.flusher import Flusher
+from supervisor.guest import Guest
 from supervisor.outbox import Journal, Outbox, new_key, recover_interrupted
 from supervisor.pool import Pool, executor_init
 from supervisor.status import Status
@@ -62,8 +65,14 @@ class Arbiter:
         self.outbox = Outbox(self.home, int(settings.outbox_max_mb * 1024 * 1024))
         self.gate = ClaimGate(on_claim=self.wake)
         self.hooks: list[Callable[[], None]] = []  # run every loop turn (dev reloader)
+        self.health = diagnostics.Health()  # uptime, failures by kind, the log tail
+        self.guest = Guest(settings, self.home)  # when the PC's owner wants no new work
+        self.disk = DiskWatch(self.home)
+        self.cpucap = CpuCap(settings.cpu_cap_percent, priority=settings.executor_priority,
+                             executors=settings.pool_size)
+        self.not_claiming: str | None = "starting"  # why no claim can go out now (status.json)
         self.pool = Pool(settings.pool_size, executor_init(settings, config_path, version, debug),
-                         settings, self.on_result)
+                         settings, self.on_result, place=self.cpucap.adopt)
         self.flusher = Flusher(self.journal)
         self.submitter = SubmitLoop(self._client(), self.outbox, self.journal, self.flusher, self.backoff,
                                     self.status)
@@ -151,6 +160,7 @@ class Arbiter:
             except (orjson.JSONDecodeError, AttributeError):
                 error = ""
             log.warning("task %r (%s) failed in %.2f s, kind %s: %s", task.id, task.task_type, seconds, kind, error)
+            self.health.failed(kind)
         self.submitter.hand_over(claim.key, result_body(task.id, self.worker_id, ok, raw), task.id)
 
     def fail_now(self, claim: Claim, error: str, kind: str) -> None:
@@ -167,6 +177,9 @@ class Arbiter:
                 self.fail_now(claim, claim.malformed, "bad_params" if task.task_type else "unknown_task")
             elif task.task_type == UPDATE_TASK:
                 self.handle_update(claim)
+            elif task.task_type == diagnostics.TASK_TYPE:
+                # Answered here, never by an executor: it works when task code or executors are broken.
+                self.answer_diagnostics(claim)
             elif task.task_type not in self.registry_names:
                 self.fail_now(claim, f"unknown task type {task.task_type!r} (not in this worker's TASK_REGISTRY)",
                               "unknown_task")
@@ -175,6 +188,17 @@ class Arbiter:
             elif not self.pool.dispatch(claim):
                 self.gate.put_back(claim)  # no idle executor after all
                 return
+
+    def answer_diagnostics(self, claim: Claim) -> None:
+        try:
+            raw = diagnostics.answer(self)
+        except Exception as exc:  # noqa: BLE001 - a bug in a report must not stop the worker
+            log.exception("task %r (%s): cannot collect the diagnostics", claim.task.id, claim.task.task_type)
+            self.fail_now(claim, f"diagnostics failed: {type(exc).__name__}: {exc}", "exception")
+            return
+        log.info("task %r (%s): answered with this worker's diagnostics (%d bytes)", claim.task.id,
+                 claim.task.task_type, len(raw))
+        self.on_result(claim, True, raw, None, 0.0)
 
     # ---- self-update: drain, prepare (off-thread), hand over, exit --------------------------
 
@@ -272,6 +296,7 @@ class Arbiter:
 
     def run(self) -> int:
         self.install_signals()
+        self.health.install()
         log.info("worker %s version %s starting: server %s, pool of %d, home %s", self.worker_id, self.version,
                  self.settings.server_url, self.settings.pool_size, self.home)
         if home_mod.is_frozen():
@@ -281,6 +306,11 @@ class Arbiter:
         if len(self.outbox):
             log.info("%d result(s) from earlier runs wait in the outbox (%d interrupted task(s) among them)",
                      len(self.outbox), reported)
+        if diagnostics.TASK_TYPE in self.registry_names:
+            log.warning("TASK_REGISTRY has an entry %r: it is never called, the supervisor answers that task type "
+                        "itself (built-in)", diagnostics.TASK_TYPE)
+        self.guest.describe_start()
+        self.cpucap.start()  # before the first executor: each one is placed under it as it starts
         self.pool.start()
         self.flusher.start()
         self.submitter.start()
@@ -328,11 +358,13 @@ class Arbiter:
                     return
 
     def update_gate(self, now: float) -> None:
+        mono = time.monotonic()
+        paused = self.guest.paused(mono)  # read every turn, so its changes are logged when they happen
         hold = None
         if self.stop_event.is_set():
             hold = "stopping"
         elif self.update is not None:
-            hold = "updating"
+            hold = "draining for an update"
         elif time.monotonic() < self.hold_until:
             hold = self.hold_why
         elif self.outbox.full(extra=self.submitter.backlog_bytes()):
@@ -345,10 +377,22 @@ class Arbiter:
         elif self.outbox_full_logged:
             log.info("outbox below its cap again: claiming resumes")
             self.outbox_full_logged = False
-        self.gate.set_ready(self.pool.ready_count(time.monotonic()), hold)
+        hold = hold or self.disk.full(mono) or (paused and f"paused: {paused}")
+        ready = self.pool.ready_count(mono)
+        self.gate.set_ready(ready, hold)
+        self.not_claiming = hold or self._waiting_for(ready)
         if now - self.last_status >= STATUS_EVERY:
             self.write_status()
             self.last_status = now
+
+    def _waiting_for(self, ready: int) -> str | None:
+        """Reasons the claim thread waits though nothing holds the gate (the one place they are named)."""
+        wait = self.backoff.remaining()
+        if wait > 0:
+            return f"backing off after server trouble: next try in {wait:.0f} s"
+        if ready == 0:
+            return "no idle executor (all busy, starting or pausing after a failure)"
+        return None
 
     def write_status(self) -> None:
         try:
@@ -357,6 +401,8 @@ class Arbiter:
                 "server_url": self.settings.server_url, "state": self.state,
                 "slots": self.pool.describe(time.monotonic()),
                 "outbox_results": len(self.outbox), "outbox_bytes": self.outbox.size(),
+                "claiming": self.not_claiming is None, "not_claiming_because": self.not_claiming,
+                "pause": self.guest.state(time.monotonic()), "cpu_cap": self.cpucap.describe(),
             })
         except OSError as exc:
             log.debug("cannot write status file: %s", exc)
@@ -365,6 +411,7 @@ class Arbiter:
         self.stop_event.set()
         self.state = "stopping"
         self.pool.stop()
+        self.cpucap.close()
         persisted = self.submitter.persist()
         self.submitter.closing.set()
         # Give waiting results a moment to reach the server; whatever is left stays on disk.
@@ -373,9 +420,11 @@ class Arbiter:
         self.flusher.stop()
         self.journal.close()
         self.state = "stopped"
+        self.not_claiming = "stopped"
         self.stopped.set()
         self.write_status()
         left = len(self.outbox)
         log.info("stopped; %d result(s) wait in the outbox for the next start%s", left,
                  f" ({persisted} persisted at shutdown)" if persisted else "")
+        self.health.uninstall()
         sys.stdout.flush()

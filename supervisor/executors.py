@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import time
+from collections.abc import Callable
 from multiprocessing import resource_tracker
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -41,7 +42,8 @@ def describe_exit(code: int | None) -> str:
 
 
 class Executor:
-    def __init__(self, slot: int, generation: int, init: dict[str, Any], scratch: Path | None = None) -> None:
+    def __init__(self, slot: int, generation: int, init: dict[str, Any], scratch: Path | None = None,
+                 place: Callable[[int], None] | None = None) -> None:
         self.slot = slot
         self.generation = generation
         self.scratch = scratch  # its tasks' working folder, made by the executor on first use
@@ -55,6 +57,7 @@ class Executor:
         self.idle_cpu = 0.0  # CPU seconds of its tree when it last went idle (its own report)
         self.started_at = 0.0
         self.job = None
+        self.place = place  # puts the new process under the pool's CPU cap (cpucap.CpuCap.adopt)
 
     def start(self) -> None:
         parent_conn, child_conn = CTX.Pipe(duplex=True)
@@ -75,6 +78,8 @@ class Executor:
         self.conn = parent_conn
         self.pid = self.process.pid or 0
         self.started_at = time.monotonic()
+        if self.place is not None:
+            self.place(self.pid)  # before adopt(): on Windows its own job must nest inside the cap's
         self.job = winjob.adopt(self.pid)
 
     def send(self, msg: dict[str, Any]) -> None:

@@ -78,8 +78,10 @@ ResultSink = Callable[[Claim, bool, bytes, str | None, float], None]
 
 
 class Pool:
-    def __init__(self, size: int, init: dict[str, Any], settings: Any, on_result: ResultSink) -> None:
+    def __init__(self, size: int, init: dict[str, Any], settings: Any, on_result: ResultSink,
+                 place: Callable[[int], None] | None = None) -> None:
         self.settings = settings
+        self.place = place  # every new executor goes through it (the CPU cap)
         self.init = init
         self.on_result = on_result
         self.slots = [Slot(i) for i in range(size)]
@@ -107,7 +109,8 @@ class Pool:
         # Jitter, so executors started together are not all recycled at the same moment.
         slot.max_tasks = max(1, round(limit * self.rng.uniform(0.9, 1.1))) if limit else 0
         slot.tasks_done = 0
-        ex = Executor(slot.index, slot.generation, self.init, self.scratch_root / f"{slot.index}-{slot.generation}")
+        ex = Executor(slot.index, slot.generation, self.init, self.scratch_root / f"{slot.index}-{slot.generation}",
+                      self.place)
         try:
             ex.start()
         except Exception as exc:  # noqa: BLE001 - e.g. out of handles: retry later, never crash

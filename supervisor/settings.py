@@ -96,6 +96,11 @@ SPECS: tuple[Spec, ...] = (
     Spec("UPDATE_PUBLIC_KEYS", list, check=key_problem, help="Ed25519 public keys (base64) that may sign updates"),
     Spec("UPDATE_ALLOW_UNSIGNED", bool, help="labs only: install updates that carry no signed release statement"),
     Spec("UPDATE_HEALTH_TIMEOUT", float, 5, 3600),
+    # Being a good guest on the PC's owner's machine (supervisor/guest.py, supervisor/cpucap.py).
+    Spec("PAUSE_ON_BATTERY", bool, help="claim no new tasks while on battery"),
+    Spec("PAUSE_WHEN_USER_ACTIVE_MINUTES", float, 0, 1440, help="claim none while input was seen this recently (0: off)"),
+    Spec("PAUSE_WHEN_CPU_BUSY_PERCENT", float, 0, 100, help="claim none while other programs use more CPU (0: off)"),
+    Spec("CPU_CAP_PERCENT", float, 0, 100, help="all executors together get at most this share of the machine (0: off)"),
     Spec("LOG_LEVEL", str, choices=("DEBUG", "INFO", "WARNING", "ERROR")),
     Spec("LOG_MAX_MB", float, 0.01, 100000),
     Spec("LOG_BACKUPS", int, 0, 1000),
@@ -103,12 +108,17 @@ SPECS: tuple[Spec, ...] = (
 SPECS_BY_KEY = {s.key: s for s in SPECS}
 
 
-_BOOL_WORDS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+BOOL_WORDS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
 
 
 def _coerce(spec: Spec, value: Any, from_text: bool) -> Any:
     """Turn a raw value into the spec's type, or raise ValueError with the reason."""
-    if spec.kind is list:
+    if spec.kind is bool:
+        if from_text:
+            value = BOOL_WORDS.get(value.strip().lower(), value)
+        if not isinstance(value, bool):
+            raise ValueError(f"must be true or false, got {value!r}")
+    elif spec.kind is list:
         if from_text:
             value = [part.strip() for part in value.split(",") if part.strip()]
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
@@ -122,11 +132,6 @@ def _coerce(spec: Spec, value: Any, from_text: bool) -> Any:
         if not isinstance(value, dict):
             raise ValueError(f"must be a table, got {type(value).__name__}")
         value = {str(k): dict(v) if isinstance(v, dict) else v for k, v in value.items()}
-    elif spec.kind is bool:
-        if from_text:
-            value = _BOOL_WORDS.get(value.strip().lower(), value)
-        if not isinstance(value, bool):
-            raise ValueError(f"must be true or false, got {value!r}")
     elif spec.kind is str:
         if not isinstance(value, str):
             raise ValueError(f"must be a string, got {type(value).__name__} {value!r}")

@@ -43,6 +43,20 @@ def _ago(ts: float | None, now: float) -> str:
     return f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(ts))} ({now - ts:.0f} s ago)"
 
 
+def _claiming(data: dict[str, Any]) -> str:
+    if "claiming" not in data:  # written by an older version
+        return "claiming: unknown"
+    return "claiming: yes" if data["claiming"] else f"claiming: no, {data.get('not_claiming_because')}"
+
+
+def _cap(data: dict[str, Any]) -> list[str]:
+    cap = data.get("cpu_cap") or {}
+    if not cap.get("percent"):
+        return []
+    how = cap.get("enforced_by") or f"NOT enforced: {cap.get('not_enforced_because')}"
+    return [f"CPU cap: {cap['percent']:g}% of the machine for all executors, {how}"]
+
+
 def render(home: Path) -> str:
     """A readable status report for an operator, from status.json."""
     path = home / STATUS_FILE
@@ -59,6 +73,8 @@ def render(home: Path) -> str:
         f"worker {data.get('worker_id')} version {data.get('version')}, pid {data.get('pid')}: {alive}",
         f"server: {data.get('server_url')}",
         f"state: {data.get('state')}",
+        _claiming(data),
+        *_cap(data),
         f"last server contact: {_ago(data.get('last_contact'), now)}",
         f"last error: {data.get('last_error') or 'none'}" + (
             f" at {_ago(data.get('last_error_at'), now)}" if data.get("last_error_at") else ""),

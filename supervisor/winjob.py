@@ -47,7 +47,13 @@ if sys.platform == "win32":
             ("PeakJobMemoryUsed", ctypes.c_size_t),
         ]
 
+    class _CPU_RATE(ctypes.Structure):  # JOBOBJECT_CPU_RATE_CONTROL_INFORMATION (the union as CpuRate)
+        _fields_ = [("ControlFlags", wintypes.DWORD), ("CpuRate", wintypes.DWORD)]
+
     _JobObjectExtendedLimitInformation = 9
+    _JobObjectCpuRateControlInformation = 15
+    _JOB_OBJECT_CPU_RATE_CONTROL_ENABLE = 0x1
+    _JOB_OBJECT_CPU_RATE_CONTROL_HARD_CAP = 0x4
     _JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE = 0x2000
     _PROCESS_SET_QUOTA = 0x0100
     _PROCESS_TERMINATE = 0x0001
@@ -77,6 +83,40 @@ def adopt(pid: int) -> Any:
         _k32.AssignProcessToJobObject(job, proc)
         _k32.CloseHandle(proc)
     return job
+
+
+def cpu_cap_job(rate: int) -> tuple[Any, str | None]:
+    """A job whose members together get at most ``rate`` cycles per 10,000 of the whole machine
+    (a hard cap, Windows 8+). Returns (handle, None) or (None, why)."""
+    if sys.platform != "win32":
+        return None, "not Windows"
+    job = _k32.CreateJobObjectW(None, None)
+    if not job:
+        return None, f"CreateJobObject failed (error {ctypes.get_last_error()})"
+    info = _CPU_RATE(_JOB_OBJECT_CPU_RATE_CONTROL_ENABLE | _JOB_OBJECT_CPU_RATE_CONTROL_HARD_CAP,
+                     max(1, min(10000, rate)))
+    if not _k32.SetInformationJobObject(job, _JobObjectCpuRateControlInformation, ctypes.byref(info),
+                                        ctypes.sizeof(info)):
+        error = ctypes.get_last_error()
+        _k32.CloseHandle(job)
+        return None, f"SetInformationJobObject(CPU rate) failed (error {error}; Windows 8 or later is needed)"
+    return job, None
+
+
+def assign(job: Any, pid: int) -> None:
+    """Put process ``pid`` into ``job``. Done before adopt(): a process already in a job can only
+    go into a job nested below it, so the cap job must come first and the executor's own job
+    (created empty by adopt) then nests inside it."""
+    if sys.platform != "win32" or not job or not pid:
+        return
+    proc = _k32.OpenProcess(_PROCESS_SET_QUOTA | _PROCESS_TERMINATE, False, pid)
+    if not proc:
+        raise OSError(f"OpenProcess({pid}) failed (error {ctypes.get_last_error()})")
+    try:
+        if not _k32.AssignProcessToJobObject(job, proc):
+            raise OSError(f"AssignProcessToJobObject failed (error {ctypes.get_last_error()})")
+    finally:
+        _k32.CloseHandle(proc)
 
 
 def terminate(job: Any) -> bool:
