@@ -25,10 +25,12 @@ from supervisor import updater
 from supervisor.backoff import Backoff
 from supervisor.claimer import Claim, ClaimGate, ClaimLoop
 from supervisor.client import HiveClient, Task, result_body
+from supervisor.diskguard import DiskGuard
 from supervisor.executors import CTX
 from supervisor.flusher import Flusher
 from supervisor.outbox import Journal, Outbox, new_key, recover_interrupted
 from supervisor.pool import Pool, executor_init
+from supervisor.safetext import redact_url
 from supervisor.status import Status
 from supervisor.submitter import SubmitLoop
 
@@ -59,6 +61,7 @@ class Arbiter:
         self.status = Status()
         self.backoff = Backoff(cap=settings.time_error_sleep)
         self.journal = Journal(self.home)
+        self.disk = DiskGuard(self.journal.dir)
         self.outbox = Outbox(self.home, int(settings.outbox_max_mb * 1024 * 1024))
         self.gate = ClaimGate(on_claim=self.wake)
         self.hooks: list[Callable[[], None]] = []  # run every loop turn (dev reloader)
@@ -66,9 +69,9 @@ class Arbiter:
                          settings, self.on_result)
         self.flusher = Flusher(self.journal)
         self.submitter = SubmitLoop(self._client(), self.outbox, self.journal, self.flusher, self.backoff,
-                                    self.status)
+                                    self.status, self.disk)
         self.claimer = ClaimLoop(self._client(), self.gate, self.journal, self.flusher, self.backoff,
-                                 settings.no_task_sleep, self.stop_event, self.status)
+                                 settings.no_task_sleep, self.stop_event, self.status, self.disk)
         self.last_status = 0.0
         self.outbox_full_logged = False
         self.update: dict[str, Any] | None = None
@@ -79,7 +82,8 @@ class Arbiter:
 
     def _client(self) -> HiveClient:
         return HiveClient(self.settings.server_url, self.worker_id, self.version,
-                          self.settings.get_task_timeout, self.settings.submit_timeout)
+                          self.settings.get_task_timeout, self.settings.submit_timeout,
+                          self.settings.get_task_max_bytes)
 
     # ---- signals -------------------------------------------------------------------------------
 
@@ -158,19 +162,42 @@ class Arbiter:
             claim = self.gate.take()
             if claim is None:
                 return
-            task = claim.task
-            if claim.malformed:
-                self.fail_now(claim, claim.malformed, "bad_params" if task.task_type else "unknown_task")
-            elif task.task_type == UPDATE_TASK:
-                self.handle_update(claim)
-            elif task.task_type not in self.registry_names:
-                self.fail_now(claim, f"unknown task type {task.task_type!r} (not in this worker's TASK_REGISTRY)",
-                              "unknown_task")
-            elif task.params is None or not isinstance(task.params, dict):
-                self.fail_now(claim, f"params must be a JSON object, got {type(task.params).__name__}", "bad_params")
-            elif not self.pool.dispatch(claim):
-                self.gate.put_back(claim)  # no idle executor after all
-                return
+            try:
+                if not self.place(claim):
+                    self.gate.put_back(claim)  # no idle executor after all
+                    return
+            except Exception as exc:  # noqa: BLE001 - one task's surprise fails that task, never the loop
+                self.task_broke(claim, exc)
+
+    def place(self, claim: Claim) -> bool:
+        """Answer or dispatch one claimed task; False if no executor could take it now."""
+        task = claim.task
+        if claim.malformed:
+            self.fail_now(claim, claim.malformed, claim.kind)
+        elif task.task_type == UPDATE_TASK:
+            self.handle_update(claim)
+        elif task.task_type not in self.registry_names:
+            self.fail_now(claim, f"unknown task type {task.task_type!r} (not in this worker's TASK_REGISTRY)",
+                          "unknown_task")
+        elif task.params is None or not isinstance(task.params, dict):
+            self.fail_now(claim, f"params must be a JSON object, got {type(task.params).__name__}", "bad_params")
+        else:
+            return self.pool.dispatch(claim)
+        return True
+
+    def task_broke(self, claim: Claim, exc: Exception) -> None:
+        """An unexpected error while handling one claimed task: that task fails, the loop goes on."""
+        text = f"the worker could not handle this task: {type(exc).__name__}: {exc}"
+        log.error("task %r: %s; failing it", claim.task.id, text)
+        log.debug("task handling failure", exc_info=True)
+        try:
+            self.fail_now(claim, text, "exception")
+        except Exception as again:  # noqa: BLE001 - not even a failure can be built: it cannot be answered
+            log.error("task %r cannot be answered (%s: %s); dropped", claim.task.id, type(again).__name__, again)
+            try:
+                self.journal.clear(claim.key)  # else every restart would try to report it again
+            except OSError:
+                pass
 
     # ---- self-update: drain, prepare (off-thread), hand over, exit --------------------------
 
@@ -201,8 +228,8 @@ class Arbiter:
                             "will be reported interrupted", len(self.pool.busy()))
                 self.pool.kill_running("self-update")
             up["phase"] = "preparing"
-            log.info("update: preparing %s", claim.task.params.get("url") if isinstance(claim.task.params, dict)
-                     else claim.task.params)
+            log.info("update: preparing %s", redact_url(str(claim.task.params.get("url")))
+                     if isinstance(claim.task.params, dict) else claim.task.params)
 
             def prepare() -> None:
                 try:
@@ -265,7 +292,7 @@ class Arbiter:
     def run(self) -> int:
         self.install_signals()
         log.info("worker %s version %s starting: server %s, pool of %d, home %s", self.worker_id, self.version,
-                 self.settings.server_url, self.settings.pool_size, self.home)
+                 redact_url(self.settings.server_url), self.settings.pool_size, self.home)
         if home_mod.is_frozen():
             updater.on_start(self.home)
             updater.check_settings(self.settings)  # warns when UPDATE_PUBLIC_KEYS is unset
@@ -288,18 +315,12 @@ class Arbiter:
         grace_deadline: float | None = None
         while True:
             now = time.monotonic()
-            timeout = self.settings.limit_check_interval if self.pool.busy() or self.soon() else IDLE_TICK
-            if self.pool.serve(timeout, (self.wake_r,)):
-                while self.wake_r.poll():
-                    self.wake_r.recv_bytes()
-            self.take_claims()  # also while stopping: tasks claimed just before still run
-            self.pool.check_limits()
-            for hook in self.hooks:
-                hook()  # before maintain(): a reload's retirements then take effect this turn
-            self.pool.maintain()
-            self.step_update()
-            self.check_health()
-            self.update_gate(now)
+            try:
+                self.turn(now)
+            except Exception as exc:  # noqa: BLE001 - the loop that owns the pool must outlive any surprise
+                log.error("supervision loop: unexpected %s: %s; going on", type(exc).__name__, exc)
+                log.debug("supervision loop failure", exc_info=True)
+                time.sleep(0.1)  # a failure that repeats every turn must not spin a core
             if self.stop_event.is_set():
                 if grace_deadline is None:
                     grace_deadline = time.monotonic() + self.settings.shutdown_grace
@@ -319,6 +340,21 @@ class Arbiter:
                 if not self.pool.busy() and self.gate.outstanding() == 0:
                     return
 
+    def turn(self, now: float) -> None:
+        """One turn: handle frames and wake-ups, place claims, check limits, keep the pool up."""
+        timeout = self.settings.limit_check_interval if self.pool.busy() or self.soon() else IDLE_TICK
+        if self.pool.serve(timeout, (self.wake_r,)):
+            while self.wake_r.poll():
+                self.wake_r.recv_bytes()
+        self.take_claims()  # also while stopping: tasks claimed just before still run
+        self.pool.check_limits()
+        for hook in self.hooks:
+            hook()  # before maintain(): a reload's retirements then take effect this turn
+        self.pool.maintain()
+        self.step_update()
+        self.check_health()
+        self.update_gate(now)
+
     def update_gate(self, now: float) -> None:
         hold = None
         if self.stop_event.is_set():
@@ -327,6 +363,8 @@ class Arbiter:
             hold = "updating"
         elif time.monotonic() < self.hold_until:
             hold = self.hold_why
+        elif not self.disk.writable():
+            hold = "disk full"  # the guard logged it, and logs when a test write succeeds
         elif self.outbox.full(extra=self.submitter.backlog_bytes()):
             hold = "outbox full"
             if not self.outbox_full_logged:
@@ -346,7 +384,7 @@ class Arbiter:
         try:
             self.status.write(self.home, {
                 "worker_id": self.worker_id, "version": self.version, "pid": os.getpid(),
-                "server_url": self.settings.server_url, "state": self.state,
+                "server_url": redact_url(self.settings.server_url), "state": self.state,
                 "slots": self.pool.describe(time.monotonic()),
                 "outbox_results": len(self.outbox), "outbox_bytes": self.outbox.size(),
             })

@@ -6,8 +6,57 @@ import logging
 import logging.handlers
 import sys
 from pathlib import Path
+from typing import Any
+
+from supervisor.safetext import loggable, loggable_block
 
 FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+
+
+class Block(str):
+    """A log argument already made safe by loggable_block (a traceback): kept on its lines."""
+
+
+class _Shown:
+    """A log argument printed through loggable(), whichever of %s and %r the message uses."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __str__(self) -> str:
+        return loggable(str(self.value))
+
+    def __repr__(self) -> str:
+        return loggable(repr(self.value))
+
+
+def _shown(value: Any) -> Any:
+    if isinstance(value, (int, float, Block)):  # numbers keep %d / %.1f working
+        return value
+    return _Shown(value)
+
+
+class SafeFormatter(logging.Formatter):
+    """Every argument of every record goes through loggable(), so text from the server or a task
+    can never start a line of its own in worker.log or send escapes to a terminal."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        args, msg = record.args, record.msg
+        if isinstance(args, tuple):
+            record.args = tuple(_shown(a) for a in args)
+        elif isinstance(args, dict):
+            record.args = {k: _shown(v) for k, v in args.items()}
+        elif not args:
+            record.msg = loggable_block(str(msg))
+        try:
+            return super().format(record)
+        finally:
+            record.args, record.msg = args, msg
+
+    def formatException(self, ei: Any) -> str:  # noqa: N802 - name fixed by logging.Formatter
+        return loggable_block(super().formatException(ei))
 
 
 def setup(home: Path, level: str, max_mb: float, backups: int, console_level: str | None = None) -> Path:
@@ -18,7 +67,7 @@ def setup(home: Path, level: str, max_mb: float, backups: int, console_level: st
     for h in list(root.handlers):
         root.removeHandler(h)
         h.close()
-    formatter = logging.Formatter(FORMAT)
+    formatter = SafeFormatter(FORMAT)
     file_handler = logging.handlers.RotatingFileHandler(
         path, maxBytes=int(max_mb * 1024 * 1024), backupCount=backups, encoding="utf-8", delay=True)
     file_handler.setFormatter(formatter)
