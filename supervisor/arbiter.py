@@ -61,8 +61,8 @@ class Arbiter:
         self.status = Status()
         self.backoff = Backoff(cap=settings.time_error_sleep)
         self.journal = Journal(self.home)
-        self.disk = DiskGuard(self.journal.dir)
         self.outbox = Outbox(self.home, int(settings.outbox_max_mb * 1024 * 1024))
+        self.disk = DiskGuard(self.journal.dir, self.outbox.dir)
         self.gate = ClaimGate(on_claim=self.wake)
         self.hooks: list[Callable[[], None]] = []  # run every loop turn (dev reloader)
         self.pool = Pool(settings.pool_size, executor_init(settings, config_path, version, debug),

@@ -22,8 +22,8 @@ PROBE_BYTES = 4096  # one page: on a full filesystem even a 1-byte file needs on
 
 
 class DiskGuard:
-    def __init__(self, folder: Path, probe_every: float = PROBE_EVERY) -> None:
-        self.probe_path = folder / "write-test.tmp"
+    def __init__(self, *folders: Path, probe_every: float = PROBE_EVERY) -> None:
+        self.probe_paths = [folder / "write-test.tmp" for folder in folders]  # every folder the worker writes to
         self.probe_every = probe_every
         self.lock = threading.Lock()
         self.problem: str | None = None  # why the last write failed, until a test write succeeds
@@ -56,23 +56,29 @@ class DiskGuard:
         if now < self.next_probe:
             return False
         self.next_probe = now + self.probe_every
-        try:
-            fd = os.open(self.probe_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0), 0o644)
+        for path in self.probe_paths:
             try:
-                if os.write(fd, b"\0" * PROBE_BYTES) != PROBE_BYTES:
-                    raise OSError(errno.ENOSPC, "short write")
-                os.fsync(fd)
-            finally:
-                os.close(fd)  # closed before the unlink: Windows cannot delete an open file
-        except OSError as exc:
-            log.debug("test write still fails: %s", exc)
-            return False
-        finally:
-            try:
-                os.unlink(self.probe_path)
-            except OSError:
-                pass
+                _test_write(path)
+            except OSError as exc:
+                log.debug("test write to %s still fails: %s", path.parent, exc)
+                return False
         with self.lock:
             self.problem = None
         log.info("disk writable again (test write succeeded): claiming resumes")
         return True
+
+
+def _test_write(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0), 0o644)
+        try:
+            if os.write(fd, b"\0" * PROBE_BYTES) != PROBE_BYTES:
+                raise OSError(errno.ENOSPC, "short write")
+            os.fsync(fd)
+        finally:
+            os.close(fd)  # closed before the unlink: Windows cannot delete an open file
+    finally:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass

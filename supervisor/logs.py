@@ -56,7 +56,10 @@ class SafeFormatter(logging.Formatter):
             record.args, record.msg = args, msg
 
     def formatException(self, ei: Any) -> str:  # noqa: N802 - name fixed by logging.Formatter
-        return loggable_block(super().formatException(ei))
+        return "    " + loggable_block(super().formatException(ei))  # below the record's line, indented
+
+    def formatStack(self, stack_info: str) -> str:  # noqa: N802 - name fixed by logging.Formatter
+        return "    " + loggable_block(stack_info)
 
 
 def setup(home: Path, level: str, max_mb: float, backups: int, console_level: str | None = None) -> Path:
