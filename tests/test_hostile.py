@@ -448,3 +448,44 @@ def test_server_answers_in_the_outbox_are_not_dropped_when_a_post_breaks_unexpec
         journal.close()
         assert not list((tmp_path / "outbox").iterdir())
 
+
+
+def test_the_claim_loop_gives_its_slot_back_whatever_a_claim_raises(tmp_path):
+    """Any exception in one claim (here a MemoryError and a TypeError out of the client) gives the
+    slot back, logs one line and backs off; the next claim goes out."""
+    from supervisor.backoff import Backoff
+    from supervisor.claimer import ClaimGate, ClaimLoop
+    from supervisor.diskguard import DiskGuard
+    from supervisor.flusher import Flusher
+    from supervisor.outbox import Journal
+    from supervisor.status import Status
+
+    with HiveDevServer() as srv:
+        srv.enqueue("echo", {}, task_id="after")
+
+        class Broken(HiveClient):
+            calls = 0
+
+            def get_task(self):
+                Broken.calls += 1
+                if Broken.calls == 1:
+                    raise MemoryError("answer too big")
+                if Broken.calls == 2:
+                    raise TypeError("Recursion limit reached")
+                return super().get_task()
+
+        journal = Journal(tmp_path)
+        gate = ClaimGate(on_claim=lambda: None)
+        gate.set_ready(1, None)  # one slot: a lost slot would stop all claiming
+        stop = threading.Event()
+        loop = ClaimLoop(Broken(srv.url, "w", "2.0.0"), gate, journal, Flusher(journal), Backoff(cap=0.1), 0.1,
+                         stop, Status(), DiskGuard(tmp_path))
+        loop.start()
+        try:
+            wait_for(lambda: len(gate.pending) == 1, 20, what="a claim after two broken ones")
+        finally:
+            stop.set()
+            loop.join(10)
+            journal.close()
+        assert gate.take().task.id == "after"
+        assert gate.inflight == 0
