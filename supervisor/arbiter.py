@@ -399,7 +399,11 @@ class Arbiter:
         self.submitter.closing.set()
         # Give waiting results a moment to reach the server; whatever is left stays on disk.
         self.submitter.join(timeout=min(5.0, self.settings.submit_timeout))
-        self.submitter.persist()
+        self.submitter.persist(force=True)
+        lost = self.submitter.in_memory()
+        if lost:
+            log.error("%d result(s) could neither be posted nor written to disk: lost with this exit (a task "
+                      "whose claim reached the journal is reported interrupted at the next start)", lost)
         self.flusher.stop()
         self.journal.close()
         self.state = "stopped"

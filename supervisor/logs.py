@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import logging.handlers
+import numbers
 import sys
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ class _Shown:
 
 
 def _shown(value: Any) -> Any:
-    if isinstance(value, (int, float, Block)):  # numbers keep %d / %.1f working
+    if isinstance(value, (int, float, Block, numbers.Number)):  # numbers keep %d / %.1f working
         return value
     return _Shown(value)
 

@@ -72,13 +72,14 @@ class SubmitLoop(threading.Thread):
                     self.disk.failed(exc, f"the result of task {task_id!r} waits in memory")
         self.flusher.kick()
 
-    def persist(self) -> int:
+    def persist(self, force: bool = False) -> int:
         """Move every result not yet posted to the outbox, durably (server away, shutdown, self-update).
-        What the disk does not take stays in memory, in order."""
+        What the disk does not take stays in memory, in order; while the disk is known to take no
+        writes only ``force`` (the last try at shutdown) tries again."""
         self._take_incoming()
         count = 0
         with self.lock:
-            while self.fresh and not self.disk.broken:
+            while self.fresh and (force or not self.disk.broken):
                 key, (body, task_id) = next(iter(self.fresh.items()))
                 try:
                     self.outbox.put(key, body)
