@@ -103,6 +103,9 @@ class ClaimLoop(threading.Thread):
                 if wait > 0:
                     self.stop.wait(min(wait, 1.0))
                     continue
+                if self.disk.broken:  # checked here too: the arbiter's hold comes a loop turn later
+                    self.stop.wait(0.5)
+                    continue
                 if not self.gate.acquire(timeout=0.5):
                     continue
                 claim = None

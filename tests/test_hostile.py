@@ -383,7 +383,7 @@ def test_a_full_disk_stops_claiming_and_loses_nothing(server, start_worker, tmp_
     for name in ("journal", "outbox"):
         (small_disk / name).mkdir()
         os.symlink(small_disk / name, home / name)
-    w = start_worker(server.url, env=HOSTILE_ENV, home=home)
+    w = start_worker(server.url, env=dict(HOSTILE_ENV, HIVE_LOG_LEVEL="DEBUG"), home=home)
     started(w)
     watch = RssWatch(w.pid)
     fill(small_disk)
@@ -394,7 +394,8 @@ def test_a_full_disk_stops_claiming_and_loses_nothing(server, start_worker, tmp_
         server.enqueue("echo", {"i": i}, task_id=f"t{i}")
     wait_for(lambda: "disk full: not claiming" in w.log(), 30, what="the disk-full line")
     wait_for(lambda: "t0" in results_by_id(server), 30, what="the claimed task to be answered")
-    time.sleep(3)  # what a broken worker would do meanwhile: claim and drop one task every few seconds
+    # A failed test write 5 s later: long enough for a worker that drops tasks to claim the next one.
+    wait_for(lambda: "test write to" in w.log() and "still fails" in w.log(), 30, what="a failed test write")
     assert server.store.counts()["queued"] == 3, server.store.tasks()
     assert server.store.counts()["claimed"] == 0
     assert w.proc.poll() is None
