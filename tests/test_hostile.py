@@ -264,7 +264,8 @@ def test_huge_endless_and_trickling_answers_cost_bounded_memory_and_no_slot(serv
 @pytest.mark.slow
 def test_deep_structures_fail_their_task_and_the_worker_goes_on(server, start_worker):
     w = start_worker(server.url, env=HOSTILE_ENV)
-    started(w)
+    watch = RssWatch(w.pid)
+    base = started(w)
     server.enqueue_raw({"id": nested(300), "task_type": "echo", "params": {}})
     server.enqueue("echo", {"x": nested(300)}, task_id="deep-params")
     server.enqueue("echo", {"x": nested(60)}, task_id="deep-but-fine")
@@ -275,6 +276,7 @@ def test_deep_structures_fail_their_task_and_the_worker_goes_on(server, start_wo
     assert results["deep-but-fine"][0]["status"] == "success"
     assert "task id nested deeper than 64 levels, cannot answer it" in w.log()
     assert_still_serving(server, w, "after-deep")
+    assert watch.stop() < base + RSS_HEADROOM
 
 
 @pytest.mark.slow
@@ -325,7 +327,8 @@ def test_an_identity_that_cannot_be_sent_stops_the_worker_at_start(server, start
 def test_one_task_cannot_flush_the_log(server, start_worker):
     env = dict(HOSTILE_ENV, HIVE_TASK_LOG_MAX_BYTES=str(200 * 1024), HIVE_LOG_MAX_MB="1", HIVE_LOG_BACKUPS="1")
     w = start_worker(server.url, env=env)
-    started(w)
+    base = started(w)
+    watch = RssWatch(w.pid)
     server.enqueue("prints", {"text": "x" * 100, "times": 200_000}, task_id="flood")  # 20 MB of lines
     wait_for(lambda: "flood" in results_by_id(server), 120, what="the flooding task to end")
     log = w.log()
@@ -336,6 +339,7 @@ def test_one_task_cannot_flush_the_log(server, start_worker):
     assert sum("x" * 100 in line for line in log.splitlines()) < 2000
     assert not (w.home / "logs" / "worker.log.1").exists()
     assert_still_serving(server, w, "after-flood")
+    assert watch.stop() < base + RSS_HEADROOM
 
 
 # ---- a full disk --------------------------------------------------------------------------------------
@@ -490,3 +494,38 @@ def test_the_claim_loop_gives_its_slot_back_whatever_a_claim_raises(tmp_path):
             journal.close()
         assert gate.take().task.id == "after"
         assert gate.inflight == 0
+
+
+def test_one_task_that_breaks_the_supervision_loop_fails_alone(tmp_path):
+    """An exception while placing one claimed task (here from the pool's dispatch) fails that task
+    with kind exception; the next claim is still placed."""
+    import config
+    from supervisor import settings as settings_mod
+    from supervisor.arbiter import Arbiter
+    from supervisor.claimer import Claim
+    from supervisor.client import Task
+    from supervisor.outbox import new_key
+
+    settings = settings_mod.load(config, tmp_path, {"server_url": "http://127.0.0.1:9/api"}, environ={})
+    arbiter = Arbiter(settings, "w", "2.0.0", {"echo"})
+    placed = []
+
+    def dispatch(claim):
+        if claim.task.id == "bad":
+            raise RecursionError("maximum recursion depth exceeded")
+        placed.append(claim.task.id)
+        return True
+
+    arbiter.pool.dispatch = dispatch
+    for task_id in ("bad", "good"):
+        arbiter.gate.pending.append(Claim(new_key(), Task(id=task_id, task_type="echo", params={}, raw={})))
+    try:
+        arbiter.take_claims()
+        key, body, task_id = arbiter.submitter.incoming.get(timeout=5)
+        assert task_id == "bad"
+        result = orjson.loads(body)
+        assert result["status"] == "failure" and result["result"]["kind"] == "exception"
+        assert "RecursionError" in result["result"]["error"]
+        assert placed == ["good"]
+    finally:
+        arbiter.journal.close()
