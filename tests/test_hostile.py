@@ -232,8 +232,24 @@ def test_deep_params_are_bad_params_and_a_deep_id_cannot_be_answered(raw_server,
 
 @pytest.fixture
 def no_proxy_env(monkeypatch):
-    for name in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
         monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+
+
+def test_credentials_in_server_url_never_reach_a_proxy(monkeypatch, no_proxy_env):
+    from test_client import RawServer
+
+    body = b'{"status": "no_tasks"}'
+    proxy = RawServer(lambda req: b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+    try:
+        monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{proxy.port}")
+        c = HiveClient("http://hive:s3cret@hive.invalid:3010/api", "w", "2.0.0")
+        assert c.get_task() == client_mod.NO_TASKS
+        assert proxy.requests[0].startswith(b"GET http://hive.invalid:3010/api/get_task HTTP/1.1\r\n")
+        assert b"s3cret" not in proxy.requests[0]
+    finally:
+        proxy.close()
 
 
 # ---- the real worker against them ----------------------------------------------------------------
