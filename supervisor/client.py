@@ -271,7 +271,10 @@ class HiveClient:
         deadline = time.monotonic() + timeout
         try:
             conn = self._connection(timeout)
-            conn.deadline = deadline
+            conn.deadline = deadline  # before connecting: a proxy's CONNECT answer is read within it too
+            if conn.sock is None:
+                conn.connect()  # here, not inside request(): what is left of the deadline is known after it
+            conn.sock.settimeout(max(0.001, deadline - time.monotonic()))  # sending, too, within the deadline
             conn.request(method, f"{self.path_prefix}/{endpoint}", body=data, headers=headers)
             resp = conn.getresponse()
             body = read_capped(resp, cap, _LIMIT_NAMES[endpoint][1])
@@ -365,7 +368,7 @@ def _tls_context() -> ssl.SSLContext:
 class _Deadline:
     """Mixin: the answer is read through a _DeadlineSocket (set ``deadline`` before each request)."""
 
-    deadline = float("inf")
+    deadline = 0.0  # monotonic; a connection used without one times out at once, never waits forever
 
     def response_class(self, sock: socket.socket, *args: Any, **kwargs: Any) -> http.client.HTTPResponse:
         return http.client.HTTPResponse(_DeadlineSocket(sock, self.deadline), *args, **kwargs)  # type: ignore[arg-type]
