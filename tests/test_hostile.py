@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -202,13 +203,52 @@ def test_an_endless_chunked_answer_is_cut_at_the_cap(raw_server, no_proxy_env):
     assert c.get_task() == client_mod.NO_TASKS
 
 
+def outcome_of(call, within: float) -> BaseException | object:
+    """What ``call()`` returned or raised, waited for up to ``within`` seconds (in a thread, so a
+    client that never gives up fails the test instead of hanging it)."""
+    box: list = []
+
+    def run() -> None:
+        try:
+            box.append(call())
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            box.append(exc)
+
+    threading.Thread(target=run, daemon=True).start()
+    wait_for(lambda: box, within, what=f"{call} to give up")
+    return box[0]
+
+
 def test_a_trickling_answer_is_cut_at_the_whole_exchange_deadline(raw_server, no_proxy_env):
     raw_server.inject(Fault.raw(trickle()), path="/get_task")
     c = HiveClient(raw_server.url, "w", "2.0.0", get_timeout=1.5)
-    started_at = time.monotonic()
-    with pytest.raises(ServerError, match=r"no answer within 1.5 s \(GET_TASK_TIMEOUT bounds the whole exchange\)"):
-        c.get_task()
-    assert time.monotonic() - started_at < 30  # cut at the deadline, not after 1000 bytes at one a second
+    got = outcome_of(c.get_task, 30)  # the trickle would take 1000 s
+    assert isinstance(got, ServerError), got
+    assert str(got) == "get_task: no answer within 1.5 s (GET_TASK_TIMEOUT bounds the whole exchange)"
+
+
+def test_a_proxy_trickling_its_connect_answer_is_cut_at_the_deadline(monkeypatch, no_proxy_env):
+    listener = socket.create_server(("127.0.0.1", 0))  # a proxy that answers CONNECT a byte a second
+    stopping = threading.Event()
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            for byte in b"HTTP/1.1 200 Connection established\r\n" + b"X-Pad: " + b"a" * 1000:
+                if stopping.wait(1.0):
+                    return
+                conn.sendall(bytes([byte]))
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        monkeypatch.setenv("https_proxy", f"http://127.0.0.1:{listener.getsockname()[1]}")
+        c = HiveClient("https://hive.invalid/api", "w", "2.0.0", get_timeout=1.5)
+        got = outcome_of(c.get_task, 30)
+        assert isinstance(got, ServerError) and "no answer within 1.5 s" in str(got), got
+    finally:
+        stopping.set()
+        listener.close()
 
 
 def test_submit_answers_are_capped_too(raw_server, no_proxy_env):
@@ -298,7 +338,8 @@ def test_deep_structures_fail_their_task_and_the_worker_goes_on(server, start_wo
 @pytest.mark.slow
 def test_server_text_cannot_forge_a_log_line_or_reach_the_terminal(server, start_worker):
     w = start_worker(server.url, env=HOSTILE_ENV)
-    started(w)
+    base = started(w)
+    watch = RssWatch(w.pid)
     forged = "2026-12-01 00:00:00,000 INFO    hive.supervisor: forged line"
     server.enqueue(f"evil\n{forged}\x1b[2J", {}, task_id="evil")
     server.inject(Fault.status(503, f"busy\r\n{forged}\x1b]0;pwned\x07"), path="/get_task")
@@ -309,6 +350,7 @@ def test_server_text_cannot_forge_a_log_line_or_reach_the_terminal(server, start
         assert not any(line.startswith(forged) for line in text.splitlines())
         assert "\x1b" not in text and "\x07" not in text
     assert "evil\\n2026-12-01" in w.log()
+    assert watch.stop() < base + RSS_HEADROOM
 
 
 @pytest.mark.slow
