@@ -12,6 +12,9 @@ from typing import Any
 from supervisor.safetext import loggable, loggable_block
 
 FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+# One argument of a log line (a task id, a task's printed line) is cut here: a server that sends a
+# 10 MB task id must not write 10 MB per log line about that task.
+ARG_MAX_CHARS = 10000
 
 
 class Block(str):
@@ -27,10 +30,10 @@ class _Shown:
         self.value = value
 
     def __str__(self) -> str:
-        return loggable(str(self.value))
+        return loggable(str(self.value), ARG_MAX_CHARS)
 
     def __repr__(self) -> str:
-        return loggable(repr(self.value))
+        return loggable(repr(self.value), ARG_MAX_CHARS)
 
 
 def _shown(value: Any) -> Any:

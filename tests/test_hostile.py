@@ -153,6 +153,8 @@ def test_log_formatter_escapes_every_argument_and_traceback():
         record = logging.LogRecord("hive", logging.ERROR, __file__, 1, "failed", (), sys.exc_info())
     text = formatter.format(record)
     assert "\x1b" not in text
+    huge = logging.LogRecord("hive", logging.INFO, __file__, 1, "claimed task %r", ("i" * 10**6,), None)
+    assert len(formatter.format(huge)) < 10100  # one argument is cut at ARG_MAX_CHARS
     assert all(line.startswith("    ") for line in text.splitlines()[1:])  # continuation lines only
 
 
