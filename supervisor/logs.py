@@ -37,6 +37,8 @@ class _Shown:
 
 
 def _shown(value: Any) -> Any:
+    if type(value) is str and len(value) <= ARG_MAX_CHARS and value.isprintable():
+        return value  # the usual case, as is: %s and %r of it are both safe already
     if isinstance(value, (int, float, Block, numbers.Number)):  # numbers keep %d / %.1f working
         return value
     return _Shown(value)
@@ -47,13 +49,18 @@ class SafeFormatter(logging.Formatter):
     can never start a line of its own in worker.log or send escapes to a terminal."""
 
     def format(self, record: logging.LogRecord) -> str:
+        safe = getattr(record, "hive_safe_message", None)  # made once, for the file and the console
+        if safe is None:
+            args = record.args
+            if isinstance(args, tuple):
+                safe = record.msg % tuple(map(_shown, args)) if args else loggable_block(str(record.msg))
+            elif isinstance(args, dict):
+                safe = record.msg % {k: _shown(v) for k, v in args.items()}
+            else:
+                safe = loggable_block(str(record.msg))
+            record.hive_safe_message = safe
         args, msg = record.args, record.msg
-        if isinstance(args, tuple):
-            record.args = tuple(_shown(a) for a in args)
-        elif isinstance(args, dict):
-            record.args = {k: _shown(v) for k, v in args.items()}
-        elif not args:
-            record.msg = loggable_block(str(msg))
+        record.args, record.msg = None, safe
         try:
             return super().format(record)
         finally:
