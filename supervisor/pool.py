@@ -58,7 +58,8 @@ class Slot:
     next_spawn: float = 0.0
     retire: str | None = None  # reason to replace the executor once it is idle
     log_bytes: int = 0  # logged by its current (or last) task, against TASK_LOG_MAX_BYTES
-    log_dropped: int = 0  # lines of that task dropped over the budget
+    log_dropped: int = 0  # lines of that task dropped over the budget ...
+    log_dropped_bytes: int = 0  # ... and their text
 
     def state(self, now: float) -> str:
         if self.executor is None:
@@ -199,7 +200,7 @@ class Pool:
             self._executor_lost(slot, now)
             return False
         slot.running = Running(claim, seq, now, limits, cpu_base)
-        slot.log_bytes = slot.log_dropped = 0  # the budget is per task
+        slot.log_bytes = slot.log_dropped = slot.log_dropped_bytes = 0  # the budget is per task
         log.info("task %r (%s) started on slot %d (pid %d)", task.id, task.task_type, slot.index, slot.executor.pid)
         return True
 
@@ -268,6 +269,7 @@ class Pool:
             slot.log_bytes += len(msg) + 100
             if slot.log_bytes > budget:
                 slot.log_dropped += 1
+                slot.log_dropped_bytes += len(msg)
                 if slot.log_dropped == 1:
                     log.warning("task %r: logged over TASK_LOG_MAX_BYTES=%d; its further lines are dropped "
                                 "(counted when it ends)", task_id, budget)
@@ -284,9 +286,10 @@ class Pool:
     def _finish(self, slot: Slot, running: Running, ok: bool, raw: bytes, kind: str | None) -> None:
         seconds = time.monotonic() - running.dispatched
         if slot.log_dropped:
-            log.warning("task %r: %d log line(s) dropped, %d bytes logged in all (TASK_LOG_MAX_BYTES=%d)",
-                        running.claim.task.id, slot.log_dropped, slot.log_bytes, self.settings.task_log_max_bytes)
-        slot.log_bytes = slot.log_dropped = 0
+            log.warning("task %r: %d log line(s) of %d bytes dropped over TASK_LOG_MAX_BYTES=%d",
+                        running.claim.task.id, slot.log_dropped, slot.log_dropped_bytes,
+                        self.settings.task_log_max_bytes)
+        slot.log_bytes = slot.log_dropped = slot.log_dropped_bytes = 0
         self.on_result(running.claim, ok, raw, kind, seconds)
         pause = self.settings.task_error_sleep
         if not ok and pause > 0:

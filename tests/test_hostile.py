@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -394,8 +395,10 @@ def test_one_task_cannot_flush_the_log(server, start_worker):
     log = w.log()
     assert "starting: server" in log  # the start line was not rotated away
     assert "logged over TASK_LOG_MAX_BYTES=204800; its further lines are dropped" in log
-    dropped = [line for line in log.splitlines() if "log line(s) dropped" in line]
-    assert len(dropped) == 1 and "task 'flood'" in dropped[0]
+    dropped = [line for line in log.splitlines() if "dropped over TASK_LOG_MAX_BYTES" in line]
+    assert len(dropped) == 1 and "task 'flood'" in dropped[0], dropped
+    lines, size = re.search(r"(\d+) log line\(s\) of (\d+) bytes dropped", dropped[0]).groups()
+    assert 195_000 < int(lines) < 200_000 and int(size) == int(lines) * 100
     assert sum("x" * 100 in line for line in log.splitlines()) < 2000
     assert not (w.home / "logs" / "worker.log.1").exists()
     assert_still_serving(server, w, "after-flood")
