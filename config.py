@@ -50,8 +50,9 @@ EXECUTOR_PRIORITY = "below_normal"  # "idle", "below_normal" or "normal"
 
 RESULT_MAX_BYTES = 16 * 1024 * 1024  # larger results fail with kind result_too_large
 
-GET_TASK_TIMEOUT = 20.0  # HTTP timeouts, seconds (as the 1.0.x worker used)
+GET_TASK_TIMEOUT = 20.0  # HTTP timeouts, seconds (as the 1.0.x worker used), each for the whole exchange
 SUBMIT_TIMEOUT = 60.0
+GET_TASK_MAX_BYTES = 16 * 1024 * 1024  # a larger get_task answer is dropped (server trouble: backoff)
 
 OUTBOX_MAX_MB = 256  # past this the worker stops claiming (it never drops results)
 SHUTDOWN_GRACE = 60.0  # seconds running tasks get to finish on Ctrl+C / SIGTERM
@@ -77,6 +78,7 @@ CPU_CAP_PERCENT = 0.0  # all executors together get at most this % of the whole 
 LOG_LEVEL = "INFO"
 LOG_MAX_MB = 10  # logs/worker.log is rotated at this size ...
 LOG_BACKUPS = 5  # ... keeping this many old files
+TASK_LOG_MAX_BYTES = 1024 * 1024  # what one task may log; the rest is dropped and counted
 
 TASK_REGISTRY = {
     "get_system_info": system_info.get_system_info,

@@ -145,9 +145,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: another worker is already running in {home}", file=sys.stderr)
         return EXIT_ALREADY_RUNNING
     from supervisor.arbiter import Arbiter
-    from supervisor.identity import load_or_create_worker_id
+    from supervisor.identity import IdentityError, header_problem, load_or_create_worker_id
 
-    worker_id = load_or_create_worker_id(home)
+    try:
+        worker_id = load_or_create_worker_id(home)
+        if header_problem(version):
+            raise IdentityError(f"WORKER_VERSION {version!r} cannot be sent in X-Worker-Version: "
+                                f"{header_problem(version)}")
+    except IdentityError as exc:  # a worker that could never talk to the server must not look alive
+        logging.getLogger("hive").error("cannot start: %s", exc)
+        return EXIT_BAD_SETTINGS
     embedded = None
     if not settings.server_url:
         from devserver import HiveDevServer

@@ -299,7 +299,7 @@ class HiveWorker:
     """``python main.py`` in its own home, as an operator runs it."""
 
     def __init__(self, home: Path, server_url: str, config: Path, pool: int, env: dict[str, str] | None = None,
-                 patches: str = "") -> None:
+                 patches: str = "", root: Path = ROOT) -> None:
         home.mkdir(parents=True, exist_ok=True)
         self.home = home
         self.pool = pool
@@ -307,11 +307,11 @@ class HiveWorker:
                     "HIVE_TASK_ERROR_SLEEP": "0", "HIVE_TIME_ERROR_SLEEP": "1"}
         settings.update(env or {})
         self.out = open(home / "console.txt", "wb")
-        argv = [sys.executable, str(MAIN)]
+        argv = [sys.executable, str(root / "main.py")]  # root: another checkout, to compare against
         if patches:  # experimental supervisor patches, see bench/whatif.py
             argv = [sys.executable, str(BENCH / "whatif.py"), patches, "--"]
         argv += ["--home", str(home), "--server", server_url, "--config", str(config)]
-        self.proc = subprocess.Popen(argv, cwd=ROOT, env=bench_env(settings), stdout=self.out,
+        self.proc = subprocess.Popen(argv, cwd=root, env=bench_env(settings), stdout=self.out,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         self.pid = self.proc.pid
 

@@ -2,8 +2,10 @@
 
     python bench/drain.py [--tasks 800] [--pool 2] [--repeats 3] [--strace] [VARIANT ...]
 
-Each VARIANT is "" (as shipped), a bench/whatif.py patch set (e.g. "claimers2"), or
-"env:NAME=VALUE" (the worker started with that environment variable). Every repeat runs
+Each VARIANT is "" (as shipped), a bench/whatif.py patch set (e.g. "claimers2"),
+"env:NAME=VALUE" (the worker started with that environment variable), or "tree:DIR" (the
+worker of another checkout, e.g. ``git archive <main> | tar -x -C DIR``, with its own
+tests/support/test_config.py). Every repeat runs
 each variant once against one dev server, so neighbours in time are compared; the lines
 give tasks/s, the supervisor's user and system CPU per task, the executors' and the dev
 server's CPU per task and when the last task was claimed (as a share of the drain).
@@ -32,6 +34,10 @@ def _worker(workdir: Path, srv: DevServer, variant: str, pool: int, name: str) -
     if variant.startswith("env:"):
         key, _, value = variant[4:].partition("=")
         env[key], patches = value, ""
+    if variant.startswith("tree:"):
+        root = Path(variant[5:]).resolve()
+        return HiveWorker(workdir / name, srv.url, root / "tests" / "support" / "test_config.py", pool, env=env,
+                          root=root)
     return HiveWorker(workdir / name, srv.url, TEST_CONFIG, pool, env=env, patches=patches)
 
 

@@ -57,7 +57,7 @@ def apply(patches: set[str]) -> Callable[[], None]:
 
         def run(self):
             extra = arbiter_mod.ClaimLoop(self._client(), self.gate, self.journal, self.flusher, self.backoff,
-                                          self.settings.no_task_sleep, self.stop_event, self.status)
+                                          self.settings.no_task_sleep, self.stop_event, self.status, self.disk)
             real_start = self.claimer.start
 
             def start_both():

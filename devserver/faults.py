@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 FaultHook = Callable[[str, str], "Fault | None"]
@@ -18,6 +18,7 @@ class Fault:
     body: bytes = b""
     headers: Mapping[str, str] = field(default_factory=dict)
     seconds: float = 0.0
+    stream: Callable[[threading.Event], Iterable[bytes]] | None = None
 
     @classmethod
     def status(cls, code: int, body: bytes | str = b"", headers: Mapping[str, str] | None = None) -> Fault:
@@ -38,6 +39,13 @@ class Fault:
     def garbage(cls, body: bytes | str = b"this is not JSON") -> Fault:
         """HTTP 200 labelled application/json whose body is whatever is given (empty, HTML, a JSON list...)."""
         return cls("garbage", body=_bytes(body))
+
+    @classmethod
+    def raw(cls, stream: Callable[[threading.Event], Iterable[bytes]]) -> Fault:
+        """Write whatever ``stream(stopping)`` yields to the socket as the whole answer, status line
+        included (an endless chunked body, a trickle, a lying Content-Length), until it ends, the
+        client goes away or the server stops (``stopping`` is set); then close the connection."""
+        return cls("raw", stream=stream)
 
     @classmethod
     def lose_answer(cls) -> Fault:

@@ -124,6 +124,16 @@ class Handler(BaseHTTPRequestHandler):
         elif fault.kind == "hang":
             self.app.stopping.wait(fault.seconds)
             self.close_connection = True
+        elif fault.kind == "raw" and fault.stream is not None:
+            self.close_connection = True
+            try:
+                for data in fault.stream(self.app.stopping):
+                    if self.app.stopping.is_set():
+                        break
+                    self.wfile.write(data)
+                    self.wfile.flush()
+            except OSError:
+                pass  # the client hung up: that is the point of most raw answers
         else:
             raise ValueError(f"unknown fault kind {fault.kind!r}")
 

@@ -26,12 +26,13 @@ from supervisor.backoff import Backoff
 from supervisor.claimer import Claim, ClaimGate, ClaimLoop
 from supervisor.client import HiveClient, Task, result_body
 from supervisor.cpucap import CpuCap
-from supervisor.diskspace import DiskWatch
+from supervisor.diskguard import DiskGuard
 from supervisor.executors import CTX
 from supervisor.flusher import Flusher
 from supervisor.guest import Guest
 from supervisor.outbox import Journal, Outbox, new_key, recover_interrupted
 from supervisor.pool import Pool, executor_init
+from supervisor.safetext import redact_url
 from supervisor.status import Status
 from supervisor.submitter import SubmitLoop
 
@@ -63,11 +64,11 @@ class Arbiter:
         self.backoff = Backoff(cap=settings.time_error_sleep)
         self.journal = Journal(self.home)
         self.outbox = Outbox(self.home, int(settings.outbox_max_mb * 1024 * 1024))
+        self.disk = DiskGuard(self.journal.dir, self.outbox.dir)
         self.gate = ClaimGate(on_claim=self.wake)
         self.hooks: list[Callable[[], None]] = []  # run every loop turn (dev reloader)
         self.health = diagnostics.Health()  # uptime, failures by kind, the log tail
         self.guest = Guest(settings, self.home)  # when the PC's owner wants no new work
-        self.disk = DiskWatch(self.home)
         self.cpucap = CpuCap(settings.cpu_cap_percent, priority=settings.executor_priority,
                              executors=settings.pool_size)
         self.not_claiming: str | None = "starting"  # why no claim can go out now (status.json)
@@ -75,9 +76,9 @@ class Arbiter:
                          settings, self.on_result, place=self.cpucap.adopt)
         self.flusher = Flusher(self.journal)
         self.submitter = SubmitLoop(self._client(), self.outbox, self.journal, self.flusher, self.backoff,
-                                    self.status)
+                                    self.status, self.disk)
         self.claimer = ClaimLoop(self._client(), self.gate, self.journal, self.flusher, self.backoff,
-                                 settings.no_task_sleep, self.stop_event, self.status)
+                                 settings.no_task_sleep, self.stop_event, self.status, self.disk)
         self.last_status = 0.0
         self.outbox_full_logged = False
         self.update: dict[str, Any] | None = None
@@ -88,7 +89,8 @@ class Arbiter:
 
     def _client(self) -> HiveClient:
         return HiveClient(self.settings.server_url, self.worker_id, self.version,
-                          self.settings.get_task_timeout, self.settings.submit_timeout)
+                          self.settings.get_task_timeout, self.settings.submit_timeout,
+                          self.settings.get_task_max_bytes)
 
     # ---- signals -------------------------------------------------------------------------------
 
@@ -172,22 +174,45 @@ class Arbiter:
             claim = self.gate.take()
             if claim is None:
                 return
-            task = claim.task
-            if claim.malformed:
-                self.fail_now(claim, claim.malformed, "bad_params" if task.task_type else "unknown_task")
-            elif task.task_type == UPDATE_TASK:
-                self.handle_update(claim)
-            elif task.task_type == diagnostics.TASK_TYPE:
-                # Answered here, never by an executor: it works when task code or executors are broken.
-                self.answer_diagnostics(claim)
-            elif task.task_type not in self.registry_names:
-                self.fail_now(claim, f"unknown task type {task.task_type!r} (not in this worker's TASK_REGISTRY)",
-                              "unknown_task")
-            elif task.params is None or not isinstance(task.params, dict):
-                self.fail_now(claim, f"params must be a JSON object, got {type(task.params).__name__}", "bad_params")
-            elif not self.pool.dispatch(claim):
-                self.gate.put_back(claim)  # no idle executor after all
-                return
+            try:
+                if not self.place(claim):
+                    self.gate.put_back(claim)  # no idle executor after all
+                    return
+            except Exception as exc:  # noqa: BLE001 - one task's surprise fails that task, never the loop
+                self.task_broke(claim, exc)
+
+    def place(self, claim: Claim) -> bool:
+        """Answer or dispatch one claimed task; False if no executor could take it now."""
+        task = claim.task
+        if claim.malformed:
+            self.fail_now(claim, claim.malformed, claim.kind)
+        elif task.task_type == UPDATE_TASK:
+            self.handle_update(claim)
+        elif task.task_type == diagnostics.TASK_TYPE:
+            # Answered here, never by an executor: it works when task code or executors are broken.
+            self.answer_diagnostics(claim)
+        elif task.task_type not in self.registry_names:
+            self.fail_now(claim, f"unknown task type {task.task_type!r} (not in this worker's TASK_REGISTRY)",
+                          "unknown_task")
+        elif task.params is None or not isinstance(task.params, dict):
+            self.fail_now(claim, f"params must be a JSON object, got {type(task.params).__name__}", "bad_params")
+        else:
+            return self.pool.dispatch(claim)
+        return True
+
+    def task_broke(self, claim: Claim, exc: Exception) -> None:
+        """An unexpected error while handling one claimed task: that task fails, the loop goes on."""
+        text = f"the worker could not handle this task: {type(exc).__name__}: {exc}"
+        log.error("task %r: %s; failing it", claim.task.id, text)
+        log.debug("task handling failure", exc_info=True)
+        try:
+            self.fail_now(claim, text, "exception")
+        except Exception as again:  # noqa: BLE001 - not even a failure can be built: it cannot be answered
+            log.error("task %r cannot be answered (%s: %s); dropped", claim.task.id, type(again).__name__, again)
+            try:
+                self.journal.clear(claim.key)  # else every restart would try to report it again
+            except OSError:
+                pass
 
     def answer_diagnostics(self, claim: Claim) -> None:
         try:
@@ -233,8 +258,8 @@ class Arbiter:
                             "will be reported interrupted", len(self.pool.busy()))
                 self.pool.kill_running("self-update")
             up["phase"] = "preparing"
-            log.info("update: preparing %s", claim.task.params.get("url") if isinstance(claim.task.params, dict)
-                     else claim.task.params)
+            log.info("update: preparing %s", redact_url(str(claim.task.params.get("url")))
+                     if isinstance(claim.task.params, dict) else claim.task.params)
 
             def prepare() -> None:
                 try:
@@ -298,7 +323,7 @@ class Arbiter:
         self.install_signals()
         self.health.install()
         log.info("worker %s version %s starting: server %s, pool of %d, home %s", self.worker_id, self.version,
-                 self.settings.server_url, self.settings.pool_size, self.home)
+                 redact_url(self.settings.server_url), self.settings.pool_size, self.home)
         if home_mod.is_frozen():
             updater.on_start(self.home)
             updater.check_settings(self.settings)  # warns: no release key (updates off), or unsigned allowed
@@ -326,18 +351,12 @@ class Arbiter:
         grace_deadline: float | None = None
         while True:
             now = time.monotonic()
-            timeout = self.settings.limit_check_interval if self.pool.busy() or self.soon() else IDLE_TICK
-            if self.pool.serve(timeout, (self.wake_r,)):
-                while self.wake_r.poll():
-                    self.wake_r.recv_bytes()
-            self.take_claims()  # also while stopping: tasks claimed just before still run
-            self.pool.check_limits()
-            for hook in self.hooks:
-                hook()  # before maintain(): a reload's retirements then take effect this turn
-            self.pool.maintain()
-            self.step_update()
-            self.check_health()
-            self.update_gate(now)
+            try:
+                self.turn(now)
+            except Exception as exc:  # noqa: BLE001 - the loop that owns the pool must outlive any surprise
+                log.error("supervision loop: unexpected %s: %s; going on", type(exc).__name__, exc)
+                log.debug("supervision loop failure", exc_info=True)
+                time.sleep(0.1)  # a failure that repeats every turn must not spin a core
             if self.stop_event.is_set():
                 if grace_deadline is None:
                     grace_deadline = time.monotonic() + self.settings.shutdown_grace
@@ -357,6 +376,21 @@ class Arbiter:
                 if not self.pool.busy() and self.gate.outstanding() == 0:
                     return
 
+    def turn(self, now: float) -> None:
+        """One turn: handle frames and wake-ups, place claims, check limits, keep the pool up."""
+        timeout = self.settings.limit_check_interval if self.pool.busy() or self.soon() else IDLE_TICK
+        if self.pool.serve(timeout, (self.wake_r,)):
+            while self.wake_r.poll():
+                self.wake_r.recv_bytes()
+        self.take_claims()  # also while stopping: tasks claimed just before still run
+        self.pool.check_limits()
+        for hook in self.hooks:
+            hook()  # before maintain(): a reload's retirements then take effect this turn
+        self.pool.maintain()
+        self.step_update()
+        self.check_health()
+        self.update_gate(now)
+
     def update_gate(self, now: float) -> None:
         mono = time.monotonic()
         paused = self.guest.paused(mono)  # read every turn, so its changes are logged when they happen
@@ -367,6 +401,8 @@ class Arbiter:
             hold = "draining for an update"
         elif time.monotonic() < self.hold_until:
             hold = self.hold_why
+        elif not self.disk.writable():
+            hold = "disk full"  # the guard logged it, and logs when a test write succeeds
         elif self.outbox.full(extra=self.submitter.backlog_bytes()):
             hold = "outbox full"
             if not self.outbox_full_logged:
@@ -377,7 +413,7 @@ class Arbiter:
         elif self.outbox_full_logged:
             log.info("outbox below its cap again: claiming resumes")
             self.outbox_full_logged = False
-        hold = hold or self.disk.full(mono) or (paused and f"paused: {paused}")
+        hold = hold or (paused and f"paused: {paused}")
         ready = self.pool.ready_count(mono)
         self.gate.set_ready(ready, hold)
         self.not_claiming = hold or self._waiting_for(ready)
@@ -398,7 +434,7 @@ class Arbiter:
         try:
             self.status.write(self.home, {
                 "worker_id": self.worker_id, "version": self.version, "pid": os.getpid(),
-                "server_url": self.settings.server_url, "state": self.state,
+                "server_url": redact_url(self.settings.server_url), "state": self.state,
                 "slots": self.pool.describe(time.monotonic()),
                 "outbox_results": len(self.outbox), "outbox_bytes": self.outbox.size(),
                 "claiming": self.not_claiming is None, "not_claiming_because": self.not_claiming,
@@ -416,7 +452,11 @@ class Arbiter:
         self.submitter.closing.set()
         # Give waiting results a moment to reach the server; whatever is left stays on disk.
         self.submitter.join(timeout=min(5.0, self.settings.submit_timeout))
-        self.submitter.persist()
+        self.submitter.persist(force=True)
+        lost = self.submitter.in_memory()
+        if lost:
+            log.error("%d result(s) could neither be posted nor written to disk: lost with this exit (a task "
+                      "whose claim reached the journal is reported interrupted at the next start)", lost)
         self.flusher.stop()
         self.journal.close()
         self.state = "stopped"

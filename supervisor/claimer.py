@@ -16,6 +16,7 @@ from typing import Any
 
 from supervisor.backoff import Backoff, jittered
 from supervisor.client import NO_TASKS, HiveClient, MalformedTask, ServerError, Task
+from supervisor.diskguard import DiskGuard
 from supervisor.flusher import Flusher
 from supervisor.outbox import Journal, new_key
 
@@ -27,6 +28,7 @@ class Claim:
     key: str  # journal key; the result is stored under it too
     task: Task
     malformed: str | None = None  # set when the task cannot run; it is failed back at once
+    kind: str = "unknown_task"  # the failure kind of a malformed task
 
 
 class ClaimGate:
@@ -80,7 +82,7 @@ class ClaimGate:
 
 class ClaimLoop(threading.Thread):
     def __init__(self, client: HiveClient, gate: ClaimGate, journal: Journal, flusher: Flusher, backoff: Backoff,
-                 no_task_sleep: float, stop: threading.Event, status: Any) -> None:
+                 no_task_sleep: float, stop: threading.Event, status: Any, disk: DiskGuard) -> None:
         super().__init__(name="claim", daemon=True)
         self.client = client
         self.gate = gate
@@ -91,6 +93,8 @@ class ClaimLoop(threading.Thread):
         self.stop = stop
         self.status = status
         self.idle_logged = False
+        self.idle_wait = 0.0  # set after no_tasks: how long to wait before the next claim
+        self.disk = disk
 
     def run(self) -> None:
         try:
@@ -99,62 +103,69 @@ class ClaimLoop(threading.Thread):
                 if wait > 0:
                     self.stop.wait(min(wait, 1.0))
                     continue
+                if self.disk.broken:  # checked here too: the arbiter's hold comes a loop turn later
+                    self.stop.wait(0.5)
+                    continue
                 if not self.gate.acquire(timeout=0.5):
                     continue
+                claim = None
                 try:
-                    self.claim_once()
-                except Exception:  # noqa: BLE001 - e.g. a full disk for the journal: say it, wait, go on
-                    log.exception("claim failed unexpectedly; retrying in 5 s")
-                    self.stop.wait(5.0)
+                    claim = self.claim_once()
+                except Exception as exc:  # noqa: BLE001 - MemoryError, a bug, anything: never lose the slot
+                    delay = self.backoff.failure()
+                    self.status.server_error(f"claim failed: {type(exc).__name__}: {exc}")
+                    log.error("claim failed unexpectedly (%s: %s); slot given back, next try in %.1f s",
+                              type(exc).__name__, exc, delay)
+                    log.debug("claim failure", exc_info=True)
+                finally:
+                    self.gate.release(claim)  # exactly once per acquire, whatever happened
+                if self.idle_wait:
+                    self.stop.wait(self.idle_wait)  # after the release: a stop need not wait for it
+                    self.idle_wait = 0.0
         finally:
             self.client.close()
 
     def _journal(self, claim: Claim, record: dict) -> None:
         try:
             self.journal.record(claim.key, record)  # written, not yet flushed: flusher.py says why that is enough
-        except OSError:
-            # Not journalled, so not dispatched: the server's requeue must bring this task back.
-            self.gate.release(None)
-            log.error("cannot journal task %r; not running it", claim.task.id)
-            raise
+        except OSError as exc:
+            # Claimed is claimed (protocol v1 has no requeue): it runs from memory, and no more are claimed.
+            self.disk.failed(exc, f"task {claim.task.id!r} runs from memory")
+            return
         self.flusher.kick()
 
-    def claim_once(self) -> None:
+    def claim_once(self) -> Claim | None:
+        """Ask for one task; the claim to run, or None (the caller gives the slot back)."""
         try:
             answer = self.client.get_task()
         except ServerError as exc:
-            self.gate.release(None)
             delay = self.backoff.failure(exc.retry_after)
             self.status.server_error(str(exc))
             log.warning("cannot get a task: %s; next try in %.1f s", exc, delay)
-            return
+            return None
         except MalformedTask as exc:
             self.status.server_error(str(exc))
             if not exc.has_id:
-                self.gate.release(None)
                 delay = self.backoff.failure()
                 log.warning("%s; next try in %.1f s", exc, delay)
-                return
-            task = Task(id=exc.task_id, task_type="", params={}, raw={})
-            claim = Claim(new_key(), task, malformed=str(exc))
-            self._journal(claim, {"id": task.id, "task_type": None})
+                return None
+            task = Task(id=exc.task_id, task_type=exc.task_type, params={}, raw={})
+            claim = Claim(new_key(), task, malformed=str(exc), kind=exc.kind)
+            self._journal(claim, {"id": task.id, "task_type": exc.task_type or None})
             log.warning("%s; failing it back to the server", exc)
-            self.gate.release(claim)
-            return
+            return claim
         self.backoff.success()
         self.status.server_ok()
         if answer == NO_TASKS:
-            self.gate.release(None)
-            delay = jittered(self.no_task_sleep)
+            self.idle_wait = jittered(self.no_task_sleep)
             if not self.idle_logged:
                 log.info("no tasks on the server; asking again every ~%.0f s", self.no_task_sleep)
                 self.idle_logged = True
             else:
-                log.debug("no tasks; next poll in %.1f s", delay)
-            self.stop.wait(delay)
-            return
+                log.debug("no tasks; next poll in %.1f s", self.idle_wait)
+            return None
         self.idle_logged = False
         claim = Claim(new_key(), answer)
         self._journal(claim, {"id": answer.id, "task_type": answer.task_type})
         log.info("claimed task %r (%s)", answer.id, answer.task_type)
-        self.gate.release(claim)
+        return claim

@@ -15,6 +15,7 @@ as a duplicate.
 
 from __future__ import annotations
 
+import errno
 import itertools
 import logging
 import os
@@ -64,6 +65,7 @@ class Journal:
         self.open_claims: dict[str, dict[str, Any]] = {}
         self.open_results: dict[str, bytes] = {}  # recorded, not yet posted nor in the outbox
         self.dirty = False
+        self.torn = False  # the last append was cut short (disk full)
         self.compact_at = self.COMPACT_BYTES
         self.fd = self._open()
 
@@ -71,7 +73,14 @@ class Journal:
         return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o644)
 
     def _append(self, record: dict[str, Any]) -> None:
-        os.write(self.fd, orjson.dumps(record) + b"\n")
+        data = orjson.dumps(record) + b"\n"
+        if self.torn:
+            data = b"\n" + data  # ends a line a full disk cut short: recovery skips it, not this one
+        written = os.write(self.fd, data)
+        if written < len(data):
+            self.torn = True
+            raise OSError(errno.ENOSPC, f"short write to the journal ({written} of {len(data)} bytes)")
+        self.torn = False
         self.dirty = True
 
     def record(self, key: str, task: dict[str, Any]) -> None:

@@ -22,13 +22,17 @@ import orjson
 from executor.conventions import failure
 from supervisor.claimer import Claim
 from supervisor.executors import Executor, describe_exit
+from supervisor.logs import Block
 from supervisor.proctree import TreeMonitor
+from supervisor.safetext import loggable_block
 
 log = logging.getLogger("hive.pool")
 
 START_TIMEOUT = 60.0  # an executor that is not ready by then is killed and retried
 MAX_SPAWN_DELAY = 60.0
 MB = 1024 * 1024
+TRACEBACK_MAX_CHARS = 20000  # a task's exception text is its own: the log keeps the start of it
+LOGGER_NAMES_MAX = 256  # distinct task logger names kept; each is a logging.Logger alive forever
 
 
 @dataclass
@@ -53,6 +57,9 @@ class Slot:
     spawn_failures: int = 0
     next_spawn: float = 0.0
     retire: str | None = None  # reason to replace the executor once it is idle
+    log_bytes: int = 0  # logged by its current (or last) task, against TASK_LOG_MAX_BYTES
+    log_dropped: int = 0  # lines of that task dropped over the budget ...
+    log_dropped_bytes: int = 0  # ... and their text
 
     def state(self, now: float) -> str:
         if self.executor is None:
@@ -94,6 +101,7 @@ class Pool:
         self.last_measure = 0.0
         self.monitor = TreeMonitor()  # keeps /proc fds of the busy executors' trees between checks
         self.last_alive_check = 0.0
+        self.logger_names: set[str] = set()
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -201,6 +209,7 @@ class Pool:
             self._executor_lost(slot, now)
             return False
         slot.running = Running(claim, seq, now, limits, cpu_base)
+        slot.log_bytes = slot.log_dropped = slot.log_dropped_bytes = 0  # the budget is per task
         log.info("task %r (%s) started on slot %d (pid %d)", task.id, task.task_type, slot.index, slot.executor.pid)
         return True
 
@@ -223,10 +232,7 @@ class Pool:
         ex = slot.executor
         assert ex is not None
         if op == "log":
-            task_id = header.get("task_id")
-            prefix = f"task {task_id!r}: " if task_id is not None else f"slot {slot.index}: "
-            logging.getLogger("hive." + header.get("name", "task")).log(header.get("level", 20), "%s%s", prefix,
-                                                                          header.get("msg", ""))
+            self._task_log(slot, header)
         elif op == "ready":
             slot.ready = True
             ex.ready_rss = header.get("rss", 0)
@@ -236,7 +242,8 @@ class Pool:
             slot.spawn_failures = 0
             log.debug("slot %d: executor pid %d ready in %.2f s", slot.index, ex.pid, time.monotonic() - ex.started_at)
         elif op == "import_error":
-            log.error("slot %d: executor cannot import the task registry:\n%s", slot.index, header.get("error", "").rstrip())
+            log.error("slot %d: executor cannot import the task registry:\n    %s", slot.index,
+                      _block(header.get("error", "")))
             ex.kill()
             slot.executor = None
             self._spawn_failed(slot, "task registry import failed")
@@ -250,7 +257,7 @@ class Pool:
             ex.idle_cpu = header.get("cpu", ex.idle_cpu)
             ok = bool(header.get("ok"))
             if header.get("traceback"):
-                log.error("task %r raised:\n%s", running.claim.task.id, header["traceback"].rstrip())
+                log.error("task %r raised:\n    %s", running.claim.task.id, _block(header["traceback"]))
             kind = None
             if not ok:
                 try:
@@ -260,8 +267,38 @@ class Pool:
             self._finish(slot, running, ok, raw or b"null", kind)
             self._maybe_retire(slot, header.get("rss", 0))
 
+    def _task_log(self, slot: Slot, header: dict[str, Any]) -> None:
+        """A task's log line, within its TASK_LOG_MAX_BYTES: one task must not rotate away the log."""
+        msg = str(header.get("msg", ""))
+        task_id = header.get("task_id")
+        budget = self.settings.task_log_max_bytes
+        if budget:
+            # A line's prefix (time, level, logger, task id) is ~100 bytes in the file: 1 MB is
+            # then also at most ~10,000 lines, however short.
+            slot.log_bytes += len(msg) + 100
+            if slot.log_bytes > budget:
+                slot.log_dropped += 1
+                slot.log_dropped_bytes += len(msg)
+                if slot.log_dropped == 1:
+                    log.warning("task %r: logged over TASK_LOG_MAX_BYTES=%d; its further lines are dropped "
+                                "(counted when it ends)", task_id, budget)
+                return
+        name = str(header.get("name", "task"))
+        if name not in self.logger_names:
+            if len(self.logger_names) >= LOGGER_NAMES_MAX or len(name) > 100:
+                name = "task"
+            self.logger_names.add(name)
+        level = header.get("level", 20)
+        prefix = f"task {task_id!r}: " if task_id is not None else f"slot {slot.index}: "
+        logging.getLogger("hive." + name).log(level if isinstance(level, int) else 20, "%s%s", prefix, msg)
+
     def _finish(self, slot: Slot, running: Running, ok: bool, raw: bytes, kind: str | None) -> None:
         seconds = time.monotonic() - running.dispatched
+        if slot.log_dropped:
+            log.warning("task %r: %d log line(s) of %d bytes dropped over TASK_LOG_MAX_BYTES=%d",
+                        running.claim.task.id, slot.log_dropped, slot.log_dropped_bytes,
+                        self.settings.task_log_max_bytes)
+        slot.log_bytes = slot.log_dropped = slot.log_dropped_bytes = 0
         self.on_result(running.claim, ok, raw, kind, seconds)
         pause = self.settings.task_error_sleep
         if not ok and pause > 0:
@@ -397,6 +434,13 @@ class Pool:
                 slot.executor = None
                 slot.running = None
         return claims
+
+
+def _block(text: str) -> Block:
+    """An executor's traceback for the log: readable on its lines, escaped, bounded."""
+    if len(text) > TRACEBACK_MAX_CHARS:
+        text = text[:TRACEBACK_MAX_CHARS] + f"\n... ({len(text) - TRACEBACK_MAX_CHARS} more characters)"
+    return Block(loggable_block(text))
 
 
 def _safe_name(task_type: str) -> str:

@@ -17,6 +17,7 @@ from urllib.parse import urlparse
 
 import tomli_w
 
+from supervisor.safetext import redact_url
 from supervisor.update_verify import key_problem
 
 
@@ -89,6 +90,7 @@ SPECS: tuple[Spec, ...] = (
     Spec("RESULT_MAX_BYTES", int, 1, 2**31),
     Spec("GET_TASK_TIMEOUT", float, 0.1, 3600),
     Spec("SUBMIT_TIMEOUT", float, 0.1, 3600),
+    Spec("GET_TASK_MAX_BYTES", int, 1024, 2**31, help="largest get_task answer read; larger ones are dropped"),
     Spec("OUTBOX_MAX_MB", float, 0.001, 1024 * 1024),
     Spec("SHUTDOWN_GRACE", float, 0, 86400),
     Spec("UPDATE_DRAIN_TIMEOUT", float, 0, 86400),
@@ -104,6 +106,7 @@ SPECS: tuple[Spec, ...] = (
     Spec("LOG_LEVEL", str, choices=("DEBUG", "INFO", "WARNING", "ERROR")),
     Spec("LOG_MAX_MB", float, 0.01, 100000),
     Spec("LOG_BACKUPS", int, 0, 1000),
+    Spec("TASK_LOG_MAX_BYTES", int, 0, 2**31, help="log budget of one task (0 = no limit)"),
 )
 SPECS_BY_KEY = {s.key: s for s in SPECS}
 
@@ -193,6 +196,9 @@ class Settings:
         for spec in sorted(SPECS, key=lambda s: s.kind is dict):
             lines.append(f"# {spec.key}: from {self.sources[spec.key]}")
             value = self.values[spec.key]
+            if spec.key == "server_url" and redact_url(value) != value:
+                value = redact_url(value)  # pasted into tickets and chats: never the password
+                lines.append("# (credentials redacted)")
             if spec.kind is dict and not value:
                 lines.append(f"{spec.key} = {{}}")
             else:

@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 
 from supervisor.home import atomic_write
+from supervisor.safetext import loggable
 
 STATUS_FILE = "status.json"
 
@@ -76,7 +77,7 @@ def render(home: Path) -> str:
         _claiming(data),
         *_cap(data),
         f"last server contact: {_ago(data.get('last_contact'), now)}",
-        f"last error: {data.get('last_error') or 'none'}" + (
+        f"last error: {loggable(str(data.get('last_error') or 'none'))}" + (
             f" at {_ago(data.get('last_error_at'), now)}" if data.get("last_error_at") else ""),
         f"outbox: {data.get('outbox_results', 0)} result(s) waiting, {data.get('outbox_bytes', 0)} bytes; "
         f"{data.get('results_delivered', 0)} delivered since start",
@@ -84,6 +85,6 @@ def render(home: Path) -> str:
     ]
     for slot in data.get("slots", []):
         task = slot.get("task")
-        doing = f"task {task['id']!r} ({task['task_type']}) for {task['seconds']:.0f} s" if task else ""
+        doing = f"task {task['id']!r} ({loggable(str(task['task_type']))}) for {task['seconds']:.0f} s" if task else ""
         lines.append(f"  #{slot['slot']}: {slot['state']} pid {slot.get('pid')} tasks done {slot['tasks_done']} {doing}".rstrip())
     return "\n".join(lines)

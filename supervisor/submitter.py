@@ -5,7 +5,8 @@ that cannot be posted at once goes to the outbox (a file, written durably) and i
 retried from there until a 2xx. Transient trouble (connection, timeout, 5xx, 408,
 429) backs off and retries forever; a permanent 4xx is retried a few times, then
 dead-lettered. While the server is away, and at shutdown, whatever was not posted
-goes to the outbox.
+goes to the outbox. When the disk takes no writes (diskguard.py), results wait in
+memory, first in line, until they are posted or can be written; none is dropped.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import orjson
 
 from supervisor.backoff import Backoff
 from supervisor.client import HiveClient, ServerError
+from supervisor.diskguard import DiskGuard
 from supervisor.flusher import Flusher
 from supervisor.outbox import Journal, Outbox
 
@@ -31,7 +33,7 @@ PERMANENT_TRIES = 3
 
 class SubmitLoop(threading.Thread):
     def __init__(self, client: HiveClient, outbox: Outbox, journal: Journal, flusher: Flusher, backoff: Backoff,
-                 status: Any) -> None:
+                 status: Any, disk: DiskGuard) -> None:
         super().__init__(name="submit", daemon=True)
         self.client = client
         self.outbox = outbox
@@ -45,6 +47,7 @@ class SubmitLoop(threading.Thread):
         self.fresh: OrderedDict[str, tuple[bytes, Any]] = OrderedDict()
         self.refusals: dict[str, int] = {}
         self.closing = threading.Event()
+        self.disk = disk
 
     def hand_over(self, key: str, body: bytes, task_id: Any) -> None:
         """Called by the arbiter with a finished task's result body."""
@@ -66,21 +69,56 @@ class SubmitLoop(threading.Thread):
                 try:
                     self.journal.result(key, body)
                 except OSError as exc:  # still posted from memory; only a crash before that would lose it
-                    log.error("cannot journal the result of task %r (%s); posting it from memory", task_id, exc)
+                    self.disk.failed(exc, f"the result of task {task_id!r} waits in memory")
         self.flusher.kick()
 
-    def persist(self) -> int:
-        """Move every result not yet posted to the outbox, durably (server away, shutdown, self-update)."""
+    def persist(self, force: bool = False) -> int:
+        """Move every result not yet posted to the outbox, durably (server away, shutdown, self-update).
+        What the disk does not take stays in memory, in order; while the disk is known to take no
+        writes only ``force`` (the last try at shutdown) tries again."""
         self._take_incoming()
         count = 0
         with self.lock:
-            while self.fresh:
-                key, (body, _) = next(iter(self.fresh.items()))
-                self.outbox.put(key, body)  # on a failure (disk full) it stays in memory and in the journal
-                self.journal.clear(key)
+            while self.fresh and (force or not self.disk.broken):
+                key, (body, task_id) = next(iter(self.fresh.items()))
+                try:
+                    self.outbox.put(key, body)
+                except OSError as exc:
+                    self.disk.failed(exc, f"{len(self.fresh)} result(s) wait in memory")
+                    break
+                self._clear(key)
                 del self.fresh[key]
                 count += 1
         return count
+
+    def in_memory(self) -> int:
+        """Results held only here (neither posted nor in the outbox)."""
+        with self.lock:
+            return len(self.fresh)
+
+    def _clear(self, key: str) -> None:
+        """The journal's completion record; a failure costs only a second POST after a crash."""
+        try:
+            self.journal.clear(key)
+        except OSError as exc:
+            self.disk.failed(exc, "a delivered result may be posted again after a restart")
+        self.flusher.kick()
+
+    def _keep(self, key: str, body: bytes, task_id: Any) -> Path | None:
+        """A result whose POST did not go through: into the outbox, or, when the disk takes no
+        writes, back into memory first in line. Its outbox path, or None."""
+        if not self.disk.broken:
+            try:
+                path = self.outbox.put(key, body)
+            except OSError as exc:
+                self.disk.failed(exc, f"the result of task {task_id!r} waits in memory")
+            else:
+                self._clear(key)
+                return path
+        with self.lock:
+            self.fresh[key] = (body, task_id)
+            self.fresh.move_to_end(key, last=False)
+        return None
 
     def run(self) -> None:
         try:
@@ -105,9 +143,12 @@ class SubmitLoop(threading.Thread):
                         continue
                     key, (body, task_id) = item
                     self.post_fresh(key, body, task_id)
-                except Exception:  # noqa: BLE001 - e.g. a full disk: say it, wait, go on; results stay queued
-                    log.exception("submitting failed unexpectedly; retrying in 5 s")
-                    self.closing.wait(5.0)
+                except Exception as exc:  # noqa: BLE001 - a bug, MemoryError: say it, wait, go on; results stay queued
+                    delay = max(self.backoff.failure(), 1.0)
+                    log.error("submitting failed unexpectedly (%s: %s); results stay queued, next try in %.1f s",
+                              type(exc).__name__, exc, delay)
+                    log.debug("submit failure", exc_info=True)
+                    self.closing.wait(delay)
         finally:
             self.client.close()
 
@@ -121,20 +162,13 @@ class SubmitLoop(threading.Thread):
     def post_fresh(self, key: str, body: bytes, task_id: Any) -> None:
         try:
             self.client.submit(body)
-        except ServerError as exc:
-            try:
-                path = self.outbox.put(key, body)  # kept durably for the retries
-            except BaseException:
-                with self.lock:  # cannot write it (disk full): keep it in memory, first in line
-                    self.fresh[key] = (body, task_id)
-                    self.fresh.move_to_end(key, last=False)
+        except Exception as exc:  # noqa: BLE001 - whatever went wrong, the result is kept first
+            path = self._keep(key, body, task_id)
+            if not isinstance(exc, ServerError):
                 raise
-            self.journal.clear(key)
-            self.flusher.kick()
             self._failed(path, task_id, exc)
             return
-        self.journal.clear(key)
-        self.flusher.kick()
+        self._clear(key)
         self._posted(task_id)
 
     def post_file(self, path: Path) -> None:
@@ -157,9 +191,9 @@ class SubmitLoop(threading.Thread):
         self.status.delivered += 1
         log.info("result for task %r posted", task_id)
 
-    def _failed(self, path: Path, task_id: Any, exc: ServerError) -> None:
+    def _failed(self, path: Path | None, task_id: Any, exc: ServerError) -> None:
         self.status.server_error(str(exc))
-        if exc.permanent:
+        if exc.permanent and path is not None:  # only a result on disk can be dead-lettered
             tries = self.refusals.get(path.name, 0) + 1
             self.refusals[path.name] = tries
             if tries >= PERMANENT_TRIES:
@@ -170,5 +204,6 @@ class SubmitLoop(threading.Thread):
             self.closing.wait(0.5)
             return
         delay = self.backoff.failure(exc.retry_after)
-        log.warning("cannot post result for task %r: %s; %d result(s) wait on disk; next try in %.1f s",
-                    task_id, exc, len(self.outbox), delay)
+        log.warning("cannot post result for task %r: %s; %d result(s) wait on disk%s; next try in %.1f s",
+                    task_id, exc, len(self.outbox), f", {self.in_memory()} in memory" if self.disk.broken else "",
+                    delay)

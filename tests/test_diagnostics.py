@@ -11,7 +11,6 @@ import config
 from supervisor import diagnostics, status
 from supervisor.arbiter import Arbiter
 from supervisor.cpucap import PERIOD_US, group_weight, quota_us
-from supervisor.diskspace import DiskWatch
 from supervisor.settings import load
 
 
@@ -88,18 +87,6 @@ def test_answer_is_bounded_and_keeps_the_essentials(make_arbiter):
     raw = diagnostics.answer(arb)
     data = orjson.loads(raw)
     assert len(raw) <= diagnostics.MAX_BYTES and data["truncated"] is True and data["version"] == "9.9.9"
-
-
-def test_disk_watch_says_full_below_the_minimum_and_logs_the_change(tmp_path, caplog):
-    caplog.set_level(logging.INFO, logger="hive.disk")
-    assert DiskWatch(tmp_path, min_free_mb=0).full(0.0) is None
-    watch = DiskWatch(tmp_path, min_free_mb=10**12)
-    why = watch.full(0.0)
-    assert why and why.startswith("disk full (") and str(tmp_path) in why
-    assert watch.full(1.0) == why  # between checks: the last reading
-    watch.min_free = 0
-    assert watch.full(100.0) is None
-    assert [r.getMessage().split(" ")[0] for r in caplog.records] == ["only", "disk"]
 
 
 def test_quota_is_a_share_of_the_whole_machine():

@@ -39,8 +39,9 @@ def huge(size: int) -> dict:
     return {"status": "success", "data": "x" * size}
 
 
-def prints(text: str = "hello from print") -> dict:
-    print(text)
+def prints(text: str = "hello from print", times: int = 1) -> dict:
+    for _ in range(times):
+        print(text)
     return {"status": "success", "data": "printed"}
 
 

@@ -1,0 +1,594 @@
+"""Nothing from the network or the disk can stop, crash or bloat the worker (issue 14).
+
+Real misbehaving HTTP servers on 127.0.0.1 (devserver faults, Fault.raw writing the bytes a
+broken server or proxy would), the real worker process, and for the full disk a real tmpfs.
+Each worker test checks the supervisor's RSS stayed bounded, that it still claims afterwards
+and that no task or result was lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import psutil
+import pytest
+from conftest import MAIN, TEST_CONFIG, clean_env, results_by_id, wait_for
+
+from devserver import Fault, HiveDevServer
+from supervisor import client as client_mod
+from supervisor.client import HiveClient, MalformedTask, ServerError, too_deep
+from supervisor.identity import IdentityError, load_or_create_worker_id
+from supervisor.logs import FORMAT, SafeFormatter
+from supervisor.safetext import loggable, redact_url
+
+MB = 1024 * 1024
+HOSTILE_ENV = {"HIVE_POOL_SIZE": "1", "HIVE_LOG_LEVEL": "INFO", "HIVE_TIME_ERROR_SLEEP": "0.3",
+               "HIVE_GET_TASK_TIMEOUT": "2", "HIVE_SUBMIT_TIMEOUT": "2", "HIVE_GET_TASK_MAX_BYTES": str(MB)}
+RSS_HEADROOM = 80 * MB  # over the supervisor's RSS before the hostile answers; the streams below are far larger
+
+
+def nested(depth: int) -> object:
+    value: object = 0
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+# ---- what the hostile servers send --------------------------------------------------------------
+
+
+def endless_chunked(limit: int = 600 * MB):
+    """200, chunked, a body that never ends (up to ``limit``, so a broken worker cannot hang the test)."""
+    def stream(stopping: threading.Event) -> Iterator[bytes]:
+        yield b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+        chunk = b"%x\r\n%s\r\n" % (MB, b" " * MB)
+        for _ in range(limit // MB):
+            yield chunk
+    return stream
+
+
+def huge_length(announced: int = 100 * 1024**3):
+    """A Content-Length of 100 GB, then a trickle of body."""
+    def stream(stopping: threading.Event) -> Iterator[bytes]:
+        yield b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % announced
+        while not stopping.wait(0.2):
+            yield b" " * 1024
+    return stream
+
+
+def trickle(seconds: float = 60.0):
+    """A valid answer at one byte a second (stops after ``seconds``)."""
+    def stream(stopping: threading.Event) -> Iterator[bytes]:
+        body = b'{"status": "no_tasks"}' + b" " * 1000
+        yield b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+        deadline = time.monotonic() + seconds
+        for i in range(len(body)):
+            if stopping.wait(1.0) or time.monotonic() > deadline:
+                return
+            yield body[i:i + 1]
+    return stream
+
+
+class RssWatch:
+    """The supervisor's largest RSS, sampled every 20 ms while the test runs."""
+
+    def __init__(self, pid: int) -> None:
+        self.proc = psutil.Process(pid)
+        self.peak = 0
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.done.wait(0.02):
+            try:
+                self.peak = max(self.peak, self.proc.memory_info().rss)
+            except psutil.Error:
+                return
+
+    def stop(self) -> int:
+        self.done.set()
+        self.thread.join(5)
+        return self.peak
+
+
+def rss(pid: int) -> int:
+    return psutil.Process(pid).memory_info().rss
+
+
+def started(w) -> int:
+    """Wait until the worker talked to the server once; its supervisor's RSS then."""
+    wait_for(lambda: "no tasks on the server" in w.log() or w.proc.poll() is not None, 30, what="first poll")
+    assert w.proc.poll() is None, w.console()
+    return rss(w.pid)
+
+
+def assert_still_serving(server, w, task_id: str) -> None:
+    """A fresh task is claimed, run and posted: the worker did not lose its slot."""
+    server.enqueue("echo", {"after": task_id}, task_id=task_id)
+    wait_for(lambda: task_id in results_by_id(server), 40, what=f"{task_id} to be served")
+    assert results_by_id(server)[task_id][0]["status"] == "success"
+    assert w.proc.poll() is None, w.console()
+
+
+# ---- pure pieces ---------------------------------------------------------------------------------
+
+
+def test_nesting_limit_is_exact_and_iterative():
+    assert not too_deep(nested(64))
+    assert too_deep(nested(65))
+    assert not too_deep({"a": [1, {"b": "x"}], "c": 3})
+    assert not too_deep("text") and not too_deep(7)
+    assert too_deep(nested(100_000))  # no RecursionError however deep
+
+
+def test_loggable_escapes_every_line_break_and_terminal_escape():
+    assert loggable("a\nb\r\x1b[31mc\x85\u2028d\te") == "a\\nb\\r\\x1b[31mc\\x85\\u2028d\\te"
+    assert loggable("é ж ok") == "é ж ok"
+    assert loggable("x" * 50, 10) == "x" * 10 + "..."
+
+
+def test_log_formatter_escapes_every_argument_and_traceback():
+    formatter = SafeFormatter(FORMAT)
+    evil = "x\n2026-12-01 00:00:00,000 INFO    hive.supervisor: forged \x1b[2J"
+    record = logging.LogRecord("hive.claim", logging.INFO, __file__, 1, "claimed task %r (%s) in %.1f s",
+                               ("id\n1", evil, 1.5), None)
+    line = formatter.format(record)
+    assert "\n" not in line and "\x1b" not in line
+    assert line.endswith("claimed task 'id\\n1' (x\\n2026-12-01 00:00:00,000 INFO    hive.supervisor: forged "
+                         "\\x1b[2J) in 1.5 s")
+    try:
+        raise ValueError(evil)
+    except ValueError:
+        record = logging.LogRecord("hive", logging.ERROR, __file__, 1, "failed", (), sys.exc_info())
+    text = formatter.format(record)
+    assert "\x1b" not in text
+    huge = logging.LogRecord("hive", logging.INFO, __file__, 1, "claimed task %r", ("i" * 10**6,), None)
+    assert len(formatter.format(huge)) < 10100  # one argument is cut at ARG_MAX_CHARS
+    assert all(line.startswith("    ") for line in text.splitlines()[1:])  # continuation lines only
+
+
+def test_credentials_are_redacted_from_urls():
+    assert redact_url("http://user:s3cret@host:3010/api") == "http://***@host:3010/api"
+    assert redact_url("https://token@host/api") == "https://***@host/api"
+    assert redact_url("http://host:3010/api") == "http://host:3010/api"
+    assert redact_url("") == ""
+
+
+@pytest.mark.parametrize("name, content", [("workername.txt", "Магазин-7"), ("worker.conf", "shop_1\nsecond line"),
+                                           ("worker.conf", "shop\x1b[2J_1")])
+def test_an_identity_that_cannot_go_in_a_header_is_refused_before_anything_is_written(tmp_path, name, content):
+    (tmp_path / name).write_text(content, encoding="utf-8")
+    with pytest.raises(IdentityError, match="cannot be sent as the worker id"):
+        load_or_create_worker_id(tmp_path)
+    if name == "workername.txt":
+        assert not (tmp_path / "worker.conf").exists()  # fixing workername.txt is enough
+
+
+def test_latin1_identity_of_a_1_0_x_install_still_works(tmp_path):
+    (tmp_path / "worker.conf").write_text("café_1a2b3c4d", encoding="utf-8")
+    assert load_or_create_worker_id(tmp_path) == "café_1a2b3c4d"
+
+
+# ---- the client against hostile answers ------------------------------------------------------
+
+
+@pytest.fixture
+def raw_server():
+    with HiveDevServer() as srv:
+        yield srv
+
+
+def test_a_100_gb_content_length_is_refused_before_reading(raw_server, no_proxy_env):
+    raw_server.inject(Fault.raw(huge_length()), path="/get_task")
+    c = HiveClient(raw_server.url, "w", "2.0.0", get_max_bytes=MB)
+    with pytest.raises(ServerError, match=r"answer of 107374182400 bytes announced, over GET_TASK_MAX_BYTES=1048576"):
+        c.get_task()
+    assert c.get_task() == client_mod.NO_TASKS  # a fresh connection, and the next answer is fine
+
+
+def test_an_endless_chunked_answer_is_cut_at_the_cap(raw_server, no_proxy_env):
+    raw_server.inject(Fault.raw(endless_chunked()), path="/get_task")
+    c = HiveClient(raw_server.url, "w", "2.0.0", get_max_bytes=MB)
+    with pytest.raises(ServerError, match=r"answer passed GET_TASK_MAX_BYTES=1048576 bytes while being read"):
+        c.get_task()
+    assert c.get_task() == client_mod.NO_TASKS
+
+
+def outcome_of(call, within: float) -> BaseException | object:
+    """What ``call()`` returned or raised, waited for up to ``within`` seconds (in a thread, so a
+    client that never gives up fails the test instead of hanging it)."""
+    box: list = []
+
+    def run() -> None:
+        try:
+            box.append(call())
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            box.append(exc)
+
+    threading.Thread(target=run, daemon=True).start()
+    wait_for(lambda: box, within, what=f"{call} to give up")
+    return box[0]
+
+
+def test_a_trickling_answer_is_cut_at_the_whole_exchange_deadline(raw_server, no_proxy_env):
+    raw_server.inject(Fault.raw(trickle()), path="/get_task")
+    c = HiveClient(raw_server.url, "w", "2.0.0", get_timeout=1.5)
+    got = outcome_of(c.get_task, 30)  # the trickle would take 1000 s
+    assert isinstance(got, ServerError), got
+    assert str(got) == "get_task: no answer within 1.5 s (GET_TASK_TIMEOUT bounds the whole exchange)"
+
+
+def test_a_proxy_trickling_its_connect_answer_is_cut_at_the_deadline(monkeypatch, no_proxy_env):
+    listener = socket.create_server(("127.0.0.1", 0))  # a proxy that answers CONNECT a byte a second
+    stopping = threading.Event()
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            for byte in b"HTTP/1.1 200 Connection established\r\n" + b"X-Pad: " + b"a" * 1000:
+                if stopping.wait(1.0):
+                    return
+                conn.sendall(bytes([byte]))
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        monkeypatch.setenv("https_proxy", f"http://127.0.0.1:{listener.getsockname()[1]}")
+        c = HiveClient("https://hive.invalid/api", "w", "2.0.0", get_timeout=1.5)
+        got = outcome_of(c.get_task, 30)
+        assert isinstance(got, ServerError) and "no answer within 1.5 s" in str(got), got
+    finally:
+        stopping.set()
+        listener.close()
+
+
+def test_submit_answers_are_capped_too(raw_server, no_proxy_env):
+    raw_server.inject(Fault.raw(endless_chunked()), path="/submit_result")
+    c = HiveClient(raw_server.url, "w", "2.0.0")
+    with pytest.raises(ServerError, match="submit_result: answer passed the submit_result answer cap=65536"):
+        c.submit(b'{"task_id": 1, "worker_id": "w", "status": "success", "result": null}')
+
+
+def test_deep_params_are_bad_params_and_a_deep_id_cannot_be_answered(raw_server, no_proxy_env):
+    c = HiveClient(raw_server.url, "w", "2.0.0")
+    raw_server.enqueue_raw({"id": "p", "task_type": "echo", "params": {"x": nested(300)}})
+    with pytest.raises(MalformedTask) as info:
+        c.get_task()
+    assert (info.value.has_id, info.value.task_id, info.value.kind) == (True, "p", "bad_params")
+    raw_server.enqueue_raw({"id": nested(300), "task_type": "echo", "params": {}})
+    with pytest.raises(MalformedTask, match="task id nested deeper than 64 levels") as info:
+        c.get_task()
+    assert not info.value.has_id
+
+
+@pytest.fixture
+def no_proxy_env(monkeypatch):
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+
+
+def test_credentials_in_server_url_never_reach_a_proxy(monkeypatch, no_proxy_env):
+    from test_client import RawServer
+
+    body = b'{"status": "no_tasks"}'
+    proxy = RawServer(lambda req: b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+    try:
+        monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{proxy.port}")
+        c = HiveClient("http://hive:s3cret@hive.invalid:3010/api", "w", "2.0.0")
+        assert c.get_task() == client_mod.NO_TASKS
+        assert proxy.requests[0].startswith(b"GET http://hive.invalid:3010/api/get_task HTTP/1.1\r\n")
+        assert b"s3cret" not in proxy.requests[0]
+    finally:
+        proxy.close()
+
+
+# ---- the real worker against them ----------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_huge_endless_and_trickling_answers_cost_bounded_memory_and_no_slot(server, start_worker):
+    w = start_worker(server.url, env=HOSTILE_ENV)
+    base = started(w)
+    watch = RssWatch(w.pid)
+    server.inject(Fault.raw(endless_chunked()), Fault.raw(huge_length()), Fault.raw(trickle()), path="/get_task")
+    wait_for(lambda: server.pending_faults == 0, 30, what="the hostile answers to be asked for")
+    wait_for(lambda: "no answer within 2 s" in w.log(), 30, what="the trickle cut at GET_TASK_TIMEOUT")
+    assert_still_serving(server, w, "after-get-faults")
+    # submit_result's answer: endless, then trickling; the result is kept and posted once it gets through.
+    server.inject(Fault.raw(endless_chunked()), Fault.raw(trickle()), path="/submit_result")
+    assert_still_serving(server, w, "after-submit-faults")
+    peak = watch.stop()
+    log = w.log()
+    assert "answer passed GET_TASK_MAX_BYTES=1048576 bytes while being read; dropped" in log
+    assert "answer of 107374182400 bytes announced, over GET_TASK_MAX_BYTES=1048576; dropped" in log
+    assert "submit_result: answer passed the submit_result answer cap=65536 bytes" in log
+    assert "Traceback" not in log
+    assert peak < base + RSS_HEADROOM, (peak / MB, base / MB)
+    assert server.store.counts()["claimed"] == 0  # nothing claimed and left unanswered
+
+
+@pytest.mark.slow
+def test_deep_structures_fail_their_task_and_the_worker_goes_on(server, start_worker):
+    w = start_worker(server.url, env=HOSTILE_ENV)
+    watch = RssWatch(w.pid)
+    base = started(w)
+    server.enqueue_raw({"id": nested(300), "task_type": "echo", "params": {}})
+    server.enqueue("echo", {"x": nested(300)}, task_id="deep-params")
+    server.enqueue("echo", {"x": nested(60)}, task_id="deep-but-fine")
+    wait_for(lambda: {"deep-params", "deep-but-fine"} <= set(results_by_id(server)), 30, what="both answered")
+    results = results_by_id(server)
+    assert results["deep-params"][0]["status"] == "failure"
+    assert results["deep-params"][0]["result"]["kind"] == "bad_params"
+    assert results["deep-but-fine"][0]["status"] == "success"
+    assert "task id nested deeper than 64 levels, cannot answer it" in w.log()
+    assert_still_serving(server, w, "after-deep")
+    assert watch.stop() < base + RSS_HEADROOM
+
+
+@pytest.mark.slow
+def test_server_text_cannot_forge_a_log_line_or_reach_the_terminal(server, start_worker):
+    w = start_worker(server.url, env=HOSTILE_ENV)
+    base = started(w)
+    watch = RssWatch(w.pid)
+    forged = "2026-12-01 00:00:00,000 INFO    hive.supervisor: forged line"
+    server.enqueue(f"evil\n{forged}\x1b[2J", {}, task_id="evil")
+    server.inject(Fault.status(503, f"busy\r\n{forged}\x1b]0;pwned\x07"), path="/get_task")
+    wait_for(lambda: "evil" in results_by_id(server), 30, what="the evil task to be answered")
+    assert results_by_id(server)["evil"][0]["result"]["kind"] == "unknown_task"
+    assert_still_serving(server, w, "after-evil")
+    for text in (w.log(), w.console()):
+        assert not any(line.startswith(forged) for line in text.splitlines())
+        assert "\x1b" not in text and "\x07" not in text
+    assert "evil\\n2026-12-01" in w.log()
+    assert watch.stop() < base + RSS_HEADROOM
+
+
+@pytest.mark.slow
+def test_credentials_in_server_url_are_never_printed(server, start_worker):
+    url = server.url.replace("http://", "http://hive:s3cret-pw@")
+    w = start_worker(url, env=HOSTILE_ENV)
+    started(w)
+    assert_still_serving(server, w, "with-credentials")
+    wait_for(lambda: (w.home / "status.json").exists(), 10)
+    status = (w.home / "status.json").read_text()
+    assert "***@127.0.0.1" in status and "s3cret" not in status
+    assert "s3cret" not in w.log() and "s3cret" not in w.console()
+    printed = subprocess.run([sys.executable, str(MAIN), "--home", str(w.home), "--config", str(TEST_CONFIG),
+                              "--server", url, "--print-config"], capture_output=True, text=True, env=clean_env(),
+                             timeout=60)
+    assert printed.returncode == 0 and "***@127.0.0.1" in printed.stdout and "s3cret" not in printed.stdout
+
+
+@pytest.mark.slow
+def test_an_identity_that_cannot_be_sent_stops_the_worker_at_start(server, start_worker, tmp_path):
+    home = tmp_path / "cyrillic"
+    home.mkdir()
+    (home / "workername.txt").write_text("Магазин", encoding="utf-8")
+    w = start_worker(server.url, env=HOSTILE_ENV, home=home)
+    assert w.wait(60) == 2
+    lines = [line for line in w.log().splitlines() if "cannot start" in line]
+    assert len(lines) == 1 and "workername.txt" in lines[0] and "Latin-1" in lines[0], w.log()
+    assert not (home / "worker.conf").exists()
+
+
+@pytest.mark.slow
+def test_one_task_cannot_flush_the_log(server, start_worker):
+    env = dict(HOSTILE_ENV, HIVE_TASK_LOG_MAX_BYTES=str(200 * 1024), HIVE_LOG_MAX_MB="1", HIVE_LOG_BACKUPS="1")
+    w = start_worker(server.url, env=env)
+    base = started(w)
+    watch = RssWatch(w.pid)
+    server.enqueue("prints", {"text": "x" * 100, "times": 200_000}, task_id="flood")  # 20 MB of lines
+    wait_for(lambda: "flood" in results_by_id(server), 120, what="the flooding task to end")
+    log = w.log()
+    assert "starting: server" in log  # the start line was not rotated away
+    assert "logged over TASK_LOG_MAX_BYTES=204800; its further lines are dropped" in log
+    dropped = [line for line in log.splitlines() if "dropped over TASK_LOG_MAX_BYTES" in line]
+    assert len(dropped) == 1 and "task 'flood'" in dropped[0], dropped
+    lines, size = re.search(r"(\d+) log line\(s\) of (\d+) bytes dropped", dropped[0]).groups()
+    assert 195_000 < int(lines) < 200_000 and int(size) == int(lines) * 100
+    assert sum("x" * 100 in line for line in log.splitlines()) < 2000
+    assert not (w.home / "logs" / "worker.log.1").exists()
+    assert_still_serving(server, w, "after-flood")
+    assert watch.stop() < base + RSS_HEADROOM
+
+
+# ---- a full disk --------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A 4 MB tmpfs (needs root and a kernel that lets us mount)."""
+    mount = tmp_path / "tmpfs"
+    mount.mkdir()
+    if sys.platform != "linux" or shutil.which("mount") is None:
+        pytest.skip("needs Linux mount for a real small filesystem")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], capture_output=True,
+                          text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill(folder: Path) -> Path:
+    """Fill the filesystem of ``folder`` to the last byte."""
+    filler = folder / "filler"
+    with open(filler, "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError:
+            pass
+    for i in range(64):  # the last pages too
+        try:
+            (folder / f"small{i}").write_bytes(b"\0" * 512)
+        except OSError:
+            break
+    return filler
+
+
+@pytest.mark.slow
+def test_a_full_disk_stops_claiming_and_loses_nothing(server, start_worker, tmp_path, small_disk):
+    home = tmp_path / "home"
+    home.mkdir()
+    for name in ("journal", "outbox"):
+        (small_disk / name).mkdir()
+        os.symlink(small_disk / name, home / name)
+    w = start_worker(server.url, env=dict(HOSTILE_ENV, HIVE_LOG_LEVEL="DEBUG"), home=home)
+    started(w)
+    watch = RssWatch(w.pid)
+    fill(small_disk)
+    # The one slot claims "first"; its journal write fails. It must still run and be answered,
+    # even through a server that refuses results for a while (the result then waits in memory).
+    server.inject(Fault.status(503), Fault.status(503), path="/submit_result")
+    for i in range(4):
+        server.enqueue("echo", {"i": i}, task_id=f"t{i}")
+    wait_for(lambda: "disk full: not claiming" in w.log(), 30, what="the disk-full line")
+    wait_for(lambda: "t0" in results_by_id(server), 30, what="the claimed task to be answered")
+    # A failed test write 5 s later: long enough for a worker that drops tasks to claim the next one.
+    wait_for(lambda: "test write to" in w.log() and "still fails" in w.log(), 30, what="a failed test write")
+    assert server.store.counts()["queued"] == 3, server.store.tasks()
+    assert server.store.counts()["claimed"] == 0
+    assert w.proc.poll() is None
+    for leftover in small_disk.iterdir():
+        if leftover.is_file():
+            leftover.unlink()
+    wait_for(lambda: "disk writable again (test write succeeded): claiming resumes" in w.log(), 30)
+    wait_for(lambda: {"t1", "t2", "t3"} <= set(results_by_id(server)), 60, what="the rest after the disk came back")
+    by_id = results_by_id(server)
+    assert all(len(by_id[f"t{i}"]) == 1 and by_id[f"t{i}"][0]["status"] == "success" for i in range(4))
+    assert_still_serving(server, w, "after-disk")
+    assert watch.stop() < 300 * MB
+    assert len([line for line in w.log().splitlines() if "not claiming" in line]) == 1
+
+
+def test_server_answers_in_the_outbox_are_not_dropped_when_a_post_breaks_unexpectedly(tmp_path):
+    """The submit loop: an unexpected error during a POST (here a MemoryError from the client) keeps
+    the result in the outbox and retries; it is never only in memory."""
+    from supervisor.backoff import Backoff
+    from supervisor.diskguard import DiskGuard
+    from supervisor.flusher import Flusher
+    from supervisor.outbox import Journal, Outbox
+    from supervisor.status import Status
+    from supervisor.submitter import SubmitLoop
+
+    with HiveDevServer() as srv:
+        class Flaky(HiveClient):
+            calls = 0
+
+            def submit(self, body: bytes) -> None:
+                Flaky.calls += 1
+                if Flaky.calls == 1:
+                    raise MemoryError("no room for the answer")
+                super().submit(body)
+
+        journal = Journal(tmp_path)
+        outbox = Outbox(tmp_path, 10 * MB)
+        loop = SubmitLoop(Flaky(srv.url, "w", "2.0.0"), outbox, journal, Flusher(journal), Backoff(cap=0.2),
+                          Status(), DiskGuard(tmp_path))
+        body = orjson.dumps({"task_id": "m", "worker_id": "w", "status": "success", "result": 1})
+        loop.hand_over("k1", body, "m")
+        loop._take_incoming()
+        key, (b, tid) = loop.fresh.popitem(last=False)
+        with pytest.raises(MemoryError):
+            loop.post_fresh(key, b, tid)
+        assert [p.name for p in (tmp_path / "outbox").iterdir()] == ["k1.json"]
+        loop.start()
+        wait_for(lambda: len(srv.results()) == 1, 20)
+        loop.closing.set()
+        loop.join(10)
+        journal.close()
+        assert not list((tmp_path / "outbox").iterdir())
+
+
+
+def test_the_claim_loop_gives_its_slot_back_whatever_a_claim_raises(tmp_path):
+    """Any exception in one claim (here a MemoryError and a TypeError out of the client) gives the
+    slot back, logs one line and backs off; the next claim goes out."""
+    from supervisor.backoff import Backoff
+    from supervisor.claimer import ClaimGate, ClaimLoop
+    from supervisor.diskguard import DiskGuard
+    from supervisor.flusher import Flusher
+    from supervisor.outbox import Journal
+    from supervisor.status import Status
+
+    with HiveDevServer() as srv:
+        srv.enqueue("echo", {}, task_id="after")
+
+        class Broken(HiveClient):
+            calls = 0
+
+            def get_task(self):
+                Broken.calls += 1
+                if Broken.calls == 1:
+                    raise MemoryError("answer too big")
+                if Broken.calls == 2:
+                    raise TypeError("Recursion limit reached")
+                return super().get_task()
+
+        journal = Journal(tmp_path)
+        gate = ClaimGate(on_claim=lambda: None)
+        gate.set_ready(1, None)  # one slot: a lost slot would stop all claiming
+        stop = threading.Event()
+        loop = ClaimLoop(Broken(srv.url, "w", "2.0.0"), gate, journal, Flusher(journal), Backoff(cap=0.1), 0.1,
+                         stop, Status(), DiskGuard(tmp_path))
+        loop.start()
+        try:
+            wait_for(lambda: len(gate.pending) == 1, 20, what="a claim after two broken ones")
+        finally:
+            stop.set()
+            loop.join(10)
+            journal.close()
+        assert gate.take().task.id == "after"
+        assert gate.inflight == 0
+
+
+def test_one_task_that_breaks_the_supervision_loop_fails_alone(tmp_path):
+    """An exception while placing one claimed task (here from the pool's dispatch) fails that task
+    with kind exception; the next claim is still placed."""
+    import config
+    from supervisor import settings as settings_mod
+    from supervisor.arbiter import Arbiter
+    from supervisor.claimer import Claim
+    from supervisor.client import Task
+    from supervisor.outbox import new_key
+
+    settings = settings_mod.load(config, tmp_path, {"server_url": "http://127.0.0.1:9/api"}, environ={})
+    arbiter = Arbiter(settings, "w", "2.0.0", {"echo"})
+    placed = []
+
+    def dispatch(claim):
+        if claim.task.id == "bad":
+            raise RecursionError("maximum recursion depth exceeded")
+        placed.append(claim.task.id)
+        return True
+
+    arbiter.pool.dispatch = dispatch
+    for task_id in ("bad", "good"):
+        arbiter.gate.pending.append(Claim(new_key(), Task(id=task_id, task_type="echo", params={}, raw={})))
+    try:
+        arbiter.take_claims()
+        key, body, task_id = arbiter.submitter.incoming.get(timeout=5)
+        assert task_id == "bad"
+        result = orjson.loads(body)
+        assert result["status"] == "failure" and result["result"]["kind"] == "exception"
+        assert "RecursionError" in result["result"]["error"]
+        assert placed == ["good"]
+    finally:
+        arbiter.journal.close()
