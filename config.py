@@ -60,6 +60,11 @@ UPDATE_MAX_BYTES = 200 * 1024 * 1024  # a larger download is refused
 UPDATE_PUBLIC_KEYS: list = []
 UPDATE_HEALTH_TIMEOUT = 120.0  # the updater rolls back if the new worker is not healthy by then
 
+# prom_pars fetches only from these hosts and their subdomains (each URL and every redirect
+# hop is checked; anything else gets status 5 and a log line). Tests serving fixture pages
+# on 127.0.0.1 add "127.0.0.1" explicitly; a fleet PC should never need to.
+PROM_ALLOWED_HOSTS: list = ["prom.ua"]
+
 LOG_LEVEL = "INFO"
 LOG_MAX_MB = 10  # logs/worker.log is rotated at this size ...
 LOG_BACKUPS = 5  # ... keeping this many old files

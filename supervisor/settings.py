@@ -71,6 +71,14 @@ def _check_task_limits(value: dict) -> str | None:
     return None
 
 
+def _check_hosts(value: list) -> str | None:
+    for host in value:
+        bare = host.strip().lower()
+        if not bare or any(c in bare for c in "/:@?#[] \t") or bare.strip("*.") == "":
+            return f"entries must be bare host names like prom.ua (no scheme, port or path), got {host!r}"
+    return None
+
+
 SPECS: tuple[Spec, ...] = (
     Spec("SERVER_URL", str, check=_check_url, help="Hive API root; empty = embedded local dev server"),
     Spec("POOL_SIZE", int, 1, 256, help="executor processes"),
@@ -95,6 +103,8 @@ SPECS: tuple[Spec, ...] = (
     Spec("UPDATE_MAX_BYTES", int, 1024, 2**34),
     Spec("UPDATE_PUBLIC_KEYS", list, check=key_problem, help="Ed25519 public keys (base64) that may sign updates"),
     Spec("UPDATE_HEALTH_TIMEOUT", float, 5, 3600),
+    Spec("PROM_ALLOWED_HOSTS", list, check=_check_hosts,
+         help="hosts (with subdomains) prom_pars may fetch from; others get status 5"),
     Spec("LOG_LEVEL", str, choices=("DEBUG", "INFO", "WARNING", "ERROR")),
     Spec("LOG_MAX_MB", float, 0.01, 100000),
     Spec("LOG_BACKUPS", int, 0, 1000),
