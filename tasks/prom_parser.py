@@ -360,6 +360,9 @@ class SeleniumFetcher:
         options.add_argument(f"--host-resolver-rules={resolver_rules(self.allowed_hosts)}")
         if hasattr(os, "geteuid") and os.geteuid() == 0:
             options.add_argument("--no-sandbox")
+        # Selenium Manager (it finds or downloads a chromedriver when none is on PATH) would
+        # otherwise report usage statistics to the network from every fleet PC.
+        os.environ.setdefault("SE_AVOID_STATS", "true")
         binary, driver = _which(CHROME_NAMES), _which(CHROMEDRIVER_NAMES)
         if binary and os.name != "nt":  # on Windows Selenium finds the installed Chrome itself
             options.binary_location = binary
@@ -386,6 +389,9 @@ class SeleniumFetcher:
         except FetchError:
             raise
         except Exception as exc:  # noqa: BLE001 - WebDriverException, TimeoutException, ...
+            if "ERR_NAME_NOT_RESOLVED" in str(exc):
+                raise FetchError("Chrome could not resolve a host on the way (every host off prom_allowed_hosts "
+                                 "is unresolvable for it, e.g. a redirect's target)") from exc
             raise FetchError(_describe(exc)) from exc
         return 200, html
 
@@ -399,10 +405,41 @@ class SeleniumFetcher:
             raise Refused(f"the browser ended on another host: {exc}") from None
 
     def close(self) -> None:
+        import psutil
+
+        try:
+            browser = psutil.Process(self.driver.service.process.pid).children(recursive=True)
+        except (psutil.Error, AttributeError):
+            browser = []
+        browser += _crash_handlers()
         try:
             self.driver.quit()
         except Exception:  # noqa: BLE001 - the browser may already be gone
             pass
+        # quit() returns once chromedriver is told to go; Chrome's helpers exit a moment later.
+        # Waiting here keeps the executor's leftover sweep for processes that really were left.
+        psutil.wait_procs(browser, timeout=10)
+
+
+def _crash_handlers() -> list[Any]:
+    """Chrome's crashpad handlers of this task's tree: they detach from Chrome (parent: init) but
+    inherit the executor's tree token, so only this task's own are found; [] outside a worker."""
+    import psutil
+
+    try:
+        from executor.sandbox import TOKEN_ENV
+    except ImportError:
+        return []
+    token = os.environ.get(TOKEN_ENV)
+    found = []
+    if token:
+        for proc in psutil.process_iter(["name"]):
+            try:
+                if "crashpad" in (proc.info["name"] or "") and proc.environ().get(TOKEN_ENV) == token:
+                    found.append(proc)
+            except (psutil.Error, OSError):
+                continue
+    return found
 
 
 def make_fetcher(backend: str = "requests", *, timeout: float = DEFAULT_TIMEOUT, retries: int = DEFAULT_RETRIES,

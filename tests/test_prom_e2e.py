@@ -125,6 +125,7 @@ def test_selenium_backend_through_the_worker_headless(server, start_worker, site
     assert "/p/in_stock_ru.html" not in site.hits  # the off-list hop was never requested
     assert site.headers_seen[0]["User-Agent"] == prom_parser.BROWSER_HEADERS["User-Agent"]  # a real browser asked
     wait_for(lambda: not browser_processes(w), 20, what="the task's Chrome to be gone")
+    assert "killed them" not in w.log()  # the fetcher closed its whole browser, crash handlers included
     assert w.proc.poll() is None
 
 
