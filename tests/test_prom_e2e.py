@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import subprocess
+import sys
 
 import psutil
 import pytest
-from conftest import results_by_id, wait_for
+from conftest import MAIN, ROOT, clean_env, results_by_id, wait_for
 from support.xdisplay import Xvfb, click, xvfb_available
 from test_prom_parser import row, site  # noqa: F401 - the fixture pages' server
 
@@ -197,3 +199,15 @@ def test_a_page_that_never_finishes_loading_hits_the_time_limit(server, start_wo
     wait_for(lambda: not browser_processes(w), 20, what="no chrome process left")
     _serves_next(server, site, "after-hang")
     assert w.proc.poll() is None
+
+
+def test_self_test_says_whether_selenium_is_carried(tmp_path):
+    got = subprocess.run([sys.executable, str(MAIN), "--self-test", "--home", str(tmp_path)], cwd=str(ROOT),
+                         env=clean_env(), capture_output=True, text=True, timeout=120)
+    assert got.returncode == 0, got.stderr
+    if HAVE_SELENIUM:
+        import selenium
+
+        assert f"optional: selenium {selenium.__version__} bundled" in got.stdout.splitlines()
+    else:
+        assert "optional: selenium not bundled" in got.stdout.splitlines()
