@@ -345,12 +345,16 @@ class SeleniumFetcher:
                  headers: dict[str, str] | None = None,
                  allowed_hosts: Iterable[str] = DEFAULT_ALLOWED_HOSTS) -> None:
         try:
-            from selenium import webdriver
+            # By module, not through selenium.webdriver's lazy names: a frozen build's import
+            # analysis follows these (release/hooks/hook-selenium.py).
+            from selenium.webdriver.chrome.options import Options
             from selenium.webdriver.chrome.service import Service
+            from selenium.webdriver.chrome.webdriver import WebDriver
         except ImportError as exc:
-            raise FetchError("the selenium backend needs the selenium package, which is not installed") from exc
+            raise FetchError(f"the selenium backend needs the selenium package, which is not installed "
+                             f"({_describe(exc)})") from exc
         self.allowed_hosts = normalize_hosts(allowed_hosts)
-        options = webdriver.ChromeOptions()
+        options = Options()
         if headless:
             options.add_argument("--headless=new")
         user_agent = (headers or {}).get("User-Agent", BROWSER_HEADERS["User-Agent"])
@@ -367,7 +371,7 @@ class SeleniumFetcher:
         if binary and os.name != "nt":  # on Windows Selenium finds the installed Chrome itself
             options.binary_location = binary
         try:
-            self.driver = webdriver.Chrome(options=options, service=Service(executable_path=driver))
+            self.driver = WebDriver(options=options, service=Service(executable_path=driver))
         except Exception as exc:  # noqa: BLE001 - selenium raises many types when Chrome is missing
             raise FetchError(f"cannot start Chrome for the selenium backend: {_describe(exc)}") from exc
         self.driver.set_page_load_timeout(timeout)
