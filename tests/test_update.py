@@ -815,8 +815,9 @@ def test_full_cycle_with_two_real_binaries(builds: SimpleNamespace, server, star
     url = files.add("/releases/worker-new.zip", body)
     sha = hashlib.sha256(body).hexdigest()
     good = params_for(url, body, version=builds.new_version, signature=update_verify.sign_release(sha, key))
-    w = start_worker(server.url, env=_worker_env(tag, tmp_path, HIVE_UPDATE_PUBLIC_KEYS=public), home=home,
-                     cmd=[str(home / update_extract.BINARY)])
+    # the product pages are on 127.0.0.1: allowed explicitly (prom_pars' default is prom.ua only)
+    env = _worker_env(tag, tmp_path, HIVE_UPDATE_PUBLIC_KEYS=public, HIVE_PROM_ALLOWED_HOSTS="127.0.0.1")
+    w = start_worker(server.url, env=env, home=home, cmd=[str(home / update_extract.BINARY)])
 
     # Under load, a release whose hash does not match: refused, reported, the old version serves on.
     load = [server.enqueue("prom_pars", {"products_to_scrape": _product_pages(files, 1), "delay": 0})
