@@ -11,8 +11,13 @@ products) and parsed with selectolax (Lexbor). The fetch step is any callable
 ``url -> (http_status, html)`` (the ``Fetcher`` protocol), so a Selenium backend
 (``backend="selenium"``, optional dependency) can take over.
 
-One product's trouble (404, timeout, 5xx, a malformed price) never fails the
-batch: it gets a status and null fields. Only a captcha page stops the batch.
+Each entry is computed exactly as 1.0.9 did (shared/hive-protocol-v1.md, "How 1.0.9
+computes each entry"; the few deliberate differences: docs/prom_pars.md, "1.0.9 vs now").
+Only the hosts of the worker's prom_allowed_hosts setting (default prom.ua and its
+subdomains) are fetched, every redirect hop checked, cookies kept per host.
+
+One product's trouble (404, timeout, 5xx, a malformed price, a refused host) never fails
+the batch: it gets a status and null fields. Only a captcha page stops the batch.
 
 Module import stays cheap: requests, selectolax and selenium are imported when
 a task runs, not when the registry is loaded.
