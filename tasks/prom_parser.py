@@ -194,8 +194,10 @@ def _html(body: bytes, content_type: str | None) -> str | bytes:
 
 
 def _describe(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__
+    """One printable line: error texts may quote what a server sent (a URL, a header)."""
+    text = " ".join(str(exc).split())[:200]
+    text = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 class _Deadline(Exception):

@@ -552,6 +552,18 @@ def test_cookies_stay_with_the_host_that_set_them(proxy, monkeypatch):
                               ("a.prom.test", "/p/in_stock_uk.html", "sid=s3cret")]
 
 
+def test_server_text_reaches_the_log_escaped(caplog):
+    products = [{"product_id": 1, "url": "http://10.0.0.1/\x1b[2J\nFAKE LOG LINE"},
+                {"product_id": 2, "url": "http://[::1/x\x07"}]
+    with caplog.at_level("WARNING"):
+        result = prom_pars(products_to_scrape=products, **FAST)
+    assert result["data"] == [row(1, 5), row(2, 5)]
+    lines = [r.getMessage() for r in caplog.records if "product" in r.getMessage()]
+    assert len(lines) == 2
+    assert all(c.isprintable() for line in lines for c in line), lines
+    assert "\\x1b[2J\\nFAKE LOG LINE" in lines[0]
+
+
 def test_a_cookie_header_option_is_refused():
     bad = prom_pars(products_to_scrape=[{"product_id": 1, "url": "http://127.0.0.1:9/"}], headers={"cookie": "a=1"})
     assert bad["status"] == "failure" and bad["message"].startswith("bad option") and "Cookie" in bad["message"]
