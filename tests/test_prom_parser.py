@@ -562,6 +562,8 @@ def test_server_text_reaches_the_log_escaped(caplog):
     assert len(lines) == 2
     assert all(c.isprintable() for line in lines for c in line), lines
     assert "\\x1b[2J\\nFAKE LOG LINE" in lines[0]
+    # error texts of the libraries may quote server data as it came
+    assert prom_parser._describe(OSError("bad \x1b[2J header\r\nX: y")) == "OSError: bad \\x1b[2J header X: y"
 
 
 def test_a_cookie_header_option_is_refused():
