@@ -30,6 +30,7 @@ import logging
 import math
 import os
 import re
+import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -371,6 +372,8 @@ class SeleniumFetcher:
         options.add_argument(f"--host-resolver-rules={resolver_rules(self.allowed_hosts)}")
         if hasattr(os, "geteuid") and os.geteuid() == 0:
             options.add_argument("--no-sandbox")
+        if sys.platform.startswith("linux"):
+            options.add_argument("--disable-dev-shm-usage")  # containers give /dev/shm 64 MB: a renderer would crash
         # Selenium Manager (it finds or downloads a chromedriver when none is on PATH) would
         # otherwise report usage statistics to the network from every fleet PC.
         os.environ.setdefault("SE_AVOID_STATS", "true")
