@@ -74,6 +74,10 @@ PAUSE_ON_BATTERY = True  # no new tasks while the PC runs on battery
 PAUSE_WHEN_USER_ACTIVE_MINUTES = 0.0  # ... while keyboard/mouse input came in the last N minutes (0: off)
 PAUSE_WHEN_CPU_BUSY_PERCENT = 0.0  # ... while other programs use more than this % of the CPU (0: off)
 CPU_CAP_PERCENT = 0.0  # all executors together get at most this % of the whole machine (0: off)
+# prom_pars fetches only from these hosts and their subdomains (each URL and every redirect
+# hop is checked; anything else gets status 5 and a log line). Tests serving fixture pages
+# on 127.0.0.1 add "127.0.0.1" explicitly; a fleet PC should never need to.
+PROM_ALLOWED_HOSTS: list = ["prom.ua"]
 
 LOG_LEVEL = "INFO"
 LOG_MAX_MB = 10  # logs/worker.log is rotated at this size ...

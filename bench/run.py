@@ -10,7 +10,8 @@ Needs (it installs nothing itself and says what is missing):
 Parts: 1 dispatch (bench_dispatch.py), 2 end to end over HTTP (bench_e2e.py),
 3 footprint (bench_footprint.py), 4 scaling (bench_scaling.py), 5 limits
 (bench_limits.py), 6 the other issues' benchmarks (bench_prom.py, bench_reload.py,
-bench_frozen.py, each run only if present). Every figure is printed beside a
+bench_frozen.py, each run only if present), 7 prom_pars with a real Chromium
+(bench_browser.py: needs requirements-browser.txt and Debian's chromium + chromium-driver). Every figure is printed beside a
 baseline measured in the same run, as a ratio; figures are medians over repeats.
 Options: --only 1,2 runs some parts (then docs/benchmarks.md is left alone unless
 --write); --no-profile skips py-spy; --no-whatif skips the what-if runs.
@@ -171,6 +172,9 @@ def prom_part(quick: bool) -> list[dict[str, Any]]:
         rows.append(info_row("6 prom_pars", f"peak RSS of one prom_pars task ({kind})", peak, "MB", limit,
                              "TASK_LIMITS memory_mb for prom_pars", target="below its memory limit",
                              met=limit is None or peak < limit))
+    for m in re.finditer(r"(products per minute per executor, .+?): ([\d.]+) \((.+?)\)", out):
+        rows.append(info_row("6 prom_pars", m.group(1), float(m.group(2)), "products/min",
+                             note=f"bench/bench_prom.py; {m.group(3)}"))
     if not rows:
         rows = [info_row("6 prom_pars", line, "", note="bench/bench_prom.py") for line in out.splitlines() if line]
     return rows
@@ -354,6 +358,7 @@ def main() -> int:
         ("4", lambda: own_part("bench_scaling.py", args.quick, [], 900)),
         ("5", lambda: own_part("bench_limits.py", args.quick, [], 900)),
         ("6", lambda: prom_part(args.quick) + reload_part(args.quick) + frozen_part(args.quick)),
+        ("7", lambda: own_part("bench_browser.py", args.quick, [], 900)),  # skips itself without Chromium
     ]
     items: list[dict[str, Any]] = []
     for name, run in parts:

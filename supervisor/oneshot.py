@@ -80,4 +80,24 @@ def self_test(settings: Any, config_path: str | None, registry: dict, version: s
               file=sys.stderr)
         return 1
     print(f"self-test ok: version {version}, tasks: {', '.join(sorted(registry))}")
+    print(f"optional: {optional_modules()}")
     return 0
+
+
+# Imported only when a task uses them, so a build may lack them (docs/release.md, docs/prom_pars.md).
+OPTIONAL_MODULES = ("selenium",)  # prom_pars' browser backend and captcha hand-over
+
+
+def optional_modules() -> str:
+    """E.g. "selenium 4.51.0 bundled" or "selenium not bundled": what this build or venv carries."""
+    import importlib
+    import importlib.util
+
+    parts = []
+    for name in OPTIONAL_MODULES:
+        if importlib.util.find_spec(name) is None:
+            parts.append(f"{name} not bundled")
+        else:
+            version = getattr(importlib.import_module(name), "__version__", "?")
+            parts.append(f"{name} {version} bundled")
+    return ", ".join(parts)

@@ -72,6 +72,14 @@ def _check_task_limits(value: dict) -> str | None:
     return None
 
 
+def _check_hosts(value: list) -> str | None:
+    for host in value:
+        bare = host.strip().lower()
+        if not bare or any(c in bare for c in "/:@?#[] \t") or bare.strip("*.") == "":
+            return f"entries must be bare host names like prom.ua (no scheme, port or path), got {host!r}"
+    return None
+
+
 SPECS: tuple[Spec, ...] = (
     Spec("SERVER_URL", str, check=_check_url, help="Hive API root; empty = embedded local dev server"),
     Spec("POOL_SIZE", int, 1, 256, help="executor processes"),
@@ -103,6 +111,8 @@ SPECS: tuple[Spec, ...] = (
     Spec("PAUSE_WHEN_USER_ACTIVE_MINUTES", float, 0, 1440, help="claim none while input was seen this recently (0: off)"),
     Spec("PAUSE_WHEN_CPU_BUSY_PERCENT", float, 0, 100, help="claim none while other programs use more CPU (0: off)"),
     Spec("CPU_CAP_PERCENT", float, 0, 100, help="all executors together get at most this share of the machine (0: off)"),
+    Spec("PROM_ALLOWED_HOSTS", list, check=_check_hosts,
+         help="hosts (with subdomains) prom_pars may fetch from; others get status 5"),
     Spec("LOG_LEVEL", str, choices=("DEBUG", "INFO", "WARNING", "ERROR")),
     Spec("LOG_MAX_MB", float, 0.01, 100000),
     Spec("LOG_BACKUPS", int, 0, 1000),

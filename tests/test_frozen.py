@@ -53,6 +53,8 @@ POOL = 2
 ALL = POOL + (2 if WINDOWS else 3)
 BINARY = "worker.exe" if WINDOWS else "worker"
 FIXTURES = ROOT / "tests" / "fixtures" / "prom"
+# prom_pars fetches only from prom_allowed_hosts (default prom.ua): the pages here are on 127.0.0.1
+LOOPBACK = {"HIVE_PROM_ALLOWED_HOSTS": "127.0.0.1"}
 
 LIMITS_CONFIG = '''
 """config.py plus two misbehaving tasks, defined inline: the frozen worker execs this file."""
@@ -233,7 +235,7 @@ def test_serves_a_pool_of_two_and_stops_cleanly(frozen: Path, server, start_work
         {"product_id": 11, "url": pages + "in_stock_ru.html"},
         {"product_id": 2},  # no url: skipped
     ]})
-    w = _start(start_worker, frozen, server, tmpdir_env)
+    w = _start(start_worker, frozen, server, tmpdir_env, env=LOOPBACK)
     # bootloader + supervisor + resource tracker + one per slot, sampled while the tasks run
     most = 0
     deadline = time.monotonic() + 60
@@ -382,7 +384,7 @@ def test_plain_pyinstaller_command_gives_a_working_binary(tmp_path: Path, pages:
     assert got.returncode == 0, got.stdout + got.stderr
     params = {"delay": 0, "products_to_scrape": [{"product_id": 1, "url": pages + "in_stock_uk.html"}]}
     got = run(binary, "--home", str(tmp_path / "home"), "--run", "prom_pars", "--params", json.dumps(params),
-              tmpdir=tmpdir_env)
+              tmpdir=tmpdir_env, env=LOOPBACK)
     assert got.returncode == 0, got.stdout + got.stderr
     assert json.loads(got.stdout) == [
         {"product_id": 1, "status_id": 1, "price": 1299.5, "order_quantity": 15, "rating": 4.8}]

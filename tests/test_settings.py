@@ -102,3 +102,16 @@ def test_limits_for_overlays_task_type(tmp_path):
     s = load(mod, tmp_path, {}, environ={})
     assert s.limits_for("prom_pars") == {"time": 60.0, "cpu": config.TASK_CPU_LIMIT, "memory_mb": 0.0}
     assert s.limits_for("other")["time"] == config.TASK_TIME_LIMIT
+
+
+def test_prom_allowed_hosts_from_toml_and_env(tmp_path):
+    from supervisor.settings import SettingsError
+
+    assert load(config, tmp_path, {}, environ={}).prom_allowed_hosts == ["prom.ua"]
+    s = load(config, tmp_path, {}, environ={"HIVE_PROM_ALLOWED_HOSTS": "prom.ua, 127.0.0.1"})
+    assert s.prom_allowed_hosts == ["prom.ua", "127.0.0.1"]
+    (tmp_path / "worker.toml").write_text('prom_allowed_hosts = ["prom.ua", "my.shop.ua"]\n', encoding="utf-8")
+    assert load(config, tmp_path, {}, environ={}).prom_allowed_hosts == ["prom.ua", "my.shop.ua"]
+    for bad in ("http://prom.ua", "prom.ua:443", "prom.ua/path", "*", "*.", "x y"):
+        with pytest.raises(SettingsError, match="bare host names"):
+            load(config, tmp_path, {}, environ={"HIVE_PROM_ALLOWED_HOSTS": f"prom.ua,{bad}"})

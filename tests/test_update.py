@@ -1099,8 +1099,9 @@ def test_full_cycle_with_two_real_binaries(builds: SimpleNamespace, server, star
     good = params_for(url, body, version=builds.new_version)
     saboteur, trigger = _swap_saboteur(tmp_path, home / "update" / "staged" / update_extract.BINARY,
                                        standin("6.6.6", upd=home / "update", marks=ran))
+    # the product pages are on 127.0.0.1: allowed explicitly (prom_pars' default is prom.ua only)
     w = start_worker(server.url, home=home, cmd=[str(home / update_extract.BINARY)],
-                     env=_worker_env(tag, tmp_path, HIVE_UPDATE_PUBLIC_KEYS=public,
+                     env=_worker_env(tag, tmp_path, HIVE_UPDATE_PUBLIC_KEYS=public, HIVE_PROM_ALLOWED_HOSTS="127.0.0.1",
                                      PATH=f"{saboteur}:{os.environ['PATH']}"))
 
     # Under load, a release whose hash does not match: refused, reported, the old version serves on.
