@@ -39,6 +39,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+import test_update as _update
 from conftest import ROOT, WINDOWS, results_by_id, tree_of, wait_for
 
 from config import TASK_REGISTRY, WORKER_VERSION
@@ -164,12 +165,15 @@ def _build(base: Path, cmd: list[str]) -> Path:
     return binary
 
 
+# The release build of this repo is made once per session for every test that needs it:
+# test_update.py's two builds (this repo, and a copy with the next version) are that command.
+builds = _update.builds
+
+
 @pytest.fixture(scope="session")
-def frozen(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """The one-file binary, built once per session by the documented build command."""
-    base = tmp_path_factory.mktemp("frozen")
-    binary = _build(base, [sys.executable, "-m", "release.build", "--allow-unpinned", "--distpath",
-                           str(base / "dist"), "--workpath", str(base / "build"), "--specpath", str(base / "spec")])
+def frozen(builds) -> Iterator[Path]:
+    """The one-file binary of this repo, built once per session by the documented build command."""
+    binary = builds.old
     yield binary
     for proc in processes_of(binary):  # whatever a failed test left running
         try:
