@@ -58,7 +58,7 @@ def _tether() -> tuple[int, str]:
     # The one-file bootloader always starts the program as its direct child, so the parent is it.
     # Its image is checked where the OS tells it (psutil's exe() fails under Wine; the Win32 call
     # does not); when it cannot be told, the tether stays: its only risk is a stop, never an orphan.
-    image = _image_of(ppid)
+    image = image_of(ppid)
     if image is not None and os.path.normcase(image) != os.path.normcase(str(Path(sys.executable).resolve())):
         return logging.WARNING, (f"the parent process (pid {ppid}, {image!r}) is not this build's bootloader: "
                                  "not tied to it; a hard kill of the bootloader would leave this supervisor running")
@@ -69,7 +69,7 @@ def _tether() -> tuple[int, str]:
         f"tied to the one-file bootloader (pid {ppid}) through {how}{seen}"
 
 
-def _image_of(pid: int) -> str | None:
+def image_of(pid: int) -> str | None:
     """The executable path of ``pid``, or None if the OS will not say."""
     if os.name == "nt":
         import ctypes

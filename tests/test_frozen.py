@@ -95,13 +95,13 @@ if multiprocessing.parent_process() is not None:  # only in the executor, as a t
 
 def processes_of(binary: Path) -> list[psutil.Process]:
     """Every live process running this exact binary (bootloaders, supervisors, trackers, executors)."""
-    from supervisor.frozen import _image_of  # psutil's exe() fails under Wine; this Win32 call does not
+    from supervisor.frozen import image_of  # psutil's exe() fails under Wine; this Win32 call does not
 
     target = os.path.normcase(str(binary.resolve()))
     found = []
     for proc in psutil.process_iter():
         try:
-            image = _image_of(proc.pid)
+            image = image_of(proc.pid)
             if image and os.path.normcase(image) == target and proc.status() != psutil.STATUS_ZOMBIE:
                 found.append(proc)
         except psutil.Error:

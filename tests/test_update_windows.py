@@ -15,7 +15,6 @@ case updater.bat must survive: it decides from the home's worker.lock instead.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import time
@@ -27,6 +26,7 @@ import psutil
 import pytest
 import test_update as _update
 from conftest import WINDOWS, wait_for
+from test_frozen import processes_of
 from test_update import (
     FileServer,
     _install,
@@ -54,14 +54,7 @@ builds, files, tag = _update.builds, _update.files, _update.tag
 
 def _kill_image(exe: Path) -> None:
     """Every process running ``exe`` (the updater starts workers outside our console: no Ctrl+C)."""
-    from supervisor.frozen import _image_of
-
-    target = os.path.normcase(str(exe.resolve()))
-    victims = []
-    for proc in psutil.process_iter():
-        image = _image_of(proc.pid)
-        if image and os.path.normcase(image) == target:
-            victims.append(proc)
+    victims = processes_of(exe)
     for proc in victims:
         try:
             proc.kill()
