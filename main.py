@@ -1,7 +1,7 @@
 """The Hive worker: ``python main.py`` (or worker.exe). See README.md.
 
-Path of a task: server -> supervisor/claimer.py -> supervisor/arbiter.py ->
-supervisor/pool.py -> executor/process.py -> supervisor/submitter.py -> server.
+Path of a task: server -> supervisor/net/claimer.py -> supervisor/arbiter.py ->
+supervisor/pool/pool.py -> executor/process.py -> supervisor/net/submitter.py -> server.
 """
 
 import multiprocessing

@@ -170,7 +170,7 @@ def monitoring(srv: DevServer, base: str, workdir: Path, limits: bool, window: f
 
 def per_check(base: str) -> tuple[float, float, int]:
     """Median seconds of one TreeMonitor.usage() and one Snapshot().usage() of a Chromium tree."""
-    from supervisor.proctree import Snapshot, TreeMonitor
+    from supervisor.pool.proctree import Snapshot, TreeMonitor
     from tasks.prom_parser import SeleniumFetcher
 
     fetcher = SeleniumFetcher(timeout=60, allowed_hosts=LOOPBACK)

@@ -3,7 +3,7 @@
     python bench/bench_caps.py --baseline DIR [--pairs 2000] [--rounds 5]
 
 DIR is a checkout of the tree to compare against (e.g. ``git archive <main> | tar -x -C DIR``).
-Both trees' ``supervisor.client.HiveClient`` run the same loop, alternately, in fresh
+Both trees' ``supervisor.net.client.HiveClient`` run the same loop, alternately, in fresh
 processes, against one canned-answer server in its own process (so only the client's CPU
 is counted): get_task answers either a small task (an echo with two params, what most of
 the fleet's tasks look like on the wire) or a prom_pars task of 300 products (~25 KB, the
@@ -74,7 +74,7 @@ def serve(port_out: multiprocessing.connection.Connection) -> None:
 CLIENT = """
 import sys, time
 sys.path.insert(0, sys.argv[1])
-from supervisor.client import HiveClient
+from supervisor.net.client import HiveClient
 c = HiveClient(f"http://127.0.0.1:{sys.argv[2]}/{sys.argv[4]}", "bench_0000", "2.0.0")
 body = b'{"task_id": 123456, "worker_id": "bench_0000", "status": "success", "result": [1, 2, 3]}'
 for _ in range(200):
@@ -95,7 +95,7 @@ def run_client(tree: Path, port: int, pairs: int, shape: str) -> tuple[float, fl
 
 def nesting_check_us() -> float:
     sys.path.insert(0, str(ROOT))
-    from supervisor.client import too_deep
+    from supervisor.net.client import too_deep
 
     params = orjson.loads(TASK)["params"]
     n = 2000

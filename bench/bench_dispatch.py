@@ -2,7 +2,7 @@
 
     python bench/bench_dispatch.py [--quick]
 
-Ours: supervisor.pool.Pool driven directly (as supervisor/oneshot.py does, and as the
+Ours: supervisor.pool.pool.Pool driven directly (as supervisor/oneshot.py does, and as the
 arbiter's loop does: dispatch to every idle slot, wait on the pipes, handle frames,
 check limits, maintain), pool of 2, limits ON (the defaults of config.py), one task
 per message, the echo task of tests/support/test_config.py. Recycling
@@ -48,7 +48,7 @@ class Ours:
     def __init__(self, limits: bool = True) -> None:
         from executor.registry import load_config
         from supervisor import settings as settings_mod
-        from supervisor.pool import Pool, executor_init
+        from supervisor.pool.pool import Pool, executor_init
 
         self.home = Path(tempfile.mkdtemp(prefix="hive-bench-dispatch-"))
         module = load_config(str(TEST_CONFIG))
@@ -80,9 +80,8 @@ class Ours:
             pool.maintain()
 
     def run(self, n: int, payload: dict) -> float:
-        from supervisor.claimer import Claim
-        from supervisor.client import Task
-        from supervisor.outbox import new_key
+        from supervisor.model import Claim, Task
+        from supervisor.store.journal import new_key
 
         pool = self.pool
         interval = pool.settings.limit_check_interval

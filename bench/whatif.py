@@ -40,16 +40,15 @@ def apply(patches: set[str]) -> Callable[[], None]:
         saved.clear()
 
     if "nofsync" in patches:
-        from supervisor import home, outbox
-
-        real = home.atomic_write
+        from supervisor.store import atomic, journal, outbox
+        real = atomic.atomic_write
 
         def no_fsync(path, data, *args, **kwargs):
             kwargs.pop("fsync", None)
             real(path, data, fsync=False)
 
         setattr_saved(outbox, "atomic_write", no_fsync)
-        setattr_saved(outbox, "_datasync", lambda fd: None)
+        setattr_saved(journal, "_datasync", lambda fd: None)
     if "claimers2" in patches:
         from supervisor import arbiter as arbiter_mod
 

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from release.signing import SigningError, keygen, public_key_of, sign_zip, verify_zip
-from supervisor.update_verify import Refused
+from supervisor.update.verify import Refused
 
 
 def main(argv: list[str] | None = None) -> int:

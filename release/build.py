@@ -90,7 +90,7 @@ def source_files() -> list[Path]:
     """The worker's own source: what PyInstaller analyses starting from main.py."""
     files = [ROOT / "main.py", ROOT / "config.py"]
     for package in SOURCE_PACKAGES:
-        files += sorted(f for f in (ROOT / package).glob("*.py") if f.name != "__main__.py")  # python -m only
+        files += sorted(f for f in (ROOT / package).rglob("*.py") if f.name != "__main__.py")  # python -m only
     return files
 
 

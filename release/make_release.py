@@ -35,8 +35,8 @@ import zipfile
 from pathlib import Path
 
 from release.build import ROOT, binary_name, run_binary
-from supervisor.update_extract import SIGNATURE, STATEMENT
-from supervisor.update_verify import platform_tag
+from supervisor.update.extract import SIGNATURE, STATEMENT
+from supervisor.update.verify import platform_tag
 
 ZIP_TIME = (2020, 1, 1, 0, 0, 0)  # fixed member timestamps: the same binary gives the same zip
 UPDATER = ROOT / "updater.bat"

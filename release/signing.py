@@ -3,7 +3,7 @@
 The private key file holds the base64 of a 32-byte Ed25519 seed and nothing else. It lives
 outside the project tree (keygen refuses a path inside it), is created readable by its owner
 only, and its content never reaches a log, an error message or the zip: errors name the file,
-never what is in it. The worker side (supervisor/update_verify.py) only verifies.
+never what is in it. The worker side (supervisor/update/verify.py) only verifies.
 
 Signing writes two members into the zip beside the binary: ``release.json`` (the statement:
 the binary's SHA-256 and size, version, platform, sequence) and ``release.sig`` (the base64
@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from supervisor.update_extract import SIGNATURE, STATEMENT, extract_binary
-from supervisor.update_verify import (
+from supervisor.update.extract import SIGNATURE, STATEMENT, extract_binary
+from supervisor.update.verify import (
     Refused,
     Statement,
     check_binary,

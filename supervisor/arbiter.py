@@ -20,21 +20,25 @@ from typing import Any
 import orjson
 
 from executor.conventions import failure
-from supervisor import diagnostics, updater
+from supervisor import diagnostics
 from supervisor import home as home_mod
-from supervisor.backoff import Backoff
-from supervisor.claimer import Claim, ClaimGate, ClaimLoop
-from supervisor.client import HiveClient, Task, result_body
-from supervisor.cpucap import CpuCap
-from supervisor.diskguard import DiskGuard
-from supervisor.executors import CTX
-from supervisor.flusher import Flusher
 from supervisor.guest import Guest
-from supervisor.outbox import Journal, Outbox, new_key, recover_interrupted
-from supervisor.pool import Pool, executor_init
+from supervisor.model import Claim, Task, result_body
+from supervisor.net.backoff import Backoff
+from supervisor.net.claimer import ClaimGate, ClaimLoop
+from supervisor.net.client import HiveClient
+from supervisor.net.submitter import SubmitLoop
+from supervisor.pool.cpucap import CpuCap
+from supervisor.pool.executors import CTX
+from supervisor.pool.pool import Pool, executor_init
 from supervisor.safetext import redact_url
 from supervisor.status import Status
-from supervisor.submitter import SubmitLoop
+from supervisor.store.diskguard import DiskGuard
+from supervisor.store.flusher import Flusher
+from supervisor.store.journal import Journal, new_key
+from supervisor.store.outbox import Outbox
+from supervisor.store.recovery import recover_interrupted
+from supervisor.update import updater
 
 log = logging.getLogger("hive.supervisor")
 
@@ -312,7 +316,7 @@ class Arbiter:
             return
         self.healthy = True
         for task_id, ok, raw, pause in updater.on_healthy(self.home, self.version, self.worker_id):
-            claim = Claim(new_key(), Task(id=task_id, task_type=UPDATE_TASK, params={}, raw={}))
+            claim = Claim(new_key(), Task(id=task_id, task_type=UPDATE_TASK, params={}))
             self.on_result(claim, ok, raw, None if ok else "update_failed", 0.0)
             if pause:
                 self.pause_claims(pause, "UPDATE_ERROR_SLEEP after a rolled-back update")

@@ -10,8 +10,8 @@ from __future__ import annotations
 import secrets
 from pathlib import Path
 
-from supervisor.home import atomic_write
 from supervisor.safetext import loggable
+from supervisor.store.atomic import atomic_write
 
 ID_FILE = "worker.conf"
 PREFIX_FILE = "workername.txt"

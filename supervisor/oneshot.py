@@ -15,10 +15,9 @@ from typing import Any
 
 import orjson
 
-from supervisor.claimer import Claim
-from supervisor.client import Task
-from supervisor.outbox import new_key
-from supervisor.pool import Pool, executor_init
+from supervisor.model import Claim, Task
+from supervisor.pool.pool import Pool, executor_init
+from supervisor.store.journal import new_key
 
 
 def _one_slot_settings(settings: Any) -> Any:
@@ -53,7 +52,7 @@ def run_local(settings: Any, config_path: str | None, task_type: str, params: An
         if not _drive(pool, lambda: pool.ready_count(time.monotonic()) > 0, timeout=60):
             print("error: the executor did not start (see the log above)", file=sys.stderr)
             return 1
-        pool.dispatch(Claim(new_key(), Task(id="local", task_type=task_type, params=params, raw={})))
+        pool.dispatch(Claim(new_key(), Task(id="local", task_type=task_type, params=params)))
         _drive(pool, lambda: bool(done), timeout=None)
     finally:
         pool.stop()

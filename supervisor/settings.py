@@ -18,7 +18,7 @@ from urllib.parse import urlparse
 import tomli_w
 
 from supervisor.safetext import redact_url
-from supervisor.update_verify import key_problem
+from supervisor.update.verify import key_problem
 
 
 class SettingsError(Exception):
@@ -106,7 +106,7 @@ SPECS: tuple[Spec, ...] = (
     Spec("UPDATE_PUBLIC_KEYS", list, check=key_problem, help="Ed25519 public keys (base64) that may sign updates"),
     Spec("UPDATE_ALLOW_UNSIGNED", bool, help="labs only: install updates that carry no signed release statement"),
     Spec("UPDATE_HEALTH_TIMEOUT", float, 5, 3600),
-    # Being a good guest on the PC's owner's machine (supervisor/guest.py, supervisor/cpucap.py).
+    # Being a good guest on the PC's owner's machine (supervisor/guest.py, supervisor/pool/cpucap.py).
     Spec("PAUSE_ON_BATTERY", bool, help="claim no new tasks while on battery"),
     Spec("PAUSE_WHEN_USER_ACTIVE_MINUTES", float, 0, 1440, help="claim none while input was seen this recently (0: off)"),
     Spec("PAUSE_WHEN_CPU_BUSY_PERCENT", float, 0, 100, help="claim none while other programs use more CPU (0: off)"),

@@ -9,8 +9,8 @@ from typing import Any
 
 import orjson
 
-from supervisor.home import atomic_write
 from supervisor.safetext import loggable
+from supervisor.store.atomic import atomic_write
 
 STATUS_FILE = "status.json"
 

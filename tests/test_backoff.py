@@ -2,7 +2,7 @@
 
 import random
 
-from supervisor.backoff import Backoff, jittered
+from supervisor.net.backoff import Backoff, jittered
 
 
 def test_full_jitter_grows_exponentially_and_is_capped():

@@ -1,4 +1,4 @@
-"""supervisor/client.py on the wire: keep-alive reuse, a connection closed while idle, proxies,
+"""supervisor/net/client.py on the wire: keep-alive reuse, a connection closed while idle, proxies,
 redirects, Retry-After and certificate checks, each against a real server on 127.0.0.1."""
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from devserver import Fault, HiveDevServer  # noqa: E402
-from supervisor import client as client_mod  # noqa: E402
-from supervisor.client import NO_TASKS, HiveClient, ServerError, result_body  # noqa: E402
+from supervisor.model import result_body  # noqa: E402
+from supervisor.net import client as client_mod  # noqa: E402
+from supervisor.net.client import NO_TASKS, HiveClient, ServerError  # noqa: E402
 
 
 class RawServer:
@@ -75,6 +76,12 @@ class RawServer:
                 conn.sendall(reply)
 
     def close(self) -> None:
+        # shutdown first: a bare close() leaves the accept() under way (and so the port, still
+        # listening) alive, and a later test's client could be answered by this stale server.
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         self.sock.close()
 
 
@@ -267,6 +274,12 @@ class ConnectProxy:
         pump(upstream, conn)
 
     def close(self) -> None:
+        # shutdown first: a bare close() leaves the accept() under way (and so the port, still
+        # listening) alive, and a later test's client could be answered by this stale server.
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         self.sock.close()
 
 

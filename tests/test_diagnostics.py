@@ -10,7 +10,7 @@ import pytest
 import config
 from supervisor import diagnostics, status
 from supervisor.arbiter import Arbiter
-from supervisor.cpucap import PERIOD_US, group_weight, quota_us
+from supervisor.pool.cpucap import PERIOD_US, group_weight, quota_us
 from supervisor.settings import load
 
 

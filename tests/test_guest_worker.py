@@ -11,7 +11,8 @@ import psutil
 import pytest
 from conftest import MAIN, ROOT, clean_env, results_by_id, tree_of, wait_for
 
-from supervisor import cpucap, diagnostics, guest
+from supervisor import diagnostics, guest
+from supervisor.pool import cpucap
 
 pytestmark = pytest.mark.slow
 

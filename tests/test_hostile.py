@@ -26,10 +26,10 @@ import pytest
 from conftest import MAIN, TEST_CONFIG, clean_env, results_by_id, wait_for
 
 from devserver import Fault, HiveDevServer
-from supervisor import client as client_mod
-from supervisor.client import HiveClient, MalformedTask, ServerError, too_deep
 from supervisor.identity import IdentityError, load_or_create_worker_id
 from supervisor.logs import FORMAT, SafeFormatter
+from supervisor.net import client as client_mod
+from supervisor.net.client import HiveClient, MalformedTask, ServerError, too_deep
 from supervisor.safetext import loggable, redact_url
 
 MB = 1024 * 1024
@@ -483,12 +483,13 @@ def test_a_full_disk_stops_claiming_and_loses_nothing(server, start_worker, tmp_
 def test_server_answers_in_the_outbox_are_not_dropped_when_a_post_breaks_unexpectedly(tmp_path):
     """The submit loop: an unexpected error during a POST (here a MemoryError from the client) keeps
     the result in the outbox and retries; it is never only in memory."""
-    from supervisor.backoff import Backoff
-    from supervisor.diskguard import DiskGuard
-    from supervisor.flusher import Flusher
-    from supervisor.outbox import Journal, Outbox
+    from supervisor.net.backoff import Backoff
+    from supervisor.net.submitter import SubmitLoop
     from supervisor.status import Status
-    from supervisor.submitter import SubmitLoop
+    from supervisor.store.diskguard import DiskGuard
+    from supervisor.store.flusher import Flusher
+    from supervisor.store.journal import Journal
+    from supervisor.store.outbox import Outbox
 
     with HiveDevServer() as srv:
         class Flaky(HiveClient):
@@ -523,12 +524,12 @@ def test_server_answers_in_the_outbox_are_not_dropped_when_a_post_breaks_unexpec
 def test_the_claim_loop_gives_its_slot_back_whatever_a_claim_raises(tmp_path):
     """Any exception in one claim (here a MemoryError and a TypeError out of the client) gives the
     slot back, logs one line and backs off; the next claim goes out."""
-    from supervisor.backoff import Backoff
-    from supervisor.claimer import ClaimGate, ClaimLoop
-    from supervisor.diskguard import DiskGuard
-    from supervisor.flusher import Flusher
-    from supervisor.outbox import Journal
+    from supervisor.net.backoff import Backoff
+    from supervisor.net.claimer import ClaimGate, ClaimLoop
     from supervisor.status import Status
+    from supervisor.store.diskguard import DiskGuard
+    from supervisor.store.flusher import Flusher
+    from supervisor.store.journal import Journal
 
     with HiveDevServer() as srv:
         srv.enqueue("echo", {}, task_id="after")
@@ -567,9 +568,8 @@ def test_one_task_that_breaks_the_supervision_loop_fails_alone(tmp_path):
     import config
     from supervisor import settings as settings_mod
     from supervisor.arbiter import Arbiter
-    from supervisor.claimer import Claim
-    from supervisor.client import Task
-    from supervisor.outbox import new_key
+    from supervisor.model import Claim, Task
+    from supervisor.store.journal import new_key
 
     settings = settings_mod.load(config, tmp_path, {"server_url": "http://127.0.0.1:9/api"}, environ={})
     arbiter = Arbiter(settings, "w", "2.0.0", {"echo"})
@@ -583,7 +583,7 @@ def test_one_task_that_breaks_the_supervision_loop_fails_alone(tmp_path):
 
     arbiter.pool.dispatch = dispatch
     for task_id in ("bad", "good"):
-        arbiter.gate.pending.append(Claim(new_key(), Task(id=task_id, task_type="echo", params={}, raw={})))
+        arbiter.gate.pending.append(Claim(new_key(), Task(id=task_id, task_type="echo", params={})))
     try:
         arbiter.take_claims()
         key, body, task_id = arbiter.submitter.incoming.get(timeout=5)

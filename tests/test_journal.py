@@ -1,4 +1,4 @@
-"""The write-ahead journal (supervisor/outbox.py Journal), its recovery and its flush thread, on real files."""
+"""The write-ahead journal (supervisor/store/outbox.py Journal), its recovery and its flush thread, on real files."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ import os
 import orjson
 from conftest import wait_for
 
-from supervisor.flusher import Flusher
-from supervisor.outbox import Journal, Outbox, recover_interrupted
+from supervisor.store.flusher import Flusher
+from supervisor.store.journal import Journal
+from supervisor.store.outbox import Outbox
+from supervisor.store.recovery import recover_interrupted
 
 BODY = b'{"task_id":1,"worker_id":"w","status":"success","result":{"a":[1,2]}}'
 
@@ -82,7 +84,7 @@ def test_atomic_write_waits_out_a_reader_holding_the_file(tmp_path):
     antivirus scan): the replace is retried for a moment instead of failing the write."""
     import threading
 
-    from supervisor.home import atomic_write
+    from supervisor.store.atomic import atomic_write
 
     target = tmp_path / "status.json"
     target.write_bytes(b"old")

@@ -36,7 +36,11 @@ import pytest
 from conftest import ROOT, results_by_id, wait_for
 
 from release import signing
-from supervisor import update_download, update_extract, update_scripts, update_verify, updater
+from supervisor.update import download as update_download
+from supervisor.update import extract as update_extract
+from supervisor.update import scripts as update_scripts
+from supervisor.update import updater
+from supervisor.update import verify as update_verify
 
 POSIX = os.name == "posix"
 posix_only = pytest.mark.skipif(not POSIX, reason="updater.sh, stand-ins and POSIX modes; updater.bat runs on Windows")
@@ -111,6 +115,7 @@ class FileServer:
 
     def stop(self) -> None:
         self.httpd.shutdown()
+        self.httpd.server_close()
         self.httpd.server_close()
 
 

@@ -40,7 +40,9 @@ from test_update import (
 )
 
 from devserver import Fault
-from supervisor import update_extract, update_scripts, updater
+from supervisor.update import extract as update_extract
+from supervisor.update import scripts as update_scripts
+from supervisor.update import updater
 
 pytestmark = [
     pytest.mark.slow,

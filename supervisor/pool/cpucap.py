@@ -21,8 +21,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from supervisor import winjob
 from supervisor.home import is_frozen
+from supervisor.pool import winjob
 
 log = logging.getLogger("hive.cpucap")
 

@@ -16,7 +16,7 @@ from typing import BinaryIO
 import requests
 import urllib3
 
-from supervisor.update_verify import Refused
+from supervisor.update.verify import Refused
 
 log = logging.getLogger("hive.update")
 

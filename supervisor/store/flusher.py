@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from supervisor.outbox import Journal
+from supervisor.store.journal import Journal
 
 log = logging.getLogger("hive.flush")
 

@@ -17,7 +17,7 @@ import orjson
 
 from executor import process as executor_process
 from executor.sandbox import TOKEN_ENV
-from supervisor import proctree, winjob
+from supervisor.pool import proctree, winjob
 
 # spawn everywhere: Linux runs then catch what would break on Windows.
 CTX = multiprocessing.get_context("spawn")

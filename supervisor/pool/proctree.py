@@ -20,7 +20,7 @@ Killing: every descendant stays in the executor's process group unless it
 leaves it on purpose, and every descendant inherits the executor's tree token
 (see executor/sandbox.py), so the kill sweep stops (SIGSTOP) all it can find,
 looks again for processes started meanwhile, then SIGKILLs them all. On Windows
-the executor sits in a Job Object (supervisor/winjob.py) that is terminated.
+the executor sits in a Job Object (supervisor/pool/winjob.py) that is terminated.
 """
 
 from __future__ import annotations

@@ -20,11 +20,12 @@ from typing import Any
 
 import orjson
 
-from supervisor.backoff import Backoff
-from supervisor.client import HiveClient, ServerError
-from supervisor.diskguard import DiskGuard
-from supervisor.flusher import Flusher
-from supervisor.outbox import Journal, Outbox
+from supervisor.net.backoff import Backoff
+from supervisor.net.client import HiveClient, ServerError
+from supervisor.store.diskguard import DiskGuard
+from supervisor.store.flusher import Flusher
+from supervisor.store.journal import Journal
+from supervisor.store.outbox import Outbox
 
 log = logging.getLogger("hive.submit")
 

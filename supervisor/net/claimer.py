@@ -11,24 +11,16 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-from supervisor.backoff import Backoff, jittered
-from supervisor.client import NO_TASKS, HiveClient, MalformedTask, ServerError, Task
-from supervisor.diskguard import DiskGuard
-from supervisor.flusher import Flusher
-from supervisor.outbox import Journal, new_key
+from supervisor.model import Claim, Task
+from supervisor.net.backoff import Backoff, jittered
+from supervisor.net.client import NO_TASKS, HiveClient, MalformedTask, ServerError
+from supervisor.store.diskguard import DiskGuard
+from supervisor.store.flusher import Flusher
+from supervisor.store.journal import Journal, new_key
 
 log = logging.getLogger("hive.claim")
-
-
-@dataclass
-class Claim:
-    key: str  # journal key; the result is stored under it too
-    task: Task
-    malformed: str | None = None  # set when the task cannot run; it is failed back at once
-    kind: str = "unknown_task"  # the failure kind of a malformed task
 
 
 class ClaimGate:
@@ -149,7 +141,7 @@ class ClaimLoop(threading.Thread):
                 delay = self.backoff.failure()
                 log.warning("%s; next try in %.1f s", exc, delay)
                 return None
-            task = Task(id=exc.task_id, task_type=exc.task_type, params={}, raw={})
+            task = Task(id=exc.task_id, task_type=exc.task_type, params={})
             claim = Claim(new_key(), task, malformed=str(exc), kind=exc.kind)
             self._journal(claim, {"id": task.id, "task_type": exc.task_type or None})
             log.warning("%s; failing it back to the server", exc)

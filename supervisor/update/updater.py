@@ -40,10 +40,11 @@ from typing import Any
 import orjson
 import psutil
 
-from supervisor.home import atomic_write, is_frozen
-from supervisor.update_extract import BINARY, extract_binary
-from supervisor.update_scripts import for_this_platform
-from supervisor.update_verify import (
+from supervisor.home import is_frozen
+from supervisor.store.atomic import atomic_write
+from supervisor.update.extract import BINARY, extract_binary
+from supervisor.update.scripts import for_this_platform
+from supervisor.update.verify import (
     Refused,
     Statement,
     UpdateParams,
@@ -166,7 +167,7 @@ def _prepare(params: Any, settings: Any, running_version: str) -> Staged | None:
             return None
     started = time.monotonic()
     # Imported here: requests (~10 MB of the supervisor's memory) is needed only while an update downloads.
-    from supervisor.update_download import download
+    from supervisor.update.download import download
 
     sha, size = download(p.url, zip_path, settings.update_max_bytes, p.size, p.sha256,
                          user_agent=f"hive-worker/{running_version}")

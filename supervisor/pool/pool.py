@@ -20,10 +20,10 @@ from typing import Any
 import orjson
 
 from executor.conventions import failure
-from supervisor.claimer import Claim
-from supervisor.executors import Executor, describe_exit
 from supervisor.logs import Block
-from supervisor.proctree import TreeMonitor
+from supervisor.model import Claim
+from supervisor.pool.executors import Executor, describe_exit
+from supervisor.pool.proctree import TreeMonitor
 from supervisor.safetext import loggable_block
 
 log = logging.getLogger("hive.pool")

@@ -38,6 +38,7 @@ from urllib.parse import SplitResult, unquote, urlsplit
 
 import orjson
 
+from supervisor.model import Task
 from supervisor.safetext import loggable, redact_url
 
 log = logging.getLogger("hive.client")
@@ -52,14 +53,6 @@ DEADLINE_SLACK = 0.25  # seconds an exchange may overrun its deadline by (see _D
 # The settings that bound each endpoint's exchange, named in its errors: (time, size).
 _LIMIT_NAMES = {"get_task": ("GET_TASK_TIMEOUT", "GET_TASK_MAX_BYTES"),
                 "submit_result": ("SUBMIT_TIMEOUT", "the submit_result answer cap")}
-
-
-@dataclass
-class Task:
-    id: Any  # echoed back with its JSON type unchanged
-    task_type: str
-    params: Any
-    raw: dict
 
 
 @dataclass
@@ -333,7 +326,7 @@ class HiveClient:
         if too_deep(params):
             raise MalformedTask(f"params nested deeper than {MAX_NESTING} levels", task_id=task_id, has_id=True,
                                 task_type=task_type, kind="bad_params")
-        return Task(id=task_id, task_type=task_type, params=params, raw=body)
+        return Task(id=task_id, task_type=task_type, params=params)
 
     def submit(self, body: bytes) -> None:
         """POST one result body (already JSON). Raises ServerError."""
@@ -395,11 +388,3 @@ class _HTTPS(_Deadline, http.client.HTTPSConnection):
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-def result_body(task_id: Any, worker_id: str, ok: bool, raw_result: bytes) -> bytes:
-    """The submit_result body exactly as the 1.0.x worker posts it; raw_result is JSON bytes."""
-    return orjson.dumps({
-        "task_id": task_id,
-        "worker_id": worker_id,
-        "status": "success" if ok else "failure",
-        "result": orjson.Fragment(raw_result),
-    })

@@ -18,7 +18,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from supervisor.update_verify import SIGNATURE_MAX_BYTES, STATEMENT_MAX_BYTES, Refused
+from supervisor.update.verify import SIGNATURE_MAX_BYTES, STATEMENT_MAX_BYTES, Refused
 
 BINARY = "worker.exe" if os.name == "nt" else "worker"
 STATEMENT, SIGNATURE = "release.json", "release.sig"

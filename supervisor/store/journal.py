@@ -1,17 +1,9 @@
-"""Claimed tasks and their results, so nothing the worker claims is lost.
-
-The journal (journal/claims.jsonl) is a write-ahead log: a claim is appended before
-the task is dispatched, its result before the first POST, a completion record after
-the server's 2xx. One append each, made durable in batches by the flush thread
-(flusher.py), so no fsync sits on a task's path. A result that cannot be posted at
-once goes to outbox/ (a file per result, written durably) and is retried from there,
-oldest first, until a 2xx. After a crash, a result left in the journal is queued in
-the outbox, and a claim without a result becomes a failure of kind "interrupted".
-
-Submission is therefore at-least-once: a result whose 2xx answer was lost is
-posted again, and the server should treat a second result for the same task_id
-as a duplicate.
+"""The claim journal (journal/claims.jsonl), a write-ahead log: a claim is appended before
+the task is dispatched, its result before the first POST, a completion record after the
+server's 2xx. One append each, made durable in batches by the flush thread (flusher.py),
+so no fsync sits on a task's path. recovery.py reads what a crash left in it.
 """
+
 
 from __future__ import annotations
 
@@ -26,9 +18,7 @@ from typing import Any
 
 import orjson
 
-from executor.conventions import failure
-from supervisor.client import result_body
-from supervisor.home import atomic_write, replace
+from supervisor.store.atomic import atomic_write
 
 log = logging.getLogger("hive.outbox")
 
@@ -160,109 +150,3 @@ class Journal:
         with self.lock:
             _datasync(self.fd)
             os.close(self.fd)
-
-
-class Outbox:
-    def __init__(self, home: Path, max_bytes: int) -> None:
-        self.dir = home / "outbox"
-        self.dead_dir = home / "outbox-dead"
-        self.corrupt_dir = home / "outbox-corrupt"
-        for d in (self.dir, self.dead_dir, self.corrupt_dir):
-            d.mkdir(parents=True, exist_ok=True)
-        self.max_bytes = max_bytes
-        self.lock = threading.Lock()
-        for tmp in self.dir.glob("*.tmp"):
-            tmp.unlink(missing_ok=True)  # a write cut short by a crash: the journal still has that task
-        self._sizes = {p.name: p.stat().st_size for p in self.dir.glob("*.json")}
-
-    def put(self, key: str, body: bytes) -> Path:
-        """Write one result durably (temp file, fsync, rename, directory fsync)."""
-        path = self.dir / f"{key}.json"
-        atomic_write(path, body)
-        with self.lock:
-            self._sizes[path.name] = len(body)
-        return path
-
-    def oldest(self) -> Path | None:
-        """The result to post next (keys sort by claim time). min() over names, not a sorted list of
-        Paths: during a drain hundreds wait, and building them all per POST cost 14% of the supervisor."""
-        with self.lock:
-            name = min(self._sizes, default=None)
-        return None if name is None else self.dir / name
-
-    def __len__(self) -> int:
-        with self.lock:
-            return len(self._sizes)
-
-    def size(self) -> int:
-        with self.lock:
-            return sum(self._sizes.values())
-
-    def full(self, extra: int = 0) -> bool:
-        """At OUTBOX_MAX_MB, counting ``extra`` bytes of results not yet written here."""
-        return self.size() + extra >= self.max_bytes
-
-    def keys(self) -> set[str]:
-        with self.lock:
-            return {n[:-5] for n in self._sizes}
-
-    def read(self, path: Path) -> bytes | None:
-        """The body to POST, or None if the file is unusable (then it is set aside, never deleted)."""
-        try:
-            body = path.read_bytes()
-            obj = orjson.loads(body)
-            if not isinstance(obj, dict) or "task_id" not in obj or "status" not in obj:
-                raise ValueError("not a result object")
-            return body
-        except FileNotFoundError:
-            self._forget(path)
-            return None
-        except (OSError, ValueError) as exc:
-            log.error("outbox: %s is corrupt (%s); moved to %s", path.name, exc, self.corrupt_dir)
-            self._move(path, self.corrupt_dir)
-            return None
-
-    def delivered(self, path: Path) -> None:
-        path.unlink(missing_ok=True)
-        self._forget(path)
-
-    def dead_letter(self, path: Path, reason: str) -> None:
-        log.error("outbox: %s moved to dead letters after permanent refusals: %s", path.name, reason)
-        self._move(path, self.dead_dir)
-        atomic_write(self.dead_dir / (path.name + ".reason.txt"), reason.encode("utf-8"), fsync=False)
-
-    def _move(self, path: Path, target_dir: Path) -> None:
-        try:
-            replace(path, target_dir / path.name)
-        except OSError as exc:
-            log.error("outbox: cannot move %s aside: %s", path.name, exc)
-        self._forget(path)
-
-    def _forget(self, path: Path) -> None:
-        with self.lock:
-            self._sizes.pop(path.name, None)
-
-
-def recover_interrupted(journal: Journal, outbox: Outbox, worker_id: str) -> int:
-    """Queue results a crash left in the journal and turn claims without a result into
-    "interrupted" failures, all in the outbox; then start a fresh journal."""
-    have = outbox.keys()
-    count = 0
-    for key, task, body in journal.leftovers():
-        if key in have:
-            continue  # its result made it to the outbox before the crash
-        if body is not None:
-            outbox.put(key, body)
-            log.info("result %s from the last run was not posted yet; queued in the outbox", key)
-            continue
-        if not isinstance(task, dict) or "id" not in task:
-            log.error("journal: claim %s is unreadable; cannot report it", key)
-            continue
-        text = "the worker stopped (crash, kill or power cut) while this task ran"
-        body = result_body(task["id"], worker_id, False, orjson.dumps(failure(text, "interrupted")))
-        outbox.put(key, body)
-        log.warning("task %s (%s) was interrupted by the last stop; reporting failure kind interrupted",
-                    task["id"], task.get("task_type"))
-        count += 1
-    journal.reset()
-    return count

@@ -1,0 +1,1 @@
+"""Talking to the Hive server: the HTTP client, the claim loop, the result submitter, backoff."""

@@ -1,0 +1,1 @@
+"""What must survive a crash: the claim journal, the result outbox, its flusher, the disk guard."""
