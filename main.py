@@ -163,12 +163,10 @@ def main(argv: list[str] | None = None) -> int:
         if embedded.store.counts().get("queued", 0) == 0:
             for params in ({}, {"text": "hello from the demo"}, {}, {"text": "second demo"}, {}):
                 embedded.enqueue("get_system_info" if not params else "example", params)
-        settings.values["server_url"] = embedded.url
-        settings.sources["server_url"] = "embedded local dev server"
+        settings = settings.overridden("embedded local dev server", server_url=embedded.url)
         if settings.sources["no_task_sleep"] == "config.py":
             # Locally enqueued tasks should start within seconds, not after the fleet's 180 s.
-            settings.values["no_task_sleep"] = 2.0
-            settings.sources["no_task_sleep"] = "embedded local dev server"
+            settings = settings.overridden("embedded local dev server", no_task_sleep=2.0)
         logging.getLogger("hive").warning(
             "no SERVER_URL given: serving an embedded local Hive server at %s (development only); "
             "enqueue more with: python -m devserver enqueue TYPE --db %s", embedded.url, home / "devserver.sqlite")

@@ -32,6 +32,7 @@ from supervisor.pool.cpucap import CpuCap
 from supervisor.pool.executors import CTX
 from supervisor.pool.pool import Pool, executor_init
 from supervisor.safetext import redact_url
+from supervisor.settings import Settings
 from supervisor.status import Status
 from supervisor.store.diskguard import DiskGuard
 from supervisor.store.flusher import Flusher
@@ -48,7 +49,7 @@ UPDATE_TASK = "update_worker"
 
 
 class Arbiter:
-    def __init__(self, settings: Any, worker_id: str, version: str, registry_names: set[str],
+    def __init__(self, settings: Settings, worker_id: str, version: str, registry_names: set[str],
                  config_path: str | None = None, debug: bool = False) -> None:
         self.settings = settings
         self.home = settings.home

@@ -20,6 +20,8 @@ from typing import Any
 import orjson
 import psutil
 
+from supervisor.settings import Settings
+
 log = logging.getLogger("hive.guest")
 
 CHECK_EVERY = 2.0  # seconds between readings of battery, input and the pause file
@@ -37,7 +39,7 @@ class Policy:
     cpu_busy_percent: float = 0.0  # 0 = off
 
     @classmethod
-    def of(cls, settings: Any) -> Policy:
+    def of(cls, settings: Settings) -> Policy:
         return cls(bool(settings.pause_on_battery), float(settings.pause_when_user_active_minutes),
                    float(settings.pause_when_cpu_busy_percent))
 
@@ -256,7 +258,7 @@ def _override(path: str | None) -> dict[str, Any]:
 
 
 class Guest:
-    def __init__(self, settings: Any, home: Path, environ: dict[str, str] | None = None) -> None:
+    def __init__(self, settings: Settings, home: Path, environ: dict[str, str] | None = None) -> None:
         self.policy = Policy.of(settings)
         self.home = home
         self.override_path = (os.environ if environ is None else environ).get(INPUTS_ENV)

@@ -17,12 +17,12 @@ import orjson
 
 from supervisor.model import Claim, Task
 from supervisor.pool.pool import Pool, executor_init
+from supervisor.settings import Settings
 from supervisor.store.journal import new_key
 
 
-def _one_slot_settings(settings: Any) -> Any:
-    values = dict(settings.values, pool_size=1, task_error_sleep=0.0, max_tasks_per_executor=0)
-    return replace(settings, values=values)
+def _one_slot_settings(settings: Settings) -> Settings:
+    return replace(settings, pool_size=1, task_error_sleep=0.0, max_tasks_per_executor=0)
 
 
 def _drive(pool: Pool, until: Callable[[], bool], timeout: float | None) -> bool:
@@ -38,7 +38,7 @@ def _drive(pool: Pool, until: Callable[[], bool], timeout: float | None) -> bool
     return True
 
 
-def run_local(settings: Any, config_path: str | None, task_type: str, params: Any, registry: dict,
+def run_local(settings: Settings, config_path: str | None, task_type: str, params: Any, registry: dict,
               version: str) -> int:
     """Run one task in a real executor; print the result as JSON. Exit 0 success, 1 failure."""
     if task_type not in registry:
@@ -66,7 +66,7 @@ def run_local(settings: Any, config_path: str | None, task_type: str, params: An
     return 0
 
 
-def self_test(settings: Any, config_path: str | None, registry: dict, version: str) -> int:
+def self_test(settings: Settings, config_path: str | None, registry: dict, version: str) -> int:
     """Start and stop one executor that imports every registered task. Exit 0 when all is well."""
     pool = Pool(1, executor_init(settings, config_path, version), _one_slot_settings(settings), lambda *a: None)
     pool.start()

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import os
 import tomllib
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from types import MappingProxyType
+from typing import Any, get_origin, get_type_hints
 from urllib.parse import urlparse
 
 import tomli_w
@@ -27,6 +28,8 @@ class SettingsError(Exception):
 
 @dataclass(frozen=True)
 class Spec:
+    """How one setting is named, typed and checked; read off a Settings field (see SPECS)."""
+
     name: str  # config.py name, e.g. POOL_SIZE
     kind: type  # int, float, str, bool, list, dict
     low: float | None = None
@@ -80,45 +83,6 @@ def _check_hosts(value: list) -> str | None:
     return None
 
 
-SPECS: tuple[Spec, ...] = (
-    Spec("SERVER_URL", str, check=_check_url, help="Hive API root; empty = embedded local dev server"),
-    Spec("POOL_SIZE", int, 1, 256, help="executor processes"),
-    Spec("NO_TASK_SLEEP", float, 0, 86400),
-    Spec("TIME_ERROR_SLEEP", float, 0, 86400),
-    Spec("TASK_ERROR_SLEEP", float, 0, 86400),
-    Spec("UPDATE_ERROR_SLEEP", float, 0, 86400),
-    Spec("TASK_TIME_LIMIT", float, 0, 7 * 86400),
-    Spec("TASK_CPU_LIMIT", float, 0, 7 * 86400),
-    Spec("TASK_MEMORY_LIMIT_MB", float, 0, 1024 * 1024),
-    Spec("TASK_LIMITS", dict, check=_check_task_limits),
-    Spec("LIMIT_CHECK_INTERVAL", float, 0.01, 10),
-    Spec("MAX_TASKS_PER_EXECUTOR", int, 0, 10**9),
-    Spec("EXECUTOR_MEMORY_GROWTH_MB", float, 0, 1024 * 1024),
-    Spec("EXECUTOR_PRIORITY", str, choices=("idle", "below_normal", "normal")),
-    Spec("RESULT_MAX_BYTES", int, 1, 2**31),
-    Spec("GET_TASK_TIMEOUT", float, 0.1, 3600),
-    Spec("SUBMIT_TIMEOUT", float, 0.1, 3600),
-    Spec("GET_TASK_MAX_BYTES", int, 1024, 2**31, help="largest get_task answer read; larger ones are dropped"),
-    Spec("OUTBOX_MAX_MB", float, 0.001, 1024 * 1024),
-    Spec("SHUTDOWN_GRACE", float, 0, 86400),
-    Spec("UPDATE_DRAIN_TIMEOUT", float, 0, 86400),
-    Spec("UPDATE_MAX_BYTES", int, 1024, 2**34),
-    Spec("UPDATE_PUBLIC_KEYS", list, check=key_problem, help="Ed25519 public keys (base64) that may sign updates"),
-    Spec("UPDATE_ALLOW_UNSIGNED", bool, help="labs only: install updates that carry no signed release statement"),
-    Spec("UPDATE_HEALTH_TIMEOUT", float, 5, 3600),
-    # Being a good guest on the PC's owner's machine (supervisor/guest.py, supervisor/pool/cpucap.py).
-    Spec("PAUSE_ON_BATTERY", bool, help="claim no new tasks while on battery"),
-    Spec("PAUSE_WHEN_USER_ACTIVE_MINUTES", float, 0, 1440, help="claim none while input was seen this recently (0: off)"),
-    Spec("PAUSE_WHEN_CPU_BUSY_PERCENT", float, 0, 100, help="claim none while other programs use more CPU (0: off)"),
-    Spec("CPU_CAP_PERCENT", float, 0, 100, help="all executors together get at most this share of the machine (0: off)"),
-    Spec("PROM_ALLOWED_HOSTS", list, check=_check_hosts,
-         help="hosts (with subdomains) prom_pars may fetch from; others get status 5"),
-    Spec("LOG_LEVEL", str, choices=("DEBUG", "INFO", "WARNING", "ERROR")),
-    Spec("LOG_MAX_MB", float, 0.01, 100000),
-    Spec("LOG_BACKUPS", int, 0, 1000),
-    Spec("TASK_LOG_MAX_BYTES", int, 0, 2**31, help="log budget of one task (0 = no limit)"),
-)
-SPECS_BY_KEY = {s.key: s for s in SPECS}
 
 
 BOOL_WORDS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
@@ -175,28 +139,81 @@ def _coerce(spec: Spec, value: Any, from_text: bool) -> Any:
     return value
 
 
-@dataclass
+SETTING = "hive.setting"  # the metadata key that marks a Settings field as a setting
+
+
+def setting(low: float | None = None, high: float | None = None, *, choices: tuple[str, ...] = (),
+            check: Callable[[Any], str | None] | None = None, help: str = "") -> Any:
+    """A field of Settings that is a setting: its range and checks ride along, so SPECS is read off the class."""
+    return field(metadata={SETTING: {"low": low, "high": high, "choices": choices, "check": check, "help": help}})
+
+
+@dataclass(frozen=True)
 class Settings:
-    """Effective settings, read by attribute (``settings.pool_size``)."""
+    """Effective settings, one typed field per setting (``settings.pool_size``).
 
-    values: dict[str, Any]
-    sources: dict[str, str]
+    Each setting is declared here once: SPECS (names, env variables, flags, ranges) is
+    built from these fields, in this order. ``sources`` names where each value came from.
+    """
+
     home: Path
+    sources: Mapping[str, str]
+    server_url: str = setting(check=_check_url, help="Hive API root; empty = embedded local dev server")
+    pool_size: int = setting(1, 256, help="executor processes")
+    no_task_sleep: float = setting(0, 86400)
+    time_error_sleep: float = setting(0, 86400)
+    task_error_sleep: float = setting(0, 86400)
+    update_error_sleep: float = setting(0, 86400)
+    task_time_limit: float = setting(0, 7 * 86400)
+    task_cpu_limit: float = setting(0, 7 * 86400)
+    task_memory_limit_mb: float = setting(0, 1024 * 1024)
+    task_limits: dict[str, dict[str, float]] = setting(check=_check_task_limits)
+    limit_check_interval: float = setting(0.01, 10)
+    max_tasks_per_executor: int = setting(0, 10**9)
+    executor_memory_growth_mb: float = setting(0, 1024 * 1024)
+    executor_priority: str = setting(choices=("idle", "below_normal", "normal"))
+    result_max_bytes: int = setting(1, 2**31)
+    get_task_timeout: float = setting(0.1, 3600)
+    submit_timeout: float = setting(0.1, 3600)
+    get_task_max_bytes: int = setting(1024, 2**31, help="largest get_task answer read; larger ones are dropped")
+    outbox_max_mb: float = setting(0.001, 1024 * 1024)
+    shutdown_grace: float = setting(0, 86400)
+    update_drain_timeout: float = setting(0, 86400)
+    update_max_bytes: int = setting(1024, 2**34)
+    update_public_keys: list[str] = setting(check=key_problem, help="Ed25519 public keys (base64) that may sign updates")
+    update_allow_unsigned: bool = setting(help="labs only: install updates that carry no signed release statement")
+    update_health_timeout: float = setting(5, 3600)
+    # Being a good guest on the PC's owner's machine (supervisor/guest.py, supervisor/pool/cpucap.py).
+    pause_on_battery: bool = setting(help="claim no new tasks while on battery")
+    pause_when_user_active_minutes: float = setting(0, 1440, help="claim none while input was seen this recently (0: off)")
+    pause_when_cpu_busy_percent: float = setting(0, 100, help="claim none while other programs use more CPU (0: off)")
+    cpu_cap_percent: float = setting(0, 100, help="all executors together get at most this share of the machine (0: off)")
+    prom_allowed_hosts: list[str] = setting(check=_check_hosts,
+                                            help="hosts (with subdomains) prom_pars may fetch from; others get status 5")
+    log_level: str = setting(choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    log_max_mb: float = setting(0.01, 100000)
+    log_backups: int = setting(0, 1000)
+    task_log_max_bytes: int = setting(0, 2**31, help="log budget of one task (0 = no limit)")
 
-    def __getattr__(self, key: str) -> Any:
-        try:
-            return self.values[key]
-        except KeyError:
-            raise AttributeError(key) from None
+    @property
+    def values(self) -> Mapping[str, Any]:
+        """Every setting by key, read-only (executors get a copy; the updater passes some on)."""
+        return MappingProxyType({spec.key: getattr(self, spec.key) for spec in SPECS})
+
+    def overridden(self, source: str, **values: Any) -> Settings:
+        """A copy with some settings set by the worker itself (the embedded dev server), ``source`` saying so."""
+        # Checked like any other source: a bad value here is a bug and must fail loudly, not run.
+        values = {key: _coerce(SPECS_BY_KEY[key], value, from_text=False) for key, value in values.items()}
+        return replace(self, sources={**self.sources, **dict.fromkeys(values, source)}, **values)
 
     def limits_for(self, task_type: str) -> dict[str, float]:
         """Limits of one task type: the global ones overlaid with TASK_LIMITS[task_type]."""
         limits = {
-            "time": float(self.values["task_time_limit"]),
-            "cpu": float(self.values["task_cpu_limit"]),
-            "memory_mb": float(self.values["task_memory_limit_mb"]),
+            "time": float(self.task_time_limit),
+            "cpu": float(self.task_cpu_limit),
+            "memory_mb": float(self.task_memory_limit_mb),
         }
-        limits.update({k: float(v) for k, v in self.values["task_limits"].get(task_type, {}).items()})
+        limits.update({k: float(v) for k, v in self.task_limits.get(task_type, {}).items()})
         return limits
 
     def to_toml(self) -> str:
@@ -205,7 +222,7 @@ class Settings:
         # Tables last: in TOML every key after a [table] header belongs to that table.
         for spec in sorted(SPECS, key=lambda s: s.kind is dict):
             lines.append(f"# {spec.key}: from {self.sources[spec.key]}")
-            value = self.values[spec.key]
+            value = getattr(self, spec.key)
             if spec.key == "server_url" and redact_url(value) != value:
                 value = redact_url(value)  # pasted into tickets and chats: never the password
                 lines.append("# (credentials redacted)")
@@ -214,6 +231,16 @@ class Settings:
             else:
                 lines.append(tomli_w.dumps({spec.key: value}).rstrip())
         return "\n".join(lines) + "\n"
+
+
+def _specs() -> tuple[Spec, ...]:
+    hints = get_type_hints(Settings)
+    return tuple(Spec(f.name.upper(), get_origin(hints[f.name]) or hints[f.name], **f.metadata[SETTING])
+                 for f in fields(Settings) if SETTING in f.metadata)
+
+
+SPECS: tuple[Spec, ...] = _specs()
+SPECS_BY_KEY = {s.key: s for s in SPECS}
 
 
 def load(config_module: Any, home: Path, flags: dict[str, Any], environ: dict[str, str] | None = None) -> Settings:
@@ -265,4 +292,4 @@ def load(config_module: Any, home: Path, flags: dict[str, Any], environ: dict[st
         except ValueError as exc:
             raise SettingsError(f"flag {spec.flag} {exc}") from None
         sources[key] = f"flag {spec.flag}"
-    return Settings(values=values, sources=sources, home=home)
+    return Settings(home=home, sources=sources, **values)

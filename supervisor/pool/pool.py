@@ -25,6 +25,7 @@ from supervisor.model import Claim
 from supervisor.pool.executors import Executor, describe_exit
 from supervisor.pool.proctree import TreeMonitor
 from supervisor.safetext import loggable_block
+from supervisor.settings import Settings
 
 log = logging.getLogger("hive.pool")
 
@@ -73,7 +74,7 @@ class Slot:
         return "idle"
 
 
-def executor_init(settings: Any, config_path: str | None, version: str, debug: bool = False) -> dict[str, Any]:
+def executor_init(settings: Settings, config_path: str | None, version: str, debug: bool = False) -> dict[str, Any]:
     """What every executor is started with (see executor.process.main)."""
     return {"config": config_path, "priority": settings.executor_priority, "debug": debug,
             "settings": dict(settings.values, worker_version=version),
@@ -85,7 +86,7 @@ ResultSink = Callable[[Claim, bool, bytes, str | None, float], None]
 
 
 class Pool:
-    def __init__(self, size: int, init: dict[str, Any], settings: Any, on_result: ResultSink,
+    def __init__(self, size: int, init: dict[str, Any], settings: Settings, on_result: ResultSink,
                  place: Callable[[int], None] | None = None) -> None:
         self.settings = settings
         self.place = place  # every new executor goes through it (the CPU cap)

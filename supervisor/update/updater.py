@@ -41,6 +41,7 @@ import orjson
 import psutil
 
 from supervisor.home import is_frozen
+from supervisor.settings import Settings
 from supervisor.store.atomic import atomic_write
 from supervisor.update.extract import BINARY, extract_binary
 from supervisor.update.scripts import for_this_platform
@@ -119,7 +120,7 @@ def running_sequence() -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
-def refusal_at_once(settings: Any) -> str | None:
+def refusal_at_once(settings: Settings) -> str | None:
     """Why every update_worker task is refused by this worker, before any drain or download."""
     try:
         keys = parse_keys(settings.update_public_keys)
@@ -132,7 +133,7 @@ def refusal_at_once(settings: Any) -> str | None:
 
 # ---- prepare: params, download, signature, extraction, pre-flight ------------------------------
 
-def prepare(params: Any, settings: Any, running_version: str) -> Staged | None:
+def prepare(params: Any, settings: Settings, running_version: str) -> Staged | None:
     """A verified, pre-flighted binary ready to swap in; None when ``version`` is already running."""
     try:
         return _prepare(params, settings, running_version)
@@ -140,7 +141,7 @@ def prepare(params: Any, settings: Any, running_version: str) -> Staged | None:
         raise UpdateRefused(str(exc)) from None
 
 
-def _prepare(params: Any, settings: Any, running_version: str) -> Staged | None:
+def _prepare(params: Any, settings: Settings, running_version: str) -> Staged | None:
     refusal = refusal_at_once(settings)
     if refusal:
         raise Refused(refusal)
@@ -314,7 +315,7 @@ def _kill_group(proc: subprocess.Popen) -> None:
 
 # ---- launch: the script takes over -----------------------------------------------------------------
 
-def launch(staged: Staged, settings: Any, task_id: Any, worker_id: str, running_version: str) -> None:
+def launch(staged: Staged, settings: Settings, task_id: Any, worker_id: str, running_version: str) -> None:
     if not is_frozen():
         raise UpdateRefused("self-update needs the frozen build")
     try:
@@ -339,7 +340,7 @@ def supervisor_pids() -> list[int]:
     return pids
 
 
-def _launch(staged: Staged, settings: Any, task_id: Any, worker_id: str, running_version: str,
+def _launch(staged: Staged, settings: Settings, task_id: Any, worker_id: str, running_version: str,
             exe: Path, pids: list[int]) -> int:
     home = Path(settings.home)
     upd = update_dir(home)
@@ -408,7 +409,7 @@ def _start_script(script: Path, args: list[str], env: dict[str, str]) -> subproc
         return subprocess.Popen(line, cwd=cwd, env=env, creationflags=flags, **std)
 
 
-def worker_env(settings: Any) -> dict[str, str]:
+def worker_env(settings: Settings) -> dict[str, str]:
     """The environment the script starts a worker with: the settings this one got from flags or
     HIVE_* variables become HIVE_* variables (worker.toml and config.py are read by it anyway)."""
     from supervisor.settings import SPECS
@@ -660,7 +661,7 @@ def _read_outcome(upd: Path) -> str | None:
     return text or None
 
 
-def check_settings(settings: Any) -> None:
+def check_settings(settings: Settings) -> None:
     """At start, one line: self-update is off (no key), or unsigned releases are accepted (labs)."""
     try:
         keys = parse_keys(settings.update_public_keys)
