@@ -14,8 +14,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -48,6 +47,14 @@ STATUS_EVERY = 2.0
 UPDATE_TASK = "update_worker"
 
 
+class TurnHook(Protocol):
+    """Code that runs on the loop's thread every turn (the dev reloader): see Arbiter.add_turn_hook."""
+
+    def on_turn(self) -> None: ...
+
+    def due_soon(self) -> bool: ...
+
+
 class Arbiter:
     def __init__(self, settings: Settings, worker_id: str, version: str, registry_names: set[str],
                  config_path: str | None = None, debug: bool = False) -> None:
@@ -64,14 +71,13 @@ class Arbiter:
         self.signals_seen = 0
         self.wake_r, self.wake_w = CTX.Pipe(duplex=False)
         self.wake_lock = threading.Lock()
-        self.soon: Callable[[], bool] = lambda: False  # a hook that needs the next turn soon (dev reload)
         self.status = Status()
         self.backoff = Backoff(cap=settings.time_error_sleep)
         self.journal = Journal(self.home)
         self.outbox = Outbox(self.home, int(settings.outbox_max_mb * 1024 * 1024))
         self.disk = DiskGuard(self.journal.dir, self.outbox.dir)
         self.gate = ClaimGate(on_claim=self.wake)
-        self.hooks: list[Callable[[], None]] = []  # run every loop turn (dev reloader)
+        self.turn_hooks: list[TurnHook] = []  # only through add_turn_hook
         self.health = diagnostics.Health()  # uptime, failures by kind, the log tail
         self.guest = Guest(settings, self.home)  # when the PC's owner wants no new work
         self.cpucap = CpuCap(settings.cpu_cap_percent, priority=settings.executor_priority,
@@ -322,6 +328,32 @@ class Arbiter:
             if pause:
                 self.pause_claims(pause, "UPDATE_ERROR_SLEEP after a rolled-back update")
 
+    # ---- extension points: the dev reloader uses these, never the attributes behind them ------
+
+    def add_turn_hook(self, hook: TurnHook) -> None:
+        """Call ``hook.on_turn()`` every turn, before the pool is maintained (so retirements it asks
+        for take effect that turn); while ``hook.due_soon()`` is true, turns come every
+        LIMIT_CHECK_INTERVAL instead of every IDLE_TICK. An exception in a hook is logged, never
+        fatal to the turn."""
+        self.turn_hooks.append(hook)
+
+    def reload_tasks(self, names: set[str], reason: str) -> tuple[set[str], set[str]]:
+        """New task code (from the loop's thread): claims are checked against ``names`` from now on
+        and every executor is replaced as soon as it is idle, so running tasks finish with the old
+        code. Returns the (added, removed) task types."""
+        added, removed = names - self.registry_names, self.registry_names - names
+        self.registry_names = set(names)
+        self.pool.retire_all(reason)
+        return added, removed
+
+    def _run_turn_hooks(self) -> None:
+        for hook in self.turn_hooks:
+            try:
+                hook.on_turn()
+            except Exception as exc:  # noqa: BLE001 - a dev tool's bug must not cost this turn's work
+                log.error("turn hook %s: unexpected %s: %s", type(hook).__name__, type(exc).__name__, exc)
+                log.debug("turn hook failure", exc_info=True)
+
     # ---- the loop ------------------------------------------------------------------------------
 
     def run(self) -> int:
@@ -383,14 +415,14 @@ class Arbiter:
 
     def turn(self, now: float) -> None:
         """One turn: handle frames and wake-ups, place claims, check limits, keep the pool up."""
-        timeout = self.settings.limit_check_interval if self.pool.busy() or self.soon() else IDLE_TICK
+        soon = self.pool.busy() or any(hook.due_soon() for hook in self.turn_hooks)
+        timeout = self.settings.limit_check_interval if soon else IDLE_TICK
         if self.pool.serve(timeout, (self.wake_r,)):
             while self.wake_r.poll():
                 self.wake_r.recv_bytes()
         self.take_claims()  # also while stopping: tasks claimed just before still run
         self.pool.check_limits()
-        for hook in self.hooks:
-            hook()  # before maintain(): a reload's retirements then take effect this turn
+        self._run_turn_hooks()  # before maintain(): a reload's retirements then take effect this turn
         self.pool.maintain()
         self.step_update()
         self.check_health()

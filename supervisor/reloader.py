@@ -26,9 +26,12 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from supervisor.home import SOURCE_ROOT, is_frozen
+
+if TYPE_CHECKING:
+    from supervisor.arbiter import Arbiter
 
 log = logging.getLogger("hive.reload")
 
@@ -45,7 +48,10 @@ print(json.dumps(sorted(registry_of(load_config({config!r})))))
 
 
 class Reloader:
-    def __init__(self, arbiter: Any, config_path: str | None) -> None:
+    """A turn hook of the arbiter (Arbiter.add_turn_hook): watchdog's thread only marks the code
+    dirty; the debounce, the import check's outcome and the reload run on the loop's thread."""
+
+    def __init__(self, arbiter: Arbiter, config_path: str | None) -> None:
         self.arbiter = arbiter
         self.config_path = config_path
         self.lock = threading.Lock()
@@ -71,8 +77,8 @@ class Reloader:
                     self.dirty_at = time.monotonic()
                     self.changed.update(str(p) for p in paths if p and str(p).endswith(".py"))
                 self.arbiter.wake()  # the debounce is timed by the arbiter's loop: make it look
-        except Exception:  # noqa: BLE001
-            pass
+        except Exception:  # noqa: BLE001 - watchdog's observer thread dies on an exception: no more reloads
+            log.debug("file event %r not handled", event, exc_info=True)
 
     def start(self) -> None:
         from watchdog.events import FileSystemEventHandler
@@ -96,12 +102,15 @@ class Reloader:
         self.observer.start()
         log.info("dev mode: watching %s for changes", ", ".join(str(p) for p in self.watched))
 
-    def tick(self) -> None:
-        """Called by the arbiter every loop turn."""
-        if self.outcome is not None:
-            ok, text = self.outcome
-            self.outcome = None
-            self.apply(ok, text)
+    def due_soon(self) -> bool:
+        """A save is waiting out its debounce: the loop must look again within milliseconds."""
+        return self.dirty_at is not None
+
+    def on_turn(self) -> None:
+        with self.lock:
+            outcome, self.outcome = self.outcome, None
+        if outcome is not None:
+            self.apply(*outcome)
         with self.lock:
             due = self.dirty_at is not None and time.monotonic() - self.dirty_at >= DEBOUNCE
             if not due or self.checking:
@@ -114,20 +123,20 @@ class Reloader:
 
     def check(self, changed: set[str]) -> None:
         """Import the changed code in a fresh process (off the arbiter's thread)."""
-        for path in changed:
-            _refresh_bytecode(path)
-        code = _CHECK.format(root=str(SOURCE_ROOT), config=self.config_path)
         started = time.monotonic()
         try:
+            for path in changed:
+                _refresh_bytecode(path)
+            code = _CHECK.format(root=str(SOURCE_ROOT), config=self.config_path)
             proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                                   timeout=CHECK_TIMEOUT, cwd=str(SOURCE_ROOT))
             ok = proc.returncode == 0
             text = proc.stdout.strip().splitlines()[-1] if ok else proc.stderr.strip()
-        except (OSError, subprocess.SubprocessError, IndexError) as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever goes wrong, `checking` must end or reloads stop for good
             ok, text = False, f"{type(exc).__name__}: {exc}"
         log.debug("import check took %.0f ms", (time.monotonic() - started) * 1000)
-        self.outcome = (ok, text)
         with self.lock:
+            self.outcome = (ok, text)
             self.checking = False
         self.arbiter.wake()
 
@@ -136,11 +145,7 @@ class Reloader:
             log.error("reload refused: the changed code does not import; old executors keep serving. "
                       "Fix and save again.\n%s", text)
             return
-        names = set(json.loads(text))
-        added = names - self.arbiter.registry_names
-        removed = self.arbiter.registry_names - names
-        self.arbiter.registry_names = names
-        self.arbiter.pool.retire_all("task code changed")
+        added, removed = self.arbiter.reload_tasks(set(json.loads(text)), "task code changed")
         extra = "".join([f"; new tasks: {', '.join(sorted(added))}" if added else "",
                          f"; removed tasks: {', '.join(sorted(removed))}" if removed else ""])
         log.info("reloading: code changed and imports cleanly; executors are replaced as they become idle%s", extra)
@@ -163,12 +168,11 @@ def _refresh_bytecode(path: str) -> None:
             pass
 
 
-def attach(arbiter: Any, config_path: str | None) -> Reloader | None:
+def attach(arbiter: Arbiter, config_path: str | None) -> Reloader | None:
     if is_frozen():
         log.warning("--dev does nothing in the frozen build (there is no source to reload)")
         return None
     reloader = Reloader(arbiter, config_path)
     reloader.start()
-    arbiter.hooks.append(reloader.tick)
-    arbiter.soon = lambda: reloader.dirty_at is not None
+    arbiter.add_turn_hook(reloader)
     return reloader
