@@ -1,0 +1,95 @@
+"""The typed Settings object, in-process (no worker started): test_settings.py runs the worker for
+the operator-facing messages; these check the object itself and the edge cases of loading."""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+
+import pytest
+
+import config
+from supervisor.settings import SPECS, Settings, SettingsError, load
+
+FIXED_IN_THE_BUILD = {"WORKER_VERSION", "TASK_REGISTRY", "RELEASE_SEQUENCE"}
+
+
+def _config(**over: object) -> types.SimpleNamespace:
+    mod = types.SimpleNamespace(**{k: getattr(config, k) for k in dir(config) if k.isupper()})
+    for name, value in over.items():
+        setattr(mod, name, value)
+    return mod
+
+
+def test_every_config_setting_is_one_typed_field():
+    names = {k for k in dir(config) if k.isupper()} - FIXED_IN_THE_BUILD
+    assert [s.name for s in SPECS] == [f.name.upper() for f in dataclasses.fields(Settings)
+                                       if f.name not in ("home", "sources")]
+    assert {s.name for s in SPECS} == names
+    hints = typing.get_type_hints(Settings)
+    for spec in SPECS:
+        assert spec.kind is (typing.get_origin(hints[spec.key]) or hints[spec.key]), spec.name
+
+
+def test_loaded_values_have_their_declared_types(tmp_path):
+    s = load(_config(POOL_SIZE=3.0, NO_TASK_SLEEP=5), tmp_path, {}, environ={})
+    assert s.pool_size == 3 and type(s.pool_size) is int
+    assert s.no_task_sleep == 5.0 and type(s.no_task_sleep) is float
+
+
+def test_settings_are_read_only(tmp_path):
+    s = load(config, tmp_path, {}, environ={})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.pool_size = 4  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        s.values["pool_size"] = 4  # type: ignore[index]
+    assert dict(s.values) == {spec.key: getattr(s, spec.key) for spec in SPECS}
+
+
+def test_overridden_is_a_checked_copy_that_names_its_source(tmp_path):
+    s = load(config, tmp_path, {}, environ={})
+    t = s.overridden("embedded local dev server", server_url="http://127.0.0.1:9/api", no_task_sleep=2)
+    assert (t.server_url, t.no_task_sleep, type(t.no_task_sleep)) == ("http://127.0.0.1:9/api", 2.0, float)
+    assert t.sources["server_url"] == t.sources["no_task_sleep"] == "embedded local dev server"
+    assert t.sources["pool_size"] == "config.py"
+    assert (s.server_url, s.sources["server_url"]) == (config.SERVER_URL, "config.py")
+    with pytest.raises(ValueError, match="must be between 1 and 256"):
+        s.overridden("test", pool_size=0)
+    with pytest.raises(KeyError):
+        s.overridden("test", pool_sise=2)
+
+
+def test_missing_config_name_is_named(tmp_path):
+    mod = _config()
+    del mod.LOG_BACKUPS
+    with pytest.raises(SettingsError, match="^config.py: LOG_BACKUPS is missing$"):
+        load(mod, tmp_path, {}, environ={})
+
+
+@pytest.mark.parametrize("text, value", [("off", False), ("YES", True), (" 1 ", True), ("false", False)])
+def test_bool_words_in_the_environment(tmp_path, text, value):
+    assert load(config, tmp_path, {}, environ={"HIVE_PAUSE_ON_BATTERY": text}).pause_on_battery is value
+
+
+def test_bool_is_neither_a_word_in_toml_nor_a_number(tmp_path):
+    (tmp_path / "worker.toml").write_text('pause_on_battery = "yes"\n')
+    with pytest.raises(SettingsError, match="pause_on_battery must be true or false"):
+        load(config, tmp_path, {}, environ={})
+    (tmp_path / "worker.toml").write_text("pool_size = true\n")
+    with pytest.raises(SettingsError, match="pool_size must be a number, got True"):
+        load(config, tmp_path, {}, environ={})
+
+
+def test_internal_and_home_variables_are_not_settings(tmp_path):
+    env = {"HIVE_HOME": str(tmp_path), "HIVE_INTERNAL_ANYTHING": "1", "HIVE_LOG_LEVEL": "debug"}
+    assert load(config, tmp_path, {}, environ=env).log_level == "DEBUG"
+
+
+def test_to_toml_reads_back_as_the_values(tmp_path):
+    s = load(config, tmp_path, {"server_url": "http://user:secret@host:1/api"}, environ={})
+    text = s.to_toml()
+    data = tomllib.loads(text)
+    assert data.pop("server_url") == "http://***@host:1/api" and "secret" not in text
+    assert data == {k: v for k, v in s.values.items() if k != "server_url"}
