@@ -29,6 +29,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -42,16 +43,48 @@ SPAWN = multiprocessing.get_context("spawn")
 
 # ---- ours ------------------------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class PoolApi:
+    Pool: Any
+    executor_init: Callable[..., dict[str, Any]]
+    claim: Callable[[int, Any], Any]  # (task id, params) -> a Claim of an echo task
+
+
+def pool_api() -> PoolApi:
+    """The pool's entry points in the checkout first on sys.path.
+
+    bench_revisions.py drives this class in an older checkout too: before the subpackages
+    (df36acd and earlier) the pool was supervisor/pool.py, Claim lived in the claimer, Task
+    (with a ``raw`` field) in the client and new_key in the outbox.
+    """
+    try:
+        from supervisor.model import Claim, Task
+        from supervisor.pool.pool import Pool, executor_init
+        from supervisor.store.journal import new_key
+    except ImportError:
+        from supervisor.claimer import Claim
+        from supervisor.client import Task
+        from supervisor.outbox import new_key
+
+        from supervisor.pool import Pool, executor_init
+    extra = {"raw": {}} if "raw" in {f.name for f in fields(Task)} else {}
+
+    def claim(task_id: int, params: Any) -> Any:
+        return Claim(new_key(), Task(id=task_id, task_type="echo", params=params, **extra))
+
+    return PoolApi(Pool, executor_init, claim)
+
+
 class Ours:
     label = "ours (Pool, limits on)"
 
-    def __init__(self, limits: bool = True) -> None:
+    def __init__(self, limits: bool = True, config: Path = TEST_CONFIG) -> None:
         from executor.registry import load_config
         from supervisor import settings as settings_mod
-        from supervisor.pool.pool import Pool, executor_init
 
+        self.api = pool_api()
         self.home = Path(tempfile.mkdtemp(prefix="hive-bench-dispatch-"))
-        module = load_config(str(TEST_CONFIG))
+        module = load_config(str(config))
         flags: dict[str, Any] = {"pool_size": PROCS, "task_error_sleep": 0.0, "max_tasks_per_executor": 0,
                                  "log_level": "WARNING", "executor_priority": "normal"}
         if not limits:
@@ -59,7 +92,8 @@ class Ours:
             self.label = "ours (Pool, limits off)"
         settings = settings_mod.load(module, self.home, flags, environ={})
         self.done = 0
-        self.pool = Pool(PROCS, executor_init(settings, str(TEST_CONFIG), "bench"), settings, self._on_result)
+        self.pool = self.api.Pool(PROCS, self.api.executor_init(settings, str(config), "bench"), settings,
+                                  self._on_result)
         self.pool.start()
         self._drive(lambda: self.pool.ready_count(time.monotonic()) == PROCS, 120)
 
@@ -80,9 +114,7 @@ class Ours:
             pool.maintain()
 
     def run(self, n: int, payload: dict) -> float:
-        from supervisor.model import Claim, Task
-        from supervisor.store.journal import new_key
-
+        claim = self.api.claim
         pool = self.pool
         interval = pool.settings.limit_check_interval
         self.done = 0
@@ -90,8 +122,7 @@ class Ours:
         started = time.perf_counter()
         while self.done < n:
             # The arbiter's turn: place claims on idle executors, wait, handle frames, check, maintain.
-            while sent < n and pool.dispatch(Claim(new_key(), Task(id=sent, task_type="echo", params=payload,
-                                                                  raw={}))):
+            while sent < n and pool.dispatch(claim(sent, payload)):
                 sent += 1
             pool.serve(interval)
             pool.check_limits()

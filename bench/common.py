@@ -226,13 +226,16 @@ def bench_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 
 class DevServer:
-    """The local Hive server (devserver/) in its own process, so it has its own GIL."""
+    """The local Hive server (devserver/) in its own process, so it has its own GIL.
 
-    def __init__(self, workdir: Path) -> None:
+    ``root``: the checkout whose devserver/ runs (bench_revisions.py gives each revision its own).
+    """
+
+    def __init__(self, workdir: Path, root: Path = ROOT) -> None:
         self.db = workdir / "server.sqlite"
         self.log = open(workdir / "devserver.txt", "w+b")
         self.proc = subprocess.Popen([sys.executable, "-m", "devserver", "serve", "--port", "0", "--db", str(self.db)],
-                                     cwd=ROOT, env=bench_env(), stdout=subprocess.PIPE, stderr=self.log,
+                                     cwd=root, env=bench_env(), stdout=subprocess.PIPE, stderr=self.log,
                                      stdin=subprocess.DEVNULL)
         self.url = ""
         assert self.proc.stdout is not None
