@@ -41,6 +41,7 @@ from supervisor.update import extract as update_extract
 from supervisor.update import scripts as update_scripts
 from supervisor.update import updater
 from supervisor.update import verify as update_verify
+from supervisor.update.errors import UpdateRefused
 
 POSIX = os.name == "posix"
 posix_only = pytest.mark.skipif(not POSIX, reason="updater.sh, stand-ins and POSIX modes; updater.bat runs on Windows")
@@ -190,7 +191,7 @@ def signed_zip(binary: bytes, version: str, sequence: int, key: Path, plat: str 
                inside: bytes | None = None) -> bytes:
     """A release zip with a statement for ``binary`` signed by ``key``; ``inside``: put these bytes
     in the zip instead of the signed binary (a tampered release)."""
-    statement = update_verify.make_statement(hashlib.sha256(binary).hexdigest(), len(binary), version,
+    statement = signing.make_statement(hashlib.sha256(binary).hexdigest(), len(binary), version,
                                              plat or update_verify.platform_tag(), sequence)
     return make_zip({update_extract.BINARY: binary if inside is None else inside,
                      "updater.bat": update_scripts.UPDATER_BAT, "release.json": statement,
@@ -284,7 +285,7 @@ def test_same_version_is_success_without_download(tmp_path: Path, files: FileSer
     ([1, 2], "JSON object"),
 ])
 def test_bad_params_refused(tmp_path: Path, params: Any, message: str) -> None:
-    with pytest.raises(updater.UpdateRefused, match=re.escape(message)):
+    with pytest.raises(UpdateRefused, match=re.escape(message)):
         updater.prepare(params, settings_for(tmp_path), "2.0.0")
 
 
@@ -311,7 +312,7 @@ def test_version_learned_from_the_self_test(tmp_path: Path, files: FileServer) -
 
 
 def _refused(tmp_path: Path, params: dict, settings: Any = None) -> str:
-    with pytest.raises(updater.UpdateRefused) as info:
+    with pytest.raises(UpdateRefused) as info:
         updater.prepare(params, settings or settings_for(tmp_path), "2.0.0")
     assert not (tmp_path / "update" / "staged" / update_extract.BINARY).exists()
     assert not any((tmp_path / "update").glob("*.part")) and not (tmp_path / "update" / "release.zip").exists()
@@ -387,7 +388,7 @@ def test_signed_releases(tmp_path: Path, files: FileServer) -> None:
             version="9.2.0")
     refused(signed_zip(good_bin, "9.1.0", 5, key), "params.sequence is 6, the signed release has sequence 5",
             sequence=6)
-    statement = update_verify.make_statement("0" * 64, 1, "9.1.0", update_verify.platform_tag(), 5)
+    statement = signing.make_statement("0" * 64, 1, "9.1.0", update_verify.platform_tag(), 5)
     sig = signing.sign_statement(statement, key)
     refused(signed_zip(good_bin, "9.1.0", 5, key), "does not verify",  # another statement's signature
             release=statement.replace(b"9.1.0", b"9.1.1").decode(), release_signature=sig.decode())
@@ -470,7 +471,7 @@ def test_trickled_download_is_cut_at_the_deadline(tmp_path: Path, files: FileSer
     """One byte every 50 ms never trips the 60 s read timeout; the overall deadline must still hold
     (it is checked after every receive, not after every 256 KB)."""
     url = files.add("/trickle.zip", b"x" * 200_000, "trickle")
-    with pytest.raises(update_verify.Refused, match=r"download: not complete after 1 s \((\d+) bytes so far\)") as info:
+    with pytest.raises(UpdateRefused, match=r"download: not complete after 1 s \((\d+) bytes so far\)") as info:
         update_download.download(url, tmp_path / "release.zip", 10**6, total_timeout=1.0)
     so_far = int(re.search(r"\((\d+) bytes", str(info.value)).group(1))
     assert 0 < so_far < 200_000

@@ -42,10 +42,10 @@ import psutil
 
 from supervisor.home import is_frozen
 from supervisor.store.atomic import atomic_write
+from supervisor.update.errors import UpdateRefused
 from supervisor.update.extract import BINARY, extract_binary
 from supervisor.update.scripts import for_this_platform
 from supervisor.update.verify import (
-    Refused,
     Statement,
     UpdateParams,
     check_binary,
@@ -70,10 +70,6 @@ LEGACY_LEFTOVERS = ("worker_update.exe",)  # what 1.0.x leaves beside worker.exe
 SELF_TEST_TIMEOUT = 120.0
 BAD_VERSION_HOLD = 7 * 86400.0  # a rolled-back version is refused at once for this long
 LAUNCH_CHECK = 0.3  # the script must still be running this long after its start
-
-
-class UpdateRefused(Exception):
-    """The update cannot or must not be installed; the message is the one line the server gets."""
 
 
 @dataclass
@@ -123,7 +119,7 @@ def refusal_at_once(settings: Any) -> str | None:
     """Why every update_worker task is refused by this worker, before any drain or download."""
     try:
         keys = parse_keys(settings.update_public_keys)
-    except Refused as exc:  # settings.load refuses such keys; never let one crash the arbiter
+    except UpdateRefused as exc:  # settings.load refuses such keys; never let one crash the arbiter
         return str(exc)
     if not keys and not settings.update_allow_unsigned:
         return NO_KEY
@@ -133,17 +129,11 @@ def refusal_at_once(settings: Any) -> str | None:
 # ---- prepare: params, download, signature, extraction, pre-flight ------------------------------
 
 def prepare(params: Any, settings: Any, running_version: str) -> Staged | None:
-    """A verified, pre-flighted binary ready to swap in; None when ``version`` is already running."""
-    try:
-        return _prepare(params, settings, running_version)
-    except Refused as exc:
-        raise UpdateRefused(str(exc)) from None
-
-
-def _prepare(params: Any, settings: Any, running_version: str) -> Staged | None:
+    """A verified, pre-flighted binary ready to swap in; None when ``version`` is already running.
+    Raises UpdateRefused."""
     refusal = refusal_at_once(settings)
     if refusal:
-        raise Refused(refusal)
+        raise UpdateRefused(refusal)
     keys = parse_keys(settings.update_public_keys)
     p = parse_params(params)
     if p.version is not None and p.version == running_version:
@@ -151,7 +141,7 @@ def _prepare(params: Any, settings: Any, running_version: str) -> Staged | None:
     upd = private_dir(update_dir(settings.home))
     pending = read_pending(upd)
     if pending and _updater_alive(pending):
-        raise Refused(f"the updater of a previous update (pid {pending.get('updater_pid')}) is still running")
+        raise UpdateRefused(f"the updater of a previous update (pid {pending.get('updater_pid')}) is still running")
     staged_dir = upd / "staged"
     zip_path = upd / "release.zip"
     for stale in (zip_path, staged_dir / BINARY):  # what an earlier attempt left
@@ -195,7 +185,7 @@ def _prepare(params: Any, settings: Any, running_version: str) -> Staged | None:
         version = preflight(binary, private_dir(upd / "preflight"), expected)
         if version != running_version:
             _refuse_if_bad(upd, version)
-    except Refused:
+    except UpdateRefused:
         binary.unlink(missing_ok=True)  # never left where a later step could take it for a good one
         raise
     if version == running_version:
@@ -208,14 +198,14 @@ def _prepare(params: Any, settings: Any, running_version: str) -> Staged | None:
 
 
 def _checked(statement: Statement, p: UpdateParams, upd: Path, running_version: str) -> Statement:
-    """A verified statement that fits this worker: its platform, a newer sequence. Raises Refused."""
+    """A verified statement that fits this worker: its platform, a newer sequence. Raises UpdateRefused."""
     here = platform_tag()
     if statement.platform != here:
-        raise Refused(f"the release is for platform {statement.platform}, this worker runs on {here}")
+        raise UpdateRefused(f"the release is for platform {statement.platform}, this worker runs on {here}")
     if p.version is not None and p.version != statement.version:
-        raise Refused(f"params.version is {p.version}, the signed release is version {statement.version}")
+        raise UpdateRefused(f"params.version is {p.version}, the signed release is version {statement.version}")
     if p.sequence is not None and p.sequence != statement.sequence:
-        raise Refused(f"params.sequence is {p.sequence}, the signed release has sequence {statement.sequence}")
+        raise UpdateRefused(f"params.sequence is {p.sequence}, the signed release has sequence {statement.sequence}")
     if statement.version == running_version:
         return statement  # nothing to install: the caller answers "already running"
     _refuse_old(f"release {statement.version}", statement.sequence, upd)
@@ -228,12 +218,12 @@ def _refuse_old(what: str, sequence: int, upd: Path) -> None:
     release ever installed in this home."""
     running, installed = running_sequence(), highest_installed(upd)
     if sequence <= max(running, installed):
-        raise Refused(f"{what} has sequence {sequence}, not above this worker's (running {running}, "
+        raise UpdateRefused(f"{what} has sequence {sequence}, not above this worker's (running {running}, "
                       f"highest installed here {installed}): a downgrade or a replay")
 
 
 def preflight(binary: Path, work_dir: Path, expected_version: str | None, timeout: float | None = None) -> str:
-    """Run ``binary --self-test`` in a scratch home; the version it reports. Raises Refused."""
+    """Run ``binary --self-test`` in a scratch home; the version it reports. Raises UpdateRefused."""
     timeout = SELF_TEST_TIMEOUT if timeout is None else timeout
     if work_dir.exists():
         shutil.rmtree(work_dir, ignore_errors=True)
@@ -246,22 +236,22 @@ def preflight(binary: Path, work_dir: Path, expected_version: str | None, timeou
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                     cwd=str(work_dir), env=child_env(), **_detached_kwargs())
         except OSError as exc:
-            raise Refused(f"the new binary cannot be run: {exc}") from None
+            raise UpdateRefused(f"the new binary cannot be run: {exc}") from None
         try:
             rc = proc.wait(timeout)
         except subprocess.TimeoutExpired:
             _kill_tree(proc)
-            raise Refused(f"the new binary's self-test did not finish within {timeout:g} s") from None
+            raise UpdateRefused(f"the new binary's self-test did not finish within {timeout:g} s") from None
         finally:
             _kill_group(proc)
     text = out_path.read_text(encoding="utf-8", errors="replace")
     found = re.search(r"^self-test ok: version (\S+?), tasks:", text, re.M)
     if rc != 0 or not found:
         last = [line for line in text.splitlines() if line.strip()][-1:] or ["(no output)"]
-        raise Refused(f"the new binary failed its self-test (exit status {rc}): {last[0].strip()[:300]}")
+        raise UpdateRefused(f"the new binary failed its self-test (exit status {rc}): {last[0].strip()[:300]}")
     version = found.group(1)
     if expected_version is not None and version != expected_version:
-        raise Refused(f"the new binary reports version {version}, params.version is {expected_version}")
+        raise UpdateRefused(f"the new binary reports version {version}, params.version is {expected_version}")
     log.info("update: the new binary passed its self-test in %.1f s: version %s", time.monotonic() - started, version)
     return version
 
@@ -320,8 +310,6 @@ def launch(staged: Staged, settings: Any, task_id: Any, worker_id: str, running_
     try:
         _launch(staged, settings, task_id, worker_id, running_version, Path(os.path.abspath(sys.executable)),
                 supervisor_pids())
-    except Refused as exc:
-        raise UpdateRefused(str(exc)) from None
     except OSError as exc:  # before the script started (after it, _launch does not raise)
         clear_pending(update_dir(settings.home))
         raise UpdateRefused(f"cannot hand over to the updater: {exc}") from None
@@ -344,11 +332,11 @@ def _launch(staged: Staged, settings: Any, task_id: Any, worker_id: str, running
     home = Path(settings.home)
     upd = update_dir(home)
     if not staged.binary.is_file():
-        raise Refused(f"the staged binary is gone: {staged.binary}")
+        raise UpdateRefused(f"the staged binary is gone: {staged.binary}")
     if not exe.is_file():
-        raise Refused(f"the running binary is not at {exe}")
+        raise UpdateRefused(f"the running binary is not at {exe}")
     if os.stat(staged.binary).st_dev != os.stat(exe.parent).st_dev:
-        raise Refused(f"the home ({home}) and the install folder ({exe.parent}) are on different volumes: "
+        raise UpdateRefused(f"the home ({home}) and the install folder ({exe.parent}) are on different volumes: "
                       "the swap would not be a rename")
     for marker in (upd / STARTED, upd / OUTCOME):
         marker.unlink(missing_ok=True)
@@ -372,11 +360,11 @@ def _launch(staged: Staged, settings: Any, task_id: Any, worker_id: str, running
         proc = _start_script(script, args, dict(worker_env(settings), **{STAGED_SHA_ENV: staged.binary_sha256}))
     except OSError as exc:
         clear_pending(upd)
-        raise Refused(f"cannot start the updater script: {exc}") from None
+        raise UpdateRefused(f"cannot start the updater script: {exc}") from None
     time.sleep(LAUNCH_CHECK)
     if proc.poll() is not None:
         clear_pending(upd)
-        raise Refused(f"the updater script exited at once with status {proc.returncode} (see {log_path})")
+        raise UpdateRefused(f"the updater script exited at once with status {proc.returncode} (see {log_path})")
     # The script runs and will take over once this process exits: from here on nothing may fail.
     try:
         pending["updater_ctime"] = psutil.Process(proc.pid).create_time()
@@ -488,7 +476,7 @@ def highest_installed(upd: Path) -> int:
         return 0
     except (OSError, orjson.JSONDecodeError) as exc:
         # Unreadable is not "nothing installed": that would reopen every older release.
-        raise Refused(f"cannot read {upd / INSTALLED} ({' '.join(str(exc).split())[:120]}); fix or delete it") \
+        raise UpdateRefused(f"cannot read {upd / INSTALLED} ({' '.join(str(exc).split())[:120]}); fix or delete it") \
             from None
     value = data.get("sequence") if isinstance(data, dict) else None
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
@@ -498,7 +486,7 @@ def remember_installed(upd: Path, sequence: int, version: str) -> None:
     try:
         if sequence <= highest_installed(upd):
             return
-    except Refused:
+    except UpdateRefused:
         pass  # an unreadable record is replaced by the release that now runs
     write_private(private_dir(upd) / INSTALLED,
                   orjson.dumps({"sequence": sequence, "version": version, "at": time.time()}))
@@ -511,7 +499,7 @@ def _refuse_if_bad(upd: Path, version: str) -> None:
     at = float(entry.get("at", 0))
     if time.time() - at < BAD_VERSION_HOLD:
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(at))
-        raise Refused(f"version {version} was rolled back on this PC at {when} ({entry.get('reason')}); refused "
+        raise UpdateRefused(f"version {version} was rolled back on this PC at {when} ({entry.get('reason')}); refused "
                       f"for {BAD_VERSION_HOLD / 86400:g} days (or delete {upd / BAD_VERSIONS})")
 
 
@@ -664,7 +652,7 @@ def check_settings(settings: Any) -> None:
     """At start, one line: self-update is off (no key), or unsigned releases are accepted (labs)."""
     try:
         keys = parse_keys(settings.update_public_keys)
-    except Refused as exc:
+    except UpdateRefused as exc:
         log.error("update: %s: every update will be refused", exc)
         return
     if settings.update_allow_unsigned:
