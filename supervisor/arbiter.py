@@ -38,7 +38,7 @@ from supervisor.store.flusher import Flusher
 from supervisor.store.journal import Journal, new_key
 from supervisor.store.outbox import Outbox
 from supervisor.store.recovery import recover_interrupted
-from supervisor.update import updater
+from supervisor.update import startup, updater
 
 log = logging.getLogger("hive.supervisor")
 
@@ -315,7 +315,7 @@ class Arbiter:
         if self.healthy or self.status.last_contact is None:
             return
         self.healthy = True
-        for task_id, ok, raw, pause in updater.on_healthy(self.home, self.version, self.worker_id):
+        for task_id, ok, raw, pause in startup.on_healthy(self.home, self.version, self.worker_id):
             claim = Claim(new_key(), Task(id=task_id, task_type=UPDATE_TASK, params={}))
             self.on_result(claim, ok, raw, None if ok else "update_failed", 0.0)
             if pause:
@@ -329,8 +329,8 @@ class Arbiter:
         log.info("worker %s version %s starting: server %s, pool of %d, home %s", self.worker_id, self.version,
                  redact_url(self.settings.server_url), self.settings.pool_size, self.home)
         if home_mod.is_frozen():
-            updater.on_start(self.home)
-            updater.check_settings(self.settings)  # warns: no release key (updates off), or unsigned allowed
+            startup.on_start(self.home)
+            startup.check_settings(self.settings)  # warns: no release key (updates off), or unsigned allowed
         reported = recover_interrupted(self.journal, self.outbox, self.worker_id)
         if len(self.outbox):
             log.info("%d result(s) from earlier runs wait in the outbox (%d interrupted task(s) among them)",
