@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from release.signing import SigningError, keygen, public_key_of, sign_zip, verify_zip
-from supervisor.update.verify import Refused
+from supervisor.update.errors import UpdateRefused
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"ok: {args.zip}: {verified.binary_member} version {s.version}, sequence {s.sequence}, platform "
                   f"{s.platform}, sha256 {s.sha256}, {s.size} bytes; signed by key {keys[s.key_index]}")
             print(json.dumps({"version": s.version, "sequence": s.sequence, "platform": s.platform}))
-    except (SigningError, Refused) as exc:
+    except (SigningError, UpdateRefused) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

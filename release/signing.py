@@ -7,7 +7,7 @@ never what is in it. The worker side (supervisor/update/verify.py) only verifies
 
 Signing writes two members into the zip beside the binary: ``release.json`` (the statement:
 the binary's SHA-256 and size, version, platform, sequence) and ``release.sig`` (the base64
-Ed25519 signature over update_verify.STATEMENT_DOMAIN + the exact release.json bytes).
+Ed25519 signature over verify.STATEMENT_DOMAIN + the exact release.json bytes).
 """
 
 from __future__ import annotations
@@ -22,13 +22,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
+
+from supervisor.update.errors import UpdateRefused
 from supervisor.update.extract import SIGNATURE, STATEMENT, extract_binary
 from supervisor.update.verify import (
-    Refused,
+    STATEMENT_TYPE,
     Statement,
     check_binary,
-    make_statement,
     parse_keys,
+    parse_statement,
     platform_tag,
     signed_message,
     verify_statement,
@@ -83,6 +86,14 @@ def public_key_of(private_key_file: Path) -> str:
     return base64.b64encode(bytes(load_private_key(private_key_file).verify_key)).decode("ascii")
 
 
+def make_statement(sha256_hex: str, size: int, version: str, plat: str, sequence: int) -> bytes:
+    """The release.json bytes for a binary (what ``python -m release sign`` signs)."""
+    statement = orjson.dumps({"type": STATEMENT_TYPE, "sha256": sha256_hex.lower(), "size": size,
+                              "version": version, "platform": plat, "sequence": sequence})
+    parse_statement(statement)  # the signer refuses to sign what a worker would refuse to read
+    return statement
+
+
 def sign_statement(statement: bytes, private_key_file: Path) -> bytes:
     """release.sig: the base64 text of the signature over the domain prefix and the statement."""
     key = load_private_key(private_key_file)
@@ -104,7 +115,7 @@ def signed_members(binary: Path, binary_member: str, version: str, sequence: int
     sha, size = sha256_file(binary)
     try:
         statement = make_statement(sha, size, version, plat or platform_tag(binary_member), sequence)
-    except Refused as exc:
+    except UpdateRefused as exc:
         raise SigningError(f"not signing: {exc}") from None
     return {STATEMENT: statement, SIGNATURE: sign_statement(statement, private_key_file)}
 
@@ -141,21 +152,21 @@ class Verified:
 
 def verify_zip(zip_path: Path, public_keys: list[str]) -> Verified:
     """What a worker checks, with these keys: members, signature, statement, the binary's hash.
-    Raises Refused with the worker's own message."""
+    Raises UpdateRefused with the worker's own message."""
     keys = parse_keys(public_keys)
     if not keys:
-        raise Refused("no public key to verify with (UPDATE_PUBLIC_KEYS is empty; pass --key)")
+        raise UpdateRefused("no public key to verify with (UPDATE_PUBLIC_KEYS is empty; pass --key)")
     try:
         with zipfile.ZipFile(zip_path) as zf:
             member = binary_member_of(zf)
     except (zipfile.BadZipFile, OSError) as exc:
-        raise Refused(f"the release is not a readable zip: {exc}") from None
+        raise UpdateRefused(f"the release is not a readable zip: {exc}") from None
     except SigningError as exc:
-        raise Refused(str(exc)) from None
+        raise UpdateRefused(str(exc)) from None
     with tempfile.TemporaryDirectory(prefix="hive-verify-") as tmp:
         unpacked = extract_binary(Path(zip_path), Path(tmp), binary_name=member)
     statement = verify_statement(unpacked.statement, unpacked.signature, keys)
     check_binary(statement, unpacked.sha256, unpacked.size)
     if (statement.platform == "windows") != member.endswith(".exe"):
-        raise Refused(f"the statement's platform {statement.platform} does not fit {member}")
+        raise UpdateRefused(f"the statement's platform {statement.platform} does not fit {member}")
     return Verified(statement=statement, binary_member=member)

@@ -20,9 +20,8 @@ import orjson
 
 from executor.conventions import failure
 from supervisor import diagnostics
-from supervisor import home as home_mod
 from supervisor.guest import Guest
-from supervisor.model import Claim, Task, result_body
+from supervisor.model import Claim, result_body
 from supervisor.net.backoff import Backoff
 from supervisor.net.claimer import ClaimGate, ClaimLoop
 from supervisor.net.client import HiveClient
@@ -35,16 +34,16 @@ from supervisor.settings import Settings
 from supervisor.status import Status
 from supervisor.store.diskguard import DiskGuard
 from supervisor.store.flusher import Flusher
-from supervisor.store.journal import Journal, new_key
+from supervisor.store.journal import Journal
 from supervisor.store.outbox import Outbox
 from supervisor.store.recovery import recover_interrupted
-from supervisor.update import updater
+from supervisor.update.coordinator import TASK_TYPE as UPDATE_TASK
+from supervisor.update.coordinator import UpdateCoordinator, Worker
 
 log = logging.getLogger("hive.supervisor")
 
 IDLE_TICK = 1.0
 STATUS_EVERY = 2.0
-UPDATE_TASK = "update_worker"
 
 
 class TurnHook(Protocol):
@@ -92,10 +91,16 @@ class Arbiter:
                                  settings.no_task_sleep, self.stop_event, self.status, self.disk)
         self.last_status = 0.0
         self.outbox_full_logged = False
-        self.update: dict[str, Any] | None = None
-        self.handed_over = False  # an updater took over: exit without waiting
-        self.hold_until = 0.0
-        self.hold_why = ""
+        self.updates = UpdateCoordinator(settings, version, worker_id, Worker(
+            in_flight=lambda: (len(self.pool.busy()), self.gate.outstanding()),
+            kill_running=lambda why: self.pool.kill_running(why),
+            answer=lambda claim, ok, raw: self.on_result(claim, ok, raw, None if ok else "update_failed", 0.0),
+            fail=lambda claim, error: self.fail_now(claim, error, "update_failed"),
+            persist=lambda: self.submitter.persist(),
+            forget=lambda claim: self.journal.clear(claim.key),
+            stop=self.request_stop,
+            wake=self.wake,
+        ))
         self.healthy = False
 
     def _client(self) -> HiveClient:
@@ -198,7 +203,7 @@ class Arbiter:
         if claim.malformed:
             self.fail_now(claim, claim.malformed, claim.kind)
         elif task.task_type == UPDATE_TASK:
-            self.handle_update(claim)
+            self.updates.receive(claim, time.monotonic())
         elif task.task_type == diagnostics.TASK_TYPE:
             # Answered here, never by an executor: it works when task code or executors are broken.
             self.answer_diagnostics(claim)
@@ -236,97 +241,17 @@ class Arbiter:
                  claim.task.task_type, len(raw))
         self.on_result(claim, True, raw, None, 0.0)
 
-    # ---- self-update: drain, prepare (off-thread), hand over, exit --------------------------
-
-    def handle_update(self, claim: Claim) -> None:
-        refusal = updater.refusal_at_once(self.settings)
-        if refusal:  # nothing drained, downloaded or run; the worker serves on without a pause
-            self.fail_now(claim, refusal, "update_failed")
-            return
-        if not home_mod.is_frozen():
-            self.fail_now(claim, "self-update needs the frozen build (this worker runs from source)", "update_failed")
-            return
-        if self.update is not None:
-            self.fail_now(claim, "another update is already in progress", "update_failed")
-            return
-        busy = len(self.pool.busy())
-        log.info("update: task %r received; not claiming, draining %d running task(s) for up to %.0f s",
-                 claim.task.id, busy, self.settings.update_drain_timeout)
-        self.update = {"claim": claim, "phase": "draining", "outcome": None,
-                       "deadline": time.monotonic() + self.settings.update_drain_timeout}
+    # ---- self-update: drain, prepare (off-thread), hand over, exit (supervisor/update/coordinator.py)
 
     def step_update(self) -> None:
-        up = self.update
-        if up is None:
-            return
-        claim = up["claim"]
-        if up["phase"] == "draining":
-            drained = not self.pool.busy() and self.gate.outstanding() == 0
-            if not drained and time.monotonic() < up["deadline"]:
-                return
-            if not drained:
-                log.warning("update: UPDATE_DRAIN_TIMEOUT passed with %d task(s) running; they are killed and "
-                            "will be reported interrupted", len(self.pool.busy()))
-                self.pool.kill_running("self-update")
-            up["phase"] = "preparing"
-            log.info("update: preparing %s", redact_url(str(claim.task.params.get("url")))
-                     if isinstance(claim.task.params, dict) else claim.task.params)
-
-            def prepare() -> None:
-                try:
-                    up["outcome"] = updater.prepare(claim.task.params, self.settings, self.version)
-                except updater.UpdateRefused as exc:
-                    up["outcome"] = exc
-                except Exception as exc:  # noqa: BLE001 - any surprise is a refused update, never a crash
-                    log.exception("update: unexpected error")
-                    up["outcome"] = updater.UpdateRefused(f"{type(exc).__name__}: {exc}")
-                up["phase"] = "prepared"
-                self.wake()
-
-            threading.Thread(target=prepare, name="update-prepare", daemon=True).start()
-            return
-        if up["phase"] != "prepared":
-            return
-        outcome = up["outcome"]
-        self.update = None
-        if outcome is None:
-            log.info("update: version %s is already running; nothing to do", self.version)
-            self.on_result(claim, True, orjson.dumps({"message": f"already running {self.version}"}), None, 0.0)
-            return
-        if isinstance(outcome, updater.Staged):
-            try:
-                self.submitter.persist()
-                updater.launch(outcome, self.settings, claim.task.id, self.worker_id, self.version)
-            except updater.UpdateRefused as exc:
-                outcome = exc
-            else:
-                self.journal.clear(claim.key)  # the new version (or the rollback) reports this task
-                log.info("update: updater started for version %s; this worker exits now", outcome.version)
-                self.handed_over = True
-                self.request_stop("self-update")
-                return
-        self.update_failed(claim, str(outcome))
-
-    def update_failed(self, claim: Claim, reason: str) -> None:
-        self.fail_now(claim, f"update refused: {reason}", "update_failed")
-        self.pause_claims(self.settings.update_error_sleep, "UPDATE_ERROR_SLEEP after a failed update")
-
-    def pause_claims(self, seconds: float, why: str) -> None:
-        if seconds > 0:
-            self.hold_until = time.monotonic() + seconds
-            self.hold_why = why
-            log.info("not claiming for %.0f s (%s)", seconds, why)
+        self.updates.step(time.monotonic())
 
     def check_health(self) -> None:
         """After the first good contact with the server: report how a previous update ended."""
         if self.healthy or self.status.last_contact is None:
             return
         self.healthy = True
-        for task_id, ok, raw, pause in updater.on_healthy(self.home, self.version, self.worker_id):
-            claim = Claim(new_key(), Task(id=task_id, task_type=UPDATE_TASK, params={}))
-            self.on_result(claim, ok, raw, None if ok else "update_failed", 0.0)
-            if pause:
-                self.pause_claims(pause, "UPDATE_ERROR_SLEEP after a rolled-back update")
+        self.updates.report_previous(time.monotonic())
 
     # ---- extension points: the dev reloader uses these, never the attributes behind them ------
 
@@ -361,9 +286,7 @@ class Arbiter:
         self.health.install()
         log.info("worker %s version %s starting: server %s, pool of %d, home %s", self.worker_id, self.version,
                  redact_url(self.settings.server_url), self.settings.pool_size, self.home)
-        if home_mod.is_frozen():
-            updater.on_start(self.home)
-            updater.check_settings(self.settings)  # warns: no release key (updates off), or unsigned allowed
+        self.updates.on_start()
         reported = recover_interrupted(self.journal, self.outbox, self.worker_id)
         if len(self.outbox):
             log.info("%d result(s) from earlier runs wait in the outbox (%d interrupted task(s) among them)",
@@ -401,7 +324,7 @@ class Arbiter:
                     running = len(self.pool.busy()) + self.gate.outstanding()
                     log.info("stopping (%s): no more claims; %d task(s) get up to %.0f s to finish",
                              self.stop_reason, running, self.settings.shutdown_grace)
-                if self.handed_over:
+                if self.updates.handed_over:
                     return
                 if self.force or time.monotonic() > grace_deadline:
                     why = "second interrupt" if self.force else f"SHUTDOWN_GRACE of {self.settings.shutdown_grace:g} s ran out"
@@ -434,10 +357,8 @@ class Arbiter:
         hold = None
         if self.stop_event.is_set():
             hold = "stopping"
-        elif self.update is not None:
-            hold = "draining for an update"
-        elif time.monotonic() < self.hold_until:
-            hold = self.hold_why
+        elif update_hold := self.updates.hold(mono):
+            hold = update_hold
         elif not self.disk.writable():
             hold = "disk full"  # the guard logged it, and logs when a test write succeeds
         elif self.outbox.full(extra=self.submitter.backlog_bytes()):

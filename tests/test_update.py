@@ -38,9 +38,12 @@ from conftest import ROOT, results_by_id, wait_for
 from release import signing
 from supervisor.update import download as update_download
 from supervisor.update import extract as update_extract
+from supervisor.update import records as update_records
 from supervisor.update import scripts as update_scripts
+from supervisor.update import startup as update_startup
 from supervisor.update import updater
 from supervisor.update import verify as update_verify
+from supervisor.update.errors import UpdateRefused
 
 POSIX = os.name == "posix"
 posix_only = pytest.mark.skipif(not POSIX, reason="updater.sh, stand-ins and POSIX modes; updater.bat runs on Windows")
@@ -190,7 +193,7 @@ def signed_zip(binary: bytes, version: str, sequence: int, key: Path, plat: str 
                inside: bytes | None = None) -> bytes:
     """A release zip with a statement for ``binary`` signed by ``key``; ``inside``: put these bytes
     in the zip instead of the signed binary (a tampered release)."""
-    statement = update_verify.make_statement(hashlib.sha256(binary).hexdigest(), len(binary), version,
+    statement = signing.make_statement(hashlib.sha256(binary).hexdigest(), len(binary), version,
                                              plat or update_verify.platform_tag(), sequence)
     return make_zip({update_extract.BINARY: binary if inside is None else inside,
                      "updater.bat": update_scripts.UPDATER_BAT, "release.json": statement,
@@ -284,7 +287,7 @@ def test_same_version_is_success_without_download(tmp_path: Path, files: FileSer
     ([1, 2], "JSON object"),
 ])
 def test_bad_params_refused(tmp_path: Path, params: Any, message: str) -> None:
-    with pytest.raises(updater.UpdateRefused, match=re.escape(message)):
+    with pytest.raises(UpdateRefused, match=re.escape(message)):
         updater.prepare(params, settings_for(tmp_path), "2.0.0")
 
 
@@ -311,7 +314,7 @@ def test_version_learned_from_the_self_test(tmp_path: Path, files: FileServer) -
 
 
 def _refused(tmp_path: Path, params: dict, settings: Any = None) -> str:
-    with pytest.raises(updater.UpdateRefused) as info:
+    with pytest.raises(UpdateRefused) as info:
         updater.prepare(params, settings or settings_for(tmp_path), "2.0.0")
     assert not (tmp_path / "update" / "staged" / update_extract.BINARY).exists()
     assert not any((tmp_path / "update").glob("*.part")) and not (tmp_path / "update" / "release.zip").exists()
@@ -354,7 +357,7 @@ def test_no_release_key_means_self_update_is_off(tmp_path: Path, files: FileServ
     assert _refused(tmp_path / "home", params_for(url, body), off) == updater.NO_KEY
     assert files.hits == [] and not (tmp_path / "ran").exists()  # not downloaded, nothing run
     with caplog.at_level(logging.WARNING, logger="hive.update"):
-        updater.check_settings(off)
+        update_startup.check_settings(off)
     assert [r.levelname for r in caplog.records] == ["WARNING"] and updater.NO_KEY in caplog.text
     assert updater.refusal_at_once(signed_settings(tmp_path, keypair(tmp_path)[1])) is None
 
@@ -387,7 +390,7 @@ def test_signed_releases(tmp_path: Path, files: FileServer) -> None:
             version="9.2.0")
     refused(signed_zip(good_bin, "9.1.0", 5, key), "params.sequence is 6, the signed release has sequence 5",
             sequence=6)
-    statement = update_verify.make_statement("0" * 64, 1, "9.1.0", update_verify.platform_tag(), 5)
+    statement = signing.make_statement("0" * 64, 1, "9.1.0", update_verify.platform_tag(), 5)
     sig = signing.sign_statement(statement, key)
     refused(signed_zip(good_bin, "9.1.0", 5, key), "does not verify",  # another statement's signature
             release=statement.replace(b"9.1.0", b"9.1.1").decode(), release_signature=sig.decode())
@@ -403,9 +406,9 @@ def test_signed_releases(tmp_path: Path, files: FileServer) -> None:
     assert updater.prepare({"url": url}, keyed, "9.1.0") is None and not ran.exists()
 
     # Once sequence 5 was installed here (the new worker recorded it), 5 and below never come back.
-    updater.write_pending(home / "update", {"task_id": 1, "from": "2.0.0", "to": "9.1.0", "sequence": 5})
-    [(_, ok, _, _)] = updater.on_healthy(home, "9.1.0", "w1")
-    assert ok and updater.highest_installed(home / "update") == 5
+    update_records.write_pending(home / "update", {"task_id": 1, "from": "2.0.0", "to": "9.1.0", "sequence": 5})
+    [(_, ok, _, _)] = update_startup.on_healthy(home, "9.1.0", "w1")
+    assert ok and update_records.highest_installed(home / "update") == 5
     hits = len(files.hits)
     refused(body, "has sequence 5, not above this worker's (running 1, highest installed here 5)")
     old_bin = standin("9.0.0", marks=ran)
@@ -470,7 +473,7 @@ def test_trickled_download_is_cut_at_the_deadline(tmp_path: Path, files: FileSer
     """One byte every 50 ms never trips the 60 s read timeout; the overall deadline must still hold
     (it is checked after every receive, not after every 256 KB)."""
     url = files.add("/trickle.zip", b"x" * 200_000, "trickle")
-    with pytest.raises(update_verify.Refused, match=r"download: not complete after 1 s \((\d+) bytes so far\)") as info:
+    with pytest.raises(UpdateRefused, match=r"download: not complete after 1 s \((\d+) bytes so far\)") as info:
         update_download.download(url, tmp_path / "release.zip", 10**6, total_timeout=1.0)
     so_far = int(re.search(r"\((\d+) bytes", str(info.value)).group(1))
     assert 0 < so_far < 200_000
@@ -487,8 +490,8 @@ def test_update_files_are_private_whatever_the_umask(tmp_path: Path, files: File
     try:
         staged = updater.prepare(params_for(url, body), settings_for(tmp_path), "2.0.0")
         update_download.download(url, tmp_path / "plain.zip", 10**6)
-        updater.write_pending(upd, {"task_id": 1})
-        updater.remember_bad(upd, "9.0.0", "rolled back")
+        update_records.write_pending(upd, {"task_id": 1})
+        update_records.remember_bad(upd, "9.0.0", "rolled back")
     finally:
         os.umask(old_umask)
     assert staged is not None
@@ -533,7 +536,7 @@ class Install:
         self.home = tmp_path / "home"
         self.upd = self.home / "update"
         self.exe = self.home / "worker"
-        self.old = updater.backup_of(self.exe)
+        self.old = update_records.backup_of(self.exe)
         self.staged = self.upd / "staged" / "worker"
         self.log = self.home / "logs" / "updater.log"
         self.marks = self.home / "ran.txt"
@@ -546,7 +549,7 @@ class Install:
         for f in (self.exe, self.staged):
             f.chmod(0o755)
         self.old_bytes, self.new_bytes = self.exe.read_bytes(), self.staged.read_bytes()
-        updater.write_pending(self.upd, {"task_id": 42, "from": "1.0.0", "to": "2.0.0", "exe": str(self.exe),
+        update_records.write_pending(self.upd, {"task_id": 42, "from": "1.0.0", "to": "2.0.0", "exe": str(self.exe),
                                          "staged": str(self.staged), "error_sleep": 7.0})
         self.script = self.upd / "run" / "updater.sh"
         self.script.parent.mkdir()
@@ -630,12 +633,12 @@ def test_script_rolls_back(tmp_path: Path, tag: str, new_run: str, reason: str) 
     log = inst.logged()
     assert f"rolling back: {reason}" in log and "restored the old binary" in log and "old worker started again" in log
     # The old version, once it has talked to the server, reports it and remembers the version.
-    [(task_id, ok, raw, pause)] = updater.on_healthy(inst.home, "1.0.0", "w1")
+    [(task_id, ok, raw, pause)] = update_startup.on_healthy(inst.home, "1.0.0", "w1")
     assert (task_id, ok, pause) == (42, False, 7.0)
     result = orjson.loads(raw)
     assert result["kind"] == "update_failed" and reason in result["error"]
-    assert "2.0.0" in updater.bad_versions(inst.upd)
-    assert updater.read_pending(inst.upd) is None and updater.on_healthy(inst.home, "1.0.0", "w1") == []
+    assert "2.0.0" in update_records.bad_versions(inst.upd)
+    assert update_records.read_pending(inst.upd) is None and update_startup.on_healthy(inst.home, "1.0.0", "w1") == []
 
 
 @posix_only
@@ -656,7 +659,7 @@ def test_script_swaps_in_only_the_checked_binary(tmp_path: Path, tag: str, how: 
     assert inst.exe.read_bytes() == inst.old_bytes and not inst.staged.exists()
     wait_for(lambda: inst.running_versions() == ["1.0.0"], 5, what="the old version to run again")
     assert inst.marks.read_text().split()[0::2] == ["1.0.0"]  # neither the new nor the swapped-in one ran
-    [(_, ok, raw, _)] = updater.on_healthy(inst.home, "1.0.0", "w1")
+    [(_, ok, raw, _)] = update_startup.on_healthy(inst.home, "1.0.0", "w1")
     assert not ok and outcome in orjson.loads(raw)["error"]
 
 
@@ -682,9 +685,9 @@ def test_script_missing_staged_binary_restarts_old(tmp_path: Path, tag: str) -> 
     assert (inst.upd / "outcome.txt").read_text().strip() == "failed: the staged binary is missing"
     assert inst.exe.read_bytes() == inst.old_bytes
     wait_for(lambda: inst.running_versions() == ["1.0.0"], 5, what="the old version to run again")
-    [(_, ok, raw, _)] = updater.on_healthy(inst.home, "1.0.0", "w1")
+    [(_, ok, raw, _)] = update_startup.on_healthy(inst.home, "1.0.0", "w1")
     assert not ok and "staged binary is missing" in orjson.loads(raw)["error"]
-    assert updater.bad_versions(inst.upd) == {}  # never ran: not held against the version
+    assert update_records.bad_versions(inst.upd) == {}  # never ran: not held against the version
 
 
 def _blocker(tmp_path: Path, tool: str) -> Path:
@@ -752,18 +755,18 @@ def test_kill_9_of_the_updater_at_each_step(tmp_path: Path, tag: str, point: str
     assert proc.poll() is not None
 
     # The next start (whichever binary is in place) repairs first, then runs.
-    updater._on_start(inst.home, inst.exe)
+    update_startup._on_start(inst.home, inst.exe)
     assert inst.exe.is_file() and os.access(inst.exe, os.X_OK)
     assert inst.exe.read_bytes() == (inst.old_bytes if expect == "old" else inst.new_bytes)
     got = subprocess.run([str(inst.exe), "--self-test"], capture_output=True, text=True, timeout=10)
     assert got.returncode == 0 and "self-test ok" in got.stdout
     version = "1.0.0" if expect == "old" else "2.0.0"
     # Once it has talked to the server it tells it how the update ended.
-    [(task_id, ok, raw, _)] = updater.on_healthy(inst.home, version, "w1")
+    [(task_id, ok, raw, _)] = update_startup.on_healthy(inst.home, version, "w1")
     assert task_id == 42 and ok == (expect == "new"), raw
     if not ok:
         assert "updater stopped before it finished" in orjson.loads(raw)["error"] or point.startswith("after the roll")
-    assert updater.read_pending(inst.upd) is None
+    assert update_records.read_pending(inst.upd) is None
 
 
 # ---- start-up repair, 1.0.x leftovers, and sys.executable --------------------------------------------
@@ -773,22 +776,22 @@ def test_on_start_never_touches_sys_executable(tmp_path: Path) -> None:
     outside Windows that is the interpreter itself, and it deleted it."""
     exe = Path(sys.executable)
     before = (exe.stat(), sorted(os.listdir(exe.parent)))
-    updater.on_start(tmp_path)  # from source: sys.executable is this interpreter
-    updater._on_start(tmp_path, exe, frozen=True)  # even as if it were the frozen binary
-    updater.clean_legacy(exe)
+    update_startup.on_start(tmp_path)  # from source: sys.executable is this interpreter
+    update_startup._on_start(tmp_path, exe, frozen=True)  # even as if it were the frozen binary
+    update_startup.clean_legacy(exe)
     after = (exe.stat(), sorted(os.listdir(exe.parent)))
     assert before[0].st_ino == after[0].st_ino and before[0].st_mtime == after[0].st_mtime and before[1] == after[1]
     # A leftover name that *is* the running binary, or a link to sys.executable, is never removed.
     install = tmp_path / "install"
     install.mkdir()
     (install / "worker_update.exe").write_bytes(b"running")
-    assert updater.clean_legacy(install / "worker_update.exe") == []
+    assert update_startup.clean_legacy(install / "worker_update.exe") == []
     assert (install / "worker_update.exe").exists()
     (install / "worker_update.exe").unlink()
     if os.name == "nt":
         return  # symlinks need a privilege on Windows (and Wine makes none): no link to follow there
     (install / "worker_update.exe").symlink_to(exe)
-    assert updater.clean_legacy(install / "worker") == []
+    assert update_startup.clean_legacy(install / "worker") == []
     assert (install / "worker_update.exe").is_symlink() and exe.exists()
 
 
@@ -796,7 +799,7 @@ def test_on_start_cleans_1_0_x_leftovers_by_exact_name(tmp_path: Path) -> None:
     exe = update_extract.BINARY  # worker.exe on Windows, worker elsewhere
     for name in (exe, "worker_update.exe", "worker_update", "worker.exe_update.exe", "updater.bat"):
         (tmp_path / name).write_bytes(name.encode())
-    updater._on_start(tmp_path, tmp_path / exe)
+    update_startup._on_start(tmp_path, tmp_path / exe)
     names = sorted(os.listdir(tmp_path))
     assert "worker_update.exe" not in names
     assert {exe, "worker_update", "worker.exe_update.exe", "updater.bat"} <= set(names)
@@ -812,26 +815,26 @@ def test_on_start_restores_a_missing_binary(tmp_path: Path, have: str) -> None:
     staged = tmp_path / "update" / "staged" / "worker"
     staged.parent.mkdir(parents=True)
     if have in ("old", "both"):
-        updater.backup_of(exe).write_bytes(b"old")
+        update_records.backup_of(exe).write_bytes(b"old")
     if have in ("staged", "both"):
         staged.write_bytes(b"new")
-    updater.write_pending(tmp_path / "update", {"task_id": 1, "from": "1", "to": "2", "exe": str(exe),
+    update_records.write_pending(tmp_path / "update", {"task_id": 1, "from": "1", "to": "2", "exe": str(exe),
                                                 "staged": str(staged)})
-    updater._on_start(tmp_path, tmp_path / "worker.old")  # started as whatever was there
+    update_startup._on_start(tmp_path, tmp_path / "worker.old")  # started as whatever was there
     assert exe.read_bytes() == (b"new" if have == "staged" else b"old")
     assert (tmp_path / "update" / "started.pid").read_text().split()[1] == str(os.getpid())
 
 
 def test_on_healthy_new_version_decides_once(tmp_path: Path) -> None:
     upd = tmp_path / "update"
-    updater.write_pending(upd, {"task_id": "t-7", "from": "1.0.0", "to": "2.0.0", "error_sleep": 30})
-    [(task_id, ok, raw, pause)] = updater.on_healthy(tmp_path, "2.0.0", "w1")
+    update_records.write_pending(upd, {"task_id": "t-7", "from": "1.0.0", "to": "2.0.0", "error_sleep": 30})
+    [(task_id, ok, raw, pause)] = update_startup.on_healthy(tmp_path, "2.0.0", "w1")
     assert (task_id, ok, pause) == ("t-7", True, 0.0)
     assert orjson.loads(raw)["message"] == "updated from 1.0.0 to 2.0.0"
-    assert (upd / "decided").is_dir() and updater.read_pending(upd) is None
+    assert (upd / "decided").is_dir() and update_records.read_pending(upd) is None
     # The script decided first (a rollback): the new version must not claim success.
-    updater.write_pending(upd, {"task_id": "t-8", "from": "1.0.0", "to": "2.0.0"})
-    assert updater.on_healthy(tmp_path, "2.0.0", "w1") == []
+    update_records.write_pending(upd, {"task_id": "t-8", "from": "1.0.0", "to": "2.0.0"})
+    assert update_startup.on_healthy(tmp_path, "2.0.0", "w1") == []
 
 
 def test_start_warning_and_restart_environment(tmp_path: Path, caplog) -> None:
@@ -841,8 +844,8 @@ def test_start_warning_and_restart_environment(tmp_path: Path, caplog) -> None:
     from supervisor import settings as settings_mod
 
     with caplog.at_level(logging.WARNING, logger="hive.update"):
-        updater.check_settings(settings_for(tmp_path))
-        updater.check_settings(settings_for(tmp_path, update_public_keys=["short"]))
+        update_startup.check_settings(settings_for(tmp_path))
+        update_startup.check_settings(settings_for(tmp_path, update_public_keys=["short"]))
     assert "UPDATE_ALLOW_UNSIGNED is on" in caplog.text and "every update will be refused" in caplog.text
     # A malformed key is a settings error at start (exit 2), not a silent refusal of every update.
     with pytest.raises(settings_mod.SettingsError, match="UPDATE_PUBLIC_KEYS"):
@@ -1150,7 +1153,7 @@ def test_full_cycle_with_two_real_binaries(builds: SimpleNamespace, server, star
     assert not trigger.exists() and not ran.exists()  # the swapped-in program never ran
     assert (home / update_extract.BINARY).read_bytes() == builds.old.read_bytes()
     assert not (home / "update" / "staged" / update_extract.BINARY).exists()
-    assert builds.new_version not in updater.bad_versions(home / "update")  # it never ran: not held against it
+    assert builds.new_version not in update_records.bad_versions(home / "update")  # it never ran: not held against it
 
     # Under load, the real release: drained, downloaded, verified, swapped, restarted, healthy.
     t0 = time.monotonic()
@@ -1170,15 +1173,15 @@ def test_full_cycle_with_two_real_binaries(builds: SimpleNamespace, server, star
     assert len(worker_ids) == 1  # the same identity all along
     assert (home / "worker.conf").read_text().strip() in worker_ids
     exe = home / update_extract.BINARY
-    assert exe.read_bytes() == builds.new.read_bytes() and updater.backup_of(exe).read_bytes() == builds.old.read_bytes()
+    assert exe.read_bytes() == builds.new.read_bytes() and update_records.backup_of(exe).read_bytes() == builds.old.read_bytes()
     assert _status(home).get("version") == builds.new_version
     updater_log = home / "logs" / "updater.log"
     wait_for(lambda: "the new worker is healthy: update done" in updater_log.read_text(), 5, what="the updater's end")
     assert "(hard link)" in updater_log.read_text()
     assert "the staged binary still has the checked sha256" in updater_log.read_text()
     assert (home / "updater.sh").read_bytes() == update_scripts.UPDATER_SH
-    assert updater.read_pending(home / "update") is None
-    assert updater.highest_installed(home / "update") == builds.new_sequence
+    assert update_records.read_pending(home / "update") is None
+    assert update_records.highest_installed(home / "update") == builds.new_sequence
     worker_log = (home / "logs" / "worker.log").read_text()
     assert f"release {builds.new_version} (sequence {builds.new_sequence}, {update_verify.platform_tag()}) signed " \
            "by UPDATE_PUBLIC_KEYS[0]" in worker_log
@@ -1248,7 +1251,7 @@ def test_rollbacks_with_a_real_old_binary(builds: SimpleNamespace, server, start
         assert got["status"] == "failure" and got["result"]["kind"] == "update_failed", got
         assert reason in got["result"]["error"]
         assert _poster_version(server, task) == {builds.old_version}
-        assert version in updater.bad_versions(upd)
+        assert version in update_records.bad_versions(upd)
         old_id = old_id or got["worker_id"]
         assert got["worker_id"] == old_id
         assert (home / update_extract.BINARY).read_bytes() == builds.old.read_bytes()

@@ -41,8 +41,8 @@ from test_update import (
 
 from devserver import Fault
 from supervisor.update import extract as update_extract
+from supervisor.update import records as update_records
 from supervisor.update import scripts as update_scripts
-from supervisor.update import updater
 
 pytestmark = [
     pytest.mark.slow,
@@ -90,7 +90,7 @@ def test_full_cycle_with_updater_bat(builds: SimpleNamespace, server, start_work
         assert w.wait(30) == 0  # the old process handed over and exited cleanly
         exe = home / EXE
         assert exe.read_bytes() == builds.new.read_bytes()
-        assert updater.backup_of(exe).read_bytes() == builds.old.read_bytes()
+        assert update_records.backup_of(exe).read_bytes() == builds.old.read_bytes()
         log = home / "logs" / "updater.log"
         wait_for(lambda: "the new worker is healthy: update done" in log.read_text(), 10, what="the updater's end")
         text = log.read_text()

@@ -16,7 +16,7 @@ from typing import BinaryIO
 import requests
 import urllib3
 
-from supervisor.update.verify import Refused
+from supervisor.update.errors import UpdateRefused
 
 log = logging.getLogger("hive.update")
 
@@ -29,13 +29,13 @@ CHUNK = 256 * 1024  # at most this much per read; a read returns whatever one re
 def download(url: str, dest: Path, max_bytes: int, expected_size: int | None = None,
              expected_sha256: str | None = None, user_agent: str = "hive-worker",
              read_timeout: float = READ_TIMEOUT, total_timeout: float = TOTAL_TIMEOUT) -> tuple[str, int]:
-    """Fetch url to dest; returns (sha256 hex, size). Raises Refused."""
+    """Fetch url to dest; returns (sha256 hex, size). Raises UpdateRefused."""
     part = dest.with_name(dest.name + ".part")
     for stale in (part, dest):
         stale.unlink(missing_ok=True)
     cap = max_bytes if expected_size is None else min(max_bytes, expected_size)
     if expected_size is not None and expected_size > max_bytes:
-        raise Refused(f"the release is {expected_size} bytes, over UPDATE_MAX_BYTES={max_bytes}")
+        raise UpdateRefused(f"the release is {expected_size} bytes, over UPDATE_MAX_BYTES={max_bytes}")
     started = time.monotonic()
     digest = hashlib.sha256()
     size = 0
@@ -43,37 +43,37 @@ def download(url: str, dest: Path, max_bytes: int, expected_size: int | None = N
         with requests.get(url, stream=True, timeout=(CONNECT_TIMEOUT, read_timeout),
                           headers={"User-Agent": user_agent, "Accept-Encoding": "identity"}) as resp:
             if resp.status_code != 200:
-                raise Refused(f"download: HTTP {resp.status_code} from {url}")
+                raise UpdateRefused(f"download: HTTP {resp.status_code} from {url}")
             announced = _content_length(resp)
             if announced is not None and announced > cap:
-                raise Refused(_too_big(announced, max_bytes, expected_size))
+                raise UpdateRefused(_too_big(announced, max_bytes, expected_size))
             if announced is not None and expected_size is not None and announced != expected_size:
-                raise Refused(f"download: the server announces {announced} bytes, params.size is {expected_size}")
+                raise UpdateRefused(f"download: the server announces {announced} bytes, params.size is {expected_size}")
             with _private_open(part) as f:
                 # read1: one receive per call (iter_content would wait for a whole CHUNK), so the
                 # clock is checked after every arrival and a trickle cannot outlast the deadline.
                 while chunk := resp.raw.read1(CHUNK, decode_content=True):
                     size += len(chunk)
                     if size > cap:
-                        raise Refused(_too_big(size, max_bytes, expected_size, "at least "))
+                        raise UpdateRefused(_too_big(size, max_bytes, expected_size, "at least "))
                     digest.update(chunk)
                     f.write(chunk)
                     if time.monotonic() - started > total_timeout:
-                        raise Refused(f"download: not complete after {total_timeout:.0f} s ({size} bytes so far)")
+                        raise UpdateRefused(f"download: not complete after {total_timeout:.0f} s ({size} bytes so far)")
                 f.flush()
                 os.fsync(f.fileno())
             if announced is not None and size != announced:
-                raise Refused(f"download: truncated: {size} of {announced} bytes")
-    except Refused:
+                raise UpdateRefused(f"download: truncated: {size} of {announced} bytes")
+    except UpdateRefused:
         part.unlink(missing_ok=True)
         raise
     except (requests.Timeout, urllib3.exceptions.TimeoutError):
         part.unlink(missing_ok=True)
-        raise Refused(f"download: no data for {read_timeout:g} s ({size} bytes so far)") from None
+        raise UpdateRefused(f"download: no data for {read_timeout:g} s ({size} bytes so far)") from None
     except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
         part.unlink(missing_ok=True)
         text = " ".join(str(exc).split())[:200]
-        raise Refused(f"download failed after {size} bytes (truncated or unreachable): {type(exc).__name__}: {text}") \
+        raise UpdateRefused(f"download failed after {size} bytes (truncated or unreachable): {type(exc).__name__}: {text}") \
             from None
     sha = digest.hexdigest()
     problem = None
@@ -83,7 +83,7 @@ def download(url: str, dest: Path, max_bytes: int, expected_size: int | None = N
         problem = f"download: SHA-256 is {sha}, params.sha256 is {expected_sha256}"
     if problem:
         part.unlink(missing_ok=True)
-        raise Refused(problem)
+        raise UpdateRefused(problem)
     os.replace(part, dest)
     log.info("update: downloaded %d bytes in %.1f s, sha256 %s", size, time.monotonic() - started, sha)
     return sha, size

@@ -18,7 +18,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from supervisor.update.verify import SIGNATURE_MAX_BYTES, STATEMENT_MAX_BYTES, Refused
+from supervisor.update.errors import UpdateRefused
+from supervisor.update.verify import SIGNATURE_MAX_BYTES, STATEMENT_MAX_BYTES
 
 BINARY = "worker.exe" if os.name == "nt" else "worker"
 STATEMENT, SIGNATURE = "release.json", "release.sig"
@@ -61,16 +62,16 @@ class Unpacked:
 def extract_binary(zip_path: Path, dest_dir: Path, max_total: int = MAX_MEMBER_BYTES,
                    binary_name: str = BINARY) -> Unpacked:
     """Check every member, then write the binary to dest_dir/binary_name (executable only by this
-    account) and read the statement members. Raises Refused."""
+    account) and read the statement members. Raises UpdateRefused."""
     allowed = {binary_name, *SCRIPTS, *SMALL_MEMBERS}
     try:
         zf = zipfile.ZipFile(zip_path)
     except (zipfile.BadZipFile, OSError) as exc:
-        raise Refused(f"the release is not a readable zip (truncated or corrupt): {exc}") from None
+        raise UpdateRefused(f"the release is not a readable zip (truncated or corrupt): {exc}") from None
     with zf:
         infos = zf.infolist()
         if len(infos) > MAX_MEMBERS:
-            raise Refused(f"the zip holds {len(infos)} members, more than {MAX_MEMBERS}")
+            raise UpdateRefused(f"the zip holds {len(infos)} members, more than {MAX_MEMBERS}")
         seen: set[str] = set()
         binary = None
         total = 0
@@ -78,31 +79,31 @@ def extract_binary(zip_path: Path, dest_dir: Path, max_total: int = MAX_MEMBER_B
             name = info.filename
             problem = check_name(name)
             if problem:
-                raise Refused(f"zip member {name[:200]!r} refused: {problem}")
+                raise UpdateRefused(f"zip member {name[:200]!r} refused: {problem}")
             if name.lower() in seen:
-                raise Refused(f"zip member {name!r} refused: a duplicate")
+                raise UpdateRefused(f"zip member {name!r} refused: a duplicate")
             seen.add(name.lower())
             if name not in allowed:
-                raise Refused(f"zip member {name!r} refused: not part of a release (expected {binary_name}, "
+                raise UpdateRefused(f"zip member {name!r} refused: not part of a release (expected {binary_name}, "
                               f"updater.bat, {STATEMENT}, {SIGNATURE})")
             mode = info.external_attr >> 16
             if info.is_dir() or (mode and stat.S_IFMT(mode) not in (0, stat.S_IFREG)):
-                raise Refused(f"zip member {name!r} refused: a link or special file (mode {mode:o})")
+                raise UpdateRefused(f"zip member {name!r} refused: a link or special file (mode {mode:o})")
             if info.flag_bits & 0x1:
-                raise Refused(f"zip member {name!r} refused: encrypted")
+                raise UpdateRefused(f"zip member {name!r} refused: encrypted")
             if info.file_size > max_total:
-                raise Refused(f"zip member {name!r} refused: {info.file_size} bytes, over {max_total}")
+                raise UpdateRefused(f"zip member {name!r} refused: {info.file_size} bytes, over {max_total}")
             if info.file_size > RATIO_FLOOR and info.file_size > MAX_RATIO * max(1, info.compress_size):
-                raise Refused(f"zip member {name!r} refused: compression ratio over {MAX_RATIO} (a zip bomb?)")
+                raise UpdateRefused(f"zip member {name!r} refused: compression ratio over {MAX_RATIO} (a zip bomb?)")
             total += info.file_size
             if total > max_total:
-                raise Refused(f"the zip unpacks to more than {max_total} bytes")
+                raise UpdateRefused(f"the zip unpacks to more than {max_total} bytes")
             if name in SMALL_MEMBERS and info.file_size > SMALL_MEMBERS[name]:
-                raise Refused(f"zip member {name!r} refused: {info.file_size} bytes, over {SMALL_MEMBERS[name]}")
+                raise UpdateRefused(f"zip member {name!r} refused: {info.file_size} bytes, over {SMALL_MEMBERS[name]}")
             if name == binary_name:
                 binary = info
         if binary is None:
-            raise Refused(f"the zip has no {binary_name} at its root")
+            raise UpdateRefused(f"the zip has no {binary_name} at its root")
         small = {name: _read_small(zf, name) if name in seen else None for name in SMALL_MEMBERS}
         path, sha256, size = _write(zf, binary, dest_dir)
     return Unpacked(binary=path, sha256=sha256, size=size, statement=small[STATEMENT], signature=small[SIGNATURE])
@@ -113,9 +114,9 @@ def _read_small(zf: zipfile.ZipFile, name: str) -> bytes:
         with zf.open(name) as src:
             data = src.read(SMALL_MEMBERS[name] + 1)
     except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
-        raise Refused(f"zip member {name!r} is corrupt: {exc}") from None
+        raise UpdateRefused(f"zip member {name!r} is corrupt: {exc}") from None
     if len(data) > SMALL_MEMBERS[name]:
-        raise Refused(f"zip member {name!r} unpacks to more than {SMALL_MEMBERS[name]} bytes")
+        raise UpdateRefused(f"zip member {name!r} unpacks to more than {SMALL_MEMBERS[name]} bytes")
     return data
 
 
@@ -124,7 +125,7 @@ def _write(zf: zipfile.ZipFile, info: zipfile.ZipInfo, dest_dir: Path) -> tuple[
     root = dest_dir.resolve()
     target = (root / info.filename).resolve()
     if target.parent != root:
-        raise Refused(f"zip member {info.filename!r} refused: it resolves outside {root}")
+        raise UpdateRefused(f"zip member {info.filename!r} refused: it resolves outside {root}")
     part = target.with_name(target.name + ".part")
     for stale in (part, target):
         if stale.is_symlink() or stale.exists():
@@ -139,17 +140,17 @@ def _write(zf: zipfile.ZipFile, info: zipfile.ZipInfo, dest_dir: Path) -> tuple[
                     break
                 written += len(chunk)
                 if written > info.file_size:
-                    raise Refused(f"zip member {info.filename!r} unpacks to more than its declared size")
+                    raise UpdateRefused(f"zip member {info.filename!r} unpacks to more than its declared size")
                 digest.update(chunk)
                 out.write(chunk)
             out.flush()
             os.fsync(out.fileno())
         if written != info.file_size:
-            raise Refused(f"zip member {info.filename!r}: {written} of {info.file_size} bytes (corrupt)")
+            raise UpdateRefused(f"zip member {info.filename!r}: {written} of {info.file_size} bytes (corrupt)")
     except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
         part.unlink(missing_ok=True)
-        raise Refused(f"zip member {info.filename!r} is corrupt: {exc}") from None
-    except Refused:
+        raise UpdateRefused(f"zip member {info.filename!r} is corrupt: {exc}") from None
+    except UpdateRefused:
         part.unlink(missing_ok=True)
         raise
     if os.name != "nt":

@@ -26,6 +26,8 @@ from urllib.parse import urlparse
 
 import orjson
 
+from supervisor.update.errors import UpdateRefused
+
 # The signature covers this prefix too: a signature made for anything else (another format,
 # another program using the same key) can never pass as a release statement.
 STATEMENT_DOMAIN = b"hive-worker release statement v1\n"
@@ -36,10 +38,6 @@ _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
 _VERSION = re.compile(r"[0-9A-Za-z][0-9A-Za-z._+-]{0,63}")
 _PLATFORM = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 MAX_SEQUENCE = 2**53  # a JSON number every parser reads exactly
-
-
-class Refused(Exception):
-    """Raised here; updater.py turns it into UpdateRefused (same message)."""
 
 
 @dataclass(frozen=True)
@@ -76,40 +74,40 @@ def platform_tag(binary_name: str | None = None) -> str:
 def parse_params(params: Any) -> UpdateParams:
     """The update task's params, checked; unknown keys are ignored (the server may add some)."""
     if not isinstance(params, dict):
-        raise Refused(f"params must be a JSON object, got {type(params).__name__}")
+        raise UpdateRefused(f"params must be a JSON object, got {type(params).__name__}")
     url = params.get("url")
     if not isinstance(url, str) or not url.strip():
-        raise Refused("params.url is missing")
+        raise UpdateRefused("params.url is missing")
     url = url.strip()
     parts = urlparse(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise Refused(f"params.url must be an http(s) URL, got {url[:200]!r}")
+        raise UpdateRefused(f"params.url must be an http(s) URL, got {url[:200]!r}")
     sha256 = params.get("sha256")
     if sha256 is not None:
         if not isinstance(sha256, str) or not _HEX64.fullmatch(sha256.strip()):
-            raise Refused("params.sha256 must be 64 hex digits")
+            raise UpdateRefused("params.sha256 must be 64 hex digits")
         sha256 = sha256.strip().lower()
     size = params.get("size")
     if size is not None:
         if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
-            raise Refused(f"params.size must be a positive whole number of bytes, got {size!r}")
+            raise UpdateRefused(f"params.size must be a positive whole number of bytes, got {size!r}")
     version = params.get("version")
     if version is not None:
         if not isinstance(version, str) or not _VERSION.fullmatch(version.strip()):
-            raise Refused(f"params.version is not a version string: {str(version)[:80]!r}")
+            raise UpdateRefused(f"params.version is not a version string: {str(version)[:80]!r}")
         version = version.strip()
     sequence = params.get("sequence")
     if sequence is not None:
         if isinstance(sequence, bool) or not isinstance(sequence, int) or not 0 < sequence <= MAX_SEQUENCE:
-            raise Refused(f"params.sequence must be a positive whole number, got {str(sequence)[:40]!r}")
+            raise UpdateRefused(f"params.sequence must be a positive whole number, got {str(sequence)[:40]!r}")
     statement, signature = params.get("release"), params.get("release_signature")
     if (statement is None) != (signature is None):
-        raise Refused("params.release and params.release_signature come together")
+        raise UpdateRefused("params.release and params.release_signature come together")
     if statement is not None:
         if not isinstance(statement, str) or len(statement) > STATEMENT_MAX_BYTES:
-            raise Refused(f"params.release must be the release.json text (at most {STATEMENT_MAX_BYTES} bytes)")
+            raise UpdateRefused(f"params.release must be the release.json text (at most {STATEMENT_MAX_BYTES} bytes)")
         if not isinstance(signature, str) or len(signature) > SIGNATURE_MAX_BYTES:
-            raise Refused("params.release_signature must be the base64 text of release.sig")
+            raise UpdateRefused("params.release_signature must be the base64 text of release.sig")
         statement, signature = statement.encode("utf-8"), signature.encode("ascii", "replace")
     return UpdateParams(url=url, sha256=sha256, size=size, version=version, sequence=sequence,
                         statement=statement, signature=signature)
@@ -119,13 +117,13 @@ def _b64(value: Any, length: int, what: str) -> bytes:
     if isinstance(value, bytes):
         value = value.decode("ascii", "replace")
     if not isinstance(value, str):
-        raise Refused(f"{what} must be a base64 string")
+        raise UpdateRefused(f"{what} must be a base64 string")
     try:
         raw = base64.b64decode(value.strip(), validate=True)
     except (binascii.Error, ValueError):
-        raise Refused(f"{what} is not valid base64") from None
+        raise UpdateRefused(f"{what} is not valid base64") from None
     if len(raw) != length:
-        raise Refused(f"{what} must decode to {length} bytes, got {len(raw)}")
+        raise UpdateRefused(f"{what} must decode to {length} bytes, got {len(raw)}")
     return raw
 
 
@@ -133,7 +131,7 @@ def key_problem(keys: Any) -> str | None:
     """Why UPDATE_PUBLIC_KEYS cannot be used, or None (usable as a settings check)."""
     try:
         parse_keys(keys)
-    except Refused as exc:
+    except UpdateRefused as exc:
         return str(exc)
     return None
 
@@ -142,7 +140,7 @@ def parse_keys(keys: Any) -> list[bytes]:
     if not keys:
         return []
     if not isinstance(keys, list):
-        raise Refused("UPDATE_PUBLIC_KEYS must be a list of base64 Ed25519 public keys")
+        raise UpdateRefused("UPDATE_PUBLIC_KEYS must be a list of base64 Ed25519 public keys")
     return [_b64(k, 32, f"UPDATE_PUBLIC_KEYS[{i}]") for i, k in enumerate(keys)]
 
 
@@ -152,13 +150,13 @@ def signed_message(statement: bytes) -> bytes:
 
 
 def verify_statement(statement: bytes | None, signature: bytes | None, keys: list[bytes]) -> Statement:
-    """The statement, once a key in ``keys`` is shown to have signed its exact bytes. Raises Refused.
+    """The statement, once a key in ``keys`` is shown to have signed its exact bytes. Raises UpdateRefused.
 
     The bytes are parsed only after the signature verified: nothing unsigned is interpreted."""
     if statement is None or signature is None:
-        raise Refused("the release is not signed: no release.json and release.sig in the zip (nor in the params)")
+        raise UpdateRefused("the release is not signed: no release.json and release.sig in the zip (nor in the params)")
     if len(statement) > STATEMENT_MAX_BYTES:
-        raise Refused(f"release.json is over {STATEMENT_MAX_BYTES} bytes")
+        raise UpdateRefused(f"release.json is over {STATEMENT_MAX_BYTES} bytes")
     raw_sig = _b64(signature, 64, "release.sig")
     # _cffi_backend is imported by nacl's compiled module, where PyInstaller cannot see it.
     import _cffi_backend  # noqa: F401
@@ -172,44 +170,37 @@ def verify_statement(statement: bytes | None, signature: bytes | None, keys: lis
         except BadSignatureError:
             continue
         return parse_statement(statement, index)
-    raise Refused(f"the release signature does not verify against any of the {len(keys)} key(s) "
+    raise UpdateRefused(f"the release signature does not verify against any of the {len(keys)} key(s) "
                   "in UPDATE_PUBLIC_KEYS")
 
 
 def check_binary(statement: Statement, sha256_hex: str, size: int) -> None:
-    """The binary is the one the statement names, byte for byte; raises Refused."""
+    """The binary is the one the statement names, byte for byte; raises UpdateRefused."""
     if (sha256_hex, size) != (statement.sha256, statement.size):
-        raise Refused(f"the binary in the zip is not the signed one (sha256 {sha256_hex}, {size} bytes; "
+        raise UpdateRefused(f"the binary in the zip is not the signed one (sha256 {sha256_hex}, {size} bytes; "
                       f"signed: {statement.sha256}, {statement.size} bytes)")
 
 
 def parse_statement(statement: bytes, key_index: int = -1) -> Statement:
-    """The fields of release.json (flat object, bounded); raises Refused when one is missing or wrong."""
+    """The fields of release.json (flat object, bounded); raises UpdateRefused when one is missing or wrong."""
     try:
         data = orjson.loads(statement)
     except orjson.JSONDecodeError:
-        raise Refused("release.json is not valid JSON") from None
+        raise UpdateRefused("release.json is not valid JSON") from None
     if not isinstance(data, dict) or data.get("type") != STATEMENT_TYPE:
-        raise Refused(f"release.json is not a {STATEMENT_TYPE} statement")
+        raise UpdateRefused(f"release.json is not a {STATEMENT_TYPE} statement")
     sha256, size, version = data.get("sha256"), data.get("size"), data.get("version")
     plat, sequence = data.get("platform"), data.get("sequence")
     if not isinstance(sha256, str) or not _HEX64.fullmatch(sha256):
-        raise Refused("release.json: sha256 must be 64 hex digits")
+        raise UpdateRefused("release.json: sha256 must be 64 hex digits")
     if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
-        raise Refused("release.json: size must be a positive whole number")
+        raise UpdateRefused("release.json: size must be a positive whole number")
     if not isinstance(version, str) or not _VERSION.fullmatch(version):
-        raise Refused("release.json: version is not a version string")
+        raise UpdateRefused("release.json: version is not a version string")
     if not isinstance(plat, str) or not _PLATFORM.fullmatch(plat):
-        raise Refused("release.json: platform is not a platform tag")
+        raise UpdateRefused("release.json: platform is not a platform tag")
     if isinstance(sequence, bool) or not isinstance(sequence, int) or not 0 < sequence <= MAX_SEQUENCE:
-        raise Refused("release.json: sequence must be a positive whole number")
+        raise UpdateRefused("release.json: sequence must be a positive whole number")
     return Statement(sha256=sha256.lower(), size=size, version=version, platform=plat, sequence=sequence,
                      key_index=key_index)
 
-
-def make_statement(sha256_hex: str, size: int, version: str, plat: str, sequence: int) -> bytes:
-    """The release.json bytes for a binary (what ``python -m release sign`` signs)."""
-    statement = orjson.dumps({"type": STATEMENT_TYPE, "sha256": sha256_hex.lower(), "size": size,
-                              "version": version, "platform": plat, "sequence": sequence})
-    parse_statement(statement)  # the signer refuses to sign what a worker would refuse to read
-    return statement

@@ -1,0 +1,227 @@
+"""The update coordinator's phases without processes or sockets: fakes for the worker around it,
+a stand-in for prepare() and launch(), and explicit clock values."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import orjson
+import pytest
+
+from supervisor.model import Claim, Task
+from supervisor.store.journal import new_key
+from supervisor.update import coordinator as coordinator_mod
+from supervisor.update import updater
+from supervisor.update.coordinator import Phase, UpdateCoordinator, Worker
+from supervisor.update.errors import UpdateRefused
+
+WAIT = 10.0  # seconds a test waits for the prepare thread at most
+
+
+class FakeWorker:
+    """Records what the coordinator asks of the worker; in_flight is set by the test."""
+
+    def __init__(self) -> None:
+        self.running, self.claimed = 0, 0
+        self.calls: list[tuple[Any, ...]] = []
+        self.woken = threading.Event()
+
+    def handle(self) -> Worker:
+        return Worker(
+            in_flight=lambda: (self.running, self.claimed),
+            kill_running=lambda why: self.calls.append(("kill", why)),
+            answer=lambda claim, ok, raw: self.calls.append(("answer", claim.task.id, ok, orjson.loads(raw))),
+            fail=lambda claim, error: self.calls.append(("fail", claim.task.id, error)),
+            persist=lambda: self.calls.append(("persist",)),
+            forget=lambda claim: self.calls.append(("forget", claim.task.id)),
+            stop=lambda why: self.calls.append(("stop", why)),
+            wake=self.woken.set,
+        )
+
+
+class Prepared:
+    """A stand-in for updater.prepare: waits until the test releases it, then returns or raises."""
+
+    def __init__(self, outcome: Any) -> None:
+        self.outcome = outcome
+        self.release = threading.Event()
+        self.params: list[Any] = []
+
+    def __call__(self, params: Any) -> Any:
+        self.params.append(params)
+        assert self.release.wait(WAIT)
+        if isinstance(self.outcome, BaseException):
+            raise self.outcome
+        return self.outcome
+
+
+def settings(tmp_path: Path, **over: Any) -> SimpleNamespace:
+    values = {"home": tmp_path, "update_public_keys": [], "update_allow_unsigned": True,
+              "update_drain_timeout": 60.0, "update_error_sleep": 30.0}
+    values.update(over)
+    return SimpleNamespace(**values)
+
+
+def update_claim(task_id: str = "u1") -> Claim:
+    return Claim(new_key(), Task(id=task_id, task_type=coordinator_mod.TASK_TYPE,
+                                 params={"url": "https://user:secret@host/w.zip"}))
+
+
+def make(tmp_path: Path, outcome: Any = None, launch: Any = None, frozen: bool = True,
+         **over: Any) -> tuple[UpdateCoordinator, FakeWorker, Prepared]:
+    worker = FakeWorker()
+    prepare = Prepared(outcome)
+    launched: list[Any] = []
+    coord = UpdateCoordinator(settings(tmp_path, **over), "2.0.0", "w1", worker.handle(), frozen=frozen,
+                              prepare=prepare, launch=launch or (lambda staged, claim: launched.append(staged)))
+    return coord, worker, prepare
+
+
+def until_prepared(coord: UpdateCoordinator, worker: FakeWorker, prepare: Prepared, now: float) -> None:
+    """Let the stand-in finish and the loop take its outcome (the loop is woken, as in the arbiter)."""
+    prepare.release.set()
+    assert worker.woken.wait(WAIT), "the prepare thread never woke the loop"
+    coord.step(now)
+
+
+def test_refused_at_once_without_a_drain(tmp_path: Path) -> None:
+    coord, worker, _ = make(tmp_path, update_allow_unsigned=False)
+    coord.receive(update_claim(), 0.0)
+    assert worker.calls == [("fail", "u1", updater.NO_KEY)]
+    assert coord.phase is Phase.IDLE and coord.hold(0.0) is None  # serves on, no pause
+
+    coord, worker, _ = make(tmp_path, frozen=False)
+    coord.receive(update_claim(), 0.0)
+    assert worker.calls == [("fail", "u1", "self-update needs the frozen build (this worker runs from source)")]
+    assert coord.phase is Phase.IDLE and coord.hold(0.0) is None
+
+
+def test_drain_waits_for_running_and_claimed_tasks_then_prepares(tmp_path: Path, caplog) -> None:
+    coord, worker, prepare = make(tmp_path)
+    worker.running, worker.claimed = 2, 1
+    with caplog.at_level(logging.INFO, logger="hive.supervisor"):
+        coord.receive(update_claim(), 100.0)
+    assert "update: task 'u1' received; not claiming, draining 2 running task(s) for up to 60 s" in caplog.text
+    assert coord.phase is Phase.DRAINING and coord.hold(100.0) == "draining for an update"
+    worker.running = 0
+    coord.step(110.0)
+    assert coord.phase is Phase.DRAINING  # a claimed task not yet placed still counts
+    worker.claimed = 0
+    with caplog.at_level(logging.INFO, logger="hive.supervisor"):
+        coord.step(111.0)
+    assert coord.phase is Phase.PREPARING and coord.hold(111.0) == "draining for an update"
+    assert "update: preparing https://***@host/w.zip" in caplog.text and "secret" not in caplog.text
+    assert ("kill", "self-update") not in worker.calls
+    prepare.release.set()
+    assert worker.woken.wait(WAIT)
+    assert prepare.params == [{"url": "https://user:secret@host/w.zip"}]
+
+
+def test_drain_timeout_kills_what_still_runs(tmp_path: Path, caplog) -> None:
+    coord, worker, _ = make(tmp_path)
+    worker.running = 1
+    coord.receive(update_claim(), 0.0)
+    coord.step(59.0)
+    assert coord.phase is Phase.DRAINING and worker.calls == []
+    with caplog.at_level(logging.WARNING, logger="hive.supervisor"):
+        coord.step(60.0)
+    assert worker.calls == [("kill", "self-update")] and coord.phase is Phase.PREPARING
+    assert "update: UPDATE_DRAIN_TIMEOUT passed with 1 task(s) running" in caplog.text
+
+
+def test_only_the_loop_changes_the_phase(tmp_path: Path) -> None:
+    """The prepare thread only hands its outcome back: the phase changes on the loop's next step."""
+    coord, worker, prepare = make(tmp_path, outcome=None)
+    coord.receive(update_claim(), 0.0)
+    coord.step(0.0)
+    coord.step(1.0)  # still preparing: nothing to take yet
+    assert coord.phase is Phase.PREPARING and worker.calls == []
+    prepare.release.set()
+    assert worker.woken.wait(WAIT)
+    assert coord.phase is Phase.PREPARING and worker.calls == []  # done, but not taken yet
+    coord.step(2.0)
+    assert coord.phase is Phase.IDLE
+
+
+def test_already_running_answers_success_without_a_pause(tmp_path: Path, caplog) -> None:
+    coord, worker, prepare = make(tmp_path, outcome=None)
+    coord.receive(update_claim(), 0.0)
+    coord.step(0.0)
+    with caplog.at_level(logging.INFO, logger="hive.supervisor"):
+        until_prepared(coord, worker, prepare, 1.0)
+    assert worker.calls == [("answer", "u1", True, {"message": "already running 2.0.0"})]
+    assert "update: version 2.0.0 is already running; nothing to do" in caplog.text
+    assert coord.phase is Phase.IDLE and coord.hold(1.0) is None
+
+
+@pytest.mark.parametrize("error, reason", [
+    (UpdateRefused("download: HTTP 404 from https://host/w.zip"), "download: HTTP 404 from https://host/w.zip"),
+    (RuntimeError("boom"), "RuntimeError: boom"),  # a surprise is a refusal, never a crash
+])
+def test_a_refused_prepare_fails_the_task_and_pauses_claims(tmp_path: Path, caplog, error: Exception,
+                                                            reason: str) -> None:
+    coord, worker, prepare = make(tmp_path, outcome=error)
+    coord.receive(update_claim(), 0.0)
+    coord.step(0.0)
+    with caplog.at_level(logging.INFO, logger="hive.supervisor"):
+        until_prepared(coord, worker, prepare, 5.0)
+    assert worker.calls == [("fail", "u1", f"update refused: {reason}")]
+    assert coord.phase is Phase.IDLE
+    assert coord.hold(34.9) == "UPDATE_ERROR_SLEEP after a failed update" and coord.hold(35.0) is None
+    assert "not claiming for 30 s (UPDATE_ERROR_SLEEP after a failed update)" in caplog.text
+    coord.receive(update_claim("u2"), 40.0)  # the next update is taken again
+    assert coord.phase is Phase.DRAINING
+
+
+def test_staged_release_is_handed_over(tmp_path: Path, caplog) -> None:
+    staged = updater.Staged(binary=tmp_path / "worker", version="9.1.0")
+    order: list[str] = []
+    coord, worker, prepare = make(tmp_path, outcome=staged,
+                                  launch=lambda got, claim: order.append(f"launch {got.version} {claim.task.id}"))
+    coord.receive(update_claim(), 0.0)
+    coord.step(0.0)
+    with caplog.at_level(logging.INFO, logger="hive.supervisor"):
+        until_prepared(coord, worker, prepare, 1.0)
+    assert worker.calls == [("persist",), ("forget", "u1"), ("stop", "self-update")]
+    assert order == ["launch 9.1.0 u1"]
+    assert coord.phase is Phase.HANDED_OVER and coord.handed_over
+    assert "update: updater started for version 9.1.0; this worker exits now" in caplog.text
+    coord.receive(update_claim("u2"), 2.0)
+    assert worker.calls[-1] == ("fail", "u2", "another update is already in progress")
+
+
+def test_a_failed_launch_is_a_refused_update(tmp_path: Path) -> None:
+    def launch(staged: updater.Staged, claim: Claim) -> None:
+        raise UpdateRefused("the updater script exited at once with status 2")
+
+    coord, worker, prepare = make(tmp_path, outcome=updater.Staged(binary=tmp_path / "w", version="9.1.0"),
+                                  launch=launch)
+    coord.receive(update_claim(), 0.0)
+    coord.step(0.0)
+    until_prepared(coord, worker, prepare, 1.0)
+    assert worker.calls == [("persist",), ("fail", "u1", "update refused: the updater script exited at once with "
+                                                          "status 2")]
+    assert coord.phase is Phase.IDLE and not coord.handed_over and coord.hold(1.0) is not None
+
+
+def test_a_second_update_while_one_drains_is_refused(tmp_path: Path) -> None:
+    coord, worker, _ = make(tmp_path)
+    worker.running = 1
+    coord.receive(update_claim("u1"), 0.0)
+    coord.receive(update_claim("u2"), 0.0)
+    assert worker.calls == [("fail", "u2", "another update is already in progress")]
+    assert coord.phase is Phase.DRAINING and coord.claim is not None and coord.claim.task.id == "u1"
+
+
+def test_report_previous_posts_each_outcome_and_pauses_after_a_rollback(tmp_path: Path, monkeypatch) -> None:
+    failed = orjson.dumps({"error": "update from 1 to 2 failed: rolled back", "kind": "update_failed"})
+    monkeypatch.setattr(coordinator_mod.startup, "on_healthy",
+                        lambda home, version, worker_id: [("t-7", False, failed, 20.0)])
+    coord, worker, _ = make(tmp_path)
+    coord.report_previous(100.0)
+    assert worker.calls == [("answer", "t-7", False, orjson.loads(failed))]
+    assert coord.hold(119.0) == "UPDATE_ERROR_SLEEP after a rolled-back update" and coord.hold(120.0) is None
