@@ -1,9 +1,11 @@
 """Executor-side containment: own process group, lower priority, die with the supervisor.
 
 The supervisor kills a task's whole tree by process group (POSIX) or Job Object
-(Windows, see supervisor/treekill.py). Every descendant also inherits
+(Windows, see supervisor/pool/treekill.py). Every descendant also inherits
 HIVE_INTERNAL_TREE_TOKEN, so even processes that left the group (double fork,
-setsid) are found by the supervisor's kill sweep.
+setsid) are found by the supervisor's kill sweep. The clean-up after a task and
+the kill when the supervisor is gone use that same module's kill_tree and
+watch_parent.
 """
 
 from __future__ import annotations
@@ -11,12 +13,11 @@ from __future__ import annotations
 import os
 import signal
 import sys
-import threading
-import time
 
 import psutil
 
-TOKEN_ENV = "HIVE_INTERNAL_TREE_TOKEN"
+from supervisor.pool.treekill import TOKEN_ENV, kill_tree
+from supervisor.pool.treekill import watch_parent as _watch_parent
 
 _PRIORITY_POSIX = {"idle": 19, "below_normal": 10, "normal": 0}
 _PRIORITY_WINDOWS = {
@@ -82,32 +83,12 @@ def _child_pids() -> list[int]:
         return []
 
 
-def suspend_then_kill(victims: list[psutil.Process]) -> None:
-    """Freeze every victim first, so none can start new processes while the others die."""
-    for proc in victims:
-        try:
-            proc.suspend()
-        except psutil.Error:
-            pass
-    for proc in victims:
-        try:
-            proc.kill()
-        except psutil.Error:
-            pass
-
-
 def clean_leftovers() -> int:
     """After a task: kill whatever it left running (a browser not closed, a daemon). Cheap
     when nothing is left (one read per thread on Linux). Returns processes killed."""
     if not _child_pids():
         return 0
-    victims = []
-    try:
-        victims = psutil.Process().children(recursive=True)
-    except psutil.Error:
-        pass
-    suspend_then_kill(victims)
-    psutil.wait_procs(victims, timeout=2)
+    killed = kill_tree(os.getpid(), keep_root=True, wait=2.0)
     if os.name == "posix":
         while True:  # re-parented orphans are ours to reap
             try:
@@ -116,7 +97,7 @@ def clean_leftovers() -> int:
                 break
             if pid == 0:
                 break
-    return len(victims)
+    return killed
 
 
 def set_priority(priority: str) -> None:
@@ -134,19 +115,9 @@ def set_priority(priority: str) -> None:
 
 def kill_own_tree() -> None:
     """Kill every process of this executor's tree, then this process itself."""
-    token = os.environ.get(TOKEN_ENV)
-    me = os.getpid()
-    if token:
-        for proc in psutil.process_iter():
-            if proc.pid == me:
-                continue
-            try:
-                if proc.environ().get(TOKEN_ENV) == token:
-                    proc.kill()
-            except (psutil.Error, OSError):
-                pass
+    kill_tree(os.getpid(), os.environ.get(TOKEN_ENV), keep_root=True)
     if os.name == "posix":
-        os.killpg(os.getpgid(0), 9)
+        os.killpg(os.getpgid(0), signal.SIGKILL)
     os._exit(70)
 
 
@@ -156,15 +127,4 @@ def watch_parent(parent_pid: int, interval: float = 0.5) -> None:
     On Windows the Job Object's kill-on-close does the same; this thread is the
     POSIX mechanism and a second line of defence on Windows.
     """
-
-    def loop() -> None:
-        while True:
-            time.sleep(interval)
-            if os.name == "posix":
-                alive = os.getppid() == parent_pid
-            else:
-                alive = psutil.pid_exists(parent_pid)  # never os.kill(pid, 0): that is Ctrl+C on Windows
-            if not alive:
-                kill_own_tree()
-
-    threading.Thread(target=loop, name="parent-watch", daemon=True).start()
+    _watch_parent(parent_pid, kill_own_tree, "parent-watch", interval)

@@ -16,8 +16,6 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import threading
-import time
 from pathlib import Path
 
 # (log level, line) of the decision, for main.py to log once logging is up; None from source.
@@ -62,7 +60,10 @@ def _tether() -> tuple[int, str]:
     if image is not None and os.path.normcase(image) != os.path.normcase(str(Path(sys.executable).resolve())):
         return logging.WARNING, (f"the parent process (pid {ppid}, {image!r}) is not this build's bootloader: "
                                  "not tied to it; a hard kill of the bootloader would leave this supervisor running")
-    threading.Thread(target=_watch, args=(ppid,), name="bootloader-tether", daemon=True).start()
+    from supervisor.pool.treekill import watch_parent  # here: a source run never needs psutil this early
+
+    # os._exit closes our handles: the executors' Job Objects kill them (POSIX: their own watch).
+    watch_parent(ppid, lambda: os._exit(1), "bootloader-tether")
     how = "its process handle" if os.name == "nt" else "polling"
     seen = "" if image is not None else " (its image could not be read; tied anyway)"
     return logging.DEBUG if image is not None else logging.INFO, \
@@ -97,25 +98,3 @@ def image_of(pid: int) -> str | None:
         return str(Path(psutil.Process(pid).exe()).resolve())
     except (psutil.Error, OSError):
         return None
-
-
-def _watch(ppid: int) -> None:
-    if os.name == "nt":
-        import ctypes
-        from ctypes import wintypes
-
-        kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)
-        kernel32.OpenProcess.argtypes = [wintypes.DWORD, wintypes.BOOL, wintypes.DWORD]
-        kernel32.OpenProcess.restype = wintypes.HANDLE
-        kernel32.WaitForSingleObject.argtypes = [wintypes.HANDLE, wintypes.DWORD]
-        kernel32.WaitForSingleObject.restype = wintypes.DWORD
-        handle = kernel32.OpenProcess(0x00100000, False, ppid)  # SYNCHRONIZE
-        if handle:
-            kernel32.WaitForSingleObject(handle, 0xFFFFFFFF)  # INFINITE
-            os._exit(1)  # closes our handles: the executors' Job Objects kill them
-    import psutil
-
-    while True:  # macOS, or a handle we could not open
-        time.sleep(0.5)
-        if (os.getppid() != ppid) if os.name == "posix" else not psutil.pid_exists(ppid):
-            os._exit(1)

@@ -16,8 +16,8 @@ from typing import Any
 import orjson
 
 from executor import process as executor_process
-from executor.sandbox import TOKEN_ENV
-from supervisor.pool import proctree, winjob
+from supervisor.pool import treekill, winjob
+from supervisor.pool.treekill import TOKEN_ENV
 
 # spawn everywhere: Linux runs then catch what would break on Windows.
 CTX = multiprocessing.get_context("spawn")
@@ -105,7 +105,7 @@ class Executor:
         if winjob.terminate(self.job):
             count = 1
         if self.pid:
-            count += proctree.kill_tree(self.pid, self.token)
+            count += treekill.kill_tree(self.pid, self.token)
         self.reap(timeout=5.0)
         if self.scratch is not None:
             shutil.rmtree(self.scratch, ignore_errors=True)

@@ -1,4 +1,4 @@
-"""Measuring and killing a task's whole process tree (executor + every descendant).
+"""Measuring a task's whole process tree (executor + every descendant).
 
 Cost matters: the monitor runs several times a second for the whole pool, and
 psutil's children(recursive=True) scans every process per call. So each check
@@ -16,30 +16,52 @@ The limit monitor reads the executors' trees through TreeMonitor instead (Linux:
 those trees, through /proc files kept open between checks; see its docstring); Snapshot
 remains for the kill sweep and as TreeMonitor's fallback.
 
-Killing: every descendant stays in the executor's process group unless it
-leaves it on purpose, and every descendant inherits the executor's tree token
-(see executor/sandbox.py), so the kill sweep stops (SIGSTOP) all it can find,
-looks again for processes started meanwhile, then SIGKILLs them all. On Windows
-the executor sits in a Job Object (supervisor/pool/winjob.py) that is terminated.
+Both read /proc/<pid>/stat through parse_stat(), the one parser of that line. Killing a tree
+(which walks Snapshot's parent links) lives beside this module, in treekill.py.
 """
 
 from __future__ import annotations
 
 import os
-import signal
 import sys
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache
-from typing import Any
+from typing import Any, NamedTuple
 
 import psutil
 
-from executor.sandbox import TOKEN_ENV, suspend_then_kill
-
 LINUX = sys.platform.startswith("linux")
 WINDOWS = sys.platform == "win32"
+
+if LINUX:
+    PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+    CLOCK_TICKS = float(os.sysconf("SC_CLK_TCK"))
+else:  # no /proc to parse; the values only keep parse_stat() total (tests call it anywhere)
+    PAGE_SIZE, CLOCK_TICKS = 4096, 100.0
+
+
+class Stat(NamedTuple):
+    """What the limits and the tree walks need from one /proc/<pid>/stat line."""
+
+    state: bytes  # b"R", b"S", b"Z", ...
+    ppid: int
+    threads: int
+    rss: int  # bytes
+    cpu: float  # seconds: user + system, including reaped children's
+
+
+def parse_stat(data: bytes, page: int = PAGE_SIZE, tick: float = CLOCK_TICKS) -> Stat | None:
+    """One /proc/<pid>/stat line; None if empty or garbled (a process that vanished mid-read)."""
+    # comm is in parentheses and may itself hold ") " or spaces: the fields start after the LAST ")".
+    # Then: state(0) ppid(1) ... utime(11) stime(12) cutime(13) cstime(14) ... num_threads(17) ... rss(21)
+    fields = data[data.rfind(b")") + 2:].split(None, 22)  # nothing needed after rss
+    try:
+        cpu = (int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])) / tick
+        return Stat(fields[0], int(fields[1]), int(fields[17]), int(fields[21]) * page, cpu)
+    except (IndexError, ValueError):
+        return None
 
 
 @dataclass
@@ -60,31 +82,18 @@ class Snapshot:
         else:
             self._scan_psutil()
 
-    if LINUX:
-        _PAGE = os.sysconf("SC_PAGE_SIZE")
-        _TICK = float(os.sysconf("SC_CLK_TCK"))
-
     def _scan_proc(self) -> None:
-        page, tick = self._PAGE, self._TICK
         children = self.children
         stats = self.stats
         for name in os.listdir("/proc"):
             if not name.isdigit():
                 continue
-            try:
-                fd = os.open(f"/proc/{name}/stat", os.O_RDONLY)
-                try:
-                    data = os.read(fd, 1024)
-                finally:
-                    os.close(fd)
-            except OSError:
+            stat = parse_stat(_read_once(f"/proc/{name}/stat"))
+            if stat is None:
                 continue  # exited meanwhile
-            # Fields after "(comm)": state ppid ... utime(12) stime(13) cutime(14) cstime(15) ... rss(22)
-            fields = data[data.rfind(b")") + 2:].split()
             pid = int(name)
-            children.setdefault(int(fields[1]), []).append(pid)
-            cpu = (int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])) / tick
-            stats[pid] = (int(fields[21]) * page, cpu)
+            children.setdefault(stat.ppid, []).append(pid)
+            stats[pid] = (stat.rss, stat.cpu)
 
     def _scan_psutil(self) -> None:
         for proc in psutil.process_iter(["ppid"]):
@@ -212,10 +221,6 @@ class TreeMonitor:
     usage() never raises for races. Not thread-safe: one thread (the supervisor's) uses it.
     """
 
-    if LINUX:
-        _PAGE = os.sysconf("SC_PAGE_SIZE")
-        _TICK = float(os.sysconf("SC_CLK_TCK"))
-
     def __init__(self, walk: bool | None = None, max_fds: int | None = None) -> None:
         """``walk``: None = walk trees when the kernel allows, else fall back to Snapshot; False =
         always Snapshot (the fallback, e.g. to compare); True = walk, ValueError if impossible."""
@@ -316,19 +321,19 @@ class TreeMonitor:
                 return None
             member = _Member(fd)
             data = _pread(fd)
-        parsed = self._parse(data)
-        if parsed is None:
+        stat = parse_stat(data)
+        if stat is None:
             self._close(member)
             return None
-        state, threads, rss, cpu = parsed
-        tids, kids = self._children(pid, member, threads)
-        if state == b"Z" and threads > 1:
+        rss = stat.rss
+        tids, kids = self._children(pid, member, stat.threads)
+        if stat.state == b"Z" and stat.threads > 1:
             rss = self._live_thread_rss(pid, tids)
         if self._opened != opened_before and not _pread(member.stat):
             # It died while its other files were being opened: the pid might have named another process.
             self._close(member)
             return None
-        return member, rss, cpu, kids
+        return member, rss, stat.cpu, kids
 
     def _children(self, pid: int, member: _Member, threads: int) -> tuple[list[int], list[int]]:
         """(tids, child pids) of a member, through kept fds."""
@@ -364,11 +369,11 @@ class TreeMonitor:
 
     def _visit_uncached(self, pid: int) -> tuple[None, int, float, list[int]] | None:
         """Read one member with open+read+close (the fd budget is spent)."""
-        parsed = self._parse(_read_once(f"/proc/{pid}/stat"))
-        if parsed is None:
+        stat = parse_stat(_read_once(f"/proc/{pid}/stat"))
+        if stat is None:
             return None
-        state, threads, rss, cpu = parsed
-        if threads <= 1:
+        rss = stat.rss
+        if stat.threads <= 1:
             tids = [pid]
         else:
             try:
@@ -378,31 +383,18 @@ class TreeMonitor:
         kids: list[int] = []
         for tid in tids:
             kids.extend(_pids(_read_once(f"/proc/{pid}/task/{tid}/children")))
-        if state == b"Z" and threads > 1:
+        if stat.state == b"Z" and stat.threads > 1:
             rss = self._live_thread_rss(pid, tids)
-        return None, rss, cpu, kids
-
-    def _parse(self, data: bytes) -> tuple[bytes, int, int, float] | None:
-        """(state, num_threads, rss bytes, cpu seconds) from a stat line; None if empty or garbled."""
-        if not data:
-            return None
-        # Fields after "(comm)": state(0) ppid(1) ... utime(11) stime(12) cutime(13) cstime(14) ...
-        # num_threads(17) ... rss(21)
-        fields = data[data.rfind(b")") + 2:].split(None, 22)  # nothing needed after rss
-        try:
-            cpu = (int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])) / self._TICK
-            return fields[0], int(fields[17]), int(fields[21]) * self._PAGE, cpu
-        except (IndexError, ValueError):
-            return None
+        return None, rss, stat.cpu, kids
 
     def _live_thread_rss(self, pid: int, tids: list[int]) -> int:
         """RSS of a process whose leader thread has exited: read from a thread still running."""
         for tid in tids:
             if tid == pid:
                 continue
-            parsed = self._parse(_read_once(f"/proc/{pid}/task/{tid}/stat"))
-            if parsed is not None and parsed[0] != b"Z":
-                return parsed[2]
+            stat = parse_stat(_read_once(f"/proc/{pid}/task/{tid}/stat"))
+            if stat is not None and stat.state != b"Z":
+                return stat.rss
         return 0
 
     # ---- fds --------------------------------------------------------------------------------
@@ -485,69 +477,3 @@ def _pids(data: bytes) -> list[int]:
         return list(map(int, data.split()))
     except ValueError:
         return []
-
-
-def token_holders(token_prefix: str) -> list[int]:
-    """PIDs of live processes whose tree token starts with ``token_prefix`` (expensive: reads every environ)."""
-    found = []
-    me = os.getpid()
-    for proc in psutil.process_iter():
-        if proc.pid == me:
-            continue
-        try:
-            value = proc.environ().get(TOKEN_ENV)
-            if value and value.startswith(token_prefix) and proc.status() != psutil.STATUS_ZOMBIE:
-                found.append(proc.pid)
-        except (psutil.Error, OSError):
-            continue
-    return found
-
-
-def kill_tree(root: int, token: str, rounds: int = 10) -> int:
-    """Kill the executor ``root`` and every process of its tree, including ones that
-    detached from it. Returns how many processes were signalled."""
-    if os.name != "posix":
-        return _kill_tree_psutil(root, token)
-    signalled: set[int] = set()
-    for _ in range(rounds):
-        # Freeze first so nothing can fork while we look; the group signal is atomic vs fork.
-        try:
-            os.killpg(root, signal.SIGSTOP)
-        except OSError:
-            pass
-        victims = set(Snapshot().tree(root)) | set(token_holders(token))
-        new = victims - signalled
-        for pid in new:
-            try:
-                os.kill(pid, signal.SIGSTOP)
-            except OSError:
-                pass
-        signalled |= victims
-        if not new:
-            break
-    for pid in signalled:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
-    try:
-        os.killpg(root, signal.SIGKILL)
-    except OSError:
-        pass
-    return len(signalled)
-
-
-def _kill_tree_psutil(root: int, token: str) -> int:
-    victims: list[psutil.Process] = []
-    try:
-        parent = psutil.Process(root)
-        victims = [parent, *parent.children(recursive=True)]
-    except psutil.Error:
-        pass
-    for pid in token_holders(token):
-        try:
-            victims.append(psutil.Process(pid))
-        except psutil.Error:
-            pass
-    suspend_then_kill(victims)
-    return len(victims)

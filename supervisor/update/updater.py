@@ -15,7 +15,6 @@ import logging
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -27,6 +26,7 @@ from typing import Any
 import psutil
 
 from supervisor.home import is_frozen
+from supervisor.pool.treekill import kill_group, kill_tree
 from supervisor.settings import Settings
 from supervisor.update.errors import UpdateRefused
 from supervisor.update.extract import BINARY, extract_binary
@@ -243,17 +243,8 @@ def _detached_kwargs() -> dict[str, Any]:
 
 
 def _kill_tree(proc: subprocess.Popen) -> None:
-    try:
-        parent = psutil.Process(proc.pid)
-        procs = [parent, *parent.children(recursive=True)]
-    except psutil.Error:
-        procs = []
-    for p in procs:
-        try:
-            p.kill()
-        except psutil.Error:
-            pass
-    _kill_group(proc)
+    """The self-test hung: nothing of it may outlive it (it is not reaped yet, so its pid is safe)."""
+    kill_tree(proc.pid)
     try:
         proc.wait(10)
     except subprocess.TimeoutExpired:
@@ -262,11 +253,7 @@ def _kill_tree(proc: subprocess.Popen) -> None:
 
 def _kill_group(proc: subprocess.Popen) -> None:
     """POSIX: the self-test ran in its own session; nothing of it may outlive it."""
-    if os.name != "nt":
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+    kill_group(proc.pid)
 
 
 # ---- launch: the script takes over -----------------------------------------------------------------
