@@ -12,7 +12,7 @@ import time
 
 import psutil
 import pytest
-from conftest import results_by_id, tree_of, wait_for
+from conftest import result_of, results_by_id, tree_of, wait_for
 
 from executor.sandbox import TOKEN_ENV
 
@@ -21,13 +21,10 @@ pytestmark = pytest.mark.slow
 LIMITS_ENV = {"HIVE_TASK_TIME_LIMIT": "20", "HIVE_TASK_CPU_LIMIT": "0", "HIVE_TASK_MEMORY_LIMIT_MB": "300"}
 
 
-def _result(server, tid, timeout=40.0):
-    return wait_for(lambda: results_by_id(server).get(tid), timeout, what=f"result of {tid}")[0]
-
 
 def _serves_next(server, w, tid="next"):
     server.enqueue("echo", {"still": "serving"}, task_id=tid)
-    assert _result(server, tid)["result"] == {"still": "serving"}
+    assert result_of(server, tid, timeout=40)["result"] == {"still": "serving"}
     assert w.proc.poll() is None
 
 
@@ -68,7 +65,7 @@ def test_memory_limit_counts_the_whole_tree(server, start_worker, where):
     wait_for(lambda: len(tree_of(w.pid)) >= 2 + depth and "started on slot" in w.log(), 20, what="task tree")
     time.sleep(0.3)
     token = _busiest_token(w)
-    r = _result(server, "eat")
+    r = result_of(server, "eat", timeout=40)
     assert r["status"] == "failure" and r["result"]["kind"] == "memory_limit", r
     assert "memory limit of 300 MB reached" in r["result"]["error"]
     assert f"in {depth + 1} process(es)" in r["result"]["error"] or depth == 0, r["result"]["error"]
@@ -79,7 +76,7 @@ def test_memory_limit_counts_the_whole_tree(server, start_worker, where):
 def test_time_limit_kills_an_infinite_loop(server, start_worker):
     w = start_worker(server.url, env=dict(LIMITS_ENV, HIVE_TASK_TIME_LIMIT="1"))
     server.enqueue("spin", {}, task_id="spin")
-    r = _result(server, "spin")
+    r = result_of(server, "spin", timeout=40)
     assert r["result"]["kind"] == "time_limit" and "time limit of 1 s reached" in r["result"]["error"]
     _serves_next(server, w)
 
@@ -87,7 +84,7 @@ def test_time_limit_kills_an_infinite_loop(server, start_worker):
 def test_cpu_limit_on_a_burner_child(server, start_worker):
     w = start_worker(server.url, env=dict(LIMITS_ENV, HIVE_TASK_CPU_LIMIT="1"))
     server.enqueue("cpu_child_burner", {}, task_id="burn")
-    r = _result(server, "burn")
+    r = result_of(server, "burn", timeout=40)
     assert r["result"]["kind"] == "cpu_limit", r
     _serves_next(server, w)
 
@@ -97,7 +94,7 @@ def test_cpu_limit_counts_children_that_already_exited(server, start_worker):
     # 40 burners of 0.05 s each: none lives through a check, together they pass the 1 s limit.
     w = start_worker(server.url, env=dict(LIMITS_ENV, HIVE_TASK_CPU_LIMIT="1"))
     server.enqueue("cpu_children", {"count": 40, "each": 0.05}, task_id="short-burners")
-    r = _result(server, "short-burners", timeout=60)
+    r = result_of(server, "short-burners", timeout=60)
     assert r["result"]["kind"] == "cpu_limit", r
     _serves_next(server, w)
 
@@ -106,7 +103,7 @@ def test_spawn_storm_during_the_kill_leaves_nothing(server, start_worker):
     w = start_worker(server.url, env=dict(LIMITS_ENV, HIVE_TASK_TIME_LIMIT="2", HIVE_TASK_MEMORY_LIMIT_MB="0"))
     w.wait_ready()
     server.enqueue("spawn_storm", {}, task_id="storm")
-    r = _result(server, "storm")
+    r = result_of(server, "storm", timeout=40)
     assert r["result"]["kind"] == "time_limit"
     wait_for(lambda: len(tree_of(w.pid)) == 2, 15, what="storm gone")
     _serves_next(server, w)
@@ -117,7 +114,7 @@ def test_double_forked_daemon_is_cleaned_after_the_task(server, start_worker, tm
     pidfile = str(tmp_path / "daemon.pid")
     w = start_worker(server.url, env=LIMITS_ENV)
     server.enqueue("double_fork_daemon", {"pidfile": pidfile}, task_id="daemon")
-    r = _result(server, "daemon")
+    r = result_of(server, "daemon", timeout=40)
     assert r["status"] == "success"
     daemon = int(open(pidfile).read())
     wait_for(lambda: not psutil.pid_exists(daemon) or psutil.Process(daemon).status() == psutil.STATUS_ZOMBIE,
@@ -131,7 +128,7 @@ def test_double_forked_daemon_dies_with_a_killed_task(server, start_worker, tmp_
     pidfile = str(tmp_path / "daemon.pid")
     w = start_worker(server.url, env=dict(LIMITS_ENV, HIVE_TASK_TIME_LIMIT="2"))
     server.enqueue("daemon_then_hang", {"pidfile": pidfile}, task_id="daemon")
-    r = _result(server, "daemon")
+    r = result_of(server, "daemon", timeout=40)
     assert r["result"]["kind"] == "time_limit"
     daemon = int(open(pidfile).read())
     wait_for(lambda: not psutil.pid_exists(daemon) or psutil.Process(daemon).status() == psutil.STATUS_ZOMBIE,
@@ -149,7 +146,7 @@ def test_double_forked_daemon_dies_with_a_killed_task(server, start_worker, tmp_
 def test_executor_crash_fails_only_that_task(server, start_worker, task_type, params, needle):
     w = start_worker(server.url, env=LIMITS_ENV)
     server.enqueue(task_type, params, task_id="crash")
-    r = _result(server, "crash")
+    r = result_of(server, "crash", timeout=40)
     assert r["result"]["kind"] == "crashed" and needle in r["result"]["error"], r
     _serves_next(server, w)
 
@@ -160,7 +157,7 @@ def test_executor_killed_from_outside(server, start_worker, tmp_path):
     server.enqueue("write_pid_and_hang", {"pidfile": str(pidfile)}, task_id="victim")
     wait_for(pidfile.exists, 20)
     psutil.Process(int(pidfile.read_text())).kill()  # SIGKILL; TerminateProcess on Windows
-    r = _result(server, "victim")
+    r = result_of(server, "victim", timeout=40)
     # Windows cannot tell a TerminateProcess from an exit: psutil's kill leaves exit code 15.
     assert r["result"]["kind"] == "crashed" and ("exit code 15" if os.name == "nt" else "SIGKILL") in r["result"]["error"]
     _serves_next(server, w)
@@ -196,9 +193,9 @@ def test_per_task_type_override_and_limits_off(server, start_worker, tmp_path):
     w = start_worker(server.url, home=home, env=dict(LIMITS_ENV, HIVE_TASK_TIME_LIMIT="1.5"))
     server.enqueue("spin", {}, task_id="spin")
     server.enqueue("sleep_record", {"seconds": 2.5}, task_id="long-sleep")  # over the global 1.5 s, limit off
-    r = _result(server, "spin")
+    r = result_of(server, "spin", timeout=40)
     assert r["result"]["kind"] == "time_limit" and "time limit of 1 s" in r["result"]["error"]
-    assert _result(server, "long-sleep")["status"] == "success"
+    assert result_of(server, "long-sleep", timeout=40)["status"] == "success"
     _serves_next(server, w)
 
 

@@ -33,7 +33,7 @@ from typing import Any
 import orjson
 import psutil
 import pytest
-from conftest import ROOT, results_by_id, wait_for
+from conftest import ROOT, result_of, wait_for
 
 from release import signing
 from supervisor.update import download as update_download
@@ -865,9 +865,9 @@ def test_start_warning_and_restart_environment(tmp_path: Path, caplog) -> None:
 def test_from_source_update_is_refused(server, start_worker) -> None:
     w = start_worker(server.url)
     task_id = server.enqueue("update_worker", {"url": "http://127.0.0.1:9/x.zip"})
-    got = wait_for(lambda: results_by_id(server).get(task_id), 20, what="the update's answer")
-    assert got[0]["status"] == "failure" and got[0]["result"]["kind"] == "update_failed"
-    assert "needs the frozen build" in got[0]["result"]["error"]
+    got = result_of(server, task_id, 20)
+    assert got["status"] == "failure" and got["result"]["kind"] == "update_failed"
+    assert "needs the frozen build" in got["result"]["error"]
     assert w.proc.poll() is None
 
 
@@ -875,9 +875,9 @@ def test_a_worker_without_a_release_key_refuses_updates_and_serves_on(server, st
     w = start_worker(server.url, env={"HIVE_UPDATE_PUBLIC_KEYS": ""})
     task_id = server.enqueue("update_worker", {"url": "http://127.0.0.1:9/x.zip"})
     after = server.enqueue("example", {"text": "still here"})
-    got = wait_for(lambda: results_by_id(server).get(task_id), 20, what="the update's answer")
-    assert got[0]["status"] == "failure" and got[0]["result"] == {"error": updater.NO_KEY, "kind": "update_failed"}
-    assert wait_for(lambda: results_by_id(server).get(after), 20, what="the next task")[0]["status"] == "success"
+    got = result_of(server, task_id, 20)
+    assert got["status"] == "failure" and got["result"] == {"error": updater.NO_KEY, "kind": "update_failed"}
+    assert result_of(server, after, 20)["status"] == "success"
     assert w.proc.poll() is None  # (the start-up warning is the frozen build's: test_no_key_build_*)
 
 
@@ -1035,8 +1035,7 @@ def _worker_env(tag: str, tmp_path: Path, **extra: str) -> dict[str, str]:
 
 
 def _result(server: Any, task_id: Any, timeout: float = 60) -> dict:
-    return wait_for(lambda: (results_by_id(server).get(task_id) or [None])[-1], timeout,
-                    what=f"the result of task {task_id!r}")
+    return result_of(server, task_id, timeout, last=True)  # an update's answer may be re-posted: the latest counts
 
 
 def _poster_version(server: Any, task_id: Any) -> set[str]:
