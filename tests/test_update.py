@@ -582,6 +582,19 @@ class Install:
                 out.append(version)
         return out
 
+    def sleeps_seen(self, turns: int, timeout: float = 10) -> None:
+        """Wait until the script has been in ``turns`` turns of a wait loop (each one ``sleep 1``)."""
+        assert self.proc is not None
+        seen: set[int] = set()
+
+        def enough() -> bool:
+            try:
+                seen.update(p.pid for p in psutil.Process(self.proc.pid).children() if p.name() == "sleep")
+            except psutil.Error:
+                pass
+            return len(seen) >= turns
+        wait_for(enough, timeout, interval=0.02, what=f"{turns} turn(s) of the updater's wait loop")
+
     def kill_script(self) -> None:
         """kill -9 of the updater (and of a blocked helper it waits for); what it started lives on."""
         assert self.proc is not None
@@ -597,7 +610,7 @@ class Install:
 def test_script_healthy_update(tmp_path: Path, tag: str) -> None:
     inst = Install(tmp_path, tag, "healthy")
     proc = inst.run()
-    time.sleep(1.5)
+    inst.sleeps_seen(2)  # a whole turn of its wait loop, and the next one begun
     assert proc.poll() is None and inst.exe.read_bytes() == inst.old_bytes  # waits for the exact PID
     assert "the old worker has exited" not in inst.logged()
     inst.old_exits()
@@ -745,7 +758,7 @@ def test_kill_9_of_the_updater_at_each_step(tmp_path: Path, tag: str, point: str
         inst.old_exits()
         if block == "health":
             wait_for(lambda: "waiting up to" in inst.logged(), 10, what="the health wait")
-            time.sleep(0.5)
+            inst.sleeps_seen(1)  # inside the health loop
         else:
             wait_for(reached.exists, 20, what=f"the updater to reach {point}")
     inst.kill_script()
