@@ -42,9 +42,9 @@ def test_scratch_removed_after_a_kill(server, start_worker, tmp_path):
 
 # POSIX nice values; on Windows psutil's nice() is the priority class (Wine records it, does not apply it).
 @pytest.mark.parametrize("priority, nice", [
-    ("idle", 0x40 if os.name == "nt" else 19),  # IDLE_PRIORITY_CLASS
+    pytest.param("idle", 0x40 if os.name == "nt" else 19, marks=pytest.mark.slow),  # IDLE_PRIORITY_CLASS
     ("below_normal", 0x4000 if os.name == "nt" else 10),  # BELOW_NORMAL_PRIORITY_CLASS, the default
-    ("normal", 0x20 if os.name == "nt" else 0),  # NORMAL_PRIORITY_CLASS
+    pytest.param("normal", 0x20 if os.name == "nt" else 0, marks=pytest.mark.slow),  # NORMAL_PRIORITY_CLASS
 ])
 def test_priority_setting(server, start_worker, priority, nice):
     start_worker(server.url, env={"HIVE_EXECUTOR_PRIORITY": priority})

@@ -606,6 +606,7 @@ class Install:
                 child.kill()
 
 
+@pytest.mark.slow  # the same swap and health wait end test_script_without_hard_links_renames
 @posix_only
 def test_script_healthy_update(tmp_path: Path, tag: str) -> None:
     inst = Install(tmp_path, tag, "healthy")
@@ -629,7 +630,8 @@ def test_script_healthy_update(tmp_path: Path, tag: str) -> None:
 @posix_only
 @pytest.mark.parametrize("new_run, reason", [
     ("crash", "the new worker exited before it was healthy"),
-    ("hang", "the new worker was not healthy within 3 s"),
+    # The health timeout's own 3 s: the crash case runs the same rollback in a fraction of it.
+    pytest.param("hang", "the new worker was not healthy within 3 s", marks=pytest.mark.slow),
 ])
 def test_script_rolls_back(tmp_path: Path, tag: str, new_run: str, reason: str) -> None:
     inst = Install(tmp_path, tag, new_run, health=3)
@@ -875,6 +877,7 @@ def test_start_warning_and_restart_environment(tmp_path: Path, caplog) -> None:
     assert "HIVE_SERVER_URL" not in env and "HIVE_LOG_LEVEL" not in env  # defaults stay defaults
 
 
+@pytest.mark.slow  # a worker process for what test_worker.test_return_conventions_and_failure_kinds checks too
 def test_from_source_update_is_refused(server, start_worker) -> None:
     w = start_worker(server.url)
     task_id = server.enqueue("update_worker", {"url": "http://127.0.0.1:9/x.zip"})
@@ -884,6 +887,7 @@ def test_from_source_update_is_refused(server, start_worker) -> None:
     assert w.proc.poll() is None
 
 
+@pytest.mark.slow  # the refusal itself: test_no_release_key_means_self_update_is_off
 def test_a_worker_without_a_release_key_refuses_updates_and_serves_on(server, start_worker) -> None:
     w = start_worker(server.url, env={"HIVE_UPDATE_PUBLIC_KEYS": ""})
     task_id = server.enqueue("update_worker", {"url": "http://127.0.0.1:9/x.zip"})
@@ -894,6 +898,7 @@ def test_a_worker_without_a_release_key_refuses_updates_and_serves_on(server, st
     assert w.proc.poll() is None  # (the start-up warning is the frozen build's: test_no_key_build_*)
 
 
+@pytest.mark.slow  # five CLI processes; signing and verifying: test_signed_releases
 @standin_binaries
 def test_release_command_keygen_make_sign_verify(tmp_path: Path, files: FileServer) -> None:
     """The operator's two commands (keygen once, make_release per release) and sign/verify; the

@@ -92,7 +92,7 @@ def test_print_output_reaches_the_log_with_the_task_id(server, start_worker):
 
 
 def test_no_tasks_pacing_is_per_worker_not_per_executor(server, start_worker):
-    w = start_worker(server.url, env={"HIVE_POOL_SIZE": "4", "HIVE_NO_TASK_SLEEP": "0.5"})
+    w = start_worker(server.url, env={"HIVE_POOL_SIZE": "4", "HIVE_NO_TASK_SLEEP": "0.25"})
     w.wait_ready(4)
 
     def polls() -> int:
@@ -102,9 +102,9 @@ def test_no_tasks_pacing_is_per_worker_not_per_executor(server, start_worker):
     start = time.monotonic()
     wait_for(lambda: polls() >= first + 4, 10, what="four more polls")
     elapsed = time.monotonic() - start
-    # One poll per NO_TASK_SLEEP (+-10% jitter) for the whole worker: four take ~2 s; one per
+    # One poll per NO_TASK_SLEEP (+-10% jitter) for the whole worker: four take ~1 s; one per
     # executor would take a quarter of that.
-    assert 4 * 0.45 - 0.1 <= elapsed <= 4 * 0.55 + 1.0, elapsed
+    assert 4 * 0.225 - 0.1 <= elapsed <= 4 * 0.275 + 1.0, elapsed
     assert polls() <= first + 5
 
 
