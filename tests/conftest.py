@@ -186,3 +186,17 @@ def results_by_id(server: Any) -> dict[Any, list[dict]]:
     for r in server.results():
         out.setdefault(r["task_id"], []).append(r)
     return out
+
+
+def result_of(server: Any, task_id: Any, timeout: float = 30.0, last: bool = False) -> dict:
+    """The first result the server holds for ``task_id`` (the latest with ``last``), waited for."""
+    got = wait_for(lambda: results_by_id(server).get(task_id), timeout, what=f"the result of task {task_id!r}")
+    return got[-1] if last else got[0]
+
+
+def results_for(server: Any, ids: Any, timeout: float = 30.0) -> dict[Any, list[dict]]:
+    """Every result by task id, once each of ``ids`` has at least one."""
+    def all_in() -> dict[Any, list[dict]] | None:
+        got = results_by_id(server)
+        return got if all(i in got for i in ids) else None
+    return wait_for(all_in, timeout, what=f"a result for each of {list(ids)!r}")

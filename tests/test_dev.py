@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import MAIN, ROOT, TEST_CONFIG, clean_env, results_by_id, wait_for
+from conftest import MAIN, ROOT, TEST_CONFIG, clean_env, result_of, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -45,9 +45,6 @@ def _project(tmp_path: Path) -> Path:
     return proj
 
 
-def _result(server, tid, timeout=30.0):
-    return wait_for(lambda: results_by_id(server).get(tid), timeout, what=f"result {tid}")[0]
-
 
 def _start(start_worker, server, proj):
     w = start_worker(server.url, args=["--dev", "--config", str(proj / "devcfg.py")], env=BYTECODE_ON)
@@ -72,8 +69,8 @@ def test_edit_reloads_and_running_task_finishes_with_old_code(server, start_work
     os.utime(proj / "mytask.py", ns=(before.st_atime_ns, before.st_mtime_ns))
     wait_for(lambda: _reloads(w) == 1, 20, what="reload")
     server.enqueue("mytask", {}, task_id="after")
-    assert _result(server, "after")["result"] == "v2"
-    assert _result(server, "long")["result"] == "v1"  # the running task was not cut off
+    assert result_of(server, "after")["result"] == "v2"
+    assert result_of(server, "long")["result"] == "v1"  # the running task was not cut off
 
 
 def test_broken_save_keeps_old_executors_and_fix_recovers(server, start_worker, tmp_path):
@@ -83,16 +80,16 @@ def test_broken_save_keeps_old_executors_and_fix_recovers(server, start_worker, 
     wait_for(lambda: "reload refused" in w.log(), 20)
     assert "SyntaxError" in w.log()
     server.enqueue("mytask", {}, task_id="during-syntax-error")
-    assert _result(server, "during-syntax-error")["result"] == "v1"
+    assert result_of(server, "during-syntax-error")["result"] == "v1"
     _write(proj / "mytask.py", "import no_such_module_here\n" + TASK_V1)
     wait_for(lambda: w.log().count("reload refused") == 2, 20)
     assert "No module named 'no_such_module_here'" in w.log()
     server.enqueue("mytask", {}, task_id="during-import-error")
-    assert _result(server, "during-import-error")["result"] == "v1"
+    assert result_of(server, "during-import-error")["result"] == "v1"
     _write(proj / "mytask.py", TASK_V1.replace('"v1"', '"v3"'))
     wait_for(lambda: _reloads(w) == 1, 20)
     server.enqueue("mytask", {}, task_id="fixed")
-    assert _result(server, "fixed")["result"] == "v3"
+    assert result_of(server, "fixed")["result"] == "v3"
     assert w.log().count("reload refused") == 2  # each bad save reported once
     assert w.proc.poll() is None
 
@@ -104,11 +101,11 @@ def test_registering_and_removing_a_task(server, start_worker, tmp_path):
     _write(proj / "devcfg.py", CONFIG + "import newtask\nTASK_REGISTRY['hello'] = newtask.hello\n")
     wait_for(lambda: "new tasks: hello" in w.log(), 20)
     server.enqueue("hello", {"name": "dev"}, task_id="h1")
-    assert _result(server, "h1")["result"] == "hi dev"
+    assert result_of(server, "h1")["result"] == "hi dev"
     _write(proj / "devcfg.py", CONFIG)
     wait_for(lambda: "removed tasks: hello" in w.log(), 20)
     server.enqueue("hello", {"name": "dev"}, task_id="h2")
-    r = _result(server, "h2")
+    r = result_of(server, "h2")
     assert r["status"] == "failure" and r["result"]["kind"] == "unknown_task"
 
 
@@ -125,10 +122,12 @@ def test_rapid_saves_and_rename_save_cause_one_reload(server, start_worker, tmp_
     os.replace(tmp, proj / "mytask.py")
     (proj / ".mytask.py.swp").unlink()
     wait_for(lambda: _reloads(w) >= 1, 20)
-    time.sleep(1.5)
-    assert _reloads(w) == 1
+    # A second reload would start 0.15 s after a late event, long before the new executors are
+    # up and serving (an executor starts in ~0.5 s): once they are, the count is final.
+    wait_for(lambda: w.log().count(" ready in ") >= 4, 20, what="the reloaded executors")
     server.enqueue("mytask", {}, task_id="x")
-    assert _result(server, "x")["result"] == "final"
+    assert result_of(server, "x")["result"] == "final"
+    assert _reloads(w) == 1
 
 
 def _run(*args, env=None):

@@ -7,16 +7,11 @@ import time
 
 import orjson
 import pytest
-from conftest import results_by_id, tree_of, wait_for
+from conftest import results_by_id, results_for, tree_of, wait_for
 
 from devserver import Fault
 
 pytestmark = pytest.mark.slow
-
-
-def _all_done(server, ids, timeout=60.0):
-    wait_for(lambda: set(ids) <= set(results_by_id(server)), timeout, what="a result for every task")
-    return results_by_id(server)
 
 
 def test_malformed_answers_never_crash_the_worker(server, start_worker):
@@ -27,7 +22,7 @@ def test_malformed_answers_never_crash_the_worker(server, start_worker):
     server.store.enqueue_raw({"id": "typeless", "params": {}})
     server.enqueue("echo", {"ok": 1}, task_id="after")
     w = start_worker(server.url, env={"HIVE_TIME_ERROR_SLEEP": "0.3"})
-    by_id = _all_done(server, ["after", "typeless"])
+    by_id = results_for(server, ["after", "typeless"], timeout=60)
     assert by_id["after"][0]["status"] == "success"
     assert by_id["typeless"][0]["status"] == "failure" and by_id["typeless"][0]["result"]["kind"] == "unknown_task"
     log = w.log()
@@ -52,7 +47,7 @@ def test_connection_refused_then_server_comes_up(tmp_path, start_worker):
     srv = HiveDevServer(str(tmp_path / "late.sqlite"), port=port).start()
     try:
         srv.enqueue("echo", {"late": True}, task_id="late")
-        _all_done(srv, ["late"], timeout=30)
+        results_for(srv, ["late"], timeout=30)
     finally:
         srv.stop()
 
@@ -65,9 +60,10 @@ def test_results_queue_on_disk_while_server_is_down_and_all_arrive(server, start
     gets_before = len([r for r in server.requests if r.path.endswith("/get_task")])
     server.faults = lambda method, path: Fault.reset()
     wait_for(lambda: len(list((w.home / "outbox").glob("*.json"))) == 2, 20, what="both results on disk")
-    time.sleep(1.5)
+    posts = server.requests.count("/submit_result")
+    wait_for(lambda: server.requests.count("/submit_result") >= posts + 2, 20, what="retries from disk while down")
     server.faults = None
-    by_id = _all_done(server, ids)
+    by_id = results_for(server, ids, timeout=60)
     assert all(by_id[i][0]["status"] == "success" for i in ids)
     assert not list((w.home / "outbox").glob("*.json"))
     # While down, no task was claimed (the gets that reached the store during the outage got a reset).
@@ -106,7 +102,7 @@ def test_500_tasks_with_faults_each_get_a_result(server, start_worker):
     server.faults = faults
     w = start_worker(server.url, env={"HIVE_TIME_ERROR_SLEEP": "0.3", "HIVE_GET_TASK_TIMEOUT": "1",
                                       "HIVE_SUBMIT_TIMEOUT": "1", "HIVE_LOG_LEVEL": "INFO"})
-    by_id = _all_done(server, ids, timeout=240)
+    by_id = results_for(server, ids, timeout=240)
     server.faults = None
     assert set(ids) <= set(by_id)
     for tid in ids:
@@ -133,18 +129,21 @@ def test_kill_9_then_restart_delivers_waiting_results_and_reports_interrupted(se
     wait_for(lambda: not tree_of(pid), 10)
     server.faults = None
     start_worker(server.url, home=home)
-    by_id = _all_done(server, ["hang", "quick2"], timeout=30)
+    by_id = results_for(server, ["hang", "quick2"], timeout=30)
     assert by_id["quick2"][0]["status"] == "success"
     assert by_id["hang"][0]["status"] == "failure" and by_id["hang"][0]["result"]["kind"] == "interrupted"
 
 
 def test_graceful_stop_finishes_running_tasks_second_interrupt_kills(server, start_worker):
-    """SIGTERM on POSIX, Ctrl+C on Windows: the running task finishes and is posted, exit 0."""
+    """SIGTERM on POSIX, Ctrl+C on Windows: the running task finishes and is posted, exit 0, and
+    the idle slot's long no-task sleep does not hold the stop up."""
     server.enqueue("sleep_record", {"seconds": 1.5}, task_id="finish-me")
-    w = start_worker(server.url)
-    wait_for(lambda: "started on slot" in w.log(), 20)
+    w = start_worker(server.url, env={"HIVE_NO_TASK_SLEEP": "600"})
+    wait_for(lambda: "started on slot" in w.log() and "no tasks on the server" in w.log(), 20)
+    start = time.monotonic()
     w.terminate()
     assert w.wait(30) == 0
+    assert time.monotonic() - start < 5  # the task's 1.5 s, not the 600 s sleep
     assert results_by_id(server)["finish-me"][0]["status"] == "success"
     assert not tree_of(w.pid)
     if os.name == "nt":  # what stops it on console close, log-off and shutdown (Wine cannot send those)
@@ -165,15 +164,6 @@ def test_graceful_stop_finishes_running_tasks_second_interrupt_kills(server, sta
     assert len(open_claims) == 1, "the killed task stays journalled"
 
 
-def test_shutdown_during_a_long_no_task_sleep_is_prompt(server, start_worker):
-    w = start_worker(server.url, env={"HIVE_NO_TASK_SLEEP": "600"})
-    wait_for(lambda: "no tasks on the server" in w.log(), 20)
-    start = time.monotonic()
-    w.terminate()
-    assert w.wait(10) == 0
-    assert time.monotonic() - start < 5
-
-
 def test_corrupt_outbox_file_is_set_aside(server, start_worker, tmp_path):
     home = tmp_path / "h"
     (home / "outbox").mkdir(parents=True)
@@ -181,7 +171,7 @@ def test_corrupt_outbox_file_is_set_aside(server, start_worker, tmp_path):
     good = {"task_id": "kept", "worker_id": "w", "status": "success", "result": 1}
     (home / "outbox" / "00000000000000000002-ok.json").write_bytes(orjson.dumps(good))
     w = start_worker(server.url, home=home)
-    _all_done(server, ["kept"])
+    results_for(server, ["kept"], timeout=60)
     assert (home / "outbox-corrupt" / "00000000000000000001-cut.json").exists()
     assert "is corrupt" in w.log()
 
@@ -190,8 +180,18 @@ def test_permanent_4xx_goes_to_dead_letters(server, start_worker):
     server.enqueue("echo", {}, task_id="refused")
     server.faults = lambda method, path: Fault.status(400, b"bad result") if path.endswith("submit_result") else None
     w = start_worker(server.url)
-    wait_for(lambda: list((w.home / "outbox-dead").glob("*.json")), 30, what="dead letter")
+    dead = wait_for(lambda: list((w.home / "outbox-dead").glob("*.json")), 30, what="dead letter")
+    assert len(dead) == 1 and not list((w.home / "outbox").glob("*.json"))
+    reason = dead[0].with_name(dead[0].name + ".reason.txt")
+    wait_for(reason.exists, 5, what="the reason file")  # written right after the move
+    assert reason.read_text(encoding="utf-8") == "submit_result: HTTP 400 'bad result'"
     assert "moved to dead letters" in w.log()
+    # The first POST from memory and two from the outbox (PERMANENT_TRIES), then no more: a
+    # dead letter is never posted again.
+    assert server.requests.count("/submit_result") == 3
+    gets = server.requests.count("/get_task")  # a refused outbox file is retried every 0.5 s: 3 polls span that
+    wait_for(lambda: server.requests.count("/get_task") >= gets + 3, 10, what="claim polls after the dead letter")
+    assert server.requests.count("/submit_result") == 3
     assert w.proc.poll() is None
 
 
@@ -206,7 +206,9 @@ def test_status_command_prints_health(server, start_worker):
     got = subprocess.run([sys.executable, str(MAIN), "--home", str(w.home), "--status"], cwd=ROOT,
                          capture_output=True, text=True, timeout=30)
     out = got.stdout + got.stderr
-    assert "running" in out and "outbox: 0 result(s) waiting" in out and "#0:" in out and "#1:" in out
+    assert got.returncode == 0, out
+    assert f"pid {w.pid}: running" in out and "not running" not in out, out
+    assert "outbox: 0 result(s) waiting" in out and "#0:" in out and "#1:" in out
 
 
 def test_journal_with_a_torn_last_line_is_recovered(server, start_worker, tmp_path):
@@ -220,7 +222,7 @@ def test_journal_with_a_torn_last_line_is_recovered(server, start_worker, tmp_pa
     (home / "journal" / "claims.jsonl").write_bytes(b"".join(orjson.dumps(x) + b"\n" for x in lines)
                                                      + b'{"k": "00000000000000000009-1-000003", "task": {"id": "to')
     w = start_worker(server.url, home=home)
-    by_id = _all_done(server, ["claimed"])
+    by_id = results_for(server, ["claimed"], timeout=60)
     assert by_id["claimed"][0]["result"]["kind"] == "interrupted"
     assert "finished" not in by_id
     wait_for(lambda: (home / "journal" / "claims.jsonl").stat().st_size == 0, 10, what="fresh journal")
@@ -240,7 +242,7 @@ def test_result_in_flight_at_a_kill_is_posted_after_restart(server, start_worker
     w.proc.wait(5)
     wait_for(lambda: not tree_of(pid), 10)
     w2 = start_worker(server.url, home=home)
-    by_id = _all_done(server, ["inflight"], timeout=30)
+    by_id = results_for(server, ["inflight"], timeout=30)
     assert by_id["inflight"][0]["status"] == "success" and by_id["inflight"][0]["result"] == {"x": 1}
     assert "was not posted yet; queued in the outbox" in w2.log()
 
@@ -260,6 +262,6 @@ def test_result_stays_in_memory_while_the_outbox_cannot_be_written(server, start
         outbox.unlink()
         (w.home / "outbox-away").rename(outbox)
         server.faults = None
-    by_id = _all_done(server, ["kept"], timeout=30)
+    by_id = results_for(server, ["kept"], timeout=30)
     assert by_id["kept"][0]["status"] == "success"
     assert w.proc.poll() is None

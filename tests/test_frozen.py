@@ -40,7 +40,7 @@ from pathlib import Path
 import psutil
 import pytest
 import test_update as _update
-from conftest import ROOT, WINDOWS, results_by_id, tree_of, wait_for
+from conftest import ROOT, WINDOWS, results_by_id, results_for, tree_of, wait_for
 
 from config import TASK_REGISTRY, WORKER_VERSION
 
@@ -187,13 +187,6 @@ def _start(start_worker, frozen: Path, server, tmpdir: Path, args: list[str] | N
     return start_worker(server.url, args=args, env=dict(env or {}, **_temp_env(tmpdir)), cmd=[str(frozen)])
 
 
-def _results(server, ids, timeout=40.0) -> dict:
-    def all_in():
-        got = results_by_id(server)
-        return got if all(i in got for i in ids) else None
-    return wait_for(all_in, timeout, what=f"results of {ids}")
-
-
 def _ready(w, pool: int = POOL) -> psutil.Process:
     sup = supervisor_of(w)
     wait_for(lambda: len(tree_of(sup.pid)) >= pool or w.proc.poll() is not None, 30, what="executors to start")
@@ -257,7 +250,7 @@ def test_serves_a_pool_of_two_and_stops_cleanly(frozen: Path, server, start_work
     assert len(processes_of(frozen)) == ALL
     assert {p.pid for p in tree_of(sup.pid)} <= {p.pid for p in sup.children()}
 
-    got = _results(server, [*ids, sysinfo, prom])
+    got = results_for(server, [*ids, sysinfo, prom], timeout=40)
     for n, tid in enumerate(ids):
         assert len(got[tid]) == 1 and got[tid][0]["status"] == "success"
         assert got[tid][0]["result"] == {"echo": [f"t{n}", f"t{n}"]}
@@ -285,12 +278,12 @@ def test_limits_work_frozen(frozen: Path, server, start_worker, tmp_path: Path, 
     mem = server.enqueue("eat_memory", {})
     hang = server.enqueue("hang", {})
     w = _start(start_worker, frozen, server, tmpdir_env, args=["--config", str(config)])
-    got = _results(server, [mem, hang])
+    got = results_for(server, [mem, hang], timeout=40)
     assert got[mem][0]["status"] == "failure" and got[mem][0]["result"]["kind"] == "memory_limit", got[mem]
     assert got[hang][0]["status"] == "failure" and got[hang][0]["result"]["kind"] == "time_limit", got[hang]
     # the binary keeps serving, with a whole pool of fresh executors
     after = [server.enqueue("example", {"text": "after"}) for _ in range(3)]
-    got = _results(server, after)
+    got = results_for(server, after, timeout=40)
     assert all(got[t][0]["result"] == {"echo": ["after"]} for t in after)
     _ready(w)
     wait_for(lambda: len(processes_of(frozen)) == ALL, 15, what="the pool to be whole again")

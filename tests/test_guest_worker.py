@@ -9,7 +9,7 @@ from pathlib import Path
 import orjson
 import psutil
 import pytest
-from conftest import MAIN, ROOT, clean_env, results_by_id, tree_of, wait_for
+from conftest import MAIN, ROOT, clean_env, result_of, results_by_id, results_for, tree_of, wait_for
 
 from supervisor import diagnostics, guest
 from supervisor.pool import cpucap
@@ -47,8 +47,7 @@ def test_pause_on_battery_stops_claiming_finishes_running_tasks_and_resumes(serv
     wait_for(lambda: "pausing: on battery" in w.log(), 20, what="the pause")
     later = [server.enqueue("sleep_record", {"seconds": 0.1, "tag": f"b{i}"}) for i in range(2)]
     # The running tasks finish and their results are posted while paused.
-    by_id = wait_for(lambda: all(t in results_by_id(server) for t in first) and results_by_id(server), 30,
-                     what="the running tasks' results")
+    by_id = results_for(server, first, timeout=30)
     assert all(by_id[t][0]["status"] == "success" for t in first)
     wait_for(lambda: _status(w.home).get("not_claiming_because") == "paused: on battery", 20,
              what="status.json to say why")
@@ -59,8 +58,7 @@ def test_pause_on_battery_stops_claiming_finishes_running_tasks_and_resumes(serv
     assert _status(w.home)["claiming"] is False and _status(w.home)["pause"]["inputs"]["on_battery"] is True
 
     inputs.write_bytes(b'{"on_battery": false}')  # back on mains power
-    by_id = wait_for(lambda: all(t in results_by_id(server) for t in later) and results_by_id(server), 30,
-                     what="the tasks queued during the pause")
+    by_id = results_for(server, later, timeout=30)
     assert all(by_id[t][0]["status"] == "success" for t in later)
     log = w.log()
     assert log.count("pausing: on battery") == 1 and log.count("resuming: paused for") == 1, log
@@ -97,7 +95,7 @@ def test_worker_diagnostics_end_to_end(server, start_worker):
     w = start_worker(server.url, env={"HIVE_TASK_LIMITS": "spin = {time = 0.5}"})
     wait_for(lambda: len(server.results()) >= 3, 60, what="the three failures")
     diag_id = server.enqueue(diagnostics.TASK_TYPE, {})
-    got = wait_for(lambda: results_by_id(server).get(diag_id), 30, what="the diagnostics result")[0]
+    got = result_of(server, diag_id)
     assert got["status"] == "success", got
     d = got["result"]
     assert len(orjson.dumps(d)) <= diagnostics.MAX_BYTES
@@ -125,7 +123,7 @@ def test_cpu_cap_puts_every_executor_under_one_quota(server, start_worker):
     assert "not enforced" not in w.log()
     w.wait_ready(2)
     task = server.enqueue("echo", {"under": "the cap"})  # the nested jobs / the cgroup still run tasks
-    assert wait_for(lambda: results_by_id(server).get(task), 30, what="a task under the cap")[0]["status"] == "success"
+    assert result_of(server, task)["status"] == "success"
     if sys.platform == "win32":
         assert cap["enforced_by"] == "a Windows Job Object CPU rate hard cap"
         return

@@ -230,6 +230,7 @@ def test_a_trickling_answer_is_cut_at_the_whole_exchange_deadline(raw_server, no
     assert str(got) == "get_task: no answer within 1.5 s (GET_TASK_TIMEOUT bounds the whole exchange)"
 
 
+@pytest.mark.slow  # the same deadline reader as the trickling answer above, through a CONNECT
 def test_a_proxy_trickling_its_connect_answer_is_cut_at_the_deadline(monkeypatch, no_proxy_env):
     listener = socket.create_server(("127.0.0.1", 0))  # a proxy that answers CONNECT a byte a second
     stopping = threading.Event()

@@ -9,7 +9,7 @@ import sys
 
 import psutil
 import pytest
-from conftest import MAIN, ROOT, clean_env, results_by_id, wait_for
+from conftest import MAIN, ROOT, clean_env, result_of, results_for, wait_for
 from support.xdisplay import Xvfb, click, xvfb_available
 from test_prom_parser import row, site  # noqa: F401 - the fixture pages' server
 
@@ -38,7 +38,7 @@ def test_prom_pars_end_to_end_exact_result_list(server, start_worker, site):  # 
     server.enqueue("prom_pars", {"products_to_scrape": [{"product_id": 9, "url": site.url("p/captcha.html")}],
                                  "delay": 0}, task_id=102)
     w = start_worker(server.url, env=LOOPBACK)
-    by_id = wait_for(lambda: {101, 102} <= set(results_by_id(server)) and results_by_id(server), 60)
+    by_id = results_for(server, [101, 102], timeout=60)
     ok = by_id[101][0]
     assert ok["status"] == "success" and ok["result"] == [r for _, r in PAGES]
     captcha = by_id[102][0]
@@ -52,7 +52,7 @@ def test_a_worker_with_the_default_setting_fetches_nothing_from_loopback(server,
                 {"product_id": 2, "url": site.url("away/" + site.url("p/in_stock_ru.html"))}]
     server.enqueue("prom_pars", {"products_to_scrape": products, "delay": 0}, task_id=201)
     w = start_worker(server.url)
-    by_id = wait_for(lambda: 201 in results_by_id(server) and results_by_id(server), 60)
+    by_id = results_for(server, [201], timeout=60)
     assert by_id[201][0]["status"] == "success" and by_id[201][0]["result"] == [row(1, 5), row(2, 5)]
     assert site.hits == {}  # not one request reached the PC's own network
     refused = wait_for(lambda: [line for line in w.log().splitlines() if "refused" in line], 10)
@@ -95,14 +95,11 @@ def browser_processes(w) -> list[psutil.Process]:
     return found
 
 
-def _result(server, tid, timeout=90.0):
-    return wait_for(lambda: results_by_id(server).get(tid), timeout, what=f"result of {tid}")[0]
-
 
 def _serves_next(server, site, tid):  # noqa: F811
     server.enqueue("prom_pars", {"products_to_scrape": [{"product_id": 1, "url": site.url("p/in_stock_uk.html")}],
                                  "delay": 0}, task_id=tid)
-    r = _result(server, tid)
+    r = result_of(server, tid, timeout=90)
     assert r["status"] == "success" and r["result"] == [row(1, 1, 1299.5, 15, 4.8)], r
 
 
@@ -120,7 +117,7 @@ def test_selenium_backend_through_the_worker_headless(server, start_worker, site
     server.enqueue("prom_pars", {"products_to_scrape": products, "backend": "selenium", "delay": 0,
                                  "timeout": 30}, task_id="sel")
     w = start_worker(server.url, env=dict(LOOPBACK, HIVE_TASK_LIMITS=BROWSER_LIMITS % (300, 2500)))
-    r = _result(server, "sel")
+    r = result_of(server, "sel", timeout=90)
     assert r["status"] == "success", r["result"]
     assert r["result"] == [row(1, 1, 1299.5, 15, 4.8), row(2, 0, None, None, 3.1), row(3, 4),
                            row(4, 1, 777.0, 8, 4.4), row(5, 5), row(6, 5), row(7, 2, None, None, 4.1)]
@@ -157,7 +154,7 @@ def test_captcha_hand_over_to_a_visible_browser_where_a_person_clicks(server, st
             return False
 
         wait_for(person_solves, 60, interval=0.5, what="the click to solve the captcha")
-        r = _result(server, "cap")
+        r = result_of(server, "cap", timeout=90)
     assert r["status"] == "success", r["result"]
     assert r["result"] == [row(1, 1, 1299.5, 15, 4.8), row(2, 3, 12500.0, 1234, 3.1), row(3, 1, 2100.0, 7, 4.6)]
     assert site.hits["/p/in_stock_ru.html"] == 1  # the product after the captcha: in the visible window
@@ -174,7 +171,7 @@ def test_a_chromium_tree_past_the_memory_limit_is_killed(server, start_worker, s
     w = start_worker(server.url, env=env)
     wait_for(lambda: "/p/eats_memory.html" in site.hits, 60, what="the browser to open the page")
     assert len(browser_processes(w)) >= 3  # chromedriver, chrome and its helpers carry the tree token
-    r = _result(server, "mem")
+    r = result_of(server, "mem", timeout=90)
     assert r["status"] == "failure" and r["result"]["kind"] == "memory_limit", r
     assert "memory limit of 1600 MB reached" in r["result"]["error"]
     killed = re.search(r"in (\d+) process", r["result"]["error"])
@@ -193,7 +190,7 @@ def test_a_page_that_never_finishes_loading_hits_the_time_limit(server, start_wo
     w = start_worker(server.url, env=env)
     wait_for(lambda: "/hang/pixel.png" in site.hits, 60, what="the browser waiting on the image")
     assert browser_processes(w)
-    r = _result(server, "hang")
+    r = result_of(server, "hang", timeout=90)
     assert r["status"] == "failure" and r["result"]["kind"] == "time_limit", r
     assert "time limit of 15 s reached" in r["result"]["error"]
     wait_for(lambda: not browser_processes(w), 20, what="no chrome process left")

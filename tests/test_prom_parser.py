@@ -423,6 +423,7 @@ def test_selenium_options_without_selenium_fail_readably(site):
     assert result["status"] == "failure" and "selenium" in result["message"]
 
 
+@pytest.mark.slow  # a real Chromium; the parsing is the requests backend's, tested above
 @pytest.mark.skipif(not HAVE_SELENIUM, reason="selenium (optional) is not installed")
 def test_selenium_backend(site):
     products = [{"product_id": 1, "url": site.url("p/in_stock_uk.html")},

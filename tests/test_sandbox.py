@@ -6,11 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import results_by_id, wait_for
-
-
-def _result(server, tid, timeout=30.0):
-    return wait_for(lambda: results_by_id(server).get(tid), timeout, what=f"result {tid}")[0]
+from conftest import result_of, wait_for
 
 
 def test_scratch_data_priority_and_environment(server, start_worker):
@@ -18,7 +14,7 @@ def test_scratch_data_priority_and_environment(server, start_worker):
                                       "HIVE_MAX_TASKS_PER_EXECUTOR": "2"})
     server.enqueue("whereami", {}, task_id="a")
     server.enqueue("whereami", {}, task_id="b")
-    a, b = _result(server, "a")["result"], _result(server, "b")["result"]
+    a, b = result_of(server, "a")["result"], result_of(server, "b")["result"]
     # An empty scratch folder per task, as the working directory: one per executor, emptied after
     # each task (task a left a file and a folder tree in it), removed with its executor (recycled
     # here after 2 tasks).
@@ -40,20 +36,20 @@ def test_scratch_removed_after_a_kill(server, start_worker, tmp_path):
     w = start_worker(server.url, env={"HIVE_TASK_TIME_LIMIT": "1"})
     server.enqueue("write_pid_and_hang", {"pidfile": str(tmp_path / "p")}, task_id="k")
     wait_for(lambda: (w.home / "scratch").is_dir() and list((w.home / "scratch").iterdir()), 20, what="scratch")
-    assert _result(server, "k")["result"]["kind"] == "time_limit"
+    assert result_of(server, "k")["result"]["kind"] == "time_limit"
     wait_for(lambda: not list((w.home / "scratch").iterdir()), 5, what="scratch removed after kill")
 
 
 # POSIX nice values; on Windows psutil's nice() is the priority class (Wine records it, does not apply it).
 @pytest.mark.parametrize("priority, nice", [
-    ("idle", 0x40 if os.name == "nt" else 19),  # IDLE_PRIORITY_CLASS
+    pytest.param("idle", 0x40 if os.name == "nt" else 19, marks=pytest.mark.slow),  # IDLE_PRIORITY_CLASS
     ("below_normal", 0x4000 if os.name == "nt" else 10),  # BELOW_NORMAL_PRIORITY_CLASS, the default
-    ("normal", 0x20 if os.name == "nt" else 0),  # NORMAL_PRIORITY_CLASS
+    pytest.param("normal", 0x20 if os.name == "nt" else 0, marks=pytest.mark.slow),  # NORMAL_PRIORITY_CLASS
 ])
 def test_priority_setting(server, start_worker, priority, nice):
     start_worker(server.url, env={"HIVE_EXECUTOR_PRIORITY": priority})
     server.enqueue("whereami", {}, task_id="p")
-    got = _result(server, "p")["result"]
+    got = result_of(server, "p")["result"]
     assert got["nice"] == nice
     if os.name == "nt":  # no crash dialog can keep a dead task's process alive (SEM_NOGPFAULTERRORBOX, ...)
         assert got["error_mode"] & 0x8003 == 0x8003, got["error_mode"]
@@ -64,6 +60,6 @@ def test_recycled_when_memory_grows(server, start_worker):
     server.enqueue("whereami", {"keep_mb": 30}, task_id=1)
     server.enqueue("whereami", {"keep_mb": 30}, task_id=2)
     server.enqueue("whereami", {}, task_id=3)
-    pids = [_result(server, i)["result"]["pid"] for i in (1, 2, 3)]
+    pids = [result_of(server, i)["result"]["pid"] for i in (1, 2, 3)]
     assert pids[0] == pids[1] != pids[2]
     assert "grew" in w.log() and "EXECUTOR_MEMORY_GROWTH_MB=50" in w.log()

@@ -33,7 +33,7 @@ from typing import Any
 import orjson
 import psutil
 import pytest
-from conftest import ROOT, results_by_id, wait_for
+from conftest import ROOT, result_of, wait_for
 
 from release import signing
 from supervisor.update import download as update_download
@@ -585,6 +585,19 @@ class Install:
                 out.append(version)
         return out
 
+    def sleeps_seen(self, turns: int, timeout: float = 10) -> None:
+        """Wait until the script has been in ``turns`` turns of a wait loop (each one ``sleep 1``)."""
+        assert self.proc is not None
+        seen: set[int] = set()
+
+        def enough() -> bool:
+            try:
+                seen.update(p.pid for p in psutil.Process(self.proc.pid).children() if p.name() == "sleep")
+            except psutil.Error:
+                pass
+            return len(seen) >= turns
+        wait_for(enough, timeout, interval=0.02, what=f"{turns} turn(s) of the updater's wait loop")
+
     def kill_script(self) -> None:
         """kill -9 of the updater (and of a blocked helper it waits for); what it started lives on."""
         assert self.proc is not None
@@ -596,11 +609,12 @@ class Install:
                 child.kill()
 
 
+@pytest.mark.slow  # the same swap and health wait end test_script_without_hard_links_renames
 @posix_only
 def test_script_healthy_update(tmp_path: Path, tag: str) -> None:
     inst = Install(tmp_path, tag, "healthy")
     proc = inst.run()
-    time.sleep(1.5)
+    inst.sleeps_seen(2)  # a whole turn of its wait loop, and the next one begun
     assert proc.poll() is None and inst.exe.read_bytes() == inst.old_bytes  # waits for the exact PID
     assert "the old worker has exited" not in inst.logged()
     inst.old_exits()
@@ -619,7 +633,8 @@ def test_script_healthy_update(tmp_path: Path, tag: str) -> None:
 @posix_only
 @pytest.mark.parametrize("new_run, reason", [
     ("crash", "the new worker exited before it was healthy"),
-    ("hang", "the new worker was not healthy within 3 s"),
+    # The health timeout's own 3 s: the crash case runs the same rollback in a fraction of it.
+    pytest.param("hang", "the new worker was not healthy within 3 s", marks=pytest.mark.slow),
 ])
 def test_script_rolls_back(tmp_path: Path, tag: str, new_run: str, reason: str) -> None:
     inst = Install(tmp_path, tag, new_run, health=3)
@@ -748,7 +763,7 @@ def test_kill_9_of_the_updater_at_each_step(tmp_path: Path, tag: str, point: str
         inst.old_exits()
         if block == "health":
             wait_for(lambda: "waiting up to" in inst.logged(), 10, what="the health wait")
-            time.sleep(0.5)
+            inst.sleeps_seen(1)  # inside the health loop
         else:
             wait_for(reached.exists, 20, what=f"the updater to reach {point}")
     inst.kill_script()
@@ -865,25 +880,28 @@ def test_start_warning_and_restart_environment(tmp_path: Path, caplog) -> None:
     assert "HIVE_SERVER_URL" not in env and "HIVE_LOG_LEVEL" not in env  # defaults stay defaults
 
 
+@pytest.mark.slow  # a worker process for what test_worker.test_return_conventions_and_failure_kinds checks too
 def test_from_source_update_is_refused(server, start_worker) -> None:
     w = start_worker(server.url)
     task_id = server.enqueue("update_worker", {"url": "http://127.0.0.1:9/x.zip"})
-    got = wait_for(lambda: results_by_id(server).get(task_id), 20, what="the update's answer")
-    assert got[0]["status"] == "failure" and got[0]["result"]["kind"] == "update_failed"
-    assert "needs the frozen build" in got[0]["result"]["error"]
+    got = result_of(server, task_id, 20)
+    assert got["status"] == "failure" and got["result"]["kind"] == "update_failed"
+    assert "needs the frozen build" in got["result"]["error"]
     assert w.proc.poll() is None
 
 
+@pytest.mark.slow  # the refusal itself: test_no_release_key_means_self_update_is_off
 def test_a_worker_without_a_release_key_refuses_updates_and_serves_on(server, start_worker) -> None:
     w = start_worker(server.url, env={"HIVE_UPDATE_PUBLIC_KEYS": ""})
     task_id = server.enqueue("update_worker", {"url": "http://127.0.0.1:9/x.zip"})
     after = server.enqueue("example", {"text": "still here"})
-    got = wait_for(lambda: results_by_id(server).get(task_id), 20, what="the update's answer")
-    assert got[0]["status"] == "failure" and got[0]["result"] == {"error": updater.NO_KEY, "kind": "update_failed"}
-    assert wait_for(lambda: results_by_id(server).get(after), 20, what="the next task")[0]["status"] == "success"
+    got = result_of(server, task_id, 20)
+    assert got["status"] == "failure" and got["result"] == {"error": updater.NO_KEY, "kind": "update_failed"}
+    assert result_of(server, after, 20)["status"] == "success"
     assert w.proc.poll() is None  # (the start-up warning is the frozen build's: test_no_key_build_*)
 
 
+@pytest.mark.slow  # five CLI processes; signing and verifying: test_signed_releases
 @standin_binaries
 def test_release_command_keygen_make_sign_verify(tmp_path: Path, files: FileServer) -> None:
     """The operator's two commands (keygen once, make_release per release) and sign/verify; the
@@ -1038,8 +1056,7 @@ def _worker_env(tag: str, tmp_path: Path, **extra: str) -> dict[str, str]:
 
 
 def _result(server: Any, task_id: Any, timeout: float = 60) -> dict:
-    return wait_for(lambda: (results_by_id(server).get(task_id) or [None])[-1], timeout,
-                    what=f"the result of task {task_id!r}")
+    return result_of(server, task_id, timeout, last=True)  # an update's answer may be re-posted: the latest counts
 
 
 def _poster_version(server: Any, task_id: Any) -> set[str]:

@@ -15,8 +15,9 @@ def _results(server, n, timeout=30.0):
 def test_many_tasks_through_a_pool_of_two(server, start_worker):
     ids = [server.enqueue("sleep_record", {"seconds": 0.15, "tag": f"t{i}"}) for i in range(12)]
     w = start_worker(server.url)
-    by_id = _results(server, len(ids))
-    time.sleep(0.5)  # a duplicate would arrive now
+    _results(server, len(ids))
+    # Once the worker has seen every POST accepted nothing is left to send: a duplicate is here by now.
+    wait_for(lambda: w.log().count(" posted\n") >= len(ids), 10, what="every post acknowledged")
     by_id = results_by_id(server)
     assert sorted(by_id, key=str) == sorted(ids, key=str)
     spans = []
@@ -91,16 +92,20 @@ def test_print_output_reaches_the_log_with_the_task_id(server, start_worker):
 
 
 def test_no_tasks_pacing_is_per_worker_not_per_executor(server, start_worker):
-    w = start_worker(server.url, env={"HIVE_POOL_SIZE": "4", "HIVE_NO_TASK_SLEEP": "1.0"})
+    w = start_worker(server.url, env={"HIVE_POOL_SIZE": "4", "HIVE_NO_TASK_SLEEP": "0.25"})
     w.wait_ready(4)
-    time.sleep(0.5)
+
+    def polls() -> int:
+        return server.requests.count("/get_task")
+    first = wait_for(polls, 10, what="a first poll")
+    first = wait_for(lambda: polls() > first and polls(), 5, what="a poll with every executor ready")
     start = time.monotonic()
-    first = len([r for r in server.requests if r.path.endswith("/get_task")])
-    time.sleep(4.0)
-    polls = len([r for r in server.requests if r.path.endswith("/get_task")]) - first
+    wait_for(lambda: polls() >= first + 4, 10, what="four more polls")
     elapsed = time.monotonic() - start
-    # About one poll per NO_TASK_SLEEP (+-10% jitter): 4 s -> ~4, never one per executor (~16).
-    assert 2 <= polls <= elapsed / 0.9 + 1, polls
+    # One poll per NO_TASK_SLEEP (+-10% jitter) for the whole worker: four take ~1 s; one per
+    # executor would take a quarter of that.
+    assert 4 * 0.225 - 0.1 <= elapsed <= 4 * 0.275 + 1.0, elapsed
+    assert polls() <= first + 5
 
 
 def test_failed_task_pauses_only_its_slot(server, start_worker):

@@ -1,7 +1,7 @@
 """Hive protocol v1 on the wire (see ../shared/hive-protocol-v1.md): get_task and submit_result.
 
-Only this module speaks HTTP. Every answer is classified here into a small set of
-outcomes, so the claim and submit loops never see a raw response.
+Only this module speaks HTTP. What each answer means is decided in answers.py (no socket
+there), so the claim and submit loops never see a raw response.
 
 It speaks HTTP/1.1 keep-alive through the standard library's http.client, not
 requests: against a loopback server a requests.Session cost 3.2 ms of client CPU
@@ -16,8 +16,7 @@ followed: a 3xx answer is an error naming the address to put in SERVER_URL.
 Every answer is hostile until parsed: its size is capped (on the announced
 Content-Length before anything is allocated, and while reading, chunked or not), the
 whole exchange has one deadline (checked on every read, so an answer trickling a
-byte a second is cut), and the task's id and params may not nest deeper than
-MAX_NESTING.
+byte a second is cut); answers.py then bounds how deep the task's id and params nest.
 """
 
 from __future__ import annotations
@@ -30,87 +29,30 @@ import select
 import socket
 import ssl
 import time
-from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
-from itertools import chain, compress
 from typing import Any
 from urllib.parse import SplitResult, unquote, urlsplit
 
-import orjson
-
 from supervisor.model import Task
+from supervisor.net.answers import (  # noqa: F401 - re-exported: callers catch these from the client
+    MAX_NESTING,
+    NO_TASKS,
+    MalformedTask,
+    ServerError,
+    classify_submit,
+    classify_task,
+    too_deep,
+)
 from supervisor.safetext import loggable, redact_url
 
 log = logging.getLogger("hive.client")
 
 # submit_result's answer is never used; it is read (for keep-alive and an error's text) up to this.
 SUBMIT_ANSWER_MAX_BYTES = 64 * 1024
-# Containers inside a task's id or params: far beyond any real task, far below what orjson
-# (254 on dumps) and the executor pipe can take.
-MAX_NESTING = 64
 READ_CHUNK = 64 * 1024
 DEADLINE_SLACK = 0.25  # seconds an exchange may overrun its deadline by (see _DeadlineReader)
 # The settings that bound each endpoint's exchange, named in its errors: (time, size).
 _LIMIT_NAMES = {"get_task": ("GET_TASK_TIMEOUT", "GET_TASK_MAX_BYTES"),
                 "submit_result": ("SUBMIT_TIMEOUT", "the submit_result answer cap")}
-
-
-@dataclass
-class ServerError(Exception):
-    """The server could not be used this time; ``retry_after`` in seconds when it said so."""
-
-    message: str
-    retry_after: float | None = None
-    permanent: bool = False  # a 4xx that retrying will not fix
-
-    def __str__(self) -> str:
-        return self.message
-
-
-@dataclass
-class MalformedTask(Exception):
-    """A task answer we cannot run; has an id when the server gave one (then we fail it back)."""
-
-    message: str
-    task_id: Any = None
-    has_id: bool = False
-    task_type: str = ""
-    kind: str = "unknown_task"  # the failure kind it is answered with
-
-    def __str__(self) -> str:
-        return self.message
-
-
-NO_TASKS = "no_tasks"
-
-
-def snippet(body: bytes, limit: int = 120) -> str:
-    text = body[:limit].decode("utf-8", "replace")
-    text = " ".join(text.split())
-    return repr(text + ("..." if len(body) > limit else ""))
-
-
-_IS_DICT = {dict}.__contains__
-_IS_LIST = {list}.__contains__
-_IS_CONTAINER = {dict, list}.__contains__
-
-
-def too_deep(value: Any, limit: int = MAX_NESTING) -> bool:
-    """True if lists and objects nest more than ``limit`` levels in ``value``. Level by level and
-    iterative (a recursive walk is exactly what a deeply nested answer would break), with the
-    per-item work in map/compress/chain: 8x faster than a Python loop over the items, which cost
-    300 us on a 300-product prom_pars task here."""
-    if not _IS_CONTAINER(type(value)):
-        return False  # the usual id: a number or a string
-    level = [value]
-    for _ in range(limit + 1):
-        level = list(compress(level, map(_IS_CONTAINER, map(type, level))))
-        if not level:
-            return False
-        types = list(map(type, level))
-        level = list(chain(chain.from_iterable(map(dict.values, compress(level, map(_IS_DICT, types)))),
-                           chain.from_iterable(compress(level, map(_IS_LIST, types)))))
-    return True
 
 
 class AnswerTooLarge(Exception):
@@ -162,19 +104,6 @@ def read_capped(resp: http.client.HTTPResponse, cap: int, setting: str) -> bytes
             raise AnswerTooLarge(f"answer passed {setting}={cap} bytes while being read")
         parts.append(chunk)
     return b"".join(parts)
-
-
-def _retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
-        return None
 
 
 def environ_proxy(url: str) -> SplitResult | None:
@@ -262,9 +191,10 @@ class HiveClient:
             return _HTTP(via.hostname or "", via.port or 8080, timeout=timeout)
         return _HTTP(host, port, timeout=timeout)
 
-    def _request(self, method: str, endpoint: str, timeout: float, cap: int, data: bytes | None = None) -> bytes:
-        """The body of a 2xx answer; anything else raises ServerError. ``timeout`` bounds the
-        whole exchange, ``cap`` the answer's size."""
+    def _exchange(self, method: str, endpoint: str, timeout: float, cap: int,
+                  data: bytes | None = None) -> tuple[int, http.client.HTTPMessage, bytes]:
+        """Status, headers and body of one answer, whatever its status; a failed exchange raises
+        ServerError. ``timeout`` bounds the whole exchange, ``cap`` the answer's size."""
         headers = self.headers
         if data is not None:
             headers = dict(headers, **{"Content-Type": "application/json"})
@@ -290,47 +220,21 @@ class HiveClient:
             raise ServerError(f"{endpoint}: {_describe(exc)}") from None
         if resp.will_close:
             self.close()
-        status = resp.status
-        if 300 <= status < 400:
-            raise ServerError(f"{endpoint}: HTTP {status} redirect to {resp.headers.get('Location')!r} "
-                              "(redirects are not followed: put the final address in SERVER_URL)")
-        if not 200 <= status < 300:
-            permanent = 400 <= status < 500 and status not in (408, 429)
-            raise ServerError(f"{endpoint}: HTTP {status} {snippet(body)}",
-                              retry_after=_retry_after(resp.headers.get("Retry-After")), permanent=permanent)
-        return body
+        return resp.status, resp.headers, body
 
     def get_task(self) -> Task | str:
         """A Task, or NO_TASKS. Raises ServerError or MalformedTask."""
-        raw = self._request("GET", "get_task", self.get_timeout, self.get_max_bytes)
-        try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            raise ServerError(f"get_task: answer is not JSON: {snippet(raw)}") from None
-        if not isinstance(body, dict):
-            raise ServerError(f"get_task: answer is not a JSON object: {snippet(raw)}")
-        if body.get("status") == NO_TASKS and "id" not in body:
-            return NO_TASKS
-        if "id" not in body or body["id"] is None:
-            raise MalformedTask(f"get_task: task without an id: {snippet(raw)}")
-        task_id = body["id"]
-        if too_deep(task_id):
-            # It could not be echoed back (nor journalled): skipped; the server's requeue owns it.
-            raise MalformedTask(f"get_task: task id nested deeper than {MAX_NESTING} levels, cannot answer it: "
-                                f"{snippet(raw)}")
-        task_type = body.get("task_type")
-        if not isinstance(task_type, str) or not task_type:
-            raise MalformedTask(f"get_task: task {task_id!r} has no task_type: {snippet(raw)}",
-                                task_id=task_id, has_id=True)
-        params = body.get("params", {})
-        if too_deep(params):
-            raise MalformedTask(f"params nested deeper than {MAX_NESTING} levels", task_id=task_id, has_id=True,
-                                task_type=task_type, kind="bad_params")
-        return Task(id=task_id, task_type=task_type, params=params)
+        outcome = classify_task(*self._exchange("GET", "get_task", self.get_timeout, self.get_max_bytes))
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
 
     def submit(self, body: bytes) -> None:
         """POST one result body (already JSON). Raises ServerError."""
-        self._request("POST", "submit_result", self.submit_timeout, SUBMIT_ANSWER_MAX_BYTES, data=body)
+        error = classify_submit(*self._exchange("POST", "submit_result", self.submit_timeout,
+                                                SUBMIT_ANSWER_MAX_BYTES, data=body))
+        if error is not None:
+            raise error
 
 
 def _describe(exc: BaseException) -> str:
