@@ -1,4 +1,4 @@
-"""The worker's home folder and small durable-file helpers used by everything in it."""
+"""The worker's home folder: where it is, and the lock that keeps one worker per home (durable writes: store/atomic.py)."""
 
 from __future__ import annotations
 
