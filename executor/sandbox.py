@@ -16,7 +16,7 @@ import time
 
 import psutil
 
-TOKEN_ENV = "HIVE_INTERNAL_TREE_TOKEN"
+from executor.protocol import TOKEN_ENV
 
 _PRIORITY_POSIX = {"idle": 19, "below_normal": 10, "normal": 0}
 _PRIORITY_WINDOWS = {

@@ -38,6 +38,7 @@ from urllib.parse import SplitResult, unquote, urlsplit
 
 import orjson
 
+from executor.protocol import FailureKind
 from supervisor.model import Task
 from supervisor.safetext import loggable, redact_url
 
@@ -75,7 +76,7 @@ class MalformedTask(Exception):
     task_id: Any = None
     has_id: bool = False
     task_type: str = ""
-    kind: str = "unknown_task"  # the failure kind it is answered with
+    kind: FailureKind = FailureKind.UNKNOWN_TASK  # the failure kind it is answered with
 
     def __str__(self) -> str:
         return self.message
@@ -325,7 +326,7 @@ class HiveClient:
         params = body.get("params", {})
         if too_deep(params):
             raise MalformedTask(f"params nested deeper than {MAX_NESTING} levels", task_id=task_id, has_id=True,
-                                task_type=task_type, kind="bad_params")
+                                task_type=task_type, kind=FailureKind.BAD_PARAMS)
         return Task(id=task_id, task_type=task_type, params=params)
 
     def submit(self, body: bytes) -> None:
