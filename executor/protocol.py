@@ -57,20 +57,20 @@ class ProtocolError(ValueError):
 
 
 def _get(header: dict[str, Any], name: str, kind: type, optional: bool = False) -> Any:
-    if name not in header and not optional:
-        raise ProtocolError(f"{header.get('op')!r} frame without {name!r}")
     value = header.get(name)
-    # bool is an int to isinstance, never on this wire
-    if not (value is None and optional) and (not isinstance(value, kind) or (kind is not bool and type(value) is bool)):
-        raise ProtocolError(f"{header.get('op')!r} frame: {name!r} is {type(value).__name__}, not {kind.__name__}")
-    return value
+    # Exact types: orjson makes no subclasses, and a bool (an int to isinstance) is never an int here.
+    if type(value) is kind or (value is None and optional):
+        return value
+    if name not in header:
+        raise ProtocolError(f"{header.get('op')!r} frame without {name!r}")
+    raise ProtocolError(f"{header.get('op')!r} frame: {name!r} is {type(value).__name__}, not {kind.__name__}")
 
 
 def _number(header: dict[str, Any], name: str) -> float:
     value = header.get(name)
-    if type(value) not in (int, float):
-        raise ProtocolError(f"{header.get('op')!r} frame: {name!r} is {type(value).__name__}, not a number")
-    return float(value)
+    if type(value) is float or type(value) is int:
+        return float(value)
+    raise ProtocolError(f"{header.get('op')!r} frame: {name!r} is {type(value).__name__}, not a number")
 
 
 # ---- supervisor -> executor ---------------------------------------------------------------------
