@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from devserver import Fault, HiveDevServer  # noqa: E402
-from executor.sandbox import TOKEN_ENV  # noqa: E402
+from executor.protocol import TOKEN_ENV  # noqa: E402
 
 
 def executors_of(pid: int) -> list[psutil.Process]:

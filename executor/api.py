@@ -19,14 +19,20 @@ from __future__ import annotations
 import logging
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from executor.conventions import TaskFailure
+if TYPE_CHECKING:
+    from executor.protocol import Run
 
 __all__ = ["TaskFailure", "current_task", "data_dir", "get_logger", "scratch_dir", "settings"]
 
+
+class TaskFailure(Exception):
+    """Raise from a task to fail cleanly: the server gets this message, kind task_failed."""
+
+
 # Set by executor/process.py around each task; None outside a worker.
-_current: dict[str, Any] | None = None
+_current: Run | None = None
 _settings: dict[str, Any] = {}
 _fallback_root: Path | None = None
 
@@ -44,28 +50,28 @@ def current_task() -> dict[str, Any]:
     """{"id": ..., "task_type": ...} of the running task ({} outside a worker)."""
     if _current is None:
         return {}
-    return {"id": _current["id"], "task_type": _current["task_type"]}
+    return {"id": _current.id, "task_type": _current.task_type}
 
 
 def scratch_dir() -> Path:
     """An empty folder for this task (also its working directory), emptied after it; one per executor."""
     if _current is None:
         return _fallback("scratch")
-    return Path(_current["scratch"])
+    return Path(_current.scratch)
 
 
 def data_dir() -> Path:
     """A persistent folder for this task type in the worker's home, e.g. a browser profile."""
     if _current is None:
         return _fallback("data")
-    path = Path(_current["data"])
+    path = Path(_current.data)
     path.mkdir(parents=True, exist_ok=True)
     return path
 
 
 def get_logger() -> logging.Logger:
     """A logger whose lines reach the worker's log, tagged with the task id."""
-    task_type = _current["task_type"] if _current else "local"
+    task_type = _current.task_type if _current else "local"
     return logging.getLogger(f"task.{task_type}")
 
 

@@ -1,9 +1,7 @@
 """The executor process: import the registry once, then run tasks sent over a private pipe.
 
-Frames are orjson bytes. Supervisor -> executor: {"op": "run", ...} or {"op": "stop"}.
-Executor -> supervisor: "ready" (or "import_error"), "log" lines, and one "done"
-per task whose result travels as raw JSON after a newline, so the supervisor can
-forward it to the server without decoding it again.
+The frames are executor/protocol.py's: Run and Stop in; Ready (or ImportFailed), Log lines
+and one Done per Run out.
 """
 
 from __future__ import annotations
@@ -13,7 +11,6 @@ import os
 import shutil
 import sys
 import threading
-import time
 import traceback
 from multiprocessing.connection import Connection
 from typing import Any
@@ -22,7 +19,20 @@ import orjson
 import psutil
 
 from executor import api, sandbox
-from executor.conventions import TaskFailure, failure, interpret
+from executor.api import TaskFailure
+from executor.protocol import (
+    Done,
+    FailureKind,
+    FromExecutor,
+    ImportFailed,
+    Log,
+    ProtocolError,
+    Ready,
+    Run,
+    decode_to_executor,
+    failure,
+    failure_json,
+)
 from executor.registry import load_config, registry_of
 
 
@@ -33,10 +43,8 @@ class _Channel:
         self.conn = conn
         self.lock = threading.Lock()
 
-    def send(self, header: dict[str, Any], raw: bytes | None = None) -> None:
-        data = orjson.dumps(header)
-        if raw is not None:
-            data += b"\n" + raw
+    def send(self, frame: FromExecutor) -> None:
+        data = frame.encode()
         with self.lock:
             self.conn.send_bytes(data)
 
@@ -50,8 +58,7 @@ class _PipeLogHandler(logging.Handler):
         try:
             msg = self.format(record)
             task = api._current
-            self.channel.send({"op": "log", "level": record.levelno, "name": record.name,
-                               "msg": msg, "task_id": task["id"] if task else None})
+            self.channel.send(Log(record.levelno, record.name, msg, task.id if task else None))
         except Exception:  # noqa: BLE001 - a log line must never break a task
             pass
 
@@ -81,35 +88,54 @@ class _PrintForwarder:
         return False
 
 
-def _run_task(registry: dict, msg: dict, result_max_bytes: int) -> tuple[bool, bytes, str | None]:
-    """Run one task; returns (ok, result as JSON bytes, traceback text or None)."""
-    fn = registry.get(msg["task_type"])
-    params = msg.get("params")
+def interpret(value: Any) -> tuple[bool, Any]:
+    """The fleet's return convention, as (ok, result or failure body): {"status": "success",
+    "data": X} is result X; any other dict with a "status" fails with its "message"; any
+    other value is a success with that value as the result."""
+    if isinstance(value, dict) and "status" in value:
+        if value["status"] == "success":
+            return True, value.get("data")
+        message = value.get("message") or value.get("error") or f"task returned status {value['status']!r}"
+        return False, failure(str(message), FailureKind.TASK_FAILED)
+    return True, value
+
+
+# (ok, result as JSON bytes, failure kind or None, traceback text or None)
+Outcome = tuple[bool, bytes, FailureKind | None, str | None]
+
+
+def _failed(error: str, kind: FailureKind, tb: str | None = None) -> Outcome:
+    return False, failure_json(error, kind), kind, tb
+
+
+def _run_task(registry: dict, run: Run, result_max_bytes: int) -> Outcome:
+    fn = registry.get(run.task_type)
+    params = run.params
     if fn is None:
-        return False, orjson.dumps(failure(f"unknown task type {msg['task_type']!r}", "unknown_task")), None
+        return _failed(f"unknown task type {run.task_type!r}", FailureKind.UNKNOWN_TASK)
     if not isinstance(params, dict):
-        return False, orjson.dumps(failure(f"params must be a JSON object, got {type(params).__name__}", "bad_params")), None
+        return _failed(f"params must be a JSON object, got {type(params).__name__}", FailureKind.BAD_PARAMS)
     try:
         value = fn(**params)
     except TaskFailure as exc:
-        return False, orjson.dumps(failure(str(exc), "task_failed")), None
+        return _failed(str(exc), FailureKind.TASK_FAILED)
     except TypeError as exc:
         tb = traceback.format_exc()
         # A TypeError raised by the call itself (not inside the task) means the params do not fit.
         if exc.__traceback__ is not None and exc.__traceback__.tb_next is None:
-            return False, orjson.dumps(failure(f"bad params for {msg['task_type']}: {exc}", "bad_params")), None
-        return False, orjson.dumps(failure(f"{type(exc).__name__}: {exc}", "exception")), tb
+            return _failed(f"bad params for {run.task_type}: {exc}", FailureKind.BAD_PARAMS)
+        return _failed(f"{type(exc).__name__}: {exc}", FailureKind.EXCEPTION, tb)
     except BaseException as exc:  # noqa: BLE001 - SystemExit/KeyboardInterrupt from a task are failures too
-        return False, orjson.dumps(failure(f"{type(exc).__name__}: {exc}", "exception")), traceback.format_exc()
+        return _failed(f"{type(exc).__name__}: {exc}", FailureKind.EXCEPTION, traceback.format_exc())
     ok, result = interpret(value)
     try:
         raw = orjson.dumps(result)
     except TypeError as exc:
-        return False, orjson.dumps(failure(f"result is not JSON-serialisable: {exc}", "unserializable_result")), None
+        return _failed(f"result is not JSON-serialisable: {exc}", FailureKind.UNSERIALIZABLE_RESULT)
     if len(raw) > result_max_bytes:
         text = f"result is {len(raw)} bytes, over the cap of {result_max_bytes} (RESULT_MAX_BYTES)"
-        return False, orjson.dumps(failure(text, "result_too_large")), None
-    return ok, raw, None
+        return _failed(text, FailureKind.RESULT_TOO_LARGE)
+    return ok, raw, None if ok else FailureKind(result["kind"]), None
 
 
 def _emptied(folder: str) -> bool:
@@ -148,34 +174,31 @@ def main(conn: Connection, init: dict[str, Any]) -> None:
     try:
         registry = registry_of(load_config(init.get("config")))
     except BaseException:  # noqa: BLE001 - report any import failure, then exit
-        channel.send({"op": "import_error", "error": traceback.format_exc()})
+        channel.send(ImportFailed(traceback.format_exc()))
         os._exit(3)
 
     me = psutil.Process()
-    # "cpu" is the same user+system+reaped-children sum the supervisor's limit check reads, so
-    # the next task's CPU baseline costs the supervisor nothing at dispatch.
-    channel.send({"op": "ready", "pid": os.getpid(), "rss": me.memory_info().rss, "cpu": sum(os.times()[:4])})
+    channel.send(Ready(me.memory_info().rss, _cpu_seconds()))
     result_max_bytes = int(init["result_max_bytes"])
     home_cwd = os.getcwd()
     made = None  # the scratch folder once created: one per executor, emptied after each task
 
     while True:
         try:
-            msg = orjson.loads(conn.recv_bytes())
-        except (EOFError, OSError):
-            break  # supervisor gone or closed our pipe
-        if msg.get("op") != "run":
-            break
-        scratch = msg.get("scratch")
+            run = decode_to_executor(conn.recv_bytes())
+        except (EOFError, OSError, ProtocolError):
+            break  # supervisor gone, or closed our pipe, or (our bug) sent what we cannot read
+        if not isinstance(run, Run):
+            break  # Stop
+        scratch = run.scratch
         if scratch:
             if scratch != made:
                 os.makedirs(scratch, exist_ok=True)
                 made = scratch
             os.chdir(scratch)
-        api._current = msg
-        started = time.time()
+        api._current = run
         try:
-            ok, raw, tb = _run_task(registry, msg, result_max_bytes)
+            ok, raw, kind, tb = _run_task(registry, run, result_max_bytes)
         finally:
             sys.stdout.flush()
             sys.stderr.flush()
@@ -184,11 +207,12 @@ def main(conn: Connection, init: dict[str, Any]) -> None:
             leftovers = sandbox.clean_leftovers()
             if leftovers:
                 logging.getLogger("hive.executor").warning(
-                    "task %r left %d process(es) running; killed them", msg["id"], leftovers)
+                    "task %r left %d process(es) running; killed them", run.id, leftovers)
             if scratch and not _emptied(scratch):
                 made = None  # the task removed the folder itself: make it again next time
-        header = {"op": "done", "seq": msg["seq"], "ok": ok, "started": started,
-                  "finished": time.time(), "rss": me.memory_info().rss, "cpu": sum(os.times()[:4])}
-        if tb:
-            header["traceback"] = tb
-        channel.send(header, raw)
+        channel.send(Done(run.seq, ok, raw, me.memory_info().rss, _cpu_seconds(), kind, tb or None))
+
+
+def _cpu_seconds() -> float:
+    """User + system + reaped children's: the sum the supervisor's CPU limit reads of this process."""
+    return sum(os.times()[:4])

@@ -16,7 +16,8 @@ import sys
 
 import psutil
 
-from supervisor.pool.treekill import TOKEN_ENV, kill_tree
+from executor.protocol import TOKEN_ENV
+from supervisor.pool.treekill import kill_tree
 from supervisor.pool.treekill import watch_parent as _watch_parent
 
 _PRIORITY_POSIX = {"idle": 19, "below_normal": 10, "normal": 0}

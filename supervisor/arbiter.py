@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from executor.conventions import failure
+from executor.protocol import FailureKind, failure_json
 from supervisor import diagnostics
 from supervisor.guest import Guest
 from supervisor.model import Claim, result_body
@@ -94,8 +94,8 @@ class Arbiter:
         self.updates = UpdateCoordinator(settings, version, worker_id, Worker(
             in_flight=lambda: (len(self.pool.busy()), self.gate.outstanding()),
             kill_running=lambda why: self.pool.kill_running(why),
-            answer=lambda claim, ok, raw: self.on_result(claim, ok, raw, None if ok else "update_failed", 0.0),
-            fail=lambda claim, error: self.fail_now(claim, error, "update_failed"),
+            answer=lambda claim, ok, raw: self.on_result(claim, ok, raw, None if ok else FailureKind.UPDATE_FAILED, 0.0),
+            fail=lambda claim, error: self.fail_now(claim, error, FailureKind.UPDATE_FAILED),
             persist=lambda: self.submitter.persist(),
             forget=lambda claim: self.journal.clear(claim.key),
             stop=self.request_stop,
@@ -168,7 +168,7 @@ class Arbiter:
 
     # ---- results -------------------------------------------------------------------------------
 
-    def on_result(self, claim: Claim, ok: bool, raw: bytes, kind: str | None, seconds: float) -> None:
+    def on_result(self, claim: Claim, ok: bool, raw: bytes, kind: FailureKind | None, seconds: float) -> None:
         task = claim.task
         if ok:
             log.info("task %r (%s) succeeded in %.2f s", task.id, task.task_type, seconds)
@@ -181,9 +181,9 @@ class Arbiter:
             self.health.failed(kind)
         self.submitter.hand_over(claim.key, result_body(task.id, self.worker_id, ok, raw), task.id)
 
-    def fail_now(self, claim: Claim, error: str, kind: str) -> None:
+    def fail_now(self, claim: Claim, error: str, kind: FailureKind) -> None:
         """Answer a task without touching an executor (unknown type, malformed, update)."""
-        self.on_result(claim, False, orjson.dumps(failure(error, kind)), kind, 0.0)
+        self.on_result(claim, False, failure_json(error, kind), kind, 0.0)
 
     def take_claims(self) -> None:
         while True:
@@ -209,9 +209,10 @@ class Arbiter:
             self.answer_diagnostics(claim)
         elif task.task_type not in self.registry_names:
             self.fail_now(claim, f"unknown task type {task.task_type!r} (not in this worker's TASK_REGISTRY)",
-                          "unknown_task")
+                          FailureKind.UNKNOWN_TASK)
         elif task.params is None or not isinstance(task.params, dict):
-            self.fail_now(claim, f"params must be a JSON object, got {type(task.params).__name__}", "bad_params")
+            self.fail_now(claim, f"params must be a JSON object, got {type(task.params).__name__}",
+                          FailureKind.BAD_PARAMS)
         else:
             return self.pool.dispatch(claim)
         return True
@@ -222,7 +223,7 @@ class Arbiter:
         log.error("task %r: %s; failing it", claim.task.id, text)
         log.debug("task handling failure", exc_info=True)
         try:
-            self.fail_now(claim, text, "exception")
+            self.fail_now(claim, text, FailureKind.EXCEPTION)
         except Exception as again:  # noqa: BLE001 - not even a failure can be built: it cannot be answered
             log.error("task %r cannot be answered (%s: %s); dropped", claim.task.id, type(again).__name__, again)
             try:
@@ -235,7 +236,7 @@ class Arbiter:
             raw = diagnostics.answer(self)
         except Exception as exc:  # noqa: BLE001 - a bug in a report must not stop the worker
             log.exception("task %r (%s): cannot collect the diagnostics", claim.task.id, claim.task.task_type)
-            self.fail_now(claim, f"diagnostics failed: {type(exc).__name__}: {exc}", "exception")
+            self.fail_now(claim, f"diagnostics failed: {type(exc).__name__}: {exc}", FailureKind.EXCEPTION)
             return
         log.info("task %r (%s): answered with this worker's diagnostics (%d bytes)", claim.task.id,
                  claim.task.task_type, len(raw))

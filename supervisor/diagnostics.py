@@ -86,7 +86,7 @@ class Health:
         self.logger.removeHandler(self.tail)
 
     def failed(self, kind: str | None) -> None:
-        kind = kind or "unknown"
+        kind = str(kind) if kind else "unknown"  # a plain str: orjson takes no FailureKind as a key
         self.kinds[kind] += 1
         self.recent.append((time.monotonic(), kind))
 

@@ -8,6 +8,8 @@ from typing import Any
 
 import orjson
 
+from executor.protocol import FailureKind
+
 
 @dataclass
 class Task:
@@ -21,7 +23,7 @@ class Claim:
     key: str  # journal key; the result is stored under it too
     task: Task
     malformed: str | None = None  # set when the task cannot run; it is failed back at once
-    kind: str = "unknown_task"  # the failure kind of a malformed task
+    kind: FailureKind = FailureKind.UNKNOWN_TASK  # the failure kind of a malformed task
 
 
 def result_body(task_id: Any, worker_id: str, ok: bool, raw_result: bytes) -> bytes:

@@ -441,7 +441,7 @@ def _crash_handlers() -> list[Any]:
     import psutil
 
     try:
-        from executor.sandbox import TOKEN_ENV
+        from executor.protocol import TOKEN_ENV
     except ImportError:
         return []
     token = os.environ.get(TOKEN_ENV)

@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import orjson
 
+from executor.protocol import FailureKind
 from supervisor.model import Task
 
 # Containers inside a task's id or params: far beyond any real task, far below what orjson
@@ -46,7 +47,7 @@ class MalformedTask(Exception):
     task_id: Any = None
     has_id: bool = False
     task_type: str = ""
-    kind: str = "unknown_task"  # the failure kind it is answered with
+    kind: FailureKind = FailureKind.UNKNOWN_TASK  # the failure kind it is answered with
 
     def __str__(self) -> str:
         return self.message
@@ -145,7 +146,7 @@ def classify_task(status: int, headers: Mapping[str, str], body: bytes) -> TaskO
     params = answer.get("params", {})
     if too_deep(params):
         return MalformedTask(f"params nested deeper than {MAX_NESTING} levels", task_id=task_id, has_id=True,
-                             task_type=task_type, kind="bad_params")
+                             task_type=task_type, kind=FailureKind.BAD_PARAMS)
     return Task(id=task_id, task_type=task_type, params=params)
 
 

@@ -13,11 +13,9 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from executor import process as executor_process
+from executor.protocol import TOKEN_ENV, FromExecutor, Stop, ToExecutor, decode_from_executor
 from supervisor.pool import treekill, winjob
-from supervisor.pool.treekill import TOKEN_ENV
 
 # spawn everywhere: Linux runs then catch what would break on Windows.
 CTX = multiprocessing.get_context("spawn")
@@ -45,14 +43,12 @@ class Executor:
     def __init__(self, slot: int, generation: int, init: dict[str, Any], scratch: Path | None = None,
                  place: Callable[[int], None] | None = None) -> None:
         self.slot = slot
-        self.generation = generation
         self.scratch = scratch  # its tasks' working folder, made by the executor on first use
         self.token = f"{os.getpid()}-{slot}-{generation}."
         self.init = dict(init, slot=slot, token=self.token, parent_pid=os.getpid())
         self.conn: Connection | None = None
         self.process: multiprocessing.process.BaseProcess | None = None
         self.pid = 0
-        self.ready = False
         self.ready_rss = 0
         self.idle_cpu = 0.0  # CPU seconds of its tree when it last went idle (its own report)
         self.started_at = 0.0
@@ -82,16 +78,15 @@ class Executor:
             self.place(self.pid)  # before adopt(): on Windows its own job must nest inside the cap's
         self.job = winjob.adopt(self.pid)
 
-    def send(self, msg: dict[str, Any]) -> None:
+    def send(self, frame: ToExecutor) -> None:
         assert self.conn is not None
-        self.conn.send_bytes(orjson.dumps(msg))
+        self.conn.send_bytes(frame.encode())
 
-    def recv(self) -> tuple[dict[str, Any], bytes | None]:
-        """One frame: (header, raw result or None). Raises EOFError/OSError when the executor is gone."""
+    def recv(self) -> FromExecutor:
+        """One frame. Raises EOFError/OSError when the executor is gone, ProtocolError when the
+        frame is not one this build sends (a bug, or task code writing into the pipe)."""
         assert self.conn is not None
-        data = self.conn.recv_bytes()
-        head, sep, raw = data.partition(b"\n")
-        return orjson.loads(head), (raw if sep else None)
+        return decode_from_executor(self.conn.recv_bytes())
 
     def alive(self) -> bool:
         return self.process is not None and self.process.is_alive()
@@ -114,7 +109,7 @@ class Executor:
     def stop(self, timeout: float) -> None:
         """Ask politely, then kill: used when the pool shuts down or recycles an idle executor."""
         try:
-            self.send({"op": "stop"})
+            self.send(Stop())
         except (OSError, ValueError):
             pass
         if self.process is not None:

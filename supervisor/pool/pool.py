@@ -13,17 +13,26 @@ import random
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from multiprocessing.connection import wait
-from typing import Any
+from typing import Any, ClassVar
 
-import orjson
-
-from executor.conventions import failure
+from executor.protocol import (
+    Done,
+    FailureKind,
+    ImportFailed,
+    Log,
+    ProtocolError,
+    Ready,
+    Run,
+    Stop,
+    failure_json,
+)
 from supervisor.logs import Block
 from supervisor.model import Claim
 from supervisor.pool.executors import Executor, describe_exit
+from supervisor.pool.limits import MB, Measured, breach
 from supervisor.pool.proctree import TreeMonitor
+from supervisor.pool.slots import Running, Slot
 from supervisor.safetext import loggable_block
 from supervisor.settings import Settings
 
@@ -31,47 +40,8 @@ log = logging.getLogger("hive.pool")
 
 START_TIMEOUT = 60.0  # an executor that is not ready by then is killed and retried
 MAX_SPAWN_DELAY = 60.0
-MB = 1024 * 1024
 TRACEBACK_MAX_CHARS = 20000  # a task's exception text is its own: the log keeps the start of it
 LOGGER_NAMES_MAX = 256  # distinct task logger names kept; each is a logging.Logger alive forever
-
-
-@dataclass
-class Running:
-    claim: Claim
-    seq: int
-    dispatched: float  # monotonic
-    limits: dict[str, float]
-    cpu_base: float
-
-
-@dataclass
-class Slot:
-    index: int
-    executor: Executor | None = None
-    generation: int = 0
-    ready: bool = False
-    running: Running | None = None
-    tasks_done: int = 0
-    max_tasks: int = 0
-    pause_until: float = 0.0
-    spawn_failures: int = 0
-    next_spawn: float = 0.0
-    retire: str | None = None  # reason to replace the executor once it is idle
-    log_bytes: int = 0  # logged by its current (or last) task, against TASK_LOG_MAX_BYTES
-    log_dropped: int = 0  # lines of that task dropped over the budget ...
-    log_dropped_bytes: int = 0  # ... and their text
-
-    def state(self, now: float) -> str:
-        if self.executor is None:
-            return "down"
-        if not self.ready:
-            return "starting"
-        if self.running:
-            return "busy"
-        if self.pause_until > now:
-            return "paused"
-        return "idle"
 
 
 def executor_init(settings: Settings, config_path: str | None, version: str, debug: bool = False) -> dict[str, Any]:
@@ -82,7 +52,7 @@ def executor_init(settings: Settings, config_path: str | None, version: str, deb
 
 
 # on_result(claim, ok, raw_result_json, kind, seconds)
-ResultSink = Callable[[Claim, bool, bytes, str | None, float], None]
+ResultSink = Callable[[Claim, bool, bytes, FailureKind | None, float], None]
 
 
 class Pool:
@@ -140,7 +110,7 @@ class Pool:
         for slot in self.slots:
             if slot.executor is not None:
                 try:
-                    slot.executor.send({"op": "stop"})
+                    slot.executor.send(Stop())
                 except (OSError, ValueError):
                     pass
         deadline = time.monotonic() + grace
@@ -174,7 +144,7 @@ class Pool:
         return ready_extra
 
     def ready_count(self, now: float) -> int:
-        return sum(1 for s in self.slots if s.state(now) == "idle" and not s.retire)
+        return sum(1 for s in self.slots if s.takes_work(now))
 
     def busy(self) -> list[Slot]:
         return [s for s in self.slots if s.running]
@@ -194,17 +164,17 @@ class Pool:
 
     def dispatch(self, claim: Claim) -> bool:
         now = time.monotonic()
-        slot = next((s for s in self.slots if s.state(now) == "idle" and not s.retire), None)
+        slot = next((s for s in self.slots if s.takes_work(now)), None)
         if slot is None or slot.executor is None:
             return False
         task = claim.task
         seq = next(self.seq)
         limits = self.settings.limits_for(task.task_type)
         cpu_base = slot.executor.idle_cpu  # reported by the executor with its last frame
-        msg = {"op": "run", "seq": seq, "id": task.id, "task_type": task.task_type, "params": task.params,
-               "scratch": str(slot.executor.scratch), "data": str(self.data_root / _safe_name(task.task_type))}
+        run = Run(seq, task.id, task.task_type, task.params, str(slot.executor.scratch),
+                  str(self.data_root / _safe_name(task.task_type)))
         try:
-            slot.executor.send(msg)
+            slot.executor.send(run)
         except (OSError, ValueError) as exc:
             log.warning("slot %d: executor pipe broken before dispatch (%s)", slot.index, exc)
             self._executor_lost(slot, now)
@@ -221,57 +191,50 @@ class Pool:
         assert ex is not None
         try:
             while ex.conn is not None and ex.conn.poll():
-                header, raw = ex.recv()
-                self._frame(slot, header, raw)
+                try:
+                    frame = ex.recv()
+                except ProtocolError as exc:
+                    log.error("slot %d: executor pid %d sent a frame this worker cannot read (%s); dropped",
+                              slot.index, ex.pid, exc)
+                    continue
+                self._on_frame[type(frame)](self, slot, ex, frame)
                 if slot.executor is not ex:
                     return
         except (EOFError, OSError):
             self._executor_lost(slot, time.monotonic())
 
-    def _frame(self, slot: Slot, header: dict[str, Any], raw: bytes | None) -> None:
-        op = header.get("op")
-        ex = slot.executor
-        assert ex is not None
-        if op == "log":
-            self._task_log(slot, header)
-        elif op == "ready":
-            slot.ready = True
-            ex.ready_rss = header.get("rss", 0)
-            ex.idle_cpu = header.get("cpu", 0.0)
-            if slot.spawn_failures:
-                log.info("slot %d: executor up again after %d failed start(s)", slot.index, slot.spawn_failures)
-            slot.spawn_failures = 0
-            log.debug("slot %d: executor pid %d ready in %.2f s", slot.index, ex.pid, time.monotonic() - ex.started_at)
-        elif op == "import_error":
-            log.error("slot %d: executor cannot import the task registry:\n    %s", slot.index,
-                      _block(header.get("error", "")))
-            ex.kill()
-            slot.executor = None
-            self._spawn_failed(slot, "task registry import failed")
-        elif op == "done":
-            running = slot.running
-            if running is None or header.get("seq") != running.seq:
-                log.warning("slot %d: result for an unknown dispatch %s ignored", slot.index, header.get("seq"))
-                return
-            slot.running = None
-            slot.tasks_done += 1
-            ex.idle_cpu = header.get("cpu", ex.idle_cpu)
-            ok = bool(header.get("ok"))
-            if header.get("traceback"):
-                log.error("task %r raised:\n    %s", running.claim.task.id, _block(header["traceback"]))
-            kind = None
-            if not ok:
-                try:
-                    kind = orjson.loads(raw or b"{}").get("kind")
-                except (orjson.JSONDecodeError, AttributeError):
-                    kind = None
-            self._finish(slot, running, ok, raw or b"null", kind)
-            self._maybe_retire(slot, header.get("rss", 0))
+    def _ready(self, slot: Slot, ex: Executor, frame: Ready) -> None:
+        slot.ready = True
+        ex.ready_rss = frame.rss
+        ex.idle_cpu = frame.cpu
+        if slot.spawn_failures:
+            log.info("slot %d: executor up again after %d failed start(s)", slot.index, slot.spawn_failures)
+        slot.spawn_failures = 0
+        log.debug("slot %d: executor pid %d ready in %.2f s", slot.index, ex.pid, time.monotonic() - ex.started_at)
 
-    def _task_log(self, slot: Slot, header: dict[str, Any]) -> None:
+    def _import_failed(self, slot: Slot, ex: Executor, frame: ImportFailed) -> None:
+        log.error("slot %d: executor cannot import the task registry:\n    %s", slot.index, _block(frame.error))
+        ex.kill()
+        slot.executor = None
+        self._spawn_failed(slot, "task registry import failed")
+
+    def _done(self, slot: Slot, ex: Executor, frame: Done) -> None:
+        running = slot.running
+        if running is None or frame.seq != running.seq:
+            log.warning("slot %d: result for an unknown dispatch %s ignored", slot.index, frame.seq)
+            return
+        slot.running = None
+        slot.tasks_done += 1
+        ex.idle_cpu = frame.cpu
+        if frame.traceback:
+            log.error("task %r raised:\n    %s", running.claim.task.id, _block(frame.traceback))
+        self._finish(slot, running, frame.ok, frame.result, frame.kind)
+        self._maybe_retire(slot, frame.rss)
+
+    def _task_log(self, slot: Slot, ex: Executor, frame: Log) -> None:
         """A task's log line, within its TASK_LOG_MAX_BYTES: one task must not rotate away the log."""
-        msg = str(header.get("msg", ""))
-        task_id = header.get("task_id")
+        msg = frame.msg
+        task_id = frame.task_id
         budget = self.settings.task_log_max_bytes
         if budget:
             # A line's prefix (time, level, logger, task id) is ~100 bytes in the file: 1 MB is
@@ -284,16 +247,19 @@ class Pool:
                     log.warning("task %r: logged over TASK_LOG_MAX_BYTES=%d; its further lines are dropped "
                                 "(counted when it ends)", task_id, budget)
                 return
-        name = str(header.get("name", "task"))
+        name = frame.name
         if name not in self.logger_names:
             if len(self.logger_names) >= LOGGER_NAMES_MAX or len(name) > 100:
                 name = "task"
             self.logger_names.add(name)
-        level = header.get("level", 20)
         prefix = f"task {task_id!r}: " if task_id is not None else f"slot {slot.index}: "
-        logging.getLogger("hive." + name).log(level if isinstance(level, int) else 20, "%s%s", prefix, msg)
+        logging.getLogger("hive." + name).log(frame.level, "%s%s", prefix, msg)
 
-    def _finish(self, slot: Slot, running: Running, ok: bool, raw: bytes, kind: str | None) -> None:
+    # What each frame from an executor does; decode_from_executor yields only these types.
+    _on_frame: ClassVar[dict[type, Callable[..., None]]] = {
+        Log: _task_log, Ready: _ready, ImportFailed: _import_failed, Done: _done}
+
+    def _finish(self, slot: Slot, running: Running, ok: bool, raw: bytes, kind: FailureKind | None) -> None:
         seconds = time.monotonic() - running.dispatched
         if slot.log_dropped:
             log.warning("task %r: %d log line(s) of %d bytes dropped over TASK_LOG_MAX_BYTES=%d",
@@ -333,7 +299,8 @@ class Pool:
             task = running.claim.task
             log.error("task %r (%s) crashed its executor on slot %d (%s); starting a fresh executor",
                       task.id, task.task_type, slot.index, how)
-            self._finish(slot, running, False, orjson.dumps(failure(f"executor crashed: {how}", "crashed")), "crashed")
+            self._finish(slot, running, False, failure_json(f"executor crashed: {how}", FailureKind.CRASHED),
+                         FailureKind.CRASHED)
             self._spawn(slot)
         elif not slot.ready:
             self._spawn_failed(slot, f"died during start-up, {how}")
@@ -357,24 +324,18 @@ class Pool:
         for slot in busy:
             running = slot.running
             assert running is not None and slot.executor is not None
-            limits = running.limits
-            breach = None
-            elapsed = now - running.dispatched
-            if limits["time"] and elapsed > limits["time"]:
-                breach = ("time_limit", f"time limit of {limits['time']:g} s reached ({elapsed:.1f} s wall time)")
-            elif measure and (limits["memory_mb"] or limits["cpu"]):
-                usage = self.monitor.usage(slot.executor.pid)
-                cpu = usage.cpu - running.cpu_base
-                if limits["memory_mb"] and usage.rss > limits["memory_mb"] * MB:
-                    breach = ("memory_limit", f"memory limit of {limits['memory_mb']:g} MB reached "
-                              f"({usage.rss / MB:.0f} MB in {len(usage.pids)} process(es))")
-                elif limits["cpu"] and cpu > limits["cpu"]:
-                    breach = ("cpu_limit", f"CPU limit of {limits['cpu']:g} s reached ({cpu:.1f} s CPU "
-                              f"in {len(usage.pids)} process(es))")
-            if breach:
-                self._kill_for(slot, *breach)
+            broken = breach(running.limits, now - running.dispatched,
+                            self._measurer(slot.executor.pid, running.cpu_base) if measure else None)
+            if broken:
+                self._kill_for(slot, *broken)
 
-    def _kill_for(self, slot: Slot, kind: str, text: str) -> None:
+    def _measurer(self, pid: int, cpu_base: float) -> Callable[[], Measured]:
+        def measure() -> Measured:
+            usage = self.monitor.usage(pid)
+            return Measured(usage.rss, usage.cpu - cpu_base, len(usage.pids))
+        return measure
+
+    def _kill_for(self, slot: Slot, kind: FailureKind, text: str) -> None:
         ex = slot.executor
         running = slot.running
         assert ex is not None and running is not None
@@ -385,7 +346,7 @@ class Pool:
         slot.running = None
         log.warning("task %r (%s) on slot %d: %s; killed its %d process(es) in %.0f ms; starting a fresh executor",
                     task.id, task.task_type, slot.index, text, count, (time.monotonic() - started) * 1000)
-        self._finish(slot, running, False, orjson.dumps(failure(text, kind)), kind)
+        self._finish(slot, running, False, failure_json(text, kind), kind)
         self._spawn(slot)
 
     def maintain(self) -> None:

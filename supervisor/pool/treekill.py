@@ -28,10 +28,10 @@ from collections.abc import Callable, Iterable
 
 import psutil
 
+from executor.protocol import TOKEN_ENV
 from supervisor.pool.proctree import Snapshot
 
 # Every process of one executor's tree carries this variable, set to the executor's token.
-TOKEN_ENV = "HIVE_INTERNAL_TREE_TOKEN"
 
 POSIX = os.name == "posix"
 

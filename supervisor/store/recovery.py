@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import logging
 
-import orjson
-
-from executor.conventions import failure
+from executor.protocol import FailureKind, failure_json
 from supervisor.model import result_body
 from supervisor.store.journal import Journal
 from supervisor.store.outbox import Outbox
@@ -31,7 +29,7 @@ def recover_interrupted(journal: Journal, outbox: Outbox, worker_id: str) -> int
             log.error("journal: claim %s is unreadable; cannot report it", key)
             continue
         text = "the worker stopped (crash, kill or power cut) while this task ran"
-        body = result_body(task["id"], worker_id, False, orjson.dumps(failure(text, "interrupted")))
+        body = result_body(task["id"], worker_id, False, failure_json(text, FailureKind.INTERRUPTED))
         outbox.put(key, body)
         log.warning("task %s (%s) was interrupted by the last stop; reporting failure kind interrupted",
                     task["id"], task.get("task_type"))

@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from executor.protocol import FailureKind, failure_json
 from supervisor.home import is_frozen
 from supervisor.settings import Settings
 from supervisor.store.atomic import atomic_write
@@ -172,7 +173,7 @@ def _on_healthy(home: Path, version: str) -> list[tuple[Any, bool, bytes, float]
     clear_pending(upd)
     (upd / OUTCOME).unlink(missing_ok=True)
     log.warning("update: %s; reporting task %r as update_failed", text, task_id)
-    return [(task_id, False, orjson.dumps({"error": text, "kind": "update_failed"}), pause)]
+    return [(task_id, False, failure_json(text, FailureKind.UPDATE_FAILED), pause)]
 
 def check_settings(settings: Settings) -> None:
     """At start, one line: self-update is off (no key), or unsigned releases are accepted (labs)."""
