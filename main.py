@@ -4,6 +4,8 @@ Path of a task: server -> supervisor/net/claimer.py -> supervisor/arbiter.py ->
 supervisor/pool/pool.py -> executor/process.py -> supervisor/net/submitter.py -> server.
 """
 
+from __future__ import annotations
+
 import multiprocessing
 
 if __name__ == "__main__":
@@ -20,6 +22,11 @@ import logging  # noqa: E402
 import os  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
+from typing import TYPE_CHECKING  # noqa: E402
+
+if TYPE_CHECKING:
+    from devserver import HiveDevServer
+    from supervisor.settings import Settings
 
 EXIT_BAD_SETTINGS = 2
 EXIT_ALREADY_RUNNING = 3
@@ -67,6 +74,7 @@ def _parse_params(text: str) -> object:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Parse the command line, load config and settings, run the one mode asked for."""
     args = build_parser().parse_args(argv)
     from config import WORKER_VERSION
 
@@ -74,39 +82,18 @@ def main(argv: list[str] | None = None) -> int:
         print(WORKER_VERSION)
         return 0
     if args.sha256:
-        import hashlib
+        return _print_sha256(args.sha256)
 
-        try:
-            with open(args.sha256, "rb") as f:
-                print(hashlib.file_digest(f, "sha256").hexdigest())
-        except OSError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return EXIT_BAD_SETTINGS
-        return 0
-
-    from executor.registry import load_config, registry_of
     from supervisor import home as home_mod
     from supervisor import logs
-    from supervisor import settings as settings_mod
     from supervisor.status import render
 
     home = home_mod.resolve_home(args.home)
     try:
-        config_module = load_config(args.config)
-        registry = registry_of(config_module)
-    except Exception as exc:  # noqa: BLE001 - a broken config is an operator error: say it and stop
-        print(f"error: cannot load {args.config or 'config.py'}: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return EXIT_BAD_SETTINGS
-    version = getattr(config_module, "WORKER_VERSION", WORKER_VERSION)
-    from supervisor.settings import SPECS
-
-    flags = {s.key: getattr(args, s.key) for s in SPECS if getattr(args, s.key, None) is not None}
-    try:
-        settings = settings_mod.load(config_module, home, flags)
-    except settings_mod.SettingsError as exc:
+        settings, registry, version = _load(args, home)
+    except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_SETTINGS
-
     if args.print_config:
         print(settings.to_toml(), end="")
         return 0
@@ -120,12 +107,10 @@ def main(argv: list[str] | None = None) -> int:
 
     logs.setup(home, settings.log_level, settings.log_max_mb, settings.log_backups,
                console_level="DEBUG" if args.dev else None)
-    from supervisor import frozen
+    from supervisor import frozen, oneshot
 
     if frozen.OUTCOME is not None:
         logging.getLogger("hive").log(*frozen.OUTCOME)
-    from supervisor import oneshot
-
     if args.run:
         try:
             params = _parse_params(args.params)
@@ -135,6 +120,45 @@ def main(argv: list[str] | None = None) -> int:
         return oneshot.run_local(settings, args.config, args.run, params, registry, version)
     if args.self_test:
         return oneshot.self_test(settings, args.config, registry, version)
+    return _serve(args, settings, registry, version, home)
+
+
+def _print_sha256(path: str) -> int:
+    import hashlib
+
+    try:
+        with open(path, "rb") as f:
+            print(hashlib.file_digest(f, "sha256").hexdigest())
+    except OSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_SETTINGS
+    return 0
+
+
+def _load(args: argparse.Namespace, home: Path) -> tuple[Settings, dict, str]:
+    """(settings, task registry, version); ValueError with the operator's one line."""
+    from config import WORKER_VERSION
+    from executor.registry import load_config, registry_of
+    from supervisor import settings as settings_mod
+
+    try:
+        config_module = load_config(args.config)
+        registry = registry_of(config_module)
+    except Exception as exc:  # noqa: BLE001 - a broken config is an operator error: say it and stop
+        raise ValueError(f"cannot load {args.config or 'config.py'}: {type(exc).__name__}: {exc}") from None
+    version = getattr(config_module, "WORKER_VERSION", WORKER_VERSION)
+    flags = {s.key: getattr(args, s.key) for s in settings_mod.SPECS if getattr(args, s.key, None) is not None}
+    try:
+        return settings_mod.load(config_module, home, flags), registry, version
+    except settings_mod.SettingsError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _serve(args: argparse.Namespace, settings: Settings, registry: dict, version: str, home: Path) -> int:
+    """The worker itself: one per home, against the Hive server (or an embedded one)."""
+    from supervisor import home as home_mod
+    from supervisor.arbiter import Arbiter
+    from supervisor.identity import IdentityError, worker_id_for
 
     if sys.platform == "win32":
         from executor.sandbox import no_crash_dialogs
@@ -144,32 +168,14 @@ def main(argv: list[str] | None = None) -> int:
     if instance_lock is None:
         print(f"error: another worker is already running in {home}", file=sys.stderr)
         return EXIT_ALREADY_RUNNING
-    from supervisor.arbiter import Arbiter
-    from supervisor.identity import IdentityError, header_problem, load_or_create_worker_id
-
     try:
-        worker_id = load_or_create_worker_id(home)
-        if header_problem(version):
-            raise IdentityError(f"WORKER_VERSION {version!r} cannot be sent in X-Worker-Version: "
-                                f"{header_problem(version)}")
+        worker_id = worker_id_for(home, version)
     except IdentityError as exc:  # a worker that could never talk to the server must not look alive
         logging.getLogger("hive").error("cannot start: %s", exc)
         return EXIT_BAD_SETTINGS
     embedded = None
     if not settings.server_url:
-        from devserver import HiveDevServer
-
-        embedded = HiveDevServer(str(home / "devserver.sqlite")).start()
-        if embedded.store.counts().get("queued", 0) == 0:
-            for params in ({}, {"text": "hello from the demo"}, {}, {"text": "second demo"}, {}):
-                embedded.enqueue("get_system_info" if not params else "example", params)
-        settings = settings.overridden("embedded local dev server", server_url=embedded.url)
-        if settings.sources["no_task_sleep"] == "config.py":
-            # Locally enqueued tasks should start within seconds, not after the fleet's 180 s.
-            settings = settings.overridden("embedded local dev server", no_task_sleep=2.0)
-        logging.getLogger("hive").warning(
-            "no SERVER_URL given: serving an embedded local Hive server at %s (development only); "
-            "enqueue more with: python -m devserver enqueue TYPE --db %s", embedded.url, home / "devserver.sqlite")
+        embedded, settings = _embedded_server(home, settings)
     arbiter = Arbiter(settings, worker_id, version, set(registry), config_path=args.config, debug=args.dev)
     if args.dev:
         from supervisor.reloader import attach
@@ -180,6 +186,20 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if embedded is not None:
             embedded.stop()
+
+
+def _embedded_server(home: Path, settings: Settings) -> tuple[HiveDevServer, Settings]:
+    from devserver import start_demo
+
+    embedded = start_demo(str(home / "devserver.sqlite"))
+    settings = settings.overridden("embedded local dev server", server_url=embedded.url)
+    if settings.sources["no_task_sleep"] == "config.py":
+        # Locally enqueued tasks should start within seconds, not after the fleet's 180 s.
+        settings = settings.overridden("embedded local dev server", no_task_sleep=2.0)
+    logging.getLogger("hive").warning(
+        "no SERVER_URL given: serving an embedded local Hive server at %s (development only); "
+        "enqueue more with: python -m devserver enqueue TYPE --db %s", embedded.url, home / "devserver.sqlite")
+    return embedded, settings
 
 
 if __name__ == "__main__":

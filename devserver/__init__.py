@@ -2,7 +2,7 @@
 
 from .faults import Fault
 from .records import RequestRecord
-from .server import HiveDevServer
+from .server import HiveDevServer, start_demo
 from .store import Store
 
-__all__ = ["Fault", "HiveDevServer", "RequestRecord", "Store"]
+__all__ = ["Fault", "HiveDevServer", "RequestRecord", "Store", "start_demo"]

@@ -172,3 +172,17 @@ class HiveDevServer:
 
     def results(self) -> list[dict[str, Any]]:
         return self.store.results()
+
+
+DEMO_TASKS = (("get_system_info", {}), ("example", {"text": "hello from the demo"}), ("get_system_info", {}),
+              ("example", {"text": "second demo"}), ("get_system_info", {}))
+
+
+def start_demo(db_path: str) -> HiveDevServer:
+    """The embedded server ``python main.py`` starts when no Hive server is given: a few demo
+    tasks are queued on the first run (never again while some are queued)."""
+    server = HiveDevServer(db_path).start()
+    if server.store.counts().get("queued", 0) == 0:
+        for task_type, params in DEMO_TASKS:
+            server.enqueue(task_type, params)
+    return server

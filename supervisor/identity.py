@@ -57,3 +57,13 @@ def load_or_create_worker_id(home: Path) -> str:
     worker_id = f"{prefix}_{secrets.token_hex(4)}"
     atomic_write(id_path, worker_id.encode("utf-8"))
     return worker_id
+
+
+def worker_id_for(home: Path, version: str) -> str:
+    """The id this worker sends, after checking that both of its identity headers
+    (X-Worker-ID, X-Worker-Version) can be sent at all. Raises IdentityError."""
+    worker_id = load_or_create_worker_id(home)
+    problem = header_problem(version)
+    if problem:
+        raise IdentityError(f"WORKER_VERSION {version!r} cannot be sent in X-Worker-Version: {problem}")
+    return worker_id
