@@ -53,6 +53,10 @@ class TurnHook(Protocol):
 
     def due_soon(self) -> bool: ...
 
+    def on_stop(self) -> None:
+        """The worker is stopping: release threads and handles (a thread left running would keep
+        the process from exiting)."""
+
 
 class Arbiter:
     def __init__(self, settings: Settings, worker_id: str, version: str, registry_names: set[str],
@@ -272,10 +276,10 @@ class Arbiter:
         self.pool.retire_all(reason)
         return added, removed
 
-    def _run_turn_hooks(self) -> None:
+    def _run_turn_hooks(self, stopping: bool = False) -> None:
         for hook in self.turn_hooks:
             try:
-                hook.on_turn()
+                hook.on_stop() if stopping else hook.on_turn()
             except Exception as exc:  # noqa: BLE001 - a dev tool's bug must not cost this turn's work
                 log.error("turn hook %s: unexpected %s: %s", type(hook).__name__, type(exc).__name__, exc)
                 log.debug("turn hook failure", exc_info=True)
@@ -405,6 +409,7 @@ class Arbiter:
     def shutdown(self) -> None:
         self.stop_event.set()
         self.state = "stopping"
+        self._run_turn_hooks(stopping=True)
         self.pool.stop()
         self.cpucap.close()
         persisted = self.submitter.persist()

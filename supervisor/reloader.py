@@ -37,6 +37,7 @@ log = logging.getLogger("hive.reload")
 
 DEBOUNCE = 0.15  # seconds without events before a reload starts (one save's events come within ms)
 CHECK_TIMEOUT = 60.0
+STOP_TIMEOUT = 5.0  # seconds the file watcher gets to stop when the worker does
 CHANGE_EVENTS = {"created", "modified", "moved", "deleted", "closed"}
 
 _CHECK = """
@@ -150,9 +151,17 @@ class Reloader:
                          f"; removed tasks: {', '.join(sorted(removed))}" if removed else ""])
         log.info("reloading: code changed and imports cleanly; executors are replaced as they become idle%s", extra)
 
-    def stop(self) -> None:
-        if self.observer is not None:
-            self.observer.stop()
+    def on_stop(self) -> None:
+        # Stopped and joined: on Windows watchdog's directory readers are non-daemon threads, and
+        # left running they keep the process alive after "stopped" (seen under Wine).
+        if self.observer is None:
+            return
+        self.observer.stop()
+        self.observer.join(STOP_TIMEOUT)
+        if self.observer.is_alive():
+            log.warning("dev mode: the file watcher did not stop within %.0f s", STOP_TIMEOUT)
+        else:
+            log.debug("dev mode: stopped watching for changes")
 
 
 def _refresh_bytecode(path: str) -> None:

@@ -164,3 +164,12 @@ def test_run_limit_breach(tmp_path):
 def test_run_bad_params(tmp_path, params, needle):
     r = _run("--home", str(tmp_path), "--run", "echo", "--params", params)
     assert r.returncode == 2 and needle in r.stderr
+
+
+def test_graceful_stop_ends_the_dev_worker(server, start_worker, tmp_path):
+    """The file watcher is stopped with the worker: on Windows watchdog's directory readers are
+    non-daemon threads, and a watcher left running kept the process alive after "stopped"."""
+    w = _start(start_worker, server, _project(tmp_path))
+    w.terminate()
+    assert w.wait(30) == 0, w.console()[-2000:]
+    assert "stopped; 0 result(s)" in w.log()
