@@ -248,9 +248,6 @@ class Arbiter:
 
     # ---- self-update: drain, prepare (off-thread), hand over, exit (supervisor/update/coordinator.py)
 
-    def step_update(self) -> None:
-        self.updates.step(time.monotonic())
-
     def check_health(self) -> None:
         """After the first good contact with the server: report how a previous update ended."""
         if self.healthy or self.status.last_contact is None:
@@ -352,7 +349,7 @@ class Arbiter:
         self.pool.check_limits()
         self._run_turn_hooks()  # before maintain(): a reload's retirements then take effect this turn
         self.pool.maintain()
-        self.step_update()
+        self.updates.step(time.monotonic())
         self.check_health()
         self.update_gate(now)
 

@@ -27,7 +27,7 @@ import psutil
 
 from supervisor.home import is_frozen
 from supervisor.pool.treekill import kill_group, kill_tree
-from supervisor.settings import Settings
+from supervisor.settings import SPECS, Settings
 from supervisor.update.errors import UpdateRefused
 from supervisor.update.extract import BINARY, extract_binary
 from supervisor.update.records import (
@@ -210,7 +210,7 @@ def preflight(binary: Path, work_dir: Path, expected_version: str | None, timeou
             _kill_tree(proc)
             raise UpdateRefused(f"the new binary's self-test did not finish within {timeout:g} s") from None
         finally:
-            _kill_group(proc)
+            kill_group(proc.pid)  # POSIX: it ran in its own session; nothing of it may outlive it
     text = out_path.read_text(encoding="utf-8", errors="replace")
     found = re.search(r"^self-test ok: version (\S+?), tasks:", text, re.M)
     if rc != 0 or not found:
@@ -249,11 +249,6 @@ def _kill_tree(proc: subprocess.Popen) -> None:
         proc.wait(10)
     except subprocess.TimeoutExpired:
         pass
-
-
-def _kill_group(proc: subprocess.Popen) -> None:
-    """POSIX: the self-test ran in its own session; nothing of it may outlive it."""
-    kill_group(proc.pid)
 
 
 # ---- launch: the script takes over -----------------------------------------------------------------
@@ -360,8 +355,6 @@ def _start_script(script: Path, args: list[str], env: dict[str, str]) -> subproc
 def worker_env(settings: Settings) -> dict[str, str]:
     """The environment the script starts a worker with: the settings this one got from flags or
     HIVE_* variables become HIVE_* variables (worker.toml and config.py are read by it anyway)."""
-    from supervisor.settings import SPECS
-
     extra = {"HIVE_HOME": str(settings.home)}
     for spec in SPECS:
         source = settings.sources.get(spec.key, "")
