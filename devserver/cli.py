@@ -10,14 +10,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .server import HiveDevServer
+from .server import HiveDevServer, enqueue_demo
 from .store import Store, dumps
 
 DEFAULT_DB = "devserver.sqlite"
-DEMO_TASKS: list[tuple[str, dict[str, Any]]] = [
-    ("get_system_info", {}), ("example", {"text": "hello"}), ("get_system_info", {}),
-    ("example", {"text": "hello"}), ("get_system_info", {}),
-]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,8 +69,7 @@ def _serve(args: argparse.Namespace) -> int:
     srv = HiveDevServer(args.db, host=args.host, port=args.port, requeue_after=args.requeue_after,
                         prefix=args.prefix, verbose=args.verbose)
     if args.demo:
-        for task_type, params in DEMO_TASKS:
-            srv.enqueue(task_type, params)
+        enqueue_demo(srv)
     # SIGTERM should close the db like Ctrl+C does.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     srv.start()

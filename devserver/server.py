@@ -178,11 +178,16 @@ DEMO_TASKS = (("get_system_info", {}), ("example", {"text": "hello from the demo
               ("example", {"text": "second demo"}), ("get_system_info", {}))
 
 
+def enqueue_demo(server: HiveDevServer) -> None:
+    """A few get_system_info and example tasks (``serve --demo``, and the embedded server's first run)."""
+    for task_type, params in DEMO_TASKS:
+        server.enqueue(task_type, params)
+
+
 def start_demo(db_path: str) -> HiveDevServer:
-    """The embedded server ``python main.py`` starts when no Hive server is given: a few demo
-    tasks are queued on the first run (never again while some are queued)."""
+    """The embedded server ``python main.py`` starts when no Hive server is given: the demo tasks
+    are queued on the first run (never again while some are queued)."""
     server = HiveDevServer(db_path).start()
     if server.store.counts().get("queued", 0) == 0:
-        for task_type, params in DEMO_TASKS:
-            server.enqueue(task_type, params)
+        enqueue_demo(server)
     return server
