@@ -34,12 +34,14 @@ from urllib.parse import SplitResult, unquote, urlsplit
 
 from supervisor.model import Task
 from supervisor.net.answers import (  # noqa: F401 - re-exported: callers catch these from the client
+    HEAD_BYTES,
     MAX_NESTING,
     NO_TASKS,
     MalformedTask,
     ServerError,
     classify_submit,
     classify_task,
+    classify_too_large,
     too_deep,
 )
 from supervisor.safetext import loggable
@@ -63,7 +65,9 @@ _LIMIT_NAMES = {"get_task": ("GET_TASK_TIMEOUT", "GET_TASK_MAX_BYTES"),
 
 
 class AnswerTooLarge(Exception):
-    pass
+    def __init__(self, message: str, head: bytes = b"") -> None:
+        super().__init__(message)
+        self.head = head  # the answer's first bytes, up to the ``keep_head`` read_capped was given
 
 
 class _DeadlineSocket:
@@ -109,19 +113,31 @@ class _DeadlineReader(io.RawIOBase):
         super().close()
 
 
-def read_capped(resp: http.client.HTTPResponse, cap: int, setting: str) -> bytes:
-    """The body of ``resp``, or AnswerTooLarge as soon as it is known to pass ``cap`` bytes."""
-    if resp.length is not None:  # announced: refused before a byte is allocated
+def read_capped(resp: http.client.HTTPResponse, cap: int, setting: str, keep_head: int = 0) -> bytes:
+    """The body of ``resp``, or AnswerTooLarge as soon as it is known to pass ``cap`` bytes,
+    carrying the body's first ``keep_head`` bytes (at most: what had arrived)."""
+    if resp.length is not None:  # announced: refused before more than keep_head is allocated
         if resp.length > cap:
-            raise AnswerTooLarge(f"answer of {resp.length} bytes announced, over {setting}={cap}")
+            raise AnswerTooLarge(f"answer of {resp.length} bytes announced, over {setting}={cap}",
+                                 _first_bytes(resp, keep_head) if keep_head else b"")
         return resp.read()
     parts, total = [], 0
     while chunk := resp.read(READ_CHUNK):  # chunked, or until the server closes
         total += len(chunk)
         if total > cap:
-            raise AnswerTooLarge(f"answer passed {setting}={cap} bytes while being read")
+            raise AnswerTooLarge(f"answer passed {setting}={cap} bytes while being read",
+                                 b"".join(parts)[:keep_head])
         parts.append(chunk)
     return b"".join(parts)
+
+
+def _first_bytes(resp: http.client.HTTPResponse, n: int) -> bytes:
+    """Up to ``n`` bytes of the body that have arrived or arrive with the next read, never more
+    waiting than that one read (an answer that announces 100 GB may then trickle)."""
+    try:
+        return resp.read1(n)
+    except (OSError, http.client.HTTPException):
+        return b""
 
 
 def environ_proxy(url: str) -> SplitResult | None:
@@ -246,13 +262,15 @@ class HiveClient:
                 self.close()
                 conn, _ = self._connection(timeout, max_idle)
                 resp = self._send(conn, deadline, method, endpoint, headers, data)
-            body = read_capped(resp, cap, _LIMIT_NAMES[endpoint][1])
+            body = read_capped(resp, cap, _LIMIT_NAMES[endpoint][1], HEAD_BYTES if endpoint == "get_task" else 0)
         except TimeoutError:
             self.close()
             raise ServerError(f"{endpoint}: no answer within {timeout:g} s "
                               f"({_LIMIT_NAMES[endpoint][0]} bounds the whole exchange)") from None
         except AnswerTooLarge as exc:
             self.close()  # the rest is never read: this connection cannot carry another request
+            if endpoint == "get_task":
+                raise classify_too_large(str(exc), exc.head) from None
             raise ServerError(f"{endpoint}: {exc}; dropped") from None
         except (OSError, http.client.HTTPException) as exc:
             self.close()
