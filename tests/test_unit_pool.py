@@ -113,7 +113,7 @@ def test_malformed_frames_to_an_executor(data, needle):
 
 def test_failure_kinds_on_the_wire_are_the_fleets_strings():
     assert {k.value for k in FailureKind} == {
-        "task_failed", "exception", "bad_params", "unknown_task", "unserializable_result", "result_too_large",
+        "task_failed", "exception", "bad_params", "task_too_large", "unknown_task", "unserializable_result", "result_too_large",
         "time_limit", "memory_limit", "cpu_limit", "crashed", "interrupted", "update_failed"}
     assert f"{FailureKind.TIME_LIMIT}" == "time_limit" and FailureKind.CRASHED == "crashed"
 
