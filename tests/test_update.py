@@ -1062,6 +1062,14 @@ def bare_env(tmpdir: Path) -> dict[str, str]:
     return env
 
 
+def assert_fleet_credentials(server: Any) -> None:
+    """Every request reached the server with the baked URL's user:password as Basic authentication."""
+    import base64
+
+    wanted = "Basic " + base64.b64encode(f"hive:{FLEET_PASSWORD}".encode()).decode()
+    assert server.requests and {r.headers.get("Authorization") for r in server.requests} == {wanted}
+
+
 def assert_no_password(home: Path, *texts: str) -> None:
     """The baked password is in no log, status file or console text."""
     for path in [*home.glob("logs/*"), home / "status.json"]:
@@ -1377,6 +1385,7 @@ def test_release_installed_by_a_1_0_x_worker(builds: SimpleNamespace, fleet_serv
         assert not (home / "worker_update.exe").exists()
         assert (home / "updater.bat").read_bytes() == legacy_bat  # Linux: the .bat is not this OS's script
         assert not (home / "devserver.sqlite").exists()
+        assert_fleet_credentials(fleet_server)
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0

@@ -35,6 +35,7 @@ from test_update import (
     _result,
     _status,
     _worker_env,
+    assert_fleet_credentials,
     assert_no_password,
     bare_env,
     keypair,
@@ -224,6 +225,7 @@ def test_a_1_0_x_install_takes_our_release(builds: SimpleNamespace, fleet_server
         wait_for(lambda: (home / "updater.bat").read_bytes() == update_scripts.UPDATER_BAT, 10,
                  what="our updater.bat in place of 1.0.x's")
         assert not (home / "devserver.sqlite").exists()
+        assert_fleet_credentials(fleet_server)
         assert_no_password(home)
     finally:
         _kill_image(home / EXE)
