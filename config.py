@@ -18,8 +18,9 @@ WORKER_VERSION = "2.0.0"
 # A worker refuses a signed release whose sequence is not above its own (docs/self-update.md).
 RELEASE_SEQUENCE = 1
 
-# API root of the Hive server, e.g. "http://host:3010/api". Empty: start an
-# embedded local development server with a few demo tasks (never in production).
+# API root of the Hive server, e.g. "http://host:3010/api". A release build carries its fleet's
+# (python -m release.build --server-url URL, docs/release.md), so this stays empty here. Empty from
+# source: an embedded local demo server with a few demo tasks; a frozen worker without one exits 2.
 SERVER_URL = ""
 
 # Executor processes started up front; each runs one task at a time. The default
@@ -61,8 +62,10 @@ SHUTDOWN_GRACE = 60.0  # seconds running tasks get to finish on Ctrl+C / SIGTERM
 UPDATE_DRAIN_TIMEOUT = 600.0  # running tasks get this long to finish before the update goes on
 UPDATE_MAX_BYTES = 200 * 1024 * 1024  # a larger download is refused
 # Ed25519 public keys (base64) that may sign releases (several: key rotation). Empty: self-update
-# is off (every update_worker task is refused). The private key is never in this tree.
-UPDATE_PUBLIC_KEYS: list = ["Gtt6yuQClBCdZBFXnucwWGDkybjhgRtcETZEhCEWv3I="]
+# is off (every update_worker task is refused). A release build carries its fleet's keys
+# (python -m release.build --public-key KEY); the private key is never in this tree. (The key that
+# stood here until issue 21 was dropped: nobody holds its private half any more.)
+UPDATE_PUBLIC_KEYS: list = []
 # Labs only: also install releases without a signed statement (sha256/size checks only). Loudly logged.
 UPDATE_ALLOW_UNSIGNED = False
 UPDATE_HEALTH_TIMEOUT = 120.0  # the updater rolls back if the new worker is not healthy by then

@@ -48,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--home", help="the worker's home folder (default: beside the exe / main.py; env HIVE_HOME)")
     p.add_argument("--config", help="use this Python file instead of config.py (it may `from config import *`)")
     p.add_argument("--server", dest="server_url", metavar="URL", help="Hive API root, e.g. http://host:3010/api")
+    p.add_argument("--embedded-server", action="store_true",
+                   help="serve a local demo Hive server instead of any server URL (development; from source "
+                        "also the default when no server URL is given, never in worker.exe)")
     settings = p.add_argument_group("settings (each also HIVE_<NAME> in the environment or <name> in worker.toml)")
     for spec in SPECS:
         if spec.key == "server_url":
@@ -149,7 +152,7 @@ def _load(args: argparse.Namespace, home: Path) -> tuple[Settings, dict, str]:
     version = getattr(config_module, "WORKER_VERSION", WORKER_VERSION)
     flags = {s.key: getattr(args, s.key) for s in settings_mod.SPECS if getattr(args, s.key, None) is not None}
     try:
-        return settings_mod.load(config_module, home, flags), registry, version
+        return settings_mod.load(config_module, home, flags, baked=settings_mod.baked_path()), registry, version
     except settings_mod.SettingsError as exc:
         raise ValueError(str(exc)) from None
 
@@ -164,6 +167,12 @@ def _serve(args: argparse.Namespace, settings: Settings, registry: dict, version
         from executor.sandbox import no_crash_dialogs
 
         no_crash_dialogs()  # unattended: a crash must end the process, never wait behind a dialog
+    frozen = bool(getattr(sys, "frozen", False))
+    try:
+        use_embedded = wants_embedded(settings.server_url, frozen, args.embedded_server)
+    except ValueError as exc:  # a fleet PC without its server: say so where someone will look, and stop
+        logging.getLogger("hive").error("cannot start: %s", exc)
+        return EXIT_BAD_SETTINGS
     instance_lock = home_mod.lock_home(home)  # held until this process ends, however it ends
     if instance_lock is None:
         print(f"error: another worker is already running in {home}", file=sys.stderr)
@@ -174,8 +183,8 @@ def _serve(args: argparse.Namespace, settings: Settings, registry: dict, version
         logging.getLogger("hive").error("cannot start: %s", exc)
         return EXIT_BAD_SETTINGS
     embedded = None
-    if not settings.server_url:
-        embedded, settings = _embedded_server(home, settings)
+    if use_embedded:
+        embedded, settings = _embedded_server(home, settings, frozen)
     arbiter = Arbiter(settings, worker_id, version, set(registry), config_path=args.config, debug=args.dev)
     if args.dev:
         from supervisor.reloader import attach
@@ -188,7 +197,26 @@ def _serve(args: argparse.Namespace, settings: Settings, registry: dict, version
             embedded.stop()
 
 
-def _embedded_server(home: Path, settings: Settings) -> tuple[HiveDevServer, Settings]:
+NO_SERVER = ("no server URL: this binary was built without its fleet's (python -m release.build --server-url) "
+             "and none is given (--server URL, HIVE_SERVER_URL or server_url in worker.toml beside it); "
+             "--embedded-server runs a local demo server instead")
+
+
+def wants_embedded(server_url: str, frozen: bool, asked: bool) -> bool:
+    """Whether to serve the embedded demo server: when asked (--embedded-server), or from source
+    when no server URL is given (a newcomer's ``python main.py``). A frozen worker without a server
+    URL is a fleet PC that lost its server (a dev build, or a 1.0.x PC's watcher starting it bare):
+    demo tasks forever would hide that, so ValueError with the one line to show instead."""
+    if asked:
+        return True
+    if server_url:
+        return False
+    if frozen:
+        raise ValueError(NO_SERVER)
+    return True
+
+
+def _embedded_server(home: Path, settings: Settings, frozen: bool) -> tuple[HiveDevServer, Settings]:
     from devserver import start_demo
 
     embedded = start_demo(str(home / "devserver.sqlite"))
@@ -196,9 +224,11 @@ def _embedded_server(home: Path, settings: Settings) -> tuple[HiveDevServer, Set
     if settings.sources["no_task_sleep"] == "config.py":
         # Locally enqueued tasks should start within seconds, not after the fleet's 180 s.
         settings = settings.overridden("embedded local dev server", no_task_sleep=2.0)
+    # A PC with only worker.exe has no devserver command to enqueue with: name it only from source.
+    more = "" if frozen else f"; enqueue more with: python -m devserver enqueue TYPE --db {home / 'devserver.sqlite'}"
     logging.getLogger("hive").warning(
-        "no SERVER_URL given: serving an embedded local Hive server at %s (development only); "
-        "enqueue more with: python -m devserver enqueue TYPE --db %s", embedded.url, home / "devserver.sqlite")
+        "serving an embedded local Hive server at %s with demo tasks (development only, not the Hive)%s",
+        embedded.url, more)
     return embedded, settings
 
 

@@ -2,7 +2,7 @@
 
     python bench/bench_frozen.py [--binary dist/worker] [--runs 5] [--pool-size 2]
 
-Without --binary it builds one with ``python -m release.build`` into a temp folder.
+Without --binary it builds one with ``python -m release.build --dev-build`` into a temp folder.
 For each of "frozen" (the binary) and "source" (``python main.py``), against a
 local dev server that records when each request arrived:
 
@@ -167,7 +167,7 @@ def main() -> int:
     binary = args.binary.resolve() if args.binary else None
     if binary is None:
         started = time.monotonic()
-        proc = subprocess.run([sys.executable, "-m", "release.build", "--allow-unpinned", "--distpath",
+        proc = subprocess.run([sys.executable, "-m", "release.build", "--allow-unpinned", "--dev-build", "--distpath",
                                str(tmp / "dist"), "--workpath", str(tmp / "build")],
                               cwd=str(ROOT), capture_output=True, text=True)
         if proc.returncode != 0:

@@ -1,10 +1,10 @@
 """``python -m release``: the release key and signed zips (docs/self-update.md, "Releasing").
 
-    python -m release keygen KEYFILE                 new key pair; prints the public key for UPDATE_PUBLIC_KEYS
+    python -m release keygen KEYFILE                 new key pair; prints the public key (release.build --public-key)
     python -m release pubkey KEYFILE                 the public key of an existing private key file
     python -m release sign KEYFILE ZIP --version V --sequence N [--platform P]
                                                      (re)write release.json + release.sig in a release zip
-    python -m release verify ZIP [--key PUBKEY ...]  check a zip as a worker would (default: config.py's keys)
+    python -m release verify ZIP --key PUBKEY ...    check a zip as a worker trusting these keys would
 
 Building and packing are ``python -m release.build`` and ``python -m release.make_release``.
 """
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "keygen":
             public = keygen(args.keyfile)
             print(f"private key: {args.keyfile} (keep it offline, outside the tree; back it up)")
-            print(f"public key (add to UPDATE_PUBLIC_KEYS in config.py): {public}")
+            print(f"public key (give it to python -m release.build --public-key): {public}")
         elif args.command == "pubkey":
             print(public_key_of(args.keyfile))
         elif args.command == "sign":

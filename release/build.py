@@ -1,6 +1,16 @@
 """Build the one-file worker binary for this platform: ``python -m release.build``.
 
-    python -m release.build [--distpath DIR] [--workpath DIR] [--specpath DIR] [--allow-unpinned]
+    python -m release.build --server-url URL --public-key KEY [--public-key KEY2 ...]
+                            [--distpath DIR] [--workpath DIR] [--specpath DIR] [--allow-unpinned]
+    python -m release.build --dev-build ...     (no fleet settings: never release it)
+
+A release carries its fleet: ``--server-url`` (the fleet's Hive API root; ``@FILE`` reads it
+from a file, so that a user:password in it stays out of the shell's history) and the release
+public keys the fleet trusts (``--public-key``, repeatable) are baked into the binary as
+fleet.toml, the binary's defaults below worker.toml, HIVE_* and flags (supervisor/settings.py).
+A 1.0.x PC that installs the release through its own update path starts it with no arguments
+and no worker.toml: these are all it has. Without them the build refuses, unless
+``--dev-build`` says it is not for a fleet (such a binary exits 2 when no server URL is given).
 
 Produces ``dist/worker.exe`` (Windows) or ``dist/worker`` (Linux, macOS) from
 ``main.py`` with PyInstaller, then checks the result before calling it built:
@@ -12,7 +22,8 @@ Produces ``dist/worker.exe`` (Windows) or ``dist/worker`` (Linux, macOS) from
    functions (e.g. selectolax in tasks/prom_parser.py), is inside the binary;
    optional modules not installed here (selenium) are listed;
 3. ``worker --version`` prints config.WORKER_VERSION;
-4. ``worker --self-test`` passes (an executor imports every registered task).
+4. ``worker --self-test`` passes (an executor imports every registered task);
+5. ``worker --print-config`` shows the fleet settings as coming from the build.
 
 Module collection is left to PyInstaller's import analysis, exactly as for the
 seed's plain ``pyinstaller --onefile --clean main.py --name worker``, so that
@@ -39,6 +50,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 NAME = "worker"
@@ -49,13 +61,15 @@ def binary_name() -> str:
     return NAME + (".exe" if os.name == "nt" else "")
 
 
-def pyinstaller_args(distpath: Path, workpath: Path, specpath: Path) -> list[str]:
+def pyinstaller_args(distpath: Path, workpath: Path, specpath: Path, fleet_file: Path | None = None) -> list[str]:
     args = [
         str(ROOT / "main.py"), "--name", NAME, "--onefile", "--clean", "--noconfirm", "--log-level", "WARN",
         "--distpath", str(distpath), "--workpath", str(workpath), "--specpath", str(specpath),
         "--additional-hooks-dir", str(HOOKS),
         "--noupx",  # UPX-packed exes are a classic antivirus false positive
     ]
+    if fleet_file is not None:  # at the bundle's root, where supervisor/settings.baked_path() looks
+        args += ["--add-data", f"{fleet_file}{os.pathsep}."]
     if os.name == "nt":
         args += ["--hide-console", "hide-early"]
     elif shutil.which("strip"):
@@ -159,6 +173,69 @@ def bundle_report(binary: Path) -> tuple[list[str], list[str]]:
     return missing, optional
 
 
+NO_FLEET = ("error: a release carries its fleet: pass --server-url URL (the fleet's Hive API root) and "
+            "--public-key KEY (python -m release pubkey KEYFILE), or --dev-build for a binary no fleet may get")
+
+
+def fleet_settings(server_url: str | None, public_keys: list[str], dev_build: bool) -> dict[str, Any] | None:
+    """The settings to bake into the binary (None for a dev build), checked as the worker checks
+    worker.toml. ValueError with the one line to show when a fleet build lacks one or one is bad."""
+    from supervisor.safetext import redact_url
+    from supervisor.settings import SettingsError, checked
+
+    if dev_build:
+        if server_url is not None or public_keys:
+            raise ValueError("error: --dev-build carries no fleet settings: drop --server-url/--public-key, "
+                             "or drop --dev-build")
+        return None
+    if server_url and server_url.startswith("@"):
+        try:
+            server_url = Path(server_url[1:]).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ValueError(f"error: --server-url: cannot read {server_url[1:]}: {exc.strerror}") from None
+    if not server_url or not public_keys:
+        missing = "--server-url" if not server_url else "--public-key"
+        raise ValueError(NO_FLEET.replace("error: ", f"error: no {missing}: ", 1))
+    try:
+        return checked({"server_url": server_url, "update_public_keys": public_keys}, "fleet settings")
+    except SettingsError as exc:
+        # The checks quote the bad value: never a password (a URL is redacted, a key has none).
+        raise ValueError(f"error: {str(exc).replace(server_url, redact_url(server_url))}") from None
+
+
+def write_fleet(path: Path, fleet: dict[str, Any]) -> None:
+    """The fleet file, private to this account while it exists (it may hold the server's password)."""
+    import tomli_w
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(tomli_w.dumps(fleet))
+
+
+def baked_config(binary: Path) -> tuple[dict[str, Any], dict[str, str]]:
+    """(values, sources) a binary shows with nothing around it (an empty home, no HIVE_*, no flags):
+    what a PC that has only this file runs with. The server URL is as --print-config shows it
+    (credentials redacted)."""
+    import tomllib
+
+    with tempfile.TemporaryDirectory(prefix="hive-print-config-") as home:
+        got = run_binary(binary, "--print-config", "--home", home)
+    if got.returncode != 0:
+        raise ValueError(f"{binary} --print-config failed (exit {got.returncode}): {got.stderr.strip()[-500:]}")
+    sources = dict(re.findall(r"^# (\w+): from (.*)$", got.stdout, flags=re.M))
+    return tomllib.loads(got.stdout), sources
+
+
+def describe_fleet(values: dict[str, Any]) -> str:
+    """One line for the operator: where the binary goes and how many keys it trusts (no password)."""
+    from supervisor.safetext import redact_url
+
+    url = redact_url(values.get("server_url") or "") or "NO SERVER URL"
+    return f"server {url}, {len(values.get('update_public_keys') or [])} release key(s)"
+
+
 def frozen_env() -> dict[str, str]:
     """Environment for running a built binary from a Python process: a fresh one-file instance."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HIVE_", "_PYI_", "_MEI"))}
@@ -171,9 +248,9 @@ def run_binary(binary: Path, *args: str, timeout: float = 120) -> subprocess.Com
                           stdin=subprocess.DEVNULL)
 
 
-def verify(binary: Path) -> list[str]:
+def verify(binary: Path, fleet: dict[str, Any] | None = None) -> list[str]:
     """Everything wrong with a built binary (empty: good). Prints what it checked."""
-    problems = []
+    problems = fleet_problems(binary, fleet)
     missing, optional = bundle_report(binary)
     for name in missing:
         problems.append(f"module {name} is imported by the worker's source but is not in the binary")
@@ -197,10 +274,37 @@ def verify(binary: Path) -> list[str]:
     return problems
 
 
-def build(distpath: Path, workpath: Path, specpath: Path) -> Path:
+def fleet_problems(binary: Path, fleet: dict[str, Any] | None) -> list[str]:
+    """Whether the binary runs with exactly the fleet settings it was built with, as coming from the build."""
+    from supervisor.safetext import redact_url
+    from supervisor.settings import BAKED_SOURCE
+
+    try:
+        values, sources = baked_config(binary)
+    except ValueError as exc:
+        return [str(exc)]
+    problems = []
+    for key, wanted in (fleet or {}).items():
+        shown = redact_url(wanted) if key == "server_url" else wanted
+        if values.get(key) != shown or sources.get(key) != BAKED_SOURCE:
+            problems.append(f"{key}: the binary shows {values.get(key)!r} from {sources.get(key)}, "
+                            f"not the fleet's from {BAKED_SOURCE}")
+    return problems
+
+
+def build(distpath: Path, workpath: Path, specpath: Path, fleet: dict[str, Any] | None = None) -> Path:
     import PyInstaller.__main__
 
-    PyInstaller.__main__.run(pyinstaller_args(distpath, workpath, specpath))
+    from supervisor.settings import FLEET_FILE
+
+    fleet_file = workpath / FLEET_FILE if fleet is not None else None
+    if fleet_file is not None:
+        write_fleet(fleet_file, fleet)
+    try:
+        PyInstaller.__main__.run(pyinstaller_args(distpath, workpath, specpath, fleet_file))
+    finally:
+        if fleet_file is not None:
+            fleet_file.unlink(missing_ok=True)  # it is inside the binary now; no second copy of a password
     return distpath / binary_name()
 
 
@@ -211,7 +315,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--specpath", type=Path, default=None, help="where the generated .spec goes (default: workpath)")
     ap.add_argument("--allow-unpinned", action="store_true",
                     help="build even if installed packages differ from the pins (not for releases)")
+    fleet = ap.add_argument_group("the fleet's settings, baked into the binary (its defaults below worker.toml, "
+                                  "HIVE_* and flags)")
+    fleet.add_argument("--server-url", metavar="URL|@FILE",
+                       help="the fleet's Hive API root, e.g. http://host:3010/api (user:password@ allowed; "
+                            "@FILE reads it from FILE)")
+    fleet.add_argument("--public-key", metavar="KEY", action="append", default=[],
+                       help="a release public key the fleet trusts (base64; repeatable: key rotation)")
+    fleet.add_argument("--dev-build", action="store_true",
+                       help="no fleet settings: a binary for tests and labs that needs --server, HIVE_SERVER_URL "
+                            "or worker.toml to run (make_release refuses it)")
     args = ap.parse_args(argv)
+    try:
+        fleet_values = fleet_settings(args.server_url, args.public_key, args.dev_build)
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
     distpath, workpath = args.distpath.resolve(), args.workpath.resolve()
     specpath = (args.specpath or workpath).resolve()
 
@@ -223,16 +342,17 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     started = time.monotonic()
-    binary = build(distpath, workpath, specpath)
+    binary = build(distpath, workpath, specpath, fleet_values)
     took = time.monotonic() - started
-    problems = verify(binary)
+    problems = verify(binary, fleet_values)
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
     if problems:
         print(f"BUILD FAILED CHECKS: {binary}", file=sys.stderr)
         return 1
     size = binary.stat().st_size
-    print(f"built {binary} ({size / 1e6:.1f} MB, {size} bytes) in {took:.0f} s; checks passed")
+    what = f"for the fleet: {describe_fleet(fleet_values)}" if fleet_values else "DEV BUILD, no fleet settings"
+    print(f"built {binary} ({size / 1e6:.1f} MB, {size} bytes) in {took:.0f} s, {what}; checks passed")
     return 0
 
 

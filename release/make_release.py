@@ -3,9 +3,14 @@
     python -m release.make_release --sign-key KEYFILE [--sequence N] [--binary dist/worker.exe]
                                    [--url URL] [--out dist/] [--statement-in-params]
     python -m release.make_release --unsigned ...      (labs: workers refuse it unless UPDATE_ALLOW_UNSIGNED)
+    python -m release.make_release --dev-build ...     (labs: a binary without fleet settings)
 
-Before anything is packed, the binary must print its version (``--version``) and
-pass ``--self-test``. The zip holds at its root, in this order (a 1.0.x worker's
+Before anything is packed, the binary must print its version (``--version``), pass
+``--self-test`` and carry its fleet: a server URL and release keys, as ``--print-config``
+shows them with nothing around it (a 1.0.x PC that installs the zip starts the binary with
+no arguments, no HIVE_* and no worker.toml: without a baked server URL it would never reach
+the Hive again). A ``release.build --dev-build`` binary is refused unless ``--dev-build`` is
+passed here too (a lab zip; never give it to a fleet). The zip holds at its root, in this order (a 1.0.x worker's
 update path takes ``worker.exe`` from the root and ignores the rest):
 
     worker.exe    (``worker`` for a Linux/macOS binary; stored with mode 0755)
@@ -34,7 +39,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from release.build import ROOT, binary_name, run_binary
+from release.build import ROOT, baked_config, binary_name, describe_fleet, run_binary
 from supervisor.update.extract import SIGNATURE, STATEMENT
 from supervisor.update.verify import platform_tag
 
@@ -105,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="release sequence, above every earlier release's (default: RELEASE_SEQUENCE in config.py)")
     ap.add_argument("--unsigned", action="store_true",
                     help="no signed statement (labs: workers refuse it unless UPDATE_ALLOW_UNSIGNED is on)")
+    ap.add_argument("--dev-build", action="store_true",
+                    help="pack a binary without fleet settings (labs only: a fleet PC would lose its server)")
     ap.add_argument("--statement-in-params", action="store_true",
                     help="also put release.json and release.sig into the params (old releases refused before download)")
     args = ap.parse_args(argv)
@@ -124,6 +131,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: not releasing: {problem}", file=sys.stderr)
         return 1
     assert version is not None
+    try:
+        fleet, _ = baked_config(binary)
+    except ValueError as exc:
+        print(f"error: not releasing: {exc}", file=sys.stderr)
+        return 1
+    problem = fleet_problem(fleet)
+    if problem and not args.dev_build:
+        print(f"error: not releasing {binary.name}: {problem} (python -m release.build --server-url URL "
+              "--public-key KEY; --dev-build packs it anyway, for a lab)", file=sys.stderr)
+        return 2
     member = "worker.exe" if binary.suffix.lower() == ".exe" else "worker"
     out = (args.out or binary.parent).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -159,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"release: {zip_path}")
     print(f"members: {', '.join([member, 'updater.bat', *signed])}")
     print(f"version: {version}")
+    print(f"fleet: {describe_fleet(fleet)}" + (" (DEV BUILD: labs only)" if problem else ""))
     print(f"sequence: {sequence}" if sequence is not None else "sequence: none: UNSIGNED (labs only)")
     print(f"sha256: {digest}")
     print(f"size: {size}")
@@ -169,6 +187,15 @@ def main(argv: list[str] | None = None) -> int:
         print("update_worker params:")
     print(line)
     return 0
+
+
+def fleet_problem(values: dict) -> str:
+    """Why a binary showing these settings with nothing around it cannot go to a fleet ('' if it can)."""
+    if not values.get("server_url"):
+        return "it carries no server URL: a PC that starts it with no arguments would never reach the Hive"
+    if not values.get("update_public_keys"):
+        return "it trusts no release key: the fleet could never be updated again"
+    return ""
 
 
 def _default_sequence(version: str) -> int | None:

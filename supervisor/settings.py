@@ -1,13 +1,17 @@
-"""Effective settings: command-line flag > HIVE_<NAME> env > worker.toml > config.py.
+"""Effective settings: command-line flag > HIVE_<NAME> env > worker.toml > the build's fleet settings > config.py.
 
 A frozen exe cannot be edited, so every setting of config.py (except the version
-and the registry) is overridable. Bad values stop the worker at start with one
-line naming the key and where it came from (exit status 2).
+and the registry) is overridable. The release build bakes the fleet's settings
+(at least server_url and update_public_keys, ``python -m release.build --server-url``)
+into the binary as FLEET_FILE: they are that binary's defaults, above config.py and
+below everything a PC can set itself (docs/release.md). Bad values stop the worker at
+start with one line naming the key and where it came from (exit status 2).
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -158,7 +162,7 @@ class Settings:
 
     home: Path
     sources: Mapping[str, str]
-    server_url: str = setting(check=_check_url, help="Hive API root; empty = embedded local dev server")
+    server_url: str = setting(check=_check_url, help="Hive API root (a release build carries its fleet's)")
     pool_size: int = setting(1, 256, help="executor processes")
     no_task_sleep: float = setting(0, 86400)
     time_error_sleep: float = setting(0, 86400)
@@ -243,8 +247,52 @@ SPECS: tuple[Spec, ...] = _specs()
 SPECS_BY_KEY = {s.key: s for s in SPECS}
 
 
-def load(config_module: Any, home: Path, flags: dict[str, Any], environ: dict[str, str] | None = None) -> Settings:
-    """Layer config.py < worker.toml < HIVE_* env < flags. Raises SettingsError."""
+def read_toml(path: Path) -> dict[str, Any]:
+    """A settings file (worker.toml, a fleet file) as a table; SettingsError naming the file if it is not TOML."""
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise SettingsError(f"{path}: not valid TOML: {exc}") from None
+
+
+def checked(data: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """``data`` (a TOML table of settings) with each value checked and typed; SettingsError
+    naming ``where`` and the key otherwise. worker.toml, the baked fleet file and the build's
+    inputs all go through here."""
+    out = {}
+    for key, raw in data.items():
+        spec = SPECS_BY_KEY.get(key)
+        if spec is None:
+            raise SettingsError(f"{where}: unknown setting {key!r} (see --print-config for the known ones)")
+        try:
+            out[key] = _coerce(spec, raw, from_text=False)
+        except ValueError as exc:
+            raise SettingsError(f"{where}: {key} {exc}") from None
+    return out
+
+
+def _layer(values: dict[str, Any], sources: dict[str, str], data: Mapping[str, Any], where: str) -> None:
+    for key, value in checked(data, where).items():
+        values[key] = value
+        sources[key] = where
+
+
+# The fleet's settings inside a release build (release/build.py writes it, PyInstaller bundles it
+# at the bundle's root). From source there is none: a checkout is not any fleet's worker.
+FLEET_FILE = "fleet.toml"
+BAKED_SOURCE = "the release build (fleet settings)"
+
+
+def baked_path() -> Path | None:
+    """Where this binary's fleet settings are, if it is a frozen build (None from source)."""
+    bundle = getattr(sys, "_MEIPASS", None) if getattr(sys, "frozen", False) else None
+    return Path(bundle) / FLEET_FILE if bundle else None
+
+
+def load(config_module: Any, home: Path, flags: dict[str, Any], environ: dict[str, str] | None = None,
+         baked: Path | None = None) -> Settings:
+    """Layer config.py < ``baked`` (the build's fleet file) < worker.toml < HIVE_* env < flags.
+    Raises SettingsError."""
     environ = os.environ if environ is None else environ
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
@@ -257,21 +305,11 @@ def load(config_module: Any, home: Path, flags: dict[str, Any], environ: dict[st
             raise SettingsError(f"config.py: {spec.name} {exc}") from None
         sources[spec.key] = "config.py"
 
+    if baked is not None and baked.exists():
+        _layer(values, sources, read_toml(baked), BAKED_SOURCE)
     toml_path = home / "worker.toml"
     if toml_path.exists():
-        try:
-            data = tomllib.loads(toml_path.read_text(encoding="utf-8"))
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise SettingsError(f"{toml_path}: not valid TOML: {exc}") from None
-        for key, raw in data.items():
-            spec = SPECS_BY_KEY.get(key)
-            if spec is None:
-                raise SettingsError(f"{toml_path}: unknown setting {key!r} (see --print-config for the known ones)")
-            try:
-                values[key] = _coerce(spec, raw, from_text=False)
-            except ValueError as exc:
-                raise SettingsError(f"{toml_path}: {key} {exc}") from None
-            sources[key] = str(toml_path)
+        _layer(values, sources, read_toml(toml_path), str(toml_path))
 
     known_env = {s.env for s in SPECS} | {"HIVE_HOME"}
     for name in environ:

@@ -32,6 +32,7 @@ import subprocess
 import sys
 import threading
 import time
+import tomllib
 import zipfile
 from collections.abc import Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -223,6 +224,56 @@ def test_version_print_config_and_self_test(frozen: Path, tmp_path: Path, tmpdir
     assert not processes_of(frozen)
 
 
+def test_without_a_server_url_it_exits_and_serves_no_demo(frozen: Path, tmp_path: Path, tmpdir_env: Path) -> None:
+    """The dev build (no fleet settings) started bare, as a 1.0.x watcher would: one line, exit 2
+    (EXIT_BAD_SETTINGS), no embedded demo server; the line is in its log too (a hidden exe's only
+    voice)."""
+    home = tmp_path / "home"
+    got = run(frozen, "--home", str(home), tmpdir=tmpdir_env)
+    lines = got.stderr.strip().splitlines()
+    assert got.returncode == 2 and len(lines) == 1, got.stdout + got.stderr
+    assert "cannot start: no server URL: this binary was built without its fleet's" in lines[0]
+    assert "--embedded-server" in lines[0] and "cannot start: no server URL" in (home / "logs" / "worker.log").read_text()
+    assert not (home / "devserver.sqlite").exists() and not (home / "worker.conf").exists()
+    assert meis(tmpdir_env) == []
+
+
+def test_embedded_server_only_when_asked(frozen: Path, start_worker, tmpdir_env: Path) -> None:
+    """--embedded-server: the demo, served; its banner names no `python -m devserver` command (a PC
+    with only the binary has none)."""
+    w = start_worker(None, args=["--embedded-server"], env=_temp_env(tmpdir_env), cmd=[str(frozen)])
+    wait_for(lambda: " succeeded in " in w.log() or w.proc.poll() is not None, 60, what="a demo task served")
+    assert w.proc.poll() is None, w.console()
+    assert "serving an embedded local Hive server at http://127.0.0.1:" in w.log()
+    assert "devserver enqueue" not in w.log() + w.console()
+    w.terminate()  # SIGTERM; Ctrl+C on Windows
+    assert w.wait(30) == 0, w.console()
+    _gone(frozen)
+
+
+def test_a_fleet_build_carries_its_settings(builds, tmp_path: Path, tmpdir_env: Path) -> None:
+    """The release build's --server-url and --public-key are the binary's own defaults, named as
+    such by --print-config (password redacted); worker.toml and HIVE_* still win over them."""
+    from supervisor.settings import BAKED_SOURCE
+
+    FLEET_PASSWORD = _update.FLEET_PASSWORD  # noqa: N806
+
+    home = tmp_path / "home"
+    home.mkdir()
+    got = run(builds.new, "--home", str(home), "--print-config", tmpdir=tmpdir_env)
+    assert got.returncode == 0, got.stderr
+    redacted = builds.fleet_url.replace(f"hive:{FLEET_PASSWORD}", "***")
+    assert f'# server_url: from {BAKED_SOURCE}\n# (credentials redacted)\nserver_url = "{redacted}"' in got.stdout
+    assert f"# update_public_keys: from {BAKED_SOURCE}\n" in got.stdout
+    assert tomllib.loads(got.stdout)["update_public_keys"] == [builds.fleet_key]
+    assert "# pool_size: from config.py" in got.stdout and FLEET_PASSWORD not in got.stdout + got.stderr
+    (home / "worker.toml").write_text('server_url = "http://toml:1/api"\n')
+    got = run(builds.new, "--home", str(home), "--print-config", tmpdir=tmpdir_env,
+              env={"HIVE_UPDATE_PUBLIC_KEYS": ""})
+    assert 'server_url = "http://toml:1/api"' in got.stdout and "update_public_keys = []" in got.stdout
+    assert meis(tmpdir_env) == []
+
+
 def test_serves_a_pool_of_two_and_stops_cleanly(frozen: Path, server, start_worker, pages: str,
                                                            tmpdir_env: Path) -> None:
     ids = [server.enqueue("example", {"text": f"t{i}", "repeat": 2}) for i in range(8)]
@@ -324,15 +375,21 @@ def test_sigkill_leaves_no_process(frozen: Path, server, start_worker, tmpdir_en
         assert leaked == []
 
 
-def test_release_zip(frozen: Path, tmp_path: Path) -> None:
-    from config import RELEASE_SEQUENCE
+def test_release_zip(builds, tmp_path: Path) -> None:
+    """make_release on the fleet build (the dev build is refused: a PC would lose its server)."""
     from release.signing import keygen, verify_zip
 
     out = tmp_path / "release"
     url = "http://127.0.0.1:9/worker.zip"
-    public = keygen(tmp_path / "release.key")  # a throwaway key, never the project's
-    make = [sys.executable, "-m", "release.make_release", "--binary", str(frozen), "--out", str(out), "--url", url,
-            "--sign-key", str(tmp_path / "release.key")]
+    public = keygen(tmp_path / "release.key")  # a throwaway key, never a real one
+    refused = subprocess.run([sys.executable, "-m", "release.make_release", "--binary", str(builds.old), "--out",
+                              str(out), "--sign-key", str(tmp_path / "release.key")],
+                             cwd=str(ROOT), capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "it carries no server URL" in refused.stderr, refused.stdout + refused.stderr
+    assert not out.exists() or not list(out.glob("*.zip"))
+
+    make = [sys.executable, "-m", "release.make_release", "--binary", str(builds.new), "--out", str(out), "--url", url,
+            "--sign-key", str(tmp_path / "release.key"), "--sequence", str(builds.new_sequence)]
     proc = subprocess.run(make, cwd=str(ROOT), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     lines = proc.stdout.strip().splitlines()
@@ -341,14 +398,16 @@ def test_release_zip(frozen: Path, tmp_path: Path) -> None:
     assert len(zips) == 1
     data = zips[0].read_bytes()
     assert params == {"url": url, "sha256": hashlib.sha256(data).hexdigest(), "size": len(data),
-                      "version": WORKER_VERSION, "sequence": RELEASE_SEQUENCE}
+                      "version": builds.new_version, "sequence": builds.new_sequence}
     assert f"sha256: {params['sha256']}" in lines and f"size: {len(data)}" in lines
+    assert "fleet: server http://***@127.0.0.1:" in proc.stdout
+    assert _update.FLEET_PASSWORD not in proc.stdout + proc.stderr
     assert json.loads((out / (zips[0].name + ".json")).read_text()) == params
 
     with zipfile.ZipFile(zips[0]) as zf:
         infos = zf.infolist()
         assert [i.filename for i in infos] == [BINARY, "updater.bat", "release.json", "release.sig"]
-        assert zf.read(BINARY) == frozen.read_bytes()
+        assert zf.read(BINARY) == builds.new.read_bytes()
         if not WINDOWS:
             assert (infos[0].external_attr >> 16) & 0o777 == 0o755
         bat = zf.read("updater.bat")
@@ -359,11 +418,11 @@ def test_release_zip(frozen: Path, tmp_path: Path) -> None:
         zf.extractall(unpacked)
     (unpacked / BINARY).chmod(0o755)
     got = run(unpacked / BINARY, "--version", tmpdir=tmp_path)
-    assert (got.returncode, got.stdout.strip()) == (0, WORKER_VERSION)
+    assert (got.returncode, got.stdout.strip()) == (0, builds.new_version)
 
     statement = verify_zip(zips[0], [public]).statement
     assert (statement.version, statement.sequence, statement.sha256) == \
-        (WORKER_VERSION, RELEASE_SEQUENCE, hashlib.sha256(frozen.read_bytes()).hexdigest())
+        (builds.new_version, builds.new_sequence, hashlib.sha256(builds.new.read_bytes()).hexdigest())
 
     # the same binary gives the same zip (Ed25519 signatures are deterministic)
     proc = subprocess.run(make, cwd=str(ROOT), capture_output=True, text=True, timeout=120)
@@ -379,6 +438,8 @@ def test_plain_pyinstaller_command_gives_a_working_binary(tmp_path: Path, pages:
                            str(base / "dist"), "--workpath", str(base / "build"), "--specpath", str(base / "spec")])
     got = run(binary, "--home", str(tmp_path / "home"), "--self-test", tmpdir=tmpdir_env)
     assert got.returncode == 0, got.stdout + got.stderr
+    got = run(binary, "--home", str(tmp_path / "home"), tmpdir=tmpdir_env)  # no fleet settings, none given
+    assert got.returncode == 2 and "cannot start: no server URL" in got.stderr, got.stdout + got.stderr
     params = {"delay": 0, "products_to_scrape": [{"product_id": 1, "url": pages + "in_stock_uk.html"}]}
     got = run(binary, "--home", str(tmp_path / "home"), "--run", "prom_pars", "--params", json.dumps(params),
               tmpdir=tmpdir_env, env=LOOPBACK)

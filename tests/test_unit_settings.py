@@ -11,7 +11,7 @@ import typing
 import pytest
 
 import config
-from supervisor.settings import SPECS, Settings, SettingsError, load
+from supervisor.settings import BAKED_SOURCE, FLEET_FILE, SPECS, Settings, SettingsError, baked_path, load
 
 FIXED_IN_THE_BUILD = {"WORKER_VERSION", "TASK_REGISTRY", "RELEASE_SEQUENCE"}
 
@@ -93,3 +93,68 @@ def test_to_toml_reads_back_as_the_values(tmp_path):
     data = tomllib.loads(text)
     assert data.pop("server_url") == "http://***@host:1/api" and "secret" not in text
     assert data == {k: v for k, v in s.values.items() if k != "server_url"}
+
+
+# ---- the release build's fleet settings (issue 21) -------------------------------------------------
+
+FLEET_KEY = "Gtt6yuQClBCdZBFXnucwWGDkybjhgRtcETZEhCEWv3I="
+
+
+def _fleet(tmp_path, text):
+    baked = tmp_path / "bundle" / FLEET_FILE
+    baked.parent.mkdir()
+    baked.write_text(text)
+    return baked
+
+
+def test_baked_fleet_settings_sit_between_config_py_and_the_pc(tmp_path):
+    """config.py < the build's fleet file < worker.toml < HIVE_* < flags, each source named."""
+    baked = _fleet(tmp_path, f'server_url = "http://fleet:3010/api"\nupdate_public_keys = ["{FLEET_KEY}"]\n'
+                             "pool_size = 3\nno_task_sleep = 7\n")
+    s = load(config, tmp_path, {}, environ={}, baked=baked)
+    assert (s.server_url, s.update_public_keys, s.pool_size) == ("http://fleet:3010/api", [FLEET_KEY], 3)
+    assert s.sources["server_url"] == s.sources["update_public_keys"] == BAKED_SOURCE
+    assert s.sources["log_level"] == "config.py"
+    (tmp_path / "worker.toml").write_text('server_url = "http://toml:1/api"\npool_size = 4\n')
+    s = load(config, tmp_path, {"no_task_sleep": "9"}, environ={"HIVE_POOL_SIZE": "5"}, baked=baked)
+    assert (s.server_url, s.sources["server_url"]) == ("http://toml:1/api", str(tmp_path / "worker.toml"))
+    assert (s.pool_size, s.sources["pool_size"]) == (5, "environment HIVE_POOL_SIZE")
+    assert (s.no_task_sleep, s.sources["no_task_sleep"]) == (9.0, "flag --no-task-sleep")
+    assert s.sources["update_public_keys"] == BAKED_SOURCE
+    assert load(config, tmp_path, {}, environ={}, baked=tmp_path / "absent.toml").sources["log_level"] == "config.py"
+
+
+def test_print_config_names_the_build_and_hides_its_password(tmp_path):
+    baked = _fleet(tmp_path, 'server_url = "http://hive:s3cret@fleet:3010/api"\n')
+    text = load(config, tmp_path, {}, environ={}, baked=baked).to_toml()
+    assert f"# server_url: from {BAKED_SOURCE}\n# (credentials redacted)\nserver_url = \"http://***@fleet:3010/api\"" \
+        in text
+    assert "s3cret" not in text
+
+
+def test_a_bad_baked_value_is_named_with_its_source(tmp_path):
+    with pytest.raises(SettingsError, match=f"^{BAKED_SOURCE.replace('(', '.').replace(')', '.')}: "
+                                             "server_url must be an http"):
+        load(config, tmp_path, {}, environ={}, baked=_fleet(tmp_path, 'server_url = "ftp://x"\n'))
+
+
+def test_only_a_frozen_worker_has_baked_settings():
+    assert baked_path() is None  # from source: a checkout is no fleet's worker
+
+
+@pytest.mark.parametrize("server_url, frozen, asked, embedded", [
+    ("", False, False, True),  # `python main.py` with nothing given: today's newcomer run
+    ("http://h/api", False, False, False),
+    ("http://h/api", True, False, False),
+    ("", True, True, True),  # worker.exe --embedded-server
+    ("http://h/api", True, True, True),  # asked for: the demo, whatever the build carries
+    ("", True, False, None),  # worker.exe with no server URL: refuse, never the demo
+])
+def test_when_the_embedded_demo_server_runs(server_url, frozen, asked, embedded):
+    import main
+
+    if embedded is None:
+        with pytest.raises(ValueError, match="^no server URL: .*--embedded-server"):
+            main.wants_embedded(server_url, frozen, asked)
+    else:
+        assert main.wants_embedded(server_url, frozen, asked) is embedded

@@ -882,7 +882,8 @@ def test_start_warning_and_restart_environment(tmp_path: Path, caplog) -> None:
 
 @pytest.mark.slow  # a worker process for what test_worker.test_return_conventions_and_failure_kinds checks too
 def test_from_source_update_is_refused(server, start_worker) -> None:
-    w = start_worker(server.url)
+    # A key, or a run from source (config.py trusts none) would be refused for that reason first.
+    w = start_worker(server.url, env={"HIVE_UPDATE_PUBLIC_KEYS": "Gtt6yuQClBCdZBFXnucwWGDkybjhgRtcETZEhCEWv3I="})
     task_id = server.enqueue("update_worker", {"url": "http://127.0.0.1:9/x.zip"})
     got = result_of(server, task_id, 20)
     assert got["status"] == "failure" and got["result"]["kind"] == "update_failed"
@@ -926,7 +927,9 @@ def test_release_command_keygen_make_sign_verify(tmp_path: Path, files: FileServ
 
     binary = tmp_path / "dist" / update_extract.BINARY
     binary.parent.mkdir()
+    fleet = b'server_url = "http://fleet:3010/api"\nupdate_public_keys = ["' + public.encode() + b'"]'
     binary.write_bytes(b'#!/bin/sh\n[ "$1" = --version ] && { echo 9.1.0; exit 0; }\n'
+                       b"[ \"$1\" = --print-config ] && { echo '" + fleet + b"'; exit 0; }\n"
                        + standin("9.1.0").split(b"\n", 1)[1])
     binary.chmod(0o755)
     out = tmp_path / "out"
@@ -944,7 +947,9 @@ def test_release_command_keygen_make_sign_verify(tmp_path: Path, files: FileServ
         assert zf.namelist() == [update_extract.BINARY, "updater.bat", "release.json", "release.sig"]
     got = run("verify", zip_path, "--key", public)
     assert got.returncode == 0 and "version 9.1.0, sequence 5" in got.stdout, got.stderr
-    got = run("verify", zip_path)  # the project's key (config.py) did not sign this one
+    got = run("verify", zip_path)  # config.py trusts no key: a fleet's keys are given to its build
+    assert got.returncode == 1 and "no public key to verify with" in got.stderr
+    got = run("verify", zip_path, "--key", signing.keygen(tmp_path / "other.key"))
     assert got.returncode == 1 and "does not verify" in got.stderr
     # What make_release wrote is what a worker installs: url only, no params to trust.
     staged = updater.prepare({"url": files.add("/w.zip", data)}, signed_settings(tmp_path / "home", public), "2.0.0")
@@ -980,34 +985,98 @@ def _copy_repo(dest: Path, version: str, sequence: int) -> Path:
     return dest
 
 
+FLEET_PASSWORD = "fleet-s3cret"  # in the new build's baked server URL: it must show up nowhere
+
+
+def _free_port() -> int:
+    """A loopback port nothing listens on now: the fleet server of the new build is started on it
+    later (the URL is baked in before any server runs)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @pytest.fixture(scope="session")
 def builds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]:
     """Two real one-file builds made at the same time with the release build command: this repo
-    (the old version) and a copy whose WORKER_VERSION and RELEASE_SEQUENCE are the next ones (the
-    new one). Both carry the project's public key; the tests trust throwaway keys instead through
-    HIVE_UPDATE_PUBLIC_KEYS (the project's private key is never used by a test)."""
+    (the old version), a dev build (``--dev-build``: no fleet settings), and a copy whose
+    WORKER_VERSION and RELEASE_SEQUENCE are the next ones (the new one), a fleet release build:
+    ``--server-url`` (user:password@127.0.0.1 on a port reserved for ``fleet_server``) and
+    ``--public-key`` (a throwaway key) baked in. Tests that pass --server or HIVE_* override
+    those, as a PC's own settings do; the tests trust throwaway keys through
+    HIVE_UPDATE_PUBLIC_KEYS (no test ever uses a real release key)."""
     from config import RELEASE_SEQUENCE, WORKER_VERSION
 
     base = tmp_path_factory.mktemp("update-builds")
     new_version = WORKER_VERSION + "-next"
-    sources = {"old": ROOT, "new": _copy_repo(base / "src-new", new_version, RELEASE_SEQUENCE + 1)}
+    fleet_port = _free_port()
+    fleet_url = f"http://hive:{FLEET_PASSWORD}@127.0.0.1:{fleet_port}/api"
+    _, fleet_key = keypair(base, "fleet.key")
+    sources = {"old": (ROOT, ["--dev-build"]),
+               "new": (_copy_repo(base / "src-new", new_version, RELEASE_SEQUENCE + 1),
+                       ["--server-url", fleet_url, "--public-key", fleet_key])}
     env = {k: v for k, v in os.environ.items() if not k.startswith("HIVE_")}
     procs = {}
     started = time.monotonic()
-    for name, src in sources.items():
+    for name, (src, fleet) in sources.items():
         out = base / name
         procs[name] = subprocess.Popen(
-            [sys.executable, "-m", "release.build", "--allow-unpinned", "--distpath", str(out / "dist"),
+            [sys.executable, "-m", "release.build", "--allow-unpinned", *fleet, "--distpath", str(out / "dist"),
              "--workpath", str(out / "work"), "--specpath", str(out / "spec")],
             cwd=str(src), env=dict(env, PYINSTALLER_CONFIG_DIR=str(out / "cache")),  # --clean: no shared cache
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    outputs = {}
     for name, proc in procs.items():
-        output, _ = proc.communicate(timeout=900)
-        assert proc.returncode == 0, f"{name} build failed: {output[-4000:]}"
+        outputs[name], _ = proc.communicate(timeout=900)
+        assert proc.returncode == 0, f"{name} build failed: {outputs[name][-4000:]}"
+    assert FLEET_PASSWORD not in outputs["new"] and "for the fleet: server http://***@127.0.0.1" in outputs["new"]
+    assert "DEV BUILD, no fleet settings" in outputs["old"]
+    assert not list((base / "new" / "work").rglob("fleet.toml"))  # no copy of the password left beside it
     binary = update_extract.BINARY
     yield SimpleNamespace(old=base / "old" / "dist" / binary, new=base / "new" / "dist" / binary,
                           old_version=WORKER_VERSION, new_version=new_version, old_sequence=RELEASE_SEQUENCE,
-                          new_sequence=RELEASE_SEQUENCE + 1, seconds=time.monotonic() - started)
+                          new_sequence=RELEASE_SEQUENCE + 1, seconds=time.monotonic() - started,
+                          fleet_port=fleet_port, fleet_url=fleet_url, fleet_key=fleet_key,
+                          new_src=sources["new"][0])
+
+
+@pytest.fixture
+def fleet_server(builds: SimpleNamespace, tmp_path: Path):
+    """The Hive server the new build was built for (its baked server URL)."""
+    from devserver import HiveDevServer
+
+    srv = HiveDevServer(str(tmp_path / "fleet.sqlite"), port=builds.fleet_port).start()
+    yield srv
+    srv.stop()
+
+
+def bare_env(tmpdir: Path) -> dict[str, str]:
+    """What a 1.0.x watcher's start gives a worker, at most: no HIVE_*, only what the OS needs
+    (and a private temporary folder, so that the one-file bundle's unpacking can be checked)."""
+    keep = ("SYSTEMROOT", "WINDIR", "COMSPEC", "PATHEXT") if os.name == "nt" else ()
+    env = {k: v for k, v in os.environ.items() if k.upper() in keep}
+    tmpdir.mkdir(exist_ok=True)
+    env.update(PATH=os.environ.get("PATH", ""), TEMP=str(tmpdir), TMP=str(tmpdir), TMPDIR=str(tmpdir))
+    return env
+
+
+def assert_fleet_credentials(server: Any) -> None:
+    """Every request reached the server with the baked URL's user:password as Basic authentication."""
+    import base64
+
+    wanted = "Basic " + base64.b64encode(f"hive:{FLEET_PASSWORD}".encode()).decode()
+    assert server.requests and {r.headers.get("Authorization") for r in server.requests} == {wanted}
+
+
+def assert_no_password(home: Path, *texts: str) -> None:
+    """The baked password is in no log, status file or console text."""
+    for path in [*home.glob("logs/*"), home / "status.json"]:
+        if path.is_file():
+            assert FLEET_PASSWORD not in path.read_text(encoding="utf-8", errors="replace"), path
+    for text in texts:
+        assert FLEET_PASSWORD not in text
 
 
 def _release(tmp_path: Path, binary: Path, name: str, key: Path | None = None, version: str = "",
@@ -1291,10 +1360,11 @@ def test_rollbacks_with_a_real_old_binary(builds: SimpleNamespace, server, start
 @pytest.mark.slow
 @posix_only
 @pytest.mark.timeout(600)
-def test_release_installed_by_a_1_0_x_worker(builds: SimpleNamespace, server, start_worker, tag: str,
-                                             tmp_path: Path) -> None:
-    """A 1.0.x updater replaced only worker.exe and did not restart it: the new binary keeps the
-    identity, writes its own updater out and removes the 1.0.x leftover, by exact name."""
+def test_release_installed_by_a_1_0_x_worker(builds: SimpleNamespace, fleet_server, tmp_path: Path) -> None:
+    """A 1.0.x updater replaced only worker.exe and did not restart it; its watcher starts it with no
+    arguments, no HIVE_*, no worker.toml, in its folder: the new binary reaches the server baked into
+    it, keeps the identity, writes its own updater out and removes the 1.0.x leftover, by exact name.
+    (On Windows, with 1.0.x's own steps and updater.bat: test_update_windows.py.)"""
     home = tmp_path / "home"
     home.mkdir()
     (home / "worker.conf").write_text("shop7_0a1b2c3d\n")
@@ -1303,12 +1373,21 @@ def test_release_installed_by_a_1_0_x_worker(builds: SimpleNamespace, server, st
     (home / "updater.bat").write_bytes(legacy_bat)
     (home / "worker_update.exe").write_bytes(b"left over by 1.0.x")
     shutil.copy2(builds.new, home / update_extract.BINARY)  # all the 1.0.x updater installs
-    w = start_worker(server.url, env=_worker_env(tag, tmp_path), home=home, cmd=[str(home / update_extract.BINARY)])
-    task = server.enqueue("example", {"text": "hi"})
-    got = _result(server, task)
-    assert got["status"] == "success" and got["worker_id"] == "shop7_0a1b2c3d"
-    assert _poster_version(server, task) == {builds.new_version}
-    assert (home / "updater.sh").read_bytes() == update_scripts.UPDATER_SH
-    assert not (home / "worker_update.exe").exists()
-    assert (home / "updater.bat").read_bytes() == legacy_bat  # Linux: the .bat is not this OS's script
-    w.stop()
+    task = fleet_server.enqueue("example", {"text": "hi"})  # before the start: an idle worker sleeps 180 s
+    console = open(tmp_path / "console.txt", "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen([str(home / update_extract.BINARY)], cwd=str(home), env=bare_env(tmp_path / "tmp"),
+                            stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT)
+    try:
+        got = _result(fleet_server, task)
+        assert got["status"] == "success" and got["worker_id"] == "shop7_0a1b2c3d"
+        assert _poster_version(fleet_server, task) == {builds.new_version}
+        assert (home / "updater.sh").read_bytes() == update_scripts.UPDATER_SH
+        assert not (home / "worker_update.exe").exists()
+        assert (home / "updater.bat").read_bytes() == legacy_bat  # Linux: the .bat is not this OS's script
+        assert not (home / "devserver.sqlite").exists()
+        assert_fleet_credentials(fleet_server)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+        console.close()
+    assert_no_password(home, (tmp_path / "console.txt").read_text(errors="replace"))
