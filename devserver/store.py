@@ -197,6 +197,15 @@ class Store:
             out.append(item)
         return out
 
+    def tally(self) -> list[dict[str, Any]]:
+        """Every task, oldest first, with how many times it was handed out and how many results
+        arrived for it: what a drain test checks (each exactly once: none lost, none doubled)."""
+        rows = self._read(
+            "SELECT t.task_id, t.claims, (SELECT COUNT(*) FROM results r WHERE r.task_id = t.task_id) "
+            "FROM tasks t ORDER BY t.seq"
+        )
+        return [{"id": json.loads(tid), "handed_out": claims, "results": results} for tid, claims, results in rows]
+
     def counts(self) -> dict[str, int]:
         """Tasks per state, plus `results` (POSTs received) and `raw` (injected answers not yet handed out)."""
         out = dict.fromkeys(STATES, 0)
