@@ -124,6 +124,8 @@ def _python_server(stack: ExitStack, tmp: Path, name: str, argv: list[str]) -> s
 
 
 def _gunicorn(stack: ExitStack, tmp: Path, *options: str) -> str:
+    if WINDOWS:
+        pytest.skip("gunicorn does not run on Windows")
     pytest.importorskip("gunicorn", reason="gunicorn is not installed (requirements-interop.txt)")
     return _python_server(stack, tmp, "gunicorn", ["-m", "gunicorn", "-b", "127.0.0.1:PORT", *options,
                                                    "devserver.wsgi:application"])
@@ -180,7 +182,7 @@ def _serve_http10(stack: ExitStack, tmp: Path) -> Served:
 
 
 def _serve_gunicorn_sync(stack: ExitStack, tmp: Path) -> Served:
-    root = os.environ.get(EXTERNAL_GUNICORN)
+    root = os.environ.get(EXTERNAL_GUNICORN) or None
     if root is None:
         if WINDOWS:
             pytest.skip(f"gunicorn does not run on Windows: .ci/windows starts one on the Linux side and names it "
