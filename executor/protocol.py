@@ -31,6 +31,7 @@ class FailureKind(StrEnum):
     TASK_FAILED = "task_failed"  # the task said so (TaskFailure, or a status dict)
     EXCEPTION = "exception"  # the task raised, or the worker could not handle it
     BAD_PARAMS = "bad_params"
+    TASK_TOO_LARGE = "task_too_large"  # the get_task answer passed GET_TASK_MAX_BYTES
     UNKNOWN_TASK = "unknown_task"  # also a task the server sent without a usable task_type
     UNSERIALIZABLE_RESULT = "unserializable_result"
     RESULT_TOO_LARGE = "result_too_large"

@@ -206,6 +206,34 @@ def test_an_endless_chunked_answer_is_cut_at_the_cap(raw_server, no_proxy_env):
     assert c.get_task() == client_mod.NO_TASKS
 
 
+def big_task(task_id: int, chunked: bool, size: int = 3 * MB):
+    """A real task over the cap: its id first, then megabytes of params (announced or chunked)."""
+    body = b'{"id": %d, "task_type": "echo", "params": {"blob": "%s"}}' % (task_id, b"x" * size)  # any size of id
+
+    def stream(stopping: threading.Event) -> Iterator[bytes]:
+        if not chunked:
+            yield b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+            yield body
+            return
+        yield b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+        for at in range(0, len(body), 64 * 1024):
+            part = body[at:at + 64 * 1024]
+            yield b"%x\r\n%s\r\n" % (len(part), part)
+        yield b"0\r\n\r\n"
+    return stream
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["announced", "chunked"])
+def test_a_task_over_the_cap_is_failed_back_by_the_id_at_its_head(raw_server, chunked, no_proxy_env):
+    raw_server.inject(Fault.raw(big_task(2**70, chunked)), path="/get_task")
+    c = HiveClient(raw_server.url, "w", "2.0.0", get_max_bytes=MB)
+    with pytest.raises(MalformedTask, match=r"over GET_TASK_MAX_BYTES=1048576|passed GET_TASK_MAX_BYTES") as info:
+        c.get_task()
+    got = info.value
+    assert (got.task_id, got.has_id, got.task_type, got.kind) == (2**70, True, "echo", "task_too_large")
+    assert c.get_task() == client_mod.NO_TASKS
+
+
 def outcome_of(call, within: float) -> BaseException | object:
     """What ``call()`` returned or raised, waited for up to ``within`` seconds (in a thread, so a
     client that never gives up fails the test instead of hanging it)."""
@@ -297,6 +325,19 @@ def test_credentials_in_server_url_never_reach_a_proxy(monkeypatch, no_proxy_env
 
 
 # ---- the real worker against them ----------------------------------------------------------------
+
+
+def test_the_worker_fails_back_a_task_over_the_cap(server, start_worker):
+    """v1 has no lease: a task the worker drops unanswered stays claimed on the server for good."""
+    w = start_worker(server.url, env=HOSTILE_ENV)
+    started(w)
+    server.inject(Fault.raw(big_task(77, chunked=False)), path="/get_task")
+    result = wait_for(lambda: results_by_id(server).get(77), 30, what="a failure result for task 77")[0]
+    assert result["status"] == "failure" and result["result"]["kind"] == "task_too_large"
+    assert "GET_TASK_MAX_BYTES=1048576" in result["result"]["error"]
+    warnings = [line for line in w.log().splitlines() if "task 77" in line and "WARNING" in line]
+    assert len(warnings) == 1, warnings
+    assert_still_serving(server, w, "after-big-task")
 
 
 @pytest.mark.slow

@@ -14,6 +14,7 @@ import orjson
 import pytest
 
 from supervisor.model import Claim, Task
+from supervisor.net import answers
 from supervisor.net.answers import (
     MAX_NESTING,
     NO_TASKS,
@@ -243,3 +244,33 @@ def test_jittered_no_task_sleep_spreads_a_fleet():
     values = [jittered(180, random.Random(i)) for i in range(100)]
     assert min(values) >= 162 and max(values) <= 198 and len(set(values)) > 90
     assert jittered(0) == 0 and jittered(-1) == 0
+
+
+# ---- an answer over GET_TASK_MAX_BYTES: the id from its first bytes ------------------------------
+
+
+@pytest.mark.parametrize("head, expected", [
+    (b'{"id": 5, "task_type": "x", "params": {"a": [1, {"id": 9}]}, "z', {"id": b"5", "task_type": b'"x"',
+                                                                         "params": b'{"a": [1, {"id": 9}]}'}),
+    (b'{"params": {"id": 9, "s": "}\\"]"}, "id": "abc", "task_type": "pr', {"params": b'{"id": 9, "s": "}\\"]"}',
+                                                                            "id": b'"abc"'}),
+    (b'\xef\xbb\xbf {"\\u0069d" : 123456789012345678901234567890 , "p":', {"id": b"123456789012345678901234567890"}),
+    (b'{"id": 12', {}),  # the number may go on past the cut
+    (b'{"id": "ab', {}),
+    (b"[1, 2]", {}),
+    (b'{"a" 1}', {}),
+    (b"", {}),
+    (b'{"id": {"deep": [', {}),
+])
+def test_head_fields_reads_only_members_that_end_before_the_cut(head, expected):
+    assert answers.head_fields(head) == expected
+
+
+def test_an_answer_over_the_cap_is_a_task_to_fail_back_only_with_an_id():
+    got = answers.classify_too_large("answer passed GET_TASK_MAX_BYTES=9", b'{"id": 7, "task_type": "prom_pars", "params": {')
+    assert isinstance(got, MalformedTask)
+    assert (got.task_id, got.has_id, got.task_type, got.kind) == (7, True, "prom_pars", "task_too_large")
+    assert "GET_TASK_MAX_BYTES=9" in str(got)
+    for head in (b'{"params": {"x": 1', b'{"id": null, "params"', b"   "):
+        dropped = answers.classify_too_large("big", head)
+        assert isinstance(dropped, ServerError) and "dropped" in str(dropped)

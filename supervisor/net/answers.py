@@ -9,8 +9,10 @@ not nest deeper than MAX_NESTING.
 
 from __future__ import annotations
 
+import json
+import re
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from itertools import chain, compress
@@ -153,3 +155,68 @@ def classify_task(status: int, headers: Mapping[str, str], body: bytes) -> TaskO
 def classify_submit(status: int, headers: Mapping[str, str], body: bytes) -> ServerError | None:
     """None when submit_result's answer accepts the result (its body is never used), else the error."""
     return status_error("submit_result", status, headers, body)
+
+
+
+# An answer over GET_TASK_MAX_BYTES is never parsed whole; its first bytes are, for the id.
+HEAD_BYTES = 64 * 1024
+_TOKEN = re.compile(rb'\s*(?:("(?:[^"\\]|\\.)*")|([][{},:])|([^\s"{}\[\],:]+))', re.DOTALL)
+
+
+def _tokens(head: bytes) -> Iterator[tuple[bytes, int]]:
+    """(token, end) of each JSON token in ``head``, up to the first that may go on past the cut."""
+    pos = 3 if head.startswith(b"\xef\xbb\xbf") else 0
+    while match := _TOKEN.match(head, pos):
+        pos = match.end()
+        token = match.group(match.lastindex or 0)
+        if pos == len(head) and not match.group(2):
+            return  # a string or a number that may go on past the cut
+        yield token, pos
+
+
+def head_fields(head: bytes) -> dict[str, bytes]:
+    """The top-level members of a JSON object whose text may be cut short, as raw JSON text, for
+    each member whose value ends inside ``head`` (nested values are skipped, not parsed): the id
+    of an answer too large to read whole can still be read from its first bytes."""
+    fields: dict[str, bytes] = {}
+    tokens = _tokens(head)
+    if next(tokens, (b"", 0))[0] != b"{":
+        return fields
+    for key, _ in tokens:
+        colon, start = next(tokens, (b"", 0))
+        value, end = next(tokens, (b"", 0))
+        if not key.startswith(b'"') or colon != b":" or value in (b"", b",", b":", b"}", b"]"):
+            return fields
+        depth = 1 if value in (b"{", b"[") else 0
+        while depth:
+            token, end = next(tokens, (b"", 0))
+            if not token:
+                return fields  # the value goes on past the cut
+            depth += (token in (b"{", b"[")) - (token in (b"}", b"]"))
+        try:
+            fields.setdefault(orjson.loads(key), head[start:end].strip())
+        except orjson.JSONDecodeError:
+            return fields
+        if next(tokens, (b"", 0))[0] != b",":
+            return fields
+    return fields
+
+
+def classify_too_large(message: str, head: bytes) -> ServerError | MalformedTask:
+    """A get_task answer over GET_TASK_MAX_BYTES: a task failed back to the server when its id can
+    be read from the answer's first HEAD_BYTES (v1 has no lease: unanswered, it stays claimed for
+    good), else the error the backoff applies to."""
+    fields = head_fields(head[:HEAD_BYTES])
+    raw_id = fields.get("id")
+    try:
+        task_id = json.loads(raw_id) if raw_id is not None else None  # any size of integer, as sent
+    except ValueError:
+        task_id = None
+    if task_id is None or too_deep(task_id):
+        return ServerError(f"get_task: {message}; dropped (no task id in its first {len(head[:HEAD_BYTES])} bytes)")
+    try:
+        task_type = orjson.loads(fields.get("task_type", b'""'))
+    except orjson.JSONDecodeError:
+        task_type = ""
+    return MalformedTask(f"get_task: task {task_id!r}: {message}", task_id=task_id, has_id=True,
+                         task_type=task_type if isinstance(task_type, str) else "", kind=FailureKind.TASK_TOO_LARGE)

@@ -144,7 +144,8 @@ class ClaimLoop(threading.Thread):
             task = Task(id=exc.task_id, task_type=exc.task_type, params={})
             claim = Claim(new_key(), task, malformed=str(exc), kind=exc.kind)
             self._journal(claim, {"id": task.id, "task_type": exc.task_type or None})
-            log.warning("%s; failing it back to the server", exc)
+            # INFO: the arbiter's "task ... failed" WARNING that follows carries the same reason.
+            log.info("%s; failing it back to the server", exc)
             return claim
         self.backoff.success()
         self.status.server_ok()

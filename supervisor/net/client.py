@@ -34,15 +34,17 @@ from urllib.parse import SplitResult, unquote, urlsplit
 
 from supervisor.model import Task
 from supervisor.net.answers import (  # noqa: F401 - re-exported: callers catch these from the client
+    HEAD_BYTES,
     MAX_NESTING,
     NO_TASKS,
     MalformedTask,
     ServerError,
     classify_submit,
     classify_task,
+    classify_too_large,
     too_deep,
 )
-from supervisor.safetext import loggable, redact_url
+from supervisor.safetext import loggable
 
 log = logging.getLogger("hive.client")
 
@@ -50,13 +52,22 @@ log = logging.getLogger("hive.client")
 SUBMIT_ANSWER_MAX_BYTES = 64 * 1024
 READ_CHUNK = 64 * 1024
 DEADLINE_SLACK = 0.25  # seconds an exchange may overrun its deadline by (see _DeadlineReader)
+# get_task is not idempotent (the server hands the task out when it reads the request, and v1 has
+# no lease), so it goes out on a fresh connection, or on one whose last answer ended less than
+# this long ago and that shows no close. Servers close idle keep-alive connections from 2 s on
+# (gunicorn's default keepalive; uvicorn, Apache and Node at 5 s, nginx 75 s); within a second of
+# an answer (a drain's back-to-back claims) the connection is as good as a new one, after it a new
+# one costs one TCP handshake per poll. submit_result may be sent twice and reuses any open one.
+GET_REUSE_IDLE = 1.0
 # The settings that bound each endpoint's exchange, named in its errors: (time, size).
 _LIMIT_NAMES = {"get_task": ("GET_TASK_TIMEOUT", "GET_TASK_MAX_BYTES"),
                 "submit_result": ("SUBMIT_TIMEOUT", "the submit_result answer cap")}
 
 
 class AnswerTooLarge(Exception):
-    pass
+    def __init__(self, message: str, head: bytes = b"") -> None:
+        super().__init__(message)
+        self.head = head  # the answer's first bytes, up to the ``keep_head`` read_capped was given
 
 
 class _DeadlineSocket:
@@ -68,18 +79,25 @@ class _DeadlineSocket:
         self.deadline = deadline
 
     def makefile(self, mode: str) -> io.BufferedReader:
-        return io.BufferedReader(_DeadlineReader(self.sock, self.deadline))
+        # The socket's own file object, not a reader over the bare socket: it holds a reference
+        # that keeps the descriptor open until the answer is read. http.client closes the
+        # connection as soon as an answer says it will close (HTTP/1.0, "Connection: close"),
+        # before its body is read; a bare reader then read a closed descriptor (EBADF), or one
+        # the other thread's new connection had just been given.
+        return io.BufferedReader(_DeadlineReader(self.sock, self.sock.makefile("rb", buffering=0),
+                                                 self.deadline))
 
 
 class _DeadlineReader(io.RawIOBase):
-    def __init__(self, sock: socket.socket, deadline: float) -> None:
+    def __init__(self, sock: socket.socket, raw: io.RawIOBase, deadline: float) -> None:
         self.sock = sock
+        self.raw = raw
         self.deadline = deadline
 
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: Any) -> int:
+    def readinto(self, buffer: Any) -> int | None:
         left = self.deadline - time.monotonic()
         if left <= 0:
             raise TimeoutError("deadline passed")
@@ -88,22 +106,38 @@ class _DeadlineReader(io.RawIOBase):
         current = self.sock.gettimeout()
         if current is None or current > left + DEADLINE_SLACK:
             self.sock.settimeout(left)
-        return self.sock.recv_into(buffer)
+        return self.raw.readinto(buffer)
+
+    def close(self) -> None:
+        self.raw.close()  # gives back the reference: the descriptor closes once nothing holds it
+        super().close()
 
 
-def read_capped(resp: http.client.HTTPResponse, cap: int, setting: str) -> bytes:
-    """The body of ``resp``, or AnswerTooLarge as soon as it is known to pass ``cap`` bytes."""
-    if resp.length is not None:  # announced: refused before a byte is allocated
+def read_capped(resp: http.client.HTTPResponse, cap: int, setting: str, keep_head: int = 0) -> bytes:
+    """The body of ``resp``, or AnswerTooLarge as soon as it is known to pass ``cap`` bytes,
+    carrying the body's first ``keep_head`` bytes (at most: what had arrived)."""
+    if resp.length is not None:  # announced: refused before more than keep_head is allocated
         if resp.length > cap:
-            raise AnswerTooLarge(f"answer of {resp.length} bytes announced, over {setting}={cap}")
+            raise AnswerTooLarge(f"answer of {resp.length} bytes announced, over {setting}={cap}",
+                                 _first_bytes(resp, keep_head) if keep_head else b"")
         return resp.read()
     parts, total = [], 0
     while chunk := resp.read(READ_CHUNK):  # chunked, or until the server closes
         total += len(chunk)
         if total > cap:
-            raise AnswerTooLarge(f"answer passed {setting}={cap} bytes while being read")
+            raise AnswerTooLarge(f"answer passed {setting}={cap} bytes while being read",
+                                 b"".join(parts)[:keep_head])
         parts.append(chunk)
     return b"".join(parts)
+
+
+def _first_bytes(resp: http.client.HTTPResponse, n: int) -> bytes:
+    """Up to ``n`` bytes of the body that have arrived or arrive with the next read, never more
+    waiting than that one read (an answer that announces 100 GB may then trickle)."""
+    try:
+        return resp.read1(n)
+    except (OSError, http.client.HTTPException):
+        return b""
 
 
 def environ_proxy(url: str) -> SplitResult | None:
@@ -153,29 +187,41 @@ class HiveClient:
             "User-Agent": f"hive-worker/{version}",
             "Accept": "*/*",
         }
+        if self.target.username is not None:
+            # user:password in SERVER_URL is Basic authentication, as 1.0.x's requests sent it. It
+            # goes to the server only: redirects are never followed, a plain-HTTP proxy forwards the
+            # request as it is, and through an HTTPS proxy it travels inside the TLS tunnel.
+            self.headers["Authorization"] = _basic_auth(self.target.username, self.target.password)
         self.path_prefix = self.target.path
         if self.proxy is not None and self.target.scheme == "http":
             # Through a proxy, plain HTTP requests carry the absolute URL (never its credentials).
-            self.path_prefix = redact_url(self.base).replace("***@", "", 1)
+            host = self.target.netloc.rpartition("@")[2]
+            self.path_prefix = f"{self.target.scheme}://{host}{self.target.path}"
             self.headers.update(_proxy_auth(self.proxy))
         self.conn: http.client.HTTPConnection | None = None
+        self.answered_at = 0.0  # monotonic end of the last answer on self.conn
 
     def close(self) -> None:
         if self.conn is not None:
             self.conn.close()
             self.conn = None
 
-    def _connection(self, timeout: float) -> http.client.HTTPConnection:
+    def _connection(self, timeout: float, max_idle: float | None) -> tuple[http.client.HTTPConnection, bool]:
+        """A connection for the next request and whether it is a reused one. An idle one is
+        reused only if it shows no close (urllib3's check) and, when ``max_idle`` is given, its
+        last answer ended less than ``max_idle`` seconds ago."""
         conn = self.conn
-        if conn is not None and (conn.sock is None or _dropped(conn.sock)):
-            conn.close()  # closed by the server while idle: never reuse it
-            conn = None
+        if conn is not None and (conn.sock is None or _dropped(conn.sock) or (
+                max_idle is not None and time.monotonic() - self.answered_at > max_idle)):
+            conn.close()
+            conn = self.conn = None
+        reused = conn is not None
         if conn is None:
             conn = self.conn = self._connect(timeout)
         conn.timeout = timeout
         if conn.sock is not None:
             conn.sock.settimeout(timeout)
-        return conn
+        return conn, reused
 
     def _connect(self, timeout: float) -> http.client.HTTPConnection:
         host, port = self.target.hostname or "", self.target.port
@@ -199,28 +245,50 @@ class HiveClient:
         if data is not None:
             headers = dict(headers, **{"Content-Type": "application/json"})
         deadline = time.monotonic() + timeout
+        max_idle = GET_REUSE_IDLE if endpoint == "get_task" else None
         try:
-            conn = self._connection(timeout)
-            conn.deadline = deadline  # before connecting: a proxy's CONNECT answer is read within it too
-            if conn.sock is None:
-                conn.connect()  # here, not inside request(): what is left of the deadline is known after it
-                conn.sock.settimeout(max(0.001, deadline - time.monotonic()))  # sending, too, within it
-            conn.request(method, f"{self.path_prefix}/{endpoint}", body=data, headers=headers)
-            resp = conn.getresponse()
-            body = read_capped(resp, cap, _LIMIT_NAMES[endpoint][1])
+            conn, reused = self._connection(timeout, max_idle)
+            try:
+                resp = self._send(conn, deadline, method, endpoint, headers, data)
+            except ConnectionError as exc:
+                if not reused:
+                    raise
+                # A reused connection that broke before a byte of the answer came back: the server
+                # closed it while idle, as our request went out, and so never read the request
+                # (a server that read it and then died would have lost the task either way).
+                # Sent once more on a fresh connection, get_task too: nothing can be lost twice.
+                log.debug("%s: the kept-alive connection was closed by the server (%s); sending on a new one",
+                          endpoint, type(exc).__name__)
+                self.close()
+                conn, _ = self._connection(timeout, max_idle)
+                resp = self._send(conn, deadline, method, endpoint, headers, data)
+            body = read_capped(resp, cap, _LIMIT_NAMES[endpoint][1], HEAD_BYTES if endpoint == "get_task" else 0)
         except TimeoutError:
             self.close()
             raise ServerError(f"{endpoint}: no answer within {timeout:g} s "
                               f"({_LIMIT_NAMES[endpoint][0]} bounds the whole exchange)") from None
         except AnswerTooLarge as exc:
             self.close()  # the rest is never read: this connection cannot carry another request
+            if endpoint == "get_task":
+                raise classify_too_large(str(exc), exc.head) from None
             raise ServerError(f"{endpoint}: {exc}; dropped") from None
         except (OSError, http.client.HTTPException) as exc:
             self.close()
             raise ServerError(f"{endpoint}: {_describe(exc)}") from None
         if resp.will_close:
             self.close()
+        self.answered_at = time.monotonic()
         return resp.status, resp.headers, body
+
+    def _send(self, conn: http.client.HTTPConnection, deadline: float, method: str, endpoint: str,
+              headers: dict[str, str], data: bytes | None) -> http.client.HTTPResponse:
+        """Send one request on ``conn`` and read the answer's head, all before ``deadline``."""
+        conn.deadline = deadline  # before connecting: a proxy's CONNECT answer is read within it too
+        if conn.sock is None:
+            conn.connect()  # here, not inside request(): what is left of the deadline is known after it
+            conn.sock.settimeout(max(0.001, deadline - time.monotonic()))  # sending, too, within it
+        conn.request(method, f"{self.path_prefix}/{endpoint}", body=data, headers=headers)
+        return conn.getresponse()
 
     def get_task(self) -> Task | str:
         """A Task, or NO_TASKS. Raises ServerError or MalformedTask."""
@@ -243,11 +311,16 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {loggable(text, 200)}"
 
 
+def _basic_auth(username: str, password: str | None) -> str:
+    """The Basic credentials header value for a URL's (percent-encoded) user and password."""
+    creds = f"{unquote(username)}:{unquote(password or '')}".encode()
+    return "Basic " + base64.b64encode(creds).decode("ascii")
+
+
 def _proxy_auth(proxy: SplitResult) -> dict[str, str]:
     if not proxy.username:
         return {}
-    creds = f"{unquote(proxy.username)}:{unquote(proxy.password or '')}".encode()
-    return {"Proxy-Authorization": "Basic " + base64.b64encode(creds).decode("ascii")}
+    return {"Proxy-Authorization": _basic_auth(proxy.username, proxy.password)}
 
 
 _TLS: ssl.SSLContext | None = None
