@@ -36,10 +36,13 @@ from conftest import ROOT, WINDOWS, wait_for
 
 DRAIN = 300
 EXTERNAL_GUNICORN = "INTEROP_GUNICORN_SYNC"  # root URL of a gunicorn -k sync serving devserver.wsgi
-IDLE_CLOSE = 1  # seconds: the keep-alive timeout of the cases that close idle connections
-# Where the worker idles longer than IDLE_CLOSE between waves of tasks, so the server (or nginx)
-# closes its kept-alive connections under it and the next get_task must not be sent on them.
-IDLE_WORKER_ENV = {"HIVE_NO_TASK_SLEEP": str(IDLE_CLOSE + 0.6)}
+# The cases that close idle keep-alive connections come in waves of tasks: between two, the worker
+# idles NO_TASK_SLEEP (+-10 %), longer than the server's keep-alive timeout, so the server closes
+# the worker's connections under it. nginx closes them after 0.5 s, within the second in which the
+# client would still reuse a connection (docs/settings.md): the close must be seen before a
+# get_task goes out. gunicorn (whole seconds only) closes them after 1 s.
+NGINX_IDLE_CLOSE, NGINX_IDLE = "500ms", {"HIVE_NO_TASK_SLEEP": "0.8"}
+GUNICORN_IDLE_CLOSE, GUNICORN_IDLE = "1", {"HIVE_NO_TASK_SLEEP": "1.6"}
 STALL = 10.0  # seconds without a new result after which a drain is over, complete or not
 # Lines that fail a drain: any error, and any warning of the network side.
 NETWORK_LOGGERS = ("hive.claim", "hive.submit", "hive.client")
@@ -194,8 +197,8 @@ def _serve_gunicorn_sync(stack: ExitStack, tmp: Path) -> Served:
 
 
 def _serve_gunicorn_gthread(stack: ExitStack, tmp: Path) -> Served:
-    root = _gunicorn(stack, tmp, "-w", "1", "-k", "gthread", "--threads", "4", "--keep-alive", str(IDLE_CLOSE))
-    return Served(f"{root}/api", f"{root}/_devserver", dict(IDLE_WORKER_ENV), waves=3)
+    root = _gunicorn(stack, tmp, "-w", "1", "-k", "gthread", "--threads", "4", "--keep-alive", GUNICORN_IDLE_CLOSE)
+    return Served(f"{root}/api", f"{root}/_devserver", dict(GUNICORN_IDLE), waves=3)
 
 
 def _serve_werkzeug(stack: ExitStack, tmp: Path) -> Served:
@@ -226,7 +229,7 @@ def _serve_nginx(stack: ExitStack, tmp: Path) -> Served:
     run.mkdir()
     # master_process off: one process as the current user, no switch to a service user; every
     # path in tmp. keepalive_timeout closes a worker's idle connection between two waves,
-    # keepalive_requests ends a busy one with Connection: close every 25 answers.
+    # keepalive_requests ends a busy one with Connection: close every 30 answers.
     conf = run / "nginx.conf"
     conf.write_text(f"""
 daemon off;
@@ -236,14 +239,15 @@ pid {run}/nginx.pid;
 error_log {run}/error.log info;
 events {{ worker_connections 64; }}
 http {{
-    access_log {run}/access.log;
+    log_format conn "$connection $connection_requests $request $status";
+    access_log {run}/access.log conn;
     client_body_temp_path {run}/body;
     proxy_temp_path {run}/proxy;
     fastcgi_temp_path {run}/fastcgi;
     uwsgi_temp_path {run}/uwsgi;
     scgi_temp_path {run}/scgi;
-    keepalive_timeout {IDLE_CLOSE}s;
-    keepalive_requests 25;
+    keepalive_timeout {NGINX_IDLE_CLOSE};
+    keepalive_requests 30;
     upstream app {{ server {backend.removeprefix("http://")}; keepalive 4; }}
     server {{
         listen 127.0.0.1:{port};
@@ -259,7 +263,7 @@ http {{
     stack.callback(proc.stop)
     root = f"http://127.0.0.1:{port}"
     proc.wait_answering(lambda: _answers(f"{root}/_devserver/tally"))
-    return Served(f"{root}/api", f"{backend}/_devserver", dict(IDLE_WORKER_ENV), proxy_log=run / "access.log",
+    return Served(f"{root}/api", f"{backend}/_devserver", dict(NGINX_IDLE), proxy_log=run / "access.log",
                   waves=3)
 
 
