@@ -378,7 +378,8 @@ def test_wsgi_app_serves_v1_and_tallies_hand_outs_and_results(tmp_path):
     for _ in range(2):
         assert call(two, "POST", "/api/submit_result", b'{"task_id": "a", "status": "success", "result": 1}')[0] == "200 OK"
     assert call(one, "GET", "/_devserver/tally")[1] == {
-        "tasks": [{"id": "a", "handed_out": 1, "results": 2}, {"id": 1, "handed_out": 1, "results": 0}], "results": 2}
+        "tasks": [{"id": "a", "handed_out": 1, "results": 2, "successes": 2},
+                  {"id": 1, "handed_out": 1, "results": 0, "successes": 0}], "results": 2}
     status, answer = call(one, "POST", "/_devserver/enqueue", b'{"task": []}')
     assert status == "400 Bad Request" and "bad enqueue body" in answer["error"]
     assert call(one, "GET", "/api/nothing")[0] == "404 Not Found"
