@@ -44,7 +44,7 @@ EXTERNAL_GUNICORN = "INTEROP_GUNICORN_SYNC"  # root URL of a gunicorn -k sync se
 # get_task goes out. gunicorn (whole seconds only) closes them after 1 s.
 NGINX_IDLE_CLOSE, NGINX_IDLE = "500ms", {"HIVE_NO_TASK_SLEEP": "0.8"}
 GUNICORN_IDLE_CLOSE, GUNICORN_IDLE = "1", {"HIVE_NO_TASK_SLEEP": "1.6"}
-STALL = 10.0  # seconds without a new result after which a drain is over, complete or not
+STALL = 30.0  # seconds without a new result after which a drain is over, complete or not (Wine starts slowly)
 # Lines that fail a drain: any error, and any warning of the network side.
 NETWORK_LOGGERS = ("hive.claim", "hive.submit", "hive.client")
 
