@@ -221,7 +221,7 @@ def _serve_waitress(stack: ExitStack, tmp: Path) -> Served:
 
 
 def _serve_nginx(stack: ExitStack, tmp: Path) -> Served:
-    nginx = _debian_binary("nginx", "nginx-light")
+    nginx = _debian_binary("nginx", "nginx")
     backend = _uvicorn(stack, tmp)
     port = _free_port()
     run = tmp / "nginx"
