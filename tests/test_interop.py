@@ -6,8 +6,9 @@ worker loses is a task lost for good), and the worker's log must hold no error a
 warning.
 
 A server that cannot be had here skips with the reason. The Windows lane (.ci/windows) runs the
-HTTP/1.0 case in its own Windows CPython, and the gunicorn-sync case against a gunicorn that the
-lane starts on the Linux side and names in INTEROP_GUNICORN_SYNC (Wine shares the loopback).
+HTTP/1.0 and waitress cases in its own Windows CPython, and the gunicorn-sync case against a
+gunicorn that the lane starts on the Linux side and names in INTEROP_GUNICORN_SYNC (Wine shares
+the loopback).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ import pytest
 from conftest import ROOT, WINDOWS, wait_for
 
 DRAIN = 300
-WINDOWS_CASES = ("http10", "gunicorn-sync")  # what the Windows lane runs with the worker on Windows CPython
+WINDOWS_CASES = ("http10", "gunicorn-sync", "waitress")  # what the Windows lane runs with the worker on Windows CPython
 EXTERNAL_GUNICORN = "INTEROP_GUNICORN_SYNC"  # root URL of a gunicorn -k sync serving devserver.wsgi
 # The cases that close idle keep-alive connections come in waves of tasks: between two, the worker
 # idles NO_TASK_SLEEP (+-10 %), longer than the server's keep-alive timeout, so the server closes
@@ -95,8 +96,12 @@ class _Process:
         self.name = name
         self.log_path = tmp / f"{name}.out"
         self._out = open(self.log_path, "wb")
+        # On Windows the worker's graceful stop is a Ctrl+C to the whole console: a group of its own
+        # keeps the server out of it (it is stopped by TerminateProcess below).
+        flags = subprocess.CREATE_NEW_PROCESS_GROUP if WINDOWS else 0
         self.proc = subprocess.Popen(argv, cwd=str(ROOT), env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1", **(env or {})},
-                                     stdout=self._out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                                     stdout=self._out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     creationflags=flags)
 
     def output(self) -> str:
         return self.log_path.read_text(encoding="utf-8", errors="replace")
@@ -134,7 +139,7 @@ def _gunicorn(stack: ExitStack, tmp: Path, *options: str) -> str:
 
 
 def _waitress(stack: ExitStack, tmp: Path) -> str:
-    pytest.importorskip("waitress", reason="waitress is not installed (requirements-interop.txt)")
+    pytest.importorskip("waitress", reason="waitress is not installed (requirements-dev.txt)")
     return _python_server(stack, tmp, "waitress", ["-m", "waitress", "--host=127.0.0.1", "--port=PORT",
                                                    "devserver.wsgi:application"])
 
@@ -389,7 +394,7 @@ def drain(served: Served, start_worker: Callable[..., Any], case: str) -> Drain:
 @pytest.mark.parametrize("case", list(CASES))
 def test_worker_drains_through_a_real_server(case: str, tmp_path: Path, start_worker) -> None:
     if WINDOWS and case not in WINDOWS_CASES:
-        pytest.skip(f"the Windows lane runs the {' and '.join(WINDOWS_CASES)} cases; the other servers are "
+        pytest.skip(f"the Windows lane runs the {', '.join(WINDOWS_CASES)} cases; the other servers are "
                     "Linux-side (requirements-interop.txt, Debian packages)")
     with _served(case, tmp_path) as served:
         result = drain(served, start_worker, case)
