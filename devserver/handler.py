@@ -16,6 +16,7 @@ from .records import Headers, RequestRecord
 
 if TYPE_CHECKING:
     from .server import HiveDevServer
+    from .store import Store
 
 # Linux/macOS `struct linger` is two ints, Windows' is two u_shorts.
 _LINGER_0 = struct.pack("HH" if sys.platform == "win32" else "ii", 1, 0)
@@ -89,26 +90,7 @@ class Handler(BaseHTTPRequestHandler):
         self.app.requests.append(RequestRecord(time.monotonic(), self.command, path, headers, body, tuple(self.client_address)))
 
     def _route(self, path: str, body: bytes) -> Response:
-        prefix = self.app.prefix
-        if not path.startswith(prefix + "/"):
-            return json_response(404, {"status": "error", "error": f"no such path {path}"})
-        endpoint = path[len(prefix):]
-        if endpoint == "/get_task":
-            if self.command != "GET":
-                return _not_allowed("GET")
-            return json_response(200, self.app.store.next_answer(self.headers.get("X-Worker-ID")))
-        if endpoint == "/submit_result":
-            if self.command != "POST":
-                return _not_allowed("POST")
-            try:
-                doc = json.loads(body)
-            except (ValueError, UnicodeDecodeError):
-                return json_response(400, {"status": "error", "error": "body is not JSON"})
-            if not isinstance(doc, dict):
-                return json_response(400, {"status": "error", "error": "body is not a JSON object"})
-            self.app.store.record_result(doc)
-            return json_response(200, {"status": "ok"})
-        return json_response(404, {"status": "error", "error": f"no such endpoint {endpoint}"})
+        return route(self.app.store, self.app.prefix, self.command, path, self.headers.get("X-Worker-ID"), body)
 
     def _apply(self, fault: Fault) -> None:
         if fault.kind == "status":
@@ -194,6 +176,29 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
+
+
+def route(store: Store, prefix: str, method: str, path: str, worker_id: str | None, body: bytes) -> Response:
+    """The answer of protocol v1's endpoints under ``prefix`` (also served as WSGI/ASGI: wsgi.py)."""
+    if not path.startswith(prefix + "/"):
+        return json_response(404, {"status": "error", "error": f"no such path {path}"})
+    endpoint = path[len(prefix):]
+    if endpoint == "/get_task":
+        if method != "GET":
+            return _not_allowed("GET")
+        return json_response(200, store.next_answer(worker_id))
+    if endpoint == "/submit_result":
+        if method != "POST":
+            return _not_allowed("POST")
+        try:
+            doc = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            return json_response(400, {"status": "error", "error": "body is not JSON"})
+        if not isinstance(doc, dict):
+            return json_response(400, {"status": "error", "error": "body is not a JSON object"})
+        store.record_result(doc)
+        return json_response(200, {"status": "ok"})
+    return json_response(404, {"status": "error", "error": f"no such endpoint {endpoint}"})
 
 
 def _not_allowed(allow: str) -> Response:

@@ -197,6 +197,16 @@ class Store:
             out.append(item)
         return out
 
+    def tally(self) -> list[dict[str, Any]]:
+        """Every task, oldest first, with how many times it was handed out and how many results
+        (and successes) arrived for it: what a drain test checks (each once: none lost, none doubled)."""
+        rows = self._read(
+            "SELECT t.task_id, t.claims, COUNT(r.seq), COUNT(CASE WHEN r.status = 'success' THEN 1 END) "
+            "FROM tasks t LEFT JOIN results r ON r.task_id = t.task_id GROUP BY t.seq ORDER BY t.seq"
+        )
+        return [{"id": json.loads(tid), "handed_out": claims, "results": results, "successes": ok}
+                for tid, claims, results, ok in rows]
+
     def counts(self) -> dict[str, int]:
         """Tasks per state, plus `results` (POSTs received) and `raw` (injected answers not yet handed out)."""
         out = dict.fromkeys(STATES, 0)

@@ -98,13 +98,17 @@ def check_pins() -> list[str]:
 
 
 SOURCE_PACKAGES = ("tasks", "executor", "supervisor", "devserver")
+# Never imported by the worker: the dev server's queue as an app for real HTTP servers (docs/interop.md).
+NOT_THE_WORKER = ("devserver/wsgi.py", "devserver/asgi.py")
 
 
 def source_files() -> list[Path]:
     """The worker's own source: what PyInstaller analyses starting from main.py."""
     files = [ROOT / "main.py", ROOT / "config.py"]
     for package in SOURCE_PACKAGES:
-        files += sorted(f for f in (ROOT / package).rglob("*.py") if f.name != "__main__.py")  # python -m only
+        files += sorted(f for f in (ROOT / package).rglob("*.py")
+                        if f.name != "__main__.py"  # python -m only
+                        and f.relative_to(ROOT).as_posix() not in NOT_THE_WORKER)
     return files
 
 

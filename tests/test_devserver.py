@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -351,3 +352,34 @@ def test_restart_reuses_port_and_queue(tmp_path, http):
         assert get_task(http, s).json()["id"] == "survives"
     finally:
         s.stop()
+
+
+def test_wsgi_app_serves_v1_and_tallies_hand_outs_and_results(tmp_path):
+    # The app real servers serve in tests/test_interop.py, called as they call it; two instances on
+    # one file stand for two gunicorn workers.
+    from wsgiref.util import setup_testing_defaults
+
+    from devserver.wsgi import HiveApp
+
+    def call(app: HiveApp, method: str, path: str, body: bytes = b"") -> tuple[str, dict]:
+        environ: dict = {"REQUEST_METHOD": method, "PATH_INFO": path, "CONTENT_LENGTH": str(len(body)),
+                         "wsgi.input": io.BytesIO(body), "HTTP_X_WORKER_ID": "w1"}
+        setup_testing_defaults(environ)
+        status: list[str] = []
+        out = b"".join(app(environ, lambda s, headers: status.append(s)))
+        return status[0], json.loads(out)
+
+    one, two = HiveApp(str(tmp_path / "q.sqlite")), HiveApp(str(tmp_path / "q.sqlite"))
+    enqueue = {"tasks": [{"task_type": "echo", "params": {"n": 1}, "id": "a"}, {"task_type": "echo"}]}
+    assert call(one, "POST", "/_devserver/enqueue", json.dumps(enqueue).encode()) == ("200 OK", {"status": "ok", "ids": ["a", 1]})
+    assert call(one, "GET", "/api/get_task") == ("200 OK", {"id": "a", "task_type": "echo", "params": {"n": 1}})
+    assert call(two, "GET", "/api/get_task")[1]["id"] == 1
+    assert call(two, "GET", "/api/get_task")[1] == {"status": "no_tasks"}  # v1 has no requeue: once each
+    for _ in range(2):
+        assert call(two, "POST", "/api/submit_result", b'{"task_id": "a", "status": "success", "result": 1}')[0] == "200 OK"
+    assert call(one, "GET", "/_devserver/tally")[1] == {
+        "tasks": [{"id": "a", "handed_out": 1, "results": 2, "successes": 2},
+                  {"id": 1, "handed_out": 1, "results": 0, "successes": 0}], "results": 2}
+    status, answer = call(one, "POST", "/_devserver/enqueue", b'{"task": []}')
+    assert status == "400 Bad Request" and "bad enqueue body" in answer["error"]
+    assert call(one, "GET", "/api/nothing")[0] == "404 Not Found"
