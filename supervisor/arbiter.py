@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import orjson
 
 from executor.protocol import FailureKind, failure_json
-from supervisor import diagnostics
+from supervisor import diagnostics, liveness
 from supervisor.guest import Guest
 from supervisor.model import Claim, result_body
 from supervisor.net.backoff import Backoff
@@ -106,6 +106,7 @@ class Arbiter:
             wake=self.wake,
         ))
         self.healthy = False
+        self.watchdog: liveness.Watchdog | None = None
 
     def _client(self) -> HiveClient:
         return HiveClient(self.settings.server_url, self.worker_id, self.version,
@@ -302,6 +303,9 @@ class Arbiter:
         self.flusher.start()
         self.submitter.start()
         self.claimer.start()
+        self.watchdog = liveness.start(self.settings, IDLE_TICK, {liveness.SUPERVISION: threading.current_thread(),
+                                                                   liveness.CLAIM: self.claimer,
+                                                                   liveness.SUBMIT: self.submitter})
         self.state = "running"
         try:
             self.loop()
@@ -312,6 +316,7 @@ class Arbiter:
     def loop(self) -> None:
         grace_deadline: float | None = None
         while True:
+            liveness.beat(liveness.SUPERVISION)
             now = time.monotonic()
             try:
                 self.turn(now)
@@ -422,6 +427,8 @@ class Arbiter:
         self.journal.close()
         self.state = "stopped"
         self.not_claiming = "stopped"
+        if self.watchdog is not None:
+            self.watchdog.stop()
         self.stopped.set()
         self.write_status()
         left = len(self.outbox)

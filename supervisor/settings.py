@@ -178,6 +178,8 @@ class Settings:
     get_task_max_bytes: int = setting(1024, 2**31, help="largest get_task answer read; larger ones are dropped")
     outbox_max_mb: float = setting(0.001, 1024 * 1024)
     shutdown_grace: float = setting(0, 86400)
+    watchdog_grace: float = setting(0, 86400, help="a loop stuck this long past its own deadlines restarts the worker "
+                                                   "(exit 4; 0: off)")
     update_drain_timeout: float = setting(0, 86400)
     update_max_bytes: int = setting(1024, 2**34)
     update_public_keys: list[str] = setting(check=key_problem, help="Ed25519 public keys (base64) that may sign updates")
