@@ -301,7 +301,7 @@ def test_good_release_is_staged(tmp_path: Path, files: FileServer) -> None:
     assert staged.binary.read_bytes() == standin("9.1.0") and os.access(staged.binary, os.X_OK)
     assert staged.sha256 == hashlib.sha256(body).hexdigest()
     assert not (tmp_path / "update" / "release.zip").exists()  # the zip goes once unpacked
-    assert sorted(p.name for p in (tmp_path / "update").iterdir()) == ["preflight", "staged"]
+    assert sorted(p.name for p in (tmp_path / "update").iterdir()) == ["preflight", "staged", "staged.json"]
 
 
 @standin_binaries
@@ -479,6 +479,41 @@ def test_trickled_download_is_cut_at_the_deadline(tmp_path: Path, files: FileSer
     assert 0 < so_far < 200_000
     assert files.trickle_cut.wait(10)  # the worker hung up
     assert list(tmp_path.iterdir()) == []
+
+
+@standin_binaries
+def test_a_release_waiting_to_be_installed_is_not_downloaded_again(tmp_path: Path, files: FileServer) -> None:
+    """The server re-sends update_worker while the worker still runs the old version (the hand-over
+    failed, or the worker restarted before it): the release already downloaded, verified and staged
+    is used again, checked again, not downloaded again; anything else is downloaded afresh."""
+    key, public = keypair(tmp_path)
+    settings = signed_settings(tmp_path, public)
+    upd = tmp_path / "update"
+    body = signed_zip(standin("9.1.0"), "9.1.0", 5, key)
+    url = files.add("/r.zip", body)
+    first = updater.prepare({"url": url}, settings, "2.0.0")
+    assert first is not None and files.hits == ["/r.zip"]
+    for params in ({"url": url}, params_for(url, body, version="9.1.0", sequence=5)):
+        again = updater.prepare(params, settings, "2.0.0")
+        assert again is not None and files.hits == ["/r.zip"], files.hits
+        assert (again.binary, again.binary_sha256, again.sha256, again.sequence, again.version) == \
+            (first.binary, first.binary_sha256, first.sha256, 5, "9.1.0")
+    # Another URL, another zip hash in the params: downloaded (the second one is refused for its hash).
+    other = files.add("/other.zip", body)
+    assert updater.prepare({"url": other}, settings, "2.0.0") is not None and files.hits[-1] == "/other.zip"
+    assert "SHA-256 is" in _refused(tmp_path, dict(params_for(other, body), sha256="e" * 64), settings)
+    assert files.hits.count("/other.zip") == 2 and not first.binary.exists()
+    # The staged binary changed on disk since it was checked: downloaded again, the changed one never runs.
+    assert updater.prepare({"url": url}, settings, "2.0.0") is not None and files.hits.count("/r.zip") == 2
+    first.binary.write_bytes(standin("6.6.6", selftest="fail"))
+    assert updater.prepare({"url": url}, settings, "2.0.0") is not None and files.hits.count("/r.zip") == 3
+    assert first.binary.read_bytes() == standin("9.1.0")
+    # A release rolled back on this PC stays refused at once, staged or not, never downloaded again.
+    update_records.remember_bad(upd, "9.1.0", "rolled back: the new worker exited before it was healthy")
+    hits = len(files.hits)
+    for params in ({"url": url}, params_for(url, body, version="9.1.0")):
+        assert "was rolled back on this PC" in _refused(tmp_path, params, settings)
+    assert len(files.hits) == hits and not first.binary.exists()
 
 
 @posix_only
