@@ -70,6 +70,9 @@ UPDATE_PUBLIC_KEYS: list = ["Gtt6yuQClBCdZBFXnucwWGDkybjhgRtcETZEhCEWv3I="]
 # Labs only: also install releases without a signed statement (sha256/size checks only). Loudly logged.
 UPDATE_ALLOW_UNSIGNED = False
 UPDATE_HEALTH_TIMEOUT = 120.0  # the updater rolls back if the new worker is not healthy by then
+# After that, the new version is on probation for this many seconds of its own running time: if it
+# crashes or does not come up 3 times within it, it rolls back to the previous binary (0: off).
+UPDATE_PROBATION = 1800.0
 
 # Being a good guest on the PC's owner's machine (docs/settings.md). Pausing only stops
 # claiming: running tasks finish and their results are posted. A file named "pause" in

@@ -185,6 +185,8 @@ class Settings:
     update_public_keys: list[str] = setting(check=key_problem, help="Ed25519 public keys (base64) that may sign updates")
     update_allow_unsigned: bool = setting(help="labs only: install updates that carry no signed release statement")
     update_health_timeout: float = setting(5, 3600)
+    update_probation: float = setting(0, 7 * 86400, help="seconds of running time a new version is on probation "
+                                                        "after its update (0: none)")
     # Being a good guest on the PC's owner's machine (supervisor/guest.py, supervisor/pool/cpucap.py).
     pause_on_battery: bool = setting(help="claim no new tasks while on battery")
     pause_when_user_active_minutes: float = setting(0, 1440, help="claim none while input was seen this recently (0: off)")

@@ -997,7 +997,22 @@ def test_release_command_keygen_make_sign_verify(tmp_path: Path, files: FileServ
 
 # ---- real one-file binaries: the full cycle, rollbacks, migration from 1.0.x ------------------------
 
-def _copy_repo(dest: Path, version: str, sequence: int) -> Path:
+# Appended to the new build's config.py: a test hook of that build only. With the variable set (to a
+# file path), importing the task registry takes an exclusive lock on that file for the life of the
+# executor, as a task module that grabs a resource only one process can hold would: the self-test's
+# single executor passes, in a pool of two the second executor can never import the registry.
+EXCLUSIVE_IMPORT_ENV = "UPDATE_TEST_EXCLUSIVE_IMPORT"
+EXCLUSIVE_IMPORT = f"""
+
+if os.environ.get("{EXCLUSIVE_IMPORT_ENV}") and __import__("multiprocessing").parent_process() is not None:
+    import fcntl as _fcntl
+
+    _held = open(os.environ["{EXCLUSIVE_IMPORT_ENV}"], "a")
+    _fcntl.flock(_held, _fcntl.LOCK_EX | _fcntl.LOCK_NB)  # BlockingIOError in every other executor
+"""
+
+
+def _copy_repo(dest: Path, version: str, sequence: int, extra_config: str = "") -> Path:
     keep = {"main.py", "config.py", "supervisor", "executor", "tasks", "devserver", "release", "updater.bat",
             "requirements.txt", "requirements-dev.txt", "pyproject.toml"}
 
@@ -1011,7 +1026,7 @@ def _copy_repo(dest: Path, version: str, sequence: int) -> Path:
     text, count = re.subn(r'^WORKER_VERSION = "[^"]*"', f'WORKER_VERSION = "{version}"', config.read_text(), flags=re.M)
     text, count2 = re.subn(r"^RELEASE_SEQUENCE = \d+", f"RELEASE_SEQUENCE = {sequence}", text, flags=re.M)
     assert count == count2 == 1
-    config.write_text(text)
+    config.write_text(text + extra_config)
     return dest
 
 
@@ -1025,7 +1040,7 @@ def builds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace
 
     base = tmp_path_factory.mktemp("update-builds")
     new_version = WORKER_VERSION + "-next"
-    sources = {"old": ROOT, "new": _copy_repo(base / "src-new", new_version, RELEASE_SEQUENCE + 1)}
+    sources = {"old": ROOT, "new": _copy_repo(base / "src-new", new_version, RELEASE_SEQUENCE + 1, EXCLUSIVE_IMPORT)}
     env = {k: v for k, v in os.environ.items() if not k.startswith("HIVE_")}
     procs = {}
     started = time.monotonic()
@@ -1347,3 +1362,101 @@ def test_release_installed_by_a_1_0_x_worker(builds: SimpleNamespace, server, st
     assert not (home / "worker_update.exe").exists()
     assert (home / "updater.bat").read_bytes() == legacy_bat  # Linux: the .bat is not this OS's script
     w.stop()
+
+
+@pytest.mark.slow
+@posix_only
+@pytest.mark.timeout(600)
+def test_a_release_whose_executors_cannot_all_start_is_rolled_back(builds: SimpleNamespace, server, start_worker,
+                                                                   files: FileServer, tag: str,
+                                                                   tmp_path: Path) -> None:
+    """Healthy means doing work: the new version talks to the server and runs tasks on one executor,
+    but the second executor of its pool can never import the task registry (its self-test, with one
+    executor, passed). It is never declared healthy: the updater rolls it back."""
+    key, public = keypair(tmp_path)
+    home = _install(tmp_path, builds.old)
+    body = _release(tmp_path, builds.new, "worker-new.zip", key, builds.new_version, builds.new_sequence)
+    url = files.add("/releases/worker-new.zip", body)
+    env = _worker_env(tag, tmp_path, HIVE_UPDATE_PUBLIC_KEYS=public, HIVE_UPDATE_HEALTH_TIMEOUT="20",
+                      HIVE_POOL_SIZE="2", **{EXCLUSIVE_IMPORT_ENV: str(tmp_path / "exclusive.lock")})
+    w = start_worker(server.url, home=home, cmd=[str(home / update_extract.BINARY)], env=env)
+    update = server.enqueue("update_worker", params_for(url, body, version=builds.new_version))
+    got = _result(server, update, 120)
+    assert got["status"] == "failure" and got["result"]["kind"] == "update_failed", got
+    assert "rolled back: the new worker was not healthy within 20 s" in got["result"]["error"], got
+    assert _poster_version(server, update) == {builds.old_version}
+    assert (home / update_extract.BINARY).read_bytes() == builds.old.read_bytes()
+    assert builds.new_version in update_records.bad_versions(home / "update")
+    worker_log = (home / "logs" / "worker.log").read_text()
+    assert "executor cannot import the task registry" in worker_log and "BlockingIOError" in worker_log
+    assert "this start came up" not in worker_log.split(f"version {builds.new_version} starting")[-1].split(
+        f"version {builds.old_version} starting")[0]
+    check = server.enqueue("example", {"text": "old serves"})
+    assert _result(server, check)["status"] == "success" and _poster_version(server, check) == {builds.old_version}
+    assert w.wait(10) == 0
+    _stop_tagged(tag)
+
+
+@pytest.mark.slow
+@posix_only
+@pytest.mark.timeout(600)
+def test_a_release_that_crashes_three_times_in_its_probation_is_rolled_back(
+        builds: SimpleNamespace, server, start_worker, files: FileServer, tag: str, tmp_path: Path) -> None:
+    """The new version is healthy, then crashes (kill -9) three times within its probation, each time
+    started again as a service manager would: the next start puts the previous binary back by itself
+    and exits EXIT_ROLLED_BACK; the old version, started again, reports why and refuses the version."""
+    from supervisor.update import probation
+
+    key, public = keypair(tmp_path)
+    home = _install(tmp_path, builds.old)
+    exe = home / update_extract.BINARY
+    body = _release(tmp_path, builds.new, "worker-new.zip", key, builds.new_version, builds.new_sequence)
+    url = files.add("/releases/worker-new.zip", body)
+    env = _worker_env(tag, tmp_path, HIVE_UPDATE_PUBLIC_KEYS=public)
+    w = start_worker(server.url, home=home, cmd=[str(exe)], env=env)
+    t0 = time.monotonic()
+    update = server.enqueue("update_worker", params_for(url, body, version=builds.new_version))
+    got = _result(server, update, 120)
+    took = time.monotonic() - t0
+    assert got["status"] == "success" and _poster_version(server, update) == {builds.new_version}, got
+    assert w.wait(10) == 0
+    upd = home / "update"
+    assert probation.read(upd)["version"] == builds.new_version
+    log_path = home / "logs" / "worker.log"
+    for crash in (1, 2, 3):
+        kill_tagged(tag)  # kill -9 of everything the test and the updater started
+        wait_for(lambda: not any(_tagged(tag)), 20, what="the killed worker to be gone")
+        if crash == 3:
+            break
+        w = start_worker(server.url, home=home, cmd=[str(exe)], env=env)
+        wait_for(lambda crash=crash: f"on probation: {crash} of 3 failed runs" in log_path.read_text(), 30,
+                 what=f"start {crash + 1} to count the crash")
+        task = server.enqueue("example", {"text": f"between crashes {crash}"})
+        assert _result(server, task)["status"] == "success"  # it does come up: it only crashes
+    w = start_worker(server.url, home=home, cmd=[str(exe)], env=env)
+    assert w.wait(60) == probation.EXIT_ROLLED_BACK, w.console()
+    assert exe.read_bytes() == builds.old.read_bytes() and probation.read(upd) is None
+    w = start_worker(server.url, home=home, cmd=[str(exe)], env=env)  # the service manager again
+    reason = (f"rolled back: version {builds.new_version} crashed or did not come up 3 times within its probation "
+              "of 1800 s")
+    wait_for(lambda: _result(server, update)["status"] == "failure", 60, what="the old version's report")
+    got = _result(server, update)
+    assert got["result"] == {"error": f"update from {builds.old_version} to {builds.new_version} failed: {reason}",
+                             "kind": "update_failed"}, got
+    assert _poster_version(server, update) == {builds.new_version, builds.old_version}
+    assert builds.new_version in update_records.bad_versions(upd)
+    check = server.enqueue("example", {"text": "old again"})
+    assert _result(server, check)["status"] == "success" and _poster_version(server, check) == {builds.old_version}
+    print(f"\nupdate task to healthy (probe included): {took:.1f} s")
+    w.stop()
+
+
+def _tagged(tag: str) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.environ().get(TAG_ENV) == tag and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc)
+        except (psutil.Error, OSError):
+            continue
+    return found
