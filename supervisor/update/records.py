@@ -30,6 +30,7 @@ from pathlib import Path
 import orjson
 import psutil
 
+from supervisor import clock
 from supervisor.store.atomic import atomic_write
 from supervisor.update.errors import UpdateRefused
 
@@ -115,7 +116,7 @@ def bad_versions(upd: Path) -> dict[str, dict]:
 
 def remember_bad(upd: Path, version: str, reason: str) -> None:
     data = bad_versions(upd)
-    data[version] = {"reason": reason, "at": time.time()}
+    data[version] = {"reason": reason, "at": clock.now()}
     write_private(private_dir(upd) / BAD_VERSIONS, orjson.dumps(data, option=orjson.OPT_INDENT_2))
 
 
@@ -140,7 +141,14 @@ def remember_installed(upd: Path, sequence: int, version: str) -> None:
     except UpdateRefused:
         pass  # an unreadable record is replaced by the release that now runs
     write_private(private_dir(upd) / INSTALLED,
-                  orjson.dumps({"sequence": sequence, "version": version, "at": time.time()}))
+                  orjson.dumps({"sequence": sequence, "version": version, "at": clock.now()}))
+
+
+def still_held(at: float, now: float, hold: float = BAD_VERSION_HOLD) -> bool:
+    """Whether a version rolled back at ``at`` is still refused at ``now`` (both clock.now() times).
+    A time in the future by more than the hold cannot be right (the clock was far ahead when it
+    was written): it holds nothing, rather than a version forever."""
+    return abs(now - at) < hold
 
 
 def refuse_if_bad(upd: Path, version: str) -> None:
@@ -148,7 +156,7 @@ def refuse_if_bad(upd: Path, version: str) -> None:
     if not isinstance(entry, dict):
         return
     at = float(entry.get("at", 0))
-    if time.time() - at < BAD_VERSION_HOLD:
+    if still_held(at, clock.now()):
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(at))
         raise UpdateRefused(f"version {version} was rolled back on this PC at {when} ({entry.get('reason')}); refused "
                       f"for {BAD_VERSION_HOLD / 86400:g} days (or delete {upd / BAD_VERSIONS})")
