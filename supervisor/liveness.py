@@ -34,6 +34,7 @@ log = logging.getLogger("hive.watchdog")
 EXIT_WEDGED = 4  # documented in README.md and docs/settings.md; never used for anything else
 WEDGE_ENV = "HIVE_INTERNAL_TEST_WEDGE"
 SUPERVISION, CLAIM, SUBMIT = "supervision", "claim", "submit"
+SUSPEND_SLACK = 5.0  # seconds a watchdog wait may overrun before the process counts as suspended
 NO_TASK_JITTER = 0.1  # net/backoff.jittered's spread: the claim loop's pause after "no_tasks"
 
 _beats: dict[str, float] = {}
@@ -72,12 +73,13 @@ def bounds(settings: Settings, idle_tick: float) -> dict[str, float]:
 
 
 def overdue(last_beats: dict[str, float], limits: dict[str, float], alive: dict[str, bool],
-            now: float) -> tuple[str, float] | None:
-    """(loop, seconds since its last beat) of the first live loop past its bound, else None."""
+            now: float, floor: float = 0.0) -> tuple[str, float] | None:
+    """(loop, seconds since its last beat) of the first live loop past its bound, else None.
+    ``floor``: no loop is counted quiet from before it (the process was suspended until then)."""
     for name, limit in limits.items():
         if not alive.get(name, False) or name not in last_beats:
             continue
-        quiet = now - last_beats[name]
+        quiet = now - max(last_beats[name], floor)
         if quiet > limit:
             return name, quiet
     return None
@@ -99,9 +101,18 @@ class Watchdog(threading.Thread):
             _beats.setdefault(name, now)
 
     def run(self) -> None:
+        last = floor = time.monotonic()
         while not self.halt.wait(self.every):
+            now = time.monotonic()
+            if now - last > 2 * self.every + SUSPEND_SLACK:
+                # This thread slept far longer than it asked: the PC slept (Windows' monotonic clock
+                # goes on) or the process was stopped. Every loop gets its whole bound from now.
+                floor = now
+                log.info("watchdog: %.0f s passed in a %.1f s wait (suspended?): every loop's bound starts again",
+                         now - last, self.every)
+            last = now
             alive = {name: thread.is_alive() for name, thread in self.threads.items()}
-            late = overdue(dict(_beats), self.limits, alive, time.monotonic())
+            late = overdue(dict(_beats), self.limits, alive, now, floor)
             if late is not None and not self.halt.is_set():
                 self.trip(*late)
 

@@ -44,6 +44,9 @@ def test_overdue_names_the_first_live_loop_past_its_bound() -> None:
     # A loop whose thread has ended (the worker is stopping) is not wedged.
     assert liveness.overdue(beats, limits, {"supervision": True, "claim": False}, now=125.0) == ("supervision", 25.0)
     assert liveness.overdue(beats, {"claim": 20.0}, {"claim": False}, now=125.0) is None
+    # After a suspend (the PC slept) the bound counts from the resume, not from the last beat.
+    assert liveness.overdue(beats, limits, alive, now=1000.0, floor=995.0) is None
+    assert liveness.overdue(beats, limits, alive, now=1000.0, floor=989.0) == ("supervision", 11.0)
 
 
 @pytest.mark.slow
