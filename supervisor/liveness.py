@@ -97,8 +97,8 @@ class Watchdog(threading.Thread):
         self.halt = threading.Event()
         self.every = max(0.2, min(self.limits.values(), default=60.0) / 4)
         now = time.monotonic()
-        for name in self.limits:  # a loop that never beat is counted from the watchdog's start
-            _beats.setdefault(name, now)
+        for name in self.limits:  # counted from the watchdog's start (not from an earlier worker in this process)
+            _beats[name] = now
 
     def run(self) -> None:
         last = floor = time.monotonic()
