@@ -290,6 +290,10 @@ def test_probation_rolls_back_after_three_crashes(tmp_path: Path) -> None:
     assert error == ("update from 2.0.0 to 2.1.0 failed: rolled back: version 2.1.0 crashed or did not come up 3 "
                      "times within its probation of 1800 s")
     assert "2.1.0" in records.bad_versions(upd) and prob.read(upd) is None
+    # What a Windows rollback leaves (the failed binary, renamed while it ran) goes at the next start.
+    prob.failed_copy(exe).write_bytes(b"new")
+    assert prob.Probation(home, "2.0.0", health_timeout=60).on_start(exe, now=0.0) is None
+    assert not prob.failed_copy(exe).exists() and exe.read_bytes() == b"old"
 
 
 def test_probation_clean_stops_do_not_count_and_it_ends_when_served(tmp_path: Path) -> None:

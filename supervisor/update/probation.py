@@ -85,6 +85,23 @@ def verdict(record: dict | None, version: str, failures_allowed: int = PROBATION
     return "on probation", record
 
 
+def failed_copy(exe: Path) -> Path:
+    """Where Windows' rollback moves the running, failed binary: worker.exe -> worker.exe.failed."""
+    return exe.with_name(exe.name + ".failed")
+
+
+def remove_failed_copy(exe: Path) -> None:
+    """The failed binary a Windows rollback left, by exact name; never the running one, never a link."""
+    failed = failed_copy(exe)
+    try:
+        if failed.is_symlink() or not failed.is_file() or os.path.samefile(failed, exe):
+            return
+        failed.unlink()
+        log.info("update: removed %s, the binary a probation rolled back", failed)
+    except OSError as exc:
+        log.warning("update: cannot remove %s: %s", failed, exc)
+
+
 def roll_back(upd: Path, exe: Path, record: dict) -> bool:
     """Put the previous binary back onto ``exe`` and leave the old version what it reports. False
     when there is nothing to put back."""
@@ -96,8 +113,8 @@ def roll_back(upd: Path, exe: Path, record: dict) -> bool:
                   reason.removeprefix("rolled back: "), old, record.get("version"))
         (upd / PROBATION).unlink(missing_ok=True)
         return False
-    if os.name == "nt":  # a running image can be renamed, never replaced
-        os.replace(exe, exe.with_name(exe.name + ".failed"))
+    if os.name == "nt":  # a running image can be renamed, never replaced; the next start deletes it
+        os.replace(exe, failed_copy(exe))
     os.replace(old, exe)
     write_pending(upd, {"task_id": record.get("task_id"), "from": record.get("from"), "to": record.get("version"),
                         "exe": str(exe), "error_sleep": float(record.get("error_sleep") or 0.0)})
@@ -122,6 +139,7 @@ class Probation:
 
     def on_start(self, exe: Path, now: float) -> int | None:
         """Frozen builds, first thing: count the previous run; EXIT_ROLLED_BACK when rolled back."""
+        remove_failed_copy(exe)
         what, record = verdict(read(self.upd), self.version)
         if what == "none":
             if (self.upd / PROBATION).exists():
@@ -132,7 +150,7 @@ class Probation:
             return EXIT_ROLLED_BACK if roll_back(self.upd, exe, record) else None
         log.log(logging.WARNING if record["failures"] else logging.INFO,
                 "update: version %s on probation: %d of %d failed runs so far, %.0f of %.0f s run", self.version,
-                    record["failures"], PROBATION_FAILURES, record.get("uptime", 0.0), record.get("seconds", 0.0))
+                record["failures"], PROBATION_FAILURES, record.get("uptime", 0.0), record.get("seconds", 0.0))
         self.adopt(record, now)
         write(self.upd, record)
         return None
