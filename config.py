@@ -57,6 +57,10 @@ GET_TASK_MAX_BYTES = 16 * 1024 * 1024  # a larger get_task answer is dropped (se
 
 OUTBOX_MAX_MB = 256  # past this the worker stops claiming (it never drops results)
 SHUTDOWN_GRACE = 60.0  # seconds running tasks get to finish on Ctrl+C / SIGTERM
+# A loop (supervision, claim, submit) that makes no progress this many seconds past its own
+# deadlines (the HTTP timeouts, NO_TASK_SLEEP, ...) is wedged: the worker logs every thread's
+# stack and exits with status 4, so that it is started again (0: off; supervisor/liveness.py).
+WATCHDOG_GRACE = 120.0
 
 # Self-update (the server's update_worker task; docs/self-update.md).
 UPDATE_DRAIN_TIMEOUT = 600.0  # running tasks get this long to finish before the update goes on
@@ -69,6 +73,9 @@ UPDATE_PUBLIC_KEYS: list = []
 # Labs only: also install releases without a signed statement (sha256/size checks only). Loudly logged.
 UPDATE_ALLOW_UNSIGNED = False
 UPDATE_HEALTH_TIMEOUT = 120.0  # the updater rolls back if the new worker is not healthy by then
+# After that, the new version is on probation for this many seconds of its own running time: if it
+# crashes or does not come up 3 times within it, it rolls back to the previous binary (0: off).
+UPDATE_PROBATION = 1800.0
 
 # Being a good guest on the PC's owner's machine (docs/settings.md). Pausing only stops
 # claiming: running tasks finish and their results are posted. A file named "pause" in

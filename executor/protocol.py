@@ -24,6 +24,11 @@ TOKEN_ENV = "HIVE_INTERNAL_TREE_TOKEN"
 
 ERROR_MAX_CHARS = 2000
 
+# The built-in no-op task: never in TASK_REGISTRY, never claimed from the server (the supervisor
+# refuses unknown types before any executor sees them); the supervisor sends it once per start to
+# prove that a task makes the full round trip through an executor (supervisor/update/health.py).
+PROBE_TASK = "__hive_probe__"
+
 
 class FailureKind(StrEnum):
     """The "kind" of a failed result, as the server and the fleet's dashboards read it."""

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import orjson
 
 from executor.protocol import FailureKind, failure_json
-from supervisor import diagnostics
+from supervisor import diagnostics, liveness
 from supervisor.guest import Guest
 from supervisor.model import Claim, result_body
 from supervisor.net.backoff import Backoff
@@ -39,6 +39,7 @@ from supervisor.store.outbox import Outbox
 from supervisor.store.recovery import recover_interrupted
 from supervisor.update.coordinator import TASK_TYPE as UPDATE_TASK
 from supervisor.update.coordinator import UpdateCoordinator, Worker
+from supervisor.update.health import StartHealth
 
 log = logging.getLogger("hive.supervisor")
 
@@ -106,6 +107,8 @@ class Arbiter:
             wake=self.wake,
         ))
         self.healthy = False
+        self.start_health = StartHealth(settings.pool_size, wanted=False)  # set again in run()
+        self.watchdog: liveness.Watchdog | None = None
 
     def _client(self) -> HiveClient:
         return HiveClient(self.settings.server_url, self.worker_id, self.version,
@@ -173,6 +176,9 @@ class Arbiter:
     # ---- results -------------------------------------------------------------------------------
 
     def on_result(self, claim: Claim, ok: bool, raw: bytes, kind: FailureKind | None, seconds: float) -> None:
+        if self.start_health.is_probe(claim):  # the built-in probe: never the server's business
+            self.start_health.probe_done(ok, "" if ok else raw.decode("utf-8", "replace")[:300], time.monotonic())
+            return
         task = claim.task
         if ok:
             log.info("task %r (%s) succeeded in %.2f s", task.id, task.task_type, seconds)
@@ -249,11 +255,19 @@ class Arbiter:
     # ---- self-update: drain, prepare (off-thread), hand over, exit (supervisor/update/coordinator.py)
 
     def check_health(self) -> None:
-        """After the first good contact with the server: report how a previous update ended."""
-        if self.healthy or self.status.last_contact is None:
+        """Healthy means doing work (update/health.py): every executor has started and imported the
+        registry, the probe made the round trip, and the server answered. Then report how a
+        previous update ended."""
+        if self.healthy:
+            return
+        now = time.monotonic()
+        probe = self.start_health.probe_to_send((s.index for s in self.pool.slots if s.ready), now)
+        if probe is not None and not self.pool.dispatch(probe):
+            self.start_health.not_sent()
+        if not self.start_health.came_up or self.status.last_contact is None:
             return
         self.healthy = True
-        self.updates.report_previous(time.monotonic())
+        self.updates.report_previous(now)
 
     # ---- extension points: the dev reloader uses these, never the attributes behind them ------
 
@@ -288,7 +302,11 @@ class Arbiter:
         self.health.install()
         log.info("worker %s version %s starting: server %s, pool of %d, home %s", self.worker_id, self.version,
                  redact_url(self.settings.server_url), self.settings.pool_size, self.home)
-        self.updates.on_start()
+        rolled_back = self.updates.on_start(time.monotonic())
+        if rolled_back is not None:
+            return rolled_back  # the previous binary is back in place: the next start runs it
+        # Healthy means doing work (update/health.py), checked when an update or a probation needs it.
+        self.start_health = StartHealth(self.settings.pool_size, self.updates.wants_health_check())
         reported = recover_interrupted(self.journal, self.outbox, self.worker_id)
         if len(self.outbox):
             log.info("%d result(s) from earlier runs wait in the outbox (%d interrupted task(s) among them)",
@@ -302,6 +320,9 @@ class Arbiter:
         self.flusher.start()
         self.submitter.start()
         self.claimer.start()
+        self.watchdog = liveness.start(self.settings, IDLE_TICK, {liveness.SUPERVISION: threading.current_thread(),
+                                                                   liveness.CLAIM: self.claimer,
+                                                                   liveness.SUBMIT: self.submitter})
         self.state = "running"
         try:
             self.loop()
@@ -312,6 +333,7 @@ class Arbiter:
     def loop(self) -> None:
         grace_deadline: float | None = None
         while True:
+            liveness.beat(liveness.SUPERVISION)
             now = time.monotonic()
             try:
                 self.turn(now)
@@ -349,7 +371,7 @@ class Arbiter:
         self.pool.check_limits()
         self._run_turn_hooks()  # before maintain(): a reload's retirements then take effect this turn
         self.pool.maintain()
-        self.updates.step(time.monotonic())
+        self.updates.step(time.monotonic(), self.start_health.came_up)
         self.check_health()
         self.update_gate(now)
 
@@ -407,6 +429,7 @@ class Arbiter:
         self.stop_event.set()
         self.state = "stopping"
         self._run_turn_hooks(stopping=True)
+        self.updates.on_stop(time.monotonic())
         self.pool.stop()
         self.cpucap.close()
         persisted = self.submitter.persist()
@@ -422,6 +445,8 @@ class Arbiter:
         self.journal.close()
         self.state = "stopped"
         self.not_claiming = "stopped"
+        if self.watchdog is not None:
+            self.watchdog.stop()
         self.stopped.set()
         self.write_status()
         left = len(self.outbox)

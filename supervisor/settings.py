@@ -182,11 +182,15 @@ class Settings:
     get_task_max_bytes: int = setting(1024, 2**31, help="largest get_task answer read; larger ones are dropped")
     outbox_max_mb: float = setting(0.001, 1024 * 1024)
     shutdown_grace: float = setting(0, 86400)
+    watchdog_grace: float = setting(0, 86400, help="a loop stuck this long past its own deadlines restarts the worker "
+                                                   "(exit 4; 0: off)")
     update_drain_timeout: float = setting(0, 86400)
     update_max_bytes: int = setting(1024, 2**34)
     update_public_keys: list[str] = setting(check=key_problem, help="Ed25519 public keys (base64) that may sign updates")
     update_allow_unsigned: bool = setting(help="labs only: install updates that carry no signed release statement")
     update_health_timeout: float = setting(5, 3600)
+    update_probation: float = setting(0, 7 * 86400, help="seconds of running time a new version is on probation "
+                                                        "after its update (0: none)")
     # Being a good guest on the PC's owner's machine (supervisor/guest.py, supervisor/pool/cpucap.py).
     pause_on_battery: bool = setting(help="claim no new tasks while on battery")
     pause_when_user_active_minutes: float = setting(0, 1440, help="claim none while input was seen this recently (0: off)")

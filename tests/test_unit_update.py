@@ -61,7 +61,8 @@ class Prepared:
 
 def settings(tmp_path: Path, **over: Any) -> SimpleNamespace:
     values = {"home": tmp_path, "update_public_keys": [], "update_allow_unsigned": True,
-              "update_drain_timeout": 60.0, "update_error_sleep": 30.0}
+              "update_drain_timeout": 60.0, "update_error_sleep": 30.0, "update_health_timeout": 120.0,
+              "update_probation": 0.0}
     values.update(over)
     return SimpleNamespace(**values)
 
@@ -220,8 +221,118 @@ def test_a_second_update_while_one_drains_is_refused(tmp_path: Path) -> None:
 def test_report_previous_posts_each_outcome_and_pauses_after_a_rollback(tmp_path: Path, monkeypatch) -> None:
     failed = orjson.dumps({"error": "update from 1 to 2 failed: rolled back", "kind": "update_failed"})
     monkeypatch.setattr(coordinator_mod.startup, "on_healthy",
-                        lambda home, version, worker_id: [("t-7", False, failed, 20.0)])
+                        lambda home, version, worker_id, probation_seconds: [("t-7", False, failed, 20.0)])
     coord, worker, _ = make(tmp_path)
     coord.report_previous(100.0)
     assert worker.calls == [("answer", "t-7", False, orjson.loads(failed))]
     assert coord.hold(119.0) == "UPDATE_ERROR_SLEEP after a rolled-back update" and coord.hold(120.0) is None
+
+
+# ---- healthy means doing work, then a probation (issue 24.1) ----------------------------------------
+
+def test_start_health_needs_every_executor_then_a_probe_round_trip() -> None:
+    from supervisor.update.health import PROBE_RETRY, StartHealth
+
+    assert StartHealth(2, wanted=False).came_up  # nothing to decide: as before
+    health = StartHealth(2, wanted=True)
+    assert health.probe_to_send([0], now=1.0) is None  # slot 1 never started (or cannot import)
+    assert health.probe_to_send([], now=2.0) is None and not health.came_up
+    probe = health.probe_to_send([1], now=3.0)  # each slot was ready once: the probe goes out
+    assert probe is not None and probe.task.task_type == "__hive_probe__" and health.is_probe(probe)
+    assert health.probe_to_send([0, 1], now=3.1) is None  # one at a time
+    health.probe_done(False, "exception: broken", now=4.0)
+    assert not health.came_up and health.probe_to_send([0, 1], now=4.0 + PROBE_RETRY - 0.1) is None
+    again = health.probe_to_send([0, 1], now=4.0 + PROBE_RETRY)
+    assert again is not None and not health.is_probe(probe)
+    health.not_sent()  # no idle executor this turn
+    again = health.probe_to_send([0, 1], now=10.0)
+    assert again is not None
+    health.probe_done(True, "", now=10.5)
+    assert health.came_up and health.probe_to_send([0, 1], now=11.0) is None
+
+
+def test_probation_verdict_counts_runs_that_did_not_close() -> None:
+    from supervisor.update.probation import verdict
+
+    record = {"version": "2.1.0", "failures": 0, "open": True}
+    assert verdict(None, "2.1.0") == ("none", None)
+    assert verdict(record, "2.0.0") == ("none", None)  # another version's probation
+    what, after = verdict(record, "2.1.0")  # the run before did not stop cleanly
+    assert what == "on probation" and after == {"version": "2.1.0", "failures": 1, "open": True}
+    what, after = verdict(dict(record, open=False), "2.1.0")  # it stopped cleanly: not counted
+    assert what == "on probation" and after["failures"] == 0 and after["open"]
+    assert verdict(dict(record, failures=2), "2.1.0")[0] == "roll back"
+
+
+def test_probation_rolls_back_after_three_crashes(tmp_path: Path) -> None:
+    from supervisor.update import probation as prob
+    from supervisor.update import records, startup
+
+    home = tmp_path
+    exe = tmp_path / "worker"
+    exe.write_bytes(b"new")
+    records.backup_of(exe).write_bytes(b"old")
+    upd = records.update_dir(home)
+    records.write_pending(upd, {"task_id": "u9", "from": "2.0.0", "to": "2.1.0", "error_sleep": 30.0})
+    [(task_id, ok, _, _)] = startup.on_healthy(home, "2.1.0", "w1", probation_seconds=1800)
+    assert (task_id, ok) == ("u9", True)
+    for crashed in (1, 2):  # the healthy run, then the next one, each crash (never a clean stop)
+        p = prob.Probation(home, "2.1.0", health_timeout=60)
+        assert p.on_start(exe, now=0.0) is None and exe.read_bytes() == b"new"
+        assert prob.read(upd)["failures"] == crashed
+    p = prob.Probation(home, "2.1.0", health_timeout=60)
+    assert p.on_start(exe, now=0.0) == prob.EXIT_ROLLED_BACK  # after the third crash the start rolls back
+    assert exe.read_bytes() == b"old" and not records.backup_of(exe).exists() and prob.read(upd) is None
+    # The old version, once healthy, reports why and refuses the version.
+    [(task_id, ok, raw, pause)] = startup.on_healthy(home, "2.0.0", "w1", probation_seconds=1800)
+    assert (task_id, ok, pause) == ("u9", False, 30.0)
+    error = orjson.loads(raw)["error"]
+    assert error == ("update from 2.0.0 to 2.1.0 failed: rolled back: version 2.1.0 crashed or did not come up 3 "
+                     "times within its probation of 1800 s")
+    assert "2.1.0" in records.bad_versions(upd) and prob.read(upd) is None
+    # What a Windows rollback leaves (the failed binary, renamed while it ran) goes at the next start.
+    prob.failed_copy(exe).write_bytes(b"new")
+    assert prob.Probation(home, "2.0.0", health_timeout=60).on_start(exe, now=0.0) is None
+    assert not prob.failed_copy(exe).exists() and exe.read_bytes() == b"old"
+
+
+def test_probation_clean_stops_do_not_count_and_it_ends_when_served(tmp_path: Path) -> None:
+    from supervisor.update import probation as prob
+
+    upd = tmp_path / "update"
+    exe = tmp_path / "worker"
+    exe.write_bytes(b"new")
+    prob.begin(upd, "2.1.0", "2.0.0", "u9", 100.0, 0.0)
+    first = prob.Probation(tmp_path, "2.1.0", health_timeout=60)  # the run that decided the update healthy
+    first.adopt(prob.read(upd), now=0.0)
+    first.on_stop(0.0)
+    for _ in range(5):  # restarts with clean stops (an operator, a shutdown): never a rollback
+        p = prob.Probation(tmp_path, "2.1.0", health_timeout=60)
+        assert p.on_start(exe, now=0.0) is None
+        assert p.tick(5.0, came_up=True) is None
+        p.on_stop(10.0)
+    assert prob.read(upd)["failures"] == 0 and prob.read(upd)["uptime"] == 50.0
+    p = prob.Probation(tmp_path, "2.1.0", health_timeout=60)
+    p.on_start(exe, now=0.0)
+    assert p.tick(prob.PROBATION_SAVE_EVERY, came_up=True) is None and prob.read(upd)["uptime"] == 80.0
+    p.tick(2 * prob.PROBATION_SAVE_EVERY, came_up=True)  # 110 s of running time: served
+    assert prob.read(upd) is None and p.record is None
+    p.on_stop(70.0)
+    assert prob.read(upd) is None
+
+
+def test_a_run_on_probation_that_does_not_come_up_stops_and_counts(tmp_path: Path) -> None:
+    from supervisor.update import probation as prob
+
+    upd = tmp_path / "update"
+    exe = tmp_path / "worker"
+    exe.write_bytes(b"new")
+    prob.begin(upd, "2.1.0", "2.0.0", "u9", 1800.0, 0.0)
+    p = prob.Probation(tmp_path, "2.1.0", health_timeout=60)
+    p.on_start(exe, now=0.0)
+    assert p.tick(59.0, came_up=False) is None
+    why = p.tick(61.0, came_up=False)
+    assert why is not None and "did not come up within 60 s" in why
+    p.on_stop(62.0)  # the stop that follows is not a clean one for the probation
+    assert prob.read(upd)["open"] and prob.Probation(tmp_path, "2.1.0", 60).on_start(exe, 0.0) is None
+    assert prob.read(upd)["failures"] == 2  # the first run (never closed) and this one

@@ -301,7 +301,7 @@ def test_good_release_is_staged(tmp_path: Path, files: FileServer) -> None:
     assert staged.binary.read_bytes() == standin("9.1.0") and os.access(staged.binary, os.X_OK)
     assert staged.sha256 == hashlib.sha256(body).hexdigest()
     assert not (tmp_path / "update" / "release.zip").exists()  # the zip goes once unpacked
-    assert sorted(p.name for p in (tmp_path / "update").iterdir()) == ["preflight", "staged"]
+    assert sorted(p.name for p in (tmp_path / "update").iterdir()) == ["preflight", "staged", "staged.json"]
 
 
 @standin_binaries
@@ -479,6 +479,41 @@ def test_trickled_download_is_cut_at_the_deadline(tmp_path: Path, files: FileSer
     assert 0 < so_far < 200_000
     assert files.trickle_cut.wait(10)  # the worker hung up
     assert list(tmp_path.iterdir()) == []
+
+
+@standin_binaries
+def test_a_release_waiting_to_be_installed_is_not_downloaded_again(tmp_path: Path, files: FileServer) -> None:
+    """The server re-sends update_worker while the worker still runs the old version (the hand-over
+    failed, or the worker restarted before it): the release already downloaded, verified and staged
+    is used again, checked again, not downloaded again; anything else is downloaded afresh."""
+    key, public = keypair(tmp_path)
+    settings = signed_settings(tmp_path, public)
+    upd = tmp_path / "update"
+    body = signed_zip(standin("9.1.0"), "9.1.0", 5, key)
+    url = files.add("/r.zip", body)
+    first = updater.prepare({"url": url}, settings, "2.0.0")
+    assert first is not None and files.hits == ["/r.zip"]
+    for params in ({"url": url}, params_for(url, body, version="9.1.0", sequence=5)):
+        again = updater.prepare(params, settings, "2.0.0")
+        assert again is not None and files.hits == ["/r.zip"], files.hits
+        assert (again.binary, again.binary_sha256, again.sha256, again.sequence, again.version) == \
+            (first.binary, first.binary_sha256, first.sha256, 5, "9.1.0")
+    # Another URL, another zip hash in the params: downloaded (the second one is refused for its hash).
+    other = files.add("/other.zip", body)
+    assert updater.prepare({"url": other}, settings, "2.0.0") is not None and files.hits[-1] == "/other.zip"
+    assert "SHA-256 is" in _refused(tmp_path, dict(params_for(other, body), sha256="e" * 64), settings)
+    assert files.hits.count("/other.zip") == 2 and not first.binary.exists()
+    # The staged binary changed on disk since it was checked: downloaded again, the changed one never runs.
+    assert updater.prepare({"url": url}, settings, "2.0.0") is not None and files.hits.count("/r.zip") == 2
+    first.binary.write_bytes(standin("6.6.6", selftest="fail"))
+    assert updater.prepare({"url": url}, settings, "2.0.0") is not None and files.hits.count("/r.zip") == 3
+    assert first.binary.read_bytes() == standin("9.1.0")
+    # A release rolled back on this PC stays refused at once, staged or not, never downloaded again.
+    update_records.remember_bad(upd, "9.1.0", "rolled back: the new worker exited before it was healthy")
+    hits = len(files.hits)
+    for params in ({"url": url}, params_for(url, body, version="9.1.0")):
+        assert "was rolled back on this PC" in _refused(tmp_path, params, settings)
+    assert len(files.hits) == hits and not first.binary.exists()
 
 
 @posix_only
@@ -967,7 +1002,22 @@ def test_release_command_keygen_make_sign_verify(tmp_path: Path, files: FileServ
 
 # ---- real one-file binaries: the full cycle, rollbacks, migration from 1.0.x ------------------------
 
-def _copy_repo(dest: Path, version: str, sequence: int) -> Path:
+# Appended to the new build's config.py: a test hook of that build only. With the variable set (to a
+# file path), importing the task registry takes an exclusive lock on that file for the life of the
+# executor, as a task module that grabs a resource only one process can hold would: the self-test's
+# single executor passes, in a pool of two the second executor can never import the registry.
+EXCLUSIVE_IMPORT_ENV = "UPDATE_TEST_EXCLUSIVE_IMPORT"
+EXCLUSIVE_IMPORT = f"""
+
+if os.environ.get("{EXCLUSIVE_IMPORT_ENV}") and __import__("multiprocessing").parent_process() is not None:
+    import fcntl as _fcntl
+
+    _held = open(os.environ["{EXCLUSIVE_IMPORT_ENV}"], "a")
+    _fcntl.flock(_held, _fcntl.LOCK_EX | _fcntl.LOCK_NB)  # BlockingIOError in every other executor
+"""
+
+
+def _copy_repo(dest: Path, version: str, sequence: int, extra_config: str = "") -> Path:
     keep = {"main.py", "config.py", "supervisor", "executor", "tasks", "devserver", "release", "updater.bat",
             "requirements.txt", "requirements-dev.txt", "pyproject.toml"}
 
@@ -981,7 +1031,7 @@ def _copy_repo(dest: Path, version: str, sequence: int) -> Path:
     text, count = re.subn(r'^WORKER_VERSION = "[^"]*"', f'WORKER_VERSION = "{version}"', config.read_text(), flags=re.M)
     text, count2 = re.subn(r"^RELEASE_SEQUENCE = \d+", f"RELEASE_SEQUENCE = {sequence}", text, flags=re.M)
     assert count == count2 == 1
-    config.write_text(text)
+    config.write_text(text + extra_config)
     return dest
 
 
@@ -1015,7 +1065,7 @@ def builds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace
     fleet_url = f"http://hive:{FLEET_PASSWORD}@127.0.0.1:{fleet_port}/api"
     _, fleet_key = keypair(base, "fleet.key")
     sources = {"old": (ROOT, ["--dev-build"]),
-               "new": (_copy_repo(base / "src-new", new_version, RELEASE_SEQUENCE + 1),
+               "new": (_copy_repo(base / "src-new", new_version, RELEASE_SEQUENCE + 1, EXCLUSIVE_IMPORT),
                        ["--server-url", fleet_url, "--public-key", fleet_key])}
     env = {k: v for k, v in os.environ.items() if not k.startswith("HIVE_")}
     procs = {}
@@ -1391,3 +1441,101 @@ def test_release_installed_by_a_1_0_x_worker(builds: SimpleNamespace, fleet_serv
         assert proc.wait(30) == 0
         console.close()
     assert_no_password(home, (tmp_path / "console.txt").read_text(errors="replace"))
+
+
+@pytest.mark.slow
+@posix_only
+@pytest.mark.timeout(600)
+def test_a_release_whose_executors_cannot_all_start_is_rolled_back(builds: SimpleNamespace, server, start_worker,
+                                                                   files: FileServer, tag: str,
+                                                                   tmp_path: Path) -> None:
+    """Healthy means doing work: the new version talks to the server and runs tasks on one executor,
+    but the second executor of its pool can never import the task registry (its self-test, with one
+    executor, passed). It is never declared healthy: the updater rolls it back."""
+    key, public = keypair(tmp_path)
+    home = _install(tmp_path, builds.old)
+    body = _release(tmp_path, builds.new, "worker-new.zip", key, builds.new_version, builds.new_sequence)
+    url = files.add("/releases/worker-new.zip", body)
+    env = _worker_env(tag, tmp_path, HIVE_UPDATE_PUBLIC_KEYS=public, HIVE_UPDATE_HEALTH_TIMEOUT="20",
+                      HIVE_POOL_SIZE="2", **{EXCLUSIVE_IMPORT_ENV: str(tmp_path / "exclusive.lock")})
+    w = start_worker(server.url, home=home, cmd=[str(home / update_extract.BINARY)], env=env)
+    update = server.enqueue("update_worker", params_for(url, body, version=builds.new_version))
+    got = _result(server, update, 120)
+    assert got["status"] == "failure" and got["result"]["kind"] == "update_failed", got
+    assert "rolled back: the new worker was not healthy within 20 s" in got["result"]["error"], got
+    assert _poster_version(server, update) == {builds.old_version}
+    assert (home / update_extract.BINARY).read_bytes() == builds.old.read_bytes()
+    assert builds.new_version in update_records.bad_versions(home / "update")
+    worker_log = (home / "logs" / "worker.log").read_text()
+    assert "executor cannot import the task registry" in worker_log and "BlockingIOError" in worker_log
+    assert "this start came up" not in worker_log.split(f"version {builds.new_version} starting")[-1].split(
+        f"version {builds.old_version} starting")[0]
+    check = server.enqueue("example", {"text": "old serves"})
+    assert _result(server, check)["status"] == "success" and _poster_version(server, check) == {builds.old_version}
+    assert w.wait(10) == 0
+    _stop_tagged(tag)
+
+
+@pytest.mark.slow
+@posix_only
+@pytest.mark.timeout(600)
+def test_a_release_that_crashes_three_times_in_its_probation_is_rolled_back(
+        builds: SimpleNamespace, server, start_worker, files: FileServer, tag: str, tmp_path: Path) -> None:
+    """The new version is healthy, then crashes (kill -9) three times within its probation, each time
+    started again as a service manager would: the next start puts the previous binary back by itself
+    and exits EXIT_ROLLED_BACK; the old version, started again, reports why and refuses the version."""
+    from supervisor.update import probation
+
+    key, public = keypair(tmp_path)
+    home = _install(tmp_path, builds.old)
+    exe = home / update_extract.BINARY
+    body = _release(tmp_path, builds.new, "worker-new.zip", key, builds.new_version, builds.new_sequence)
+    url = files.add("/releases/worker-new.zip", body)
+    env = _worker_env(tag, tmp_path, HIVE_UPDATE_PUBLIC_KEYS=public)
+    w = start_worker(server.url, home=home, cmd=[str(exe)], env=env)
+    t0 = time.monotonic()
+    update = server.enqueue("update_worker", params_for(url, body, version=builds.new_version))
+    got = _result(server, update, 120)
+    took = time.monotonic() - t0
+    assert got["status"] == "success" and _poster_version(server, update) == {builds.new_version}, got
+    assert w.wait(10) == 0
+    upd = home / "update"
+    assert probation.read(upd)["version"] == builds.new_version
+    log_path = home / "logs" / "worker.log"
+    for crash in (1, 2, 3):
+        kill_tagged(tag)  # kill -9 of everything the test and the updater started
+        wait_for(lambda: not any(_tagged(tag)), 20, what="the killed worker to be gone")
+        if crash == 3:
+            break
+        w = start_worker(server.url, home=home, cmd=[str(exe)], env=env)
+        wait_for(lambda crash=crash: f"on probation: {crash} of 3 failed runs" in log_path.read_text(), 30,
+                 what=f"start {crash + 1} to count the crash")
+        task = server.enqueue("example", {"text": f"between crashes {crash}"})
+        assert _result(server, task)["status"] == "success"  # it does come up: it only crashes
+    w = start_worker(server.url, home=home, cmd=[str(exe)], env=env)
+    assert w.wait(60) == probation.EXIT_ROLLED_BACK, w.console()
+    assert exe.read_bytes() == builds.old.read_bytes() and probation.read(upd) is None
+    w = start_worker(server.url, home=home, cmd=[str(exe)], env=env)  # the service manager again
+    reason = (f"rolled back: version {builds.new_version} crashed or did not come up 3 times within its probation "
+              "of 1800 s")
+    wait_for(lambda: _result(server, update)["status"] == "failure", 60, what="the old version's report")
+    got = _result(server, update)
+    assert got["result"] == {"error": f"update from {builds.old_version} to {builds.new_version} failed: {reason}",
+                             "kind": "update_failed"}, got
+    assert _poster_version(server, update) == {builds.new_version, builds.old_version}
+    assert builds.new_version in update_records.bad_versions(upd)
+    check = server.enqueue("example", {"text": "old again"})
+    assert _result(server, check)["status"] == "success" and _poster_version(server, check) == {builds.old_version}
+    print(f"\nupdate task to healthy (probe included): {took:.1f} s")
+    w.stop()
+
+
+def _tagged(tag: str) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.environ().get(TAG_ENV) == tag and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc)
+        except (psutil.Error, OSError):
+            continue
+    return found

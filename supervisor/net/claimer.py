@@ -13,6 +13,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from supervisor import liveness
 from supervisor.model import Claim, Task
 from supervisor.net.backoff import Backoff, jittered
 from supervisor.net.client import NO_TASKS, HiveClient, MalformedTask, ServerError
@@ -91,6 +92,7 @@ class ClaimLoop(threading.Thread):
     def run(self) -> None:
         try:
             while not self.stop.is_set():
+                liveness.beat(liveness.CLAIM)
                 wait = self.backoff.remaining()
                 if wait > 0:
                     self.stop.wait(min(wait, 1.0))

@@ -20,6 +20,7 @@ from typing import Any
 
 import orjson
 
+from supervisor import liveness
 from supervisor.net.backoff import Backoff
 from supervisor.net.client import HiveClient, ServerError
 from supervisor.store.diskguard import DiskGuard
@@ -124,6 +125,7 @@ class SubmitLoop(threading.Thread):
     def run(self) -> None:
         try:
             while True:
+                liveness.beat(liveness.SUBMIT)
                 try:
                     self._take_incoming()
                     if self.closing.is_set() and not len(self.outbox) and not self.fresh:

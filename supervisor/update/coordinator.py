@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import enum
 import logging
+import os
 import queue
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -27,8 +30,9 @@ from supervisor.model import Claim, Task
 from supervisor.safetext import redact_url
 from supervisor.settings import Settings
 from supervisor.store.journal import new_key
-from supervisor.update import startup, updater
+from supervisor.update import probation, startup, updater
 from supervisor.update.errors import UpdateRefused
+from supervisor.update.records import read_pending, update_dir
 
 log = logging.getLogger("hive.supervisor")
 
@@ -74,6 +78,7 @@ class UpdateCoordinator:
         self.prepared: queue.SimpleQueue[updater.Staged | UpdateRefused | None] = queue.SimpleQueue()
         self.pause_until = 0.0
         self.pause_why = ""
+        self.probation = probation.Probation(settings.home, version, settings.update_health_timeout)
 
     @property
     def handed_over(self) -> bool:
@@ -87,18 +92,40 @@ class UpdateCoordinator:
             return self.pause_why
         return None
 
-    def on_start(self) -> None:
-        """Frozen only: repair what an interrupted update left, say whether updates are off."""
-        if self.frozen:
-            startup.on_start(self.settings.home)
-            startup.check_settings(self.settings)  # warns: no release key (updates off), or unsigned allowed
+    def on_start(self, now: float) -> int | None:
+        """Frozen only: repair what an interrupted update left, say whether updates are off, count
+        the previous run of a version on probation. An exit status when this start rolled back."""
+        if not self.frozen:
+            return None
+        startup.on_start(self.settings.home)
+        startup.check_settings(self.settings)  # warns: no release key (updates off), or unsigned allowed
+        try:
+            return self.probation.on_start(Path(os.path.abspath(sys.executable)), now)
+        except Exception:  # noqa: BLE001 - update bookkeeping must never stop a worker from starting
+            log.exception("update: the probation check failed")
+            return None
+
+    def wants_health_check(self) -> bool:
+        """Whether this start must prove it does work before it counts as healthy: an update
+        waits for its outcome, or this version is on probation."""
+        return self.frozen and (self.probation.record is not None
+                                or read_pending(update_dir(self.settings.home)) is not None)
 
     def report_previous(self, now: float) -> None:
-        """After the first good contact with the server: post how a previous update ended."""
-        for task_id, ok, raw, pause in startup.on_healthy(self.settings.home, self.version, self.worker_id):
+        """Once healthy (health.py): post how a previous update ended."""
+        for task_id, ok, raw, pause in startup.on_healthy(self.settings.home, self.version, self.worker_id,
+                                                          self.settings.update_probation):
             self.worker.answer(Claim(new_key(), Task(id=task_id, task_type=TASK_TYPE, params={})), ok, raw)
             if pause:
                 self.pause_claims(now, pause, "UPDATE_ERROR_SLEEP after a rolled-back update")
+        if self.probation.record is None:
+            record = probation.read(self.probation.upd)  # begun just now, by this (healthy) new version
+            if record is not None and record.get("version") == self.version:
+                self.probation.adopt(record, now)
+
+    def on_stop(self, now: float) -> None:
+        """The worker stops cleanly: this run of a version on probation is not counted as failed."""
+        self.probation.on_stop(now)
 
     def receive(self, claim: Claim, now: float) -> None:
         """An update task was claimed: refused at once, or the drain starts."""
@@ -119,8 +146,13 @@ class UpdateCoordinator:
         self.drain_deadline = now + self.settings.update_drain_timeout
         self.phase = Phase.DRAINING
 
-    def step(self, now: float) -> None:
-        """One turn of the loop: end the drain when it is over, take the prepare thread's outcome."""
+    def step(self, now: float, came_up: bool = True) -> None:
+        """One turn of the loop: end the drain when it is over, take the prepare thread's outcome,
+        count the running time of a probation (``came_up``: health.StartHealth.came_up)."""
+        stop = self.probation.tick(now, came_up)
+        if stop:
+            log.error("update: %s", stop)
+            self.worker.stop("did not come up during the probation")
         if self.phase is Phase.DRAINING:
             self._drain(now)
         elif self.phase is Phase.PREPARING:

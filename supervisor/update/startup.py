@@ -21,6 +21,7 @@ from executor.protocol import FailureKind, failure_json
 from supervisor.home import is_frozen
 from supervisor.settings import Settings
 from supervisor.store.atomic import atomic_write
+from supervisor.update import probation
 from supervisor.update.errors import UpdateRefused
 from supervisor.update.extract import BINARY
 from supervisor.update.records import (
@@ -118,17 +119,19 @@ def _write_script_beside(folder: Path) -> None:
 
 # ---- the outcome, once healthy ------------------------------------------------------------------
 
-def on_healthy(home: Path, version: str, worker_id: str) -> list[tuple[Any, bool, bytes, float]]:
-    """After the first good server contact: results about a finished update to post, as
-    (task_id, ok, raw_result_json, pause_seconds)."""
+def on_healthy(home: Path, version: str, worker_id: str, probation_seconds: float = 0.0) \
+        -> list[tuple[Any, bool, bytes, float]]:
+    """Once healthy (health.py: the executors came up, a probe made the round trip, the server
+    answered): results about a finished update to post, as (task_id, ok, raw_result_json,
+    pause_seconds). A new version decided healthy starts its probation (probation.py)."""
     try:
-        return _on_healthy(Path(home), version)
+        return _on_healthy(Path(home), version, probation_seconds)
     except Exception:  # noqa: BLE001 - never let the report of an update break a running worker
         log.exception("update: cannot report the outcome of an update")
         return []
 
 
-def _on_healthy(home: Path, version: str) -> list[tuple[Any, bool, bytes, float]]:
+def _on_healthy(home: Path, version: str, probation_seconds: float = 0.0) -> list[tuple[Any, bool, bytes, float]]:
     upd = update_dir(home)
     pending = read_pending(upd)
     if pending is None:
@@ -154,6 +157,7 @@ def _on_healthy(home: Path, version: str) -> list[tuple[Any, bool, bytes, float]
                 log.warning("update: cannot record release sequence %d in %s: %s", sequence, upd / INSTALLED, exc)
         clear_pending(upd)
         log.info("update: version %s is healthy: reporting success of update task %r", version, task_id)
+        probation.begin(upd, version, old, task_id, probation_seconds, pause)
         return [(task_id, True, orjson.dumps({"message": f"updated from {old} to {new}", "version": new,
                                               "from_version": old}), 0.0)]
     outcome = read_outcome(upd)

@@ -29,7 +29,7 @@ from supervisor.home import is_frozen
 from supervisor.pool.treekill import kill_group, kill_tree
 from supervisor.settings import SPECS, Settings
 from supervisor.update.errors import UpdateRefused
-from supervisor.update.extract import BINARY, extract_binary
+from supervisor.update.extract import BINARY, Unpacked, extract_binary
 from supervisor.update.records import (
     DECIDED,
     OUTCOME,
@@ -37,7 +37,10 @@ from supervisor.update.records import (
     STARTED,
     backup_of,
     clear_pending,
+    forget_release,
     highest_installed,
+    keep_release,
+    kept_release,
     private_dir,
     read_pending,
     refuse_if_bad,
@@ -111,27 +114,41 @@ def prepare(params: Any, settings: Settings, running_version: str) -> Staged | N
         raise UpdateRefused(f"the updater of a previous update (pid {pending.get('updater_pid')}) is still running")
     staged_dir = upd / "staged"
     zip_path = upd / "release.zip"
-    for stale in (zip_path, staged_dir / BINARY):  # what an earlier attempt left
-        stale.unlink(missing_ok=True)
-    if p.version is not None:
-        refuse_if_bad(upd, p.version)
+    zip_path.unlink(missing_ok=True)  # what an earlier attempt left
+    # A re-sent update of the release already staged (the hand-over failed, or the worker restarted
+    # before it) is not downloaded again; a staged binary of any other release is deleted here.
+    kept = kept_release(upd, staged_dir / BINARY, p.url, p.sha256, p.size, p.statement)
     statement = None
-    if keys and p.sequence is not None:  # only a claim, but an old release is refused before its download
-        _refuse_old(f"release {p.version}" if p.version else "the release (params.sequence)", p.sequence, upd)
-    if keys and p.statement is not None:  # the statement in the params: checked before the download
-        statement = _checked(verify_statement(p.statement, p.signature, keys), p, upd, running_version)
-        if statement.version == running_version:
-            return None
-    started = time.monotonic()
-    # Imported here: requests (~10 MB of the supervisor's memory) is needed only while an update downloads.
-    from supervisor.update.download import download
-
-    sha, size = download(p.url, zip_path, settings.update_max_bytes, p.size, p.sha256,
-                         user_agent=f"hive-worker/{running_version}")
     try:
-        unpacked = extract_binary(zip_path, private_dir(staged_dir))
-    finally:
-        zip_path.unlink(missing_ok=True)
+        if p.version is not None:
+            refuse_if_bad(upd, p.version)
+        if keys and p.sequence is not None:  # only a claim, but an old release is refused before its download
+            _refuse_old(f"release {p.version}" if p.version else "the release (params.sequence)", p.sequence, upd)
+        if keys and p.statement is not None:  # the statement in the params: checked before the download
+            statement = _checked(verify_statement(p.statement, p.signature, keys), p, upd, running_version)
+    except UpdateRefused:
+        forget_release(upd, staged_dir / BINARY)
+        raise
+    if statement is not None and statement.version == running_version:
+        forget_release(upd, staged_dir / BINARY)
+        return None
+    started = time.monotonic()
+    if kept is not None:  # verified and self-tested again below, as if just unpacked
+        sha, size, binary_sha, binary_size, statement_bytes, signature_bytes = kept
+        unpacked = Unpacked(staged_dir / BINARY, binary_sha, binary_size, statement_bytes, signature_bytes)
+        log.info("update: this release is already downloaded and staged (same URL%s; the binary still has its "
+                 "sha256 %s): not downloaded again", ", zip and statement" if p.sha256 or p.statement else "",
+                 binary_sha)
+    else:
+        # Imported here: requests (~10 MB of the supervisor's memory) is needed only while an update downloads.
+        from supervisor.update.download import download
+
+        sha, size = download(p.url, zip_path, settings.update_max_bytes, p.size, p.sha256,
+                             user_agent=f"hive-worker/{running_version}")
+        try:
+            unpacked = extract_binary(zip_path, private_dir(staged_dir))
+        finally:
+            zip_path.unlink(missing_ok=True)
     binary = unpacked.binary
     try:
         if statement is None and keys and (unpacked.statement is not None or not settings.update_allow_unsigned):
@@ -140,7 +157,7 @@ def prepare(params: Any, settings: Settings, running_version: str) -> Staged | N
         if statement is not None:
             check_binary(statement, unpacked.sha256, unpacked.size)
             if statement.version == running_version:
-                binary.unlink(missing_ok=True)
+                forget_release(upd, binary)
                 return None
             log.info("update: release %s (sequence %d, %s) signed by UPDATE_PUBLIC_KEYS[%d]; the binary matches "
                      "its signed sha256", statement.version, statement.sequence, statement.platform,
@@ -153,11 +170,13 @@ def prepare(params: Any, settings: Settings, running_version: str) -> Staged | N
         if version != running_version:
             refuse_if_bad(upd, version)
     except UpdateRefused:
-        binary.unlink(missing_ok=True)  # never left where a later step could take it for a good one
+        forget_release(upd, binary)  # never left where a later step could take it for a good one
         raise
     if version == running_version:
-        binary.unlink(missing_ok=True)
+        forget_release(upd, binary)
         return None
+    keep_release(upd, p.url, sha, size, binary, unpacked.sha256, unpacked.size, unpacked.statement,
+                 unpacked.signature)
     log.info("update: version %s staged at %s (%d byte zip, sha256 %s) in %.1f s",
              version, binary, size, sha, time.monotonic() - started)
     return Staged(binary=binary, version=version, sha256=sha, binary_sha256=unpacked.sha256,
