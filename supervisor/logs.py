@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from supervisor.safetext import loggable, loggable_block
+from supervisor.safetext import loggable, loggable_block, redact_url
 
 FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 # One argument of a log line (a task id, a task's printed line) is cut here: a server that sends a
@@ -29,16 +29,17 @@ class _Shown:
     def __init__(self, value: Any) -> None:
         self.value = value
 
+    # Credentials are masked before the cut: a URL cut inside its password would escape the mask.
     def __str__(self) -> str:
-        return loggable(str(self.value), ARG_MAX_CHARS)
+        return loggable(redact_url(str(self.value)), ARG_MAX_CHARS)
 
     def __repr__(self) -> str:
-        return loggable(repr(self.value), ARG_MAX_CHARS)
+        return loggable(redact_url(repr(self.value)), ARG_MAX_CHARS)
 
 
 def _shown(value: Any) -> Any:
     if type(value) is str and len(value) <= ARG_MAX_CHARS and value.isprintable():
-        return value  # the usual case, as is: %s and %r of it are both safe already
+        return value  # the usual case, as is: %s and %r of it are both safe (its URLs are masked with the line)
     if isinstance(value, (int, float, Block, numbers.Number)):  # numbers keep %d / %.1f working
         return value
     return _Shown(value)
@@ -46,7 +47,8 @@ def _shown(value: Any) -> Any:
 
 class SafeFormatter(logging.Formatter):
     """Every argument of every record goes through loggable(), so text from the server or a task
-    can never start a line of its own in worker.log or send escapes to a terminal."""
+    can never start a line of its own in worker.log or send escapes to a terminal; every line and
+    traceback goes through redact_url(), so no URL's user:password reaches worker.log or the console."""
 
     def format(self, record: logging.LogRecord) -> str:
         safe = getattr(record, "hive_safe_message", None)  # made once, for the file and the console
@@ -58,7 +60,7 @@ class SafeFormatter(logging.Formatter):
                 safe = record.msg % {k: _shown(v) for k, v in args.items()}
             else:
                 safe = loggable_block(str(record.msg))
-            record.hive_safe_message = safe
+            record.hive_safe_message = safe = redact_url(safe)
         args, msg = record.args, record.msg
         record.args, record.msg = None, safe
         try:
@@ -67,10 +69,10 @@ class SafeFormatter(logging.Formatter):
             record.args, record.msg = args, msg
 
     def formatException(self, ei: Any) -> str:  # noqa: N802 - name fixed by logging.Formatter
-        return "    " + loggable_block(super().formatException(ei))  # below the record's line, indented
+        return "    " + loggable_block(redact_url(super().formatException(ei)))  # below the record's line, indented
 
     def formatStack(self, stack_info: str) -> str:  # noqa: N802 - name fixed by logging.Formatter
-        return "    " + loggable_block(stack_info)
+        return "    " + loggable_block(redact_url(stack_info))
 
 
 def setup(home: Path, level: str, max_mb: float, backups: int, console_level: str | None = None) -> Path:

@@ -164,6 +164,27 @@ def test_credentials_are_redacted_from_urls():
     assert redact_url("https://token@host/api") == "https://***@host/api"
     assert redact_url("http://host:3010/api") == "http://host:3010/api"
     assert redact_url("") == ""
+    # Any text, every URL in it; a password holding "@" or ":" is masked whole, the path is kept.
+    assert (redact_url("GET http://u:p@ss:w@h/a@b failed; proxy https://x:y@p:3128 too")
+            == "GET http://***@h/a@b failed; proxy https://***@p:3128 too")
+
+
+def test_one_redaction_for_logs_diagnostics_and_failure_results():
+    """The log formatter, diagnostics and failure bodies mask alike, and before any cut (a URL
+    cut inside its password would escape the mask)."""
+    from executor.protocol import ERROR_MAX_CHARS, FailureKind, failure
+    from supervisor import diagnostics
+    from supervisor.logs import ARG_MAX_CHARS
+
+    formatter = SafeFormatter("%(message)s")
+    for pad in (0, ARG_MAX_CHARS - 20, ERROR_MAX_CHARS - 20):
+        url = "x" * pad + " http://bob:" + "s" * 50 + "@host/x.zip"
+        record = logging.LogRecord("hive", logging.WARNING, __file__, 1, "download of %s failed", (url,), None)
+        for out in (formatter.format(record), failure(url, FailureKind.UPDATE_FAILED)["error"],
+                    diagnostics.redact(url)):
+            assert "bob" not in out and "sss" not in out, out[-80:]
+    record = logging.LogRecord("hive", logging.WARNING, __file__, 1, "GET http://bob:pw@host/ failed", (), None)
+    assert formatter.format(record) == "GET http://***@host/ failed" == diagnostics.redact(record.msg)
 
 
 @pytest.mark.parametrize("name, content", [("workername.txt", "Магазин-7"), ("worker.conf", "shop_1\nsecond line"),
