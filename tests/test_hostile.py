@@ -187,14 +187,14 @@ def test_one_redaction_for_logs_diagnostics_and_failure_results():
     assert formatter.format(record) == "GET http://***@host/ failed" == diagnostics.redact(record.msg)
 
 
-@pytest.mark.parametrize("name, content", [("workername.txt", "Магазин-7"), ("worker.conf", "shop_1\nsecond line"),
-                                           ("worker.conf", "shop\x1b[2J_1")])
-def test_an_identity_that_cannot_go_in_a_header_is_refused_before_anything_is_written(tmp_path, name, content):
-    (tmp_path / name).write_text(content, encoding="utf-8")
+@pytest.mark.parametrize("content", ["shop_1\nsecond line", "shop\x1b[2J_1", "Магазин_1a2b3c4d"])
+def test_a_worker_conf_id_that_cannot_go_in_a_header_is_refused_and_kept(tmp_path, content):
+    """The server knows the worker by this id: it is never rewritten (a workername.txt is: test_identity.py)."""
+    (tmp_path / "worker.conf").write_text(content, encoding="utf-8")
+    (tmp_path / "workername.txt").write_text("shop", encoding="utf-8")
     with pytest.raises(IdentityError, match="cannot be sent as the worker id"):
         load_or_create_worker_id(tmp_path)
-    if name == "workername.txt":
-        assert not (tmp_path / "worker.conf").exists()  # fixing workername.txt is enough
+    assert (tmp_path / "worker.conf").read_text(encoding="utf-8") == content
 
 
 def test_latin1_identity_of_a_1_0_x_install_still_works(tmp_path):
@@ -395,15 +395,28 @@ def test_credentials_in_server_url_are_never_printed(server, start_worker):
 
 
 @pytest.mark.slow
-def test_an_identity_that_cannot_be_sent_stops_the_worker_at_start(server, start_worker, tmp_path):
+def test_a_cyrillic_workername_joins_the_fleet_under_its_ascii_form(server, start_worker, tmp_path):
     home = tmp_path / "cyrillic"
     home.mkdir()
-    (home / "workername.txt").write_text("Магазин", encoding="utf-8")
+    (home / "workername.txt").write_text("Київ-офіс\n", encoding="utf-8")
+    w = start_worker(server.url, env=HOSTILE_ENV, home=home)
+    task_id = server.enqueue("echo", {"x": 1})
+    worker_id = wait_for(lambda: results_by_id(server).get(task_id), 60, what="the task's result")[0]["worker_id"]
+    assert re.fullmatch(r"Kyiv-ofis_[0-9a-f]{8}", worker_id) and (home / "worker.conf").read_text() == worker_id
+    warnings = [line for line in w.log().splitlines() if "ASCII form" in line]
+    assert len(warnings) == 1 and "WARNING" in warnings[0] and "'Kyiv-ofis'" in warnings[0], w.log()
+
+
+@pytest.mark.slow
+def test_a_worker_conf_id_that_cannot_be_sent_stops_the_worker_at_start(server, start_worker, tmp_path):
+    home = tmp_path / "cyrillic"
+    home.mkdir()
+    (home / "worker.conf").write_text("Магазин_1a2b3c4d", encoding="utf-8")
     w = start_worker(server.url, env=HOSTILE_ENV, home=home)
     assert w.wait(60) == 2
     lines = [line for line in w.log().splitlines() if "cannot start" in line]
-    assert len(lines) == 1 and "workername.txt" in lines[0] and "Latin-1" in lines[0], w.log()
-    assert not (home / "worker.conf").exists()
+    assert len(lines) == 1 and "worker.conf" in lines[0] and "Latin-1" in lines[0], w.log()
+    assert (home / "worker.conf").read_text(encoding="utf-8") == "Магазин_1a2b3c4d"  # never rewritten
 
 
 @pytest.mark.slow
