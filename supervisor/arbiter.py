@@ -393,7 +393,7 @@ class Arbiter:
         elif update_hold := self.updates.hold(mono):
             hold = update_hold
         elif not self.disk.writable():
-            hold = "disk full"  # the guard logged it, and logs when a test write succeeds
+            hold = self.disk.problem or "disk not writable"  # as the guard logged it; it logs the recovery too
         elif self.outbox.full(extra=self.submitter.backlog_bytes()):
             hold = "outbox full"
             if not self.outbox_full_logged:

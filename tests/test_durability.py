@@ -290,7 +290,7 @@ def test_result_stays_in_memory_while_the_outbox_cannot_be_written(server, start
     outbox.rename(w.home / "outbox-away")
     outbox.write_bytes(b"")  # a file where the folder was: every write into it fails
     try:
-        wait_for(lambda: "disk not writable: not claiming" in w.log(), 30, what="the failed write")
+        wait_for(lambda: "disk not writable: E" in w.log() and "not claiming" in w.log(), 30, what="the failed write")
     finally:
         outbox.unlink()
         (w.home / "outbox-away").rename(outbox)

@@ -496,7 +496,7 @@ def test_a_full_disk_stops_claiming_and_loses_nothing(server, start_worker, tmp_
     server.inject(Fault.status(503), Fault.status(503), path="/submit_result")
     for i in range(4):
         server.enqueue("echo", {"i": i}, task_id=f"t{i}")
-    wait_for(lambda: "disk full: not claiming" in w.log(), 30, what="the disk-full line")
+    wait_for(lambda: "disk full: ENOSPC" in w.log() and "not claiming" in w.log(), 30, what="the disk-full line")
     wait_for(lambda: "t0" in results_by_id(server), 30, what="the claimed task to be answered")
     # A failed test write 5 s later: long enough for a worker that drops tasks to claim the next one.
     wait_for(lambda: "test write to" in w.log() and "still fails" in w.log(), 30, what="a failed test write")
@@ -513,6 +513,76 @@ def test_a_full_disk_stops_claiming_and_loses_nothing(server, start_worker, tmp_
     assert_still_serving(server, w, "after-disk")
     assert watch.stop() < 300 * MB
     assert len([line for line in w.log().splitlines() if "not claiming" in line]) == 1
+
+
+def _status(w) -> dict:
+    return orjson.loads((w.home / "status.json").read_bytes())
+
+
+@pytest.mark.slow
+def test_a_deleted_outbox_folder_is_made_again_at_the_next_write(server, start_worker):
+    """A person tidies away the empty outbox/ folder, then one POST fails: the result goes into an
+    outbox/ made again, is delivered, and claiming never stops (no "disk full" anywhere)."""
+    w = start_worker(server.url, env=HOSTILE_ENV)
+    started(w)
+    (w.home / "outbox").rmdir()
+    server.inject(Fault.status(503), path="/submit_result")
+    server.enqueue("echo", {"i": 1}, task_id="first")
+    wait_for(lambda: "first" in results_by_id(server), 30, what="the result kept through the outbox")
+    assert "outbox was missing (deleted while the worker ran?): created again" in w.log()
+    assert_still_serving(server, w, "second")
+    assert (w.home / "outbox").is_dir() and "not claiming" not in w.log()
+    assert "disk full" not in w.log() and "disk not writable" not in w.log()
+    wait_for(lambda: _status(w)["claiming"], 10, what="status.json to say claiming")
+    assert [len(results_by_id(server)[t]) for t in ("first", "second")] == [1, 1]
+
+
+@pytest.mark.slow
+def test_a_write_error_is_named_as_it_is_and_claiming_resumes_by_itself(server, start_worker):
+    """A file where outbox/ should be: the write error is named (errno name and text) in the log and
+    status.json, never "disk full"; once the file is gone a test write makes the folder again and
+    claiming resumes with no one restarting the worker."""
+    w = start_worker(server.url, env=dict(HOSTILE_ENV, HIVE_LOG_LEVEL="DEBUG"))  # the failed test writes
+    started(w)
+    outbox = w.home / "outbox"
+    outbox.rmdir()
+    outbox.write_text("in the way")
+    server.inject(Fault.status(503), path="/submit_result")
+    server.enqueue("echo", {"i": 1}, task_id="first")
+    # POSIX: ENOTDIR for the temp file inside it; Windows: the folder cannot be made (EEXIST).
+    needle = "disk not writable: EEXIST" if os.name == "nt" else "disk not writable: ENOTDIR"
+    wait_for(lambda: needle in w.log(), 30, what="the write error named as it is")
+    wait_for(lambda: (_status(w).get("not_claiming_because") or "").startswith(needle), 10, what="status.json")
+    wait_for(lambda: "first" in results_by_id(server), 30, what="the result posted from memory")
+    server.enqueue("echo", {"i": 2}, task_id="second")
+    wait_for(lambda: "still fails" in w.log(), 30, what="a failed test write")
+    assert server.store.counts()["queued"] == 1  # not claimed while no write goes through
+    outbox.unlink()
+    wait_for(lambda: "disk writable again (test write succeeded): claiming resumes" in w.log(), 30)
+    wait_for(lambda: "second" in results_by_id(server), 30, what="the task claimed after the recovery")
+    assert "disk full" not in w.log() and "disk full" not in (w.home / "status.json").read_text()
+    assert outbox.is_dir() and [len(results_by_id(server)[t]) for t in ("first", "second")] == [1, 1]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.name == "nt", reason="Windows cannot delete a folder holding an open file (the journal)")
+def test_a_deleted_journal_is_written_again_and_still_reports_a_killed_task(server, start_worker):
+    """journal/ removed (rm -r) while a task runs: the worker writes the journal again from what is
+    open, so after a kill -9 the next start still reports that task interrupted."""
+    w = start_worker(server.url, env=HOSTILE_ENV)
+    started(w)
+    server.enqueue("sleep_record", {"seconds": 120}, task_id="long")
+    wait_for(lambda: "started on slot" in w.log() or "'long'" in w.log(), 30, what="the long task to start")
+    shutil.rmtree(w.home / "journal")
+    claims = w.home / "journal" / "claims.jsonl"
+    wait_for(lambda: claims.exists() and b'"long"' in claims.read_bytes(), 20, what="the journal written again")
+    assert "was deleted while the worker ran: written again with the 1 open claim(s)" in w.log()
+    w.proc.kill()
+    w.wait(10)
+    w2 = start_worker(server.url, env=HOSTILE_ENV, home=w.home)
+    got = wait_for(lambda: results_by_id(server).get("long"), 30, what="the interrupted report")[0]
+    assert got["status"] == "failure" and got["result"]["kind"] == "interrupted", got
+    assert w2.proc.poll() is None
 
 
 def test_server_answers_in_the_outbox_are_not_dropped_when_a_post_breaks_unexpectedly(tmp_path):
