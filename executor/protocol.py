@@ -18,6 +18,8 @@ from typing import Any, ClassVar
 
 import orjson
 
+from supervisor.safetext import redact_url
+
 # Set in each executor's environment from birth and inherited by everything it starts: how the
 # supervisor finds (and kills) a task's whole tree, even processes that left it.
 TOKEN_ENV = "HIVE_INTERNAL_TREE_TOKEN"
@@ -50,7 +52,8 @@ class FailureKind(StrEnum):
 
 def failure(error: str, kind: FailureKind) -> dict[str, str]:
     """The result body of a failed task: one readable line plus a machine-readable kind."""
-    line = " ".join(str(error).split()) or str(kind)
+    # Credentials masked before the cut, which could end inside a password (a failed update's URL).
+    line = redact_url(" ".join(str(error).split())) or str(kind)
     return {"error": line[:ERROR_MAX_CHARS], "kind": str(kind)}
 
 

@@ -2,8 +2,11 @@
 
 Two helper threads talk HTTP (claimer.py, submitter.py) so a slow server never
 delays limit checks. The loop sleeps in one wait() on every executor pipe plus
-a wake-up pipe, so a finished task, a claimed task and a signal are all handled
+a wake-up socket, so a finished task, a claimed task and a signal are all handled
 at once, and limits are checked every LIMIT_CHECK_INTERVAL while tasks run.
+Signal handlers only record the signal and write one byte to that socket (no lock:
+a handler may run inside another, or while the main thread holds a lock); the loop
+decides what the signals mean (take_signals).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -27,7 +31,6 @@ from supervisor.net.claimer import ClaimGate, ClaimLoop
 from supervisor.net.client import HiveClient
 from supervisor.net.submitter import SubmitLoop
 from supervisor.pool.cpucap import CpuCap
-from supervisor.pool.executors import CTX
 from supervisor.pool.pool import Pool, executor_init
 from supervisor.safetext import redact_url
 from supervisor.settings import Settings
@@ -72,9 +75,16 @@ class Arbiter:
         self.stopped = threading.Event()  # shutdown finished
         self.state = "starting"
         self.force = False
-        self.signals_seen = 0
-        self.wake_r, self.wake_w = CTX.Pipe(duplex=False)
-        self.wake_lock = threading.Lock()
+        # Signals received, appended by the handlers (list.append is one atomic step, even when a
+        # second signal's handler runs inside the first's); the loop acts on them (take_signals).
+        self.signals: list[int] = []
+        self.signals_taken = 0
+        # The wake-up channel: one byte on a non-blocking socket, written without any lock, so the
+        # signal handlers, the console handler and the helper threads may all write at once.
+        # A socket, not a pipe: signal.set_wakeup_fd takes only sockets on Windows.
+        self.wake_r, self.wake_w = socket.socketpair()
+        self.wake_r.setblocking(False)
+        self.wake_w.setblocking(False)
         self.status = Status()
         self.backoff = Backoff(cap=settings.time_error_sleep)
         self.journal = Journal(self.home)
@@ -118,16 +128,27 @@ class Arbiter:
     # ---- signals -------------------------------------------------------------------------------
 
     def wake(self) -> None:
-        """Interrupt the loop's wait; safe from any thread (frames must not interleave)."""
-        with self.wake_lock:
-            try:
-                self.wake_w.send_bytes(b"!")
-            except OSError:
+        """Interrupt the loop's wait: one byte, no lock, so it is safe from any thread and from a
+        signal handler (a lock here once deadlocked the main thread when a second signal arrived
+        while the first one's handler held it)."""
+        try:
+            self.wake_w.send(b"!")
+        except OSError:  # full: a wake-up is pending anyway; closed: the loop is gone
+            pass
+
+    def _drain_wakeups(self) -> None:
+        try:
+            while self.wake_r.recv(4096):
                 pass
+        except OSError:  # BlockingIOError: drained
+            pass
 
     def install_signals(self) -> None:
         if threading.current_thread() is not threading.main_thread():
             return
+        # The C-level handler writes to the socket the moment a signal arrives, so the loop's wait
+        # returns even before Python runs the handler below (as in gunicorn and uvicorn).
+        signal.set_wakeup_fd(self.wake_w.fileno(), warn_on_full_buffer=False)
         signal.signal(signal.SIGINT, self._on_signal)
         signal.signal(signal.SIGTERM, self._on_signal)
         if hasattr(signal, "SIGBREAK"):
@@ -161,12 +182,22 @@ class Arbiter:
                         "or shutdown will end the worker without its grace period", ctypes.GetLastError())
 
     def _on_signal(self, signum: int, frame: Any) -> None:
-        self.signals_seen += 1
-        if self.signals_seen == 1:
-            self.request_stop(f"signal {signal.Signals(signum).name}")
-        else:
-            self.force = True
+        """Record the signal and wake the loop; nothing else. A handler runs between two bytecodes
+        of the main thread, possibly inside another handler or inside a lock the main thread holds
+        (Event.set takes one), so it takes none and decides nothing: take_signals does."""
+        self.signals.append(signum)
         self.wake()
+
+    def take_signals(self) -> None:
+        """On the loop's thread: the first signal asks for a graceful stop, any later one forces it."""
+        count = len(self.signals)
+        if count == self.signals_taken:
+            return
+        if self.signals_taken == 0:
+            self.request_stop(f"signal {signal.Signals(self.signals[0]).name}")
+        if count > 1:
+            self.force = True
+        self.signals_taken = count
 
     def request_stop(self, why: str) -> None:
         if not self.stop_event.is_set():
@@ -341,6 +372,7 @@ class Arbiter:
                 log.error("supervision loop: unexpected %s: %s; going on", type(exc).__name__, exc)
                 log.debug("supervision loop failure", exc_info=True)
                 time.sleep(0.1)  # a failure that repeats every turn must not spin a core
+            self.take_signals()
             if self.stop_event.is_set():
                 if grace_deadline is None:
                     grace_deadline = time.monotonic() + self.settings.shutdown_grace
@@ -365,8 +397,7 @@ class Arbiter:
         soon = self.pool.busy() or any(hook.due_soon() for hook in self.turn_hooks)
         timeout = self.settings.limit_check_interval if soon else IDLE_TICK
         if self.pool.serve(timeout, (self.wake_r,)):
-            while self.wake_r.poll():
-                self.wake_r.recv_bytes()
+            self._drain_wakeups()
         self.take_claims()  # also while stopping: tasks claimed just before still run
         self.pool.check_limits()
         self._run_turn_hooks()  # before maintain(): a reload's retirements then take effect this turn
@@ -384,7 +415,7 @@ class Arbiter:
         elif update_hold := self.updates.hold(mono):
             hold = update_hold
         elif not self.disk.writable():
-            hold = "disk full"  # the guard logged it, and logs when a test write succeeds
+            hold = self.disk.problem or "disk not writable"  # as the guard logged it; it logs the recovery too
         elif self.outbox.full(extra=self.submitter.backlog_bytes()):
             hold = "outbox full"
             if not self.outbox_full_logged:

@@ -21,6 +21,8 @@ from typing import Any
 import orjson
 import psutil
 
+from supervisor.safetext import redact_url
+
 TASK_TYPE = "worker_diagnostics"
 LOG_LINES = 50  # the last warnings and errors kept for the answer
 LINE_MAX = 400  # characters per log line in the answer
@@ -28,7 +30,6 @@ MAX_BYTES = 64 * 1024  # the whole answer; log lines are dropped, oldest first, 
 KILL_WINDOW = 3600.0  # "recent" failures: the last hour
 
 _SECRETS = (
-    (re.compile(r"(?i)(://)[^/\s:@]*:[^/\s@]*@"), r"\1***:***@"),  # user:password@ in URLs
     (re.compile(r"(?i)\b(authorization|proxy-authorization)\s*[:=]\s*\S+(\s+\S+)?"), r"\1: ***"),
     (re.compile(r"(?i)\b(bearer|basic)\s+[a-z0-9._~+/=-]{8,}"), r"\1 ***"),
     (re.compile(r"(?i)\b(password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key)(['\"]?\s*[:=]\s*['\"]?)"
@@ -37,7 +38,8 @@ _SECRETS = (
 
 
 def redact(text: str) -> str:
-    """Credentials out of a text that may leave the machine (proxy URLs, tokens, headers)."""
+    """Credentials out of a text that may leave the machine (URLs as everywhere else, tokens, headers)."""
+    text = redact_url(text)
     for pattern, repl in _SECRETS:
         text = pattern.sub(repl, text)
     return text

@@ -10,6 +10,7 @@ start with one line naming the key and where it came from (exit status 2).
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import tomllib
@@ -64,6 +65,11 @@ def _check_url(value: str) -> str | None:
     return None
 
 
+def _finite(number: float) -> bool:
+    """False for NaN and the infinities: NaN compares false with everything, so it passes any range check."""
+    return not isinstance(number, float) or math.isfinite(number)  # an int is always finite (and may not fit a float)
+
+
 LIMIT_KEYS = {"time": float, "cpu": float, "memory_mb": float}
 
 
@@ -74,8 +80,8 @@ def _check_task_limits(value: dict) -> str | None:
         for k, v in limits.items():
             if k not in LIMIT_KEYS:
                 return f"[{task_type}] unknown limit {k!r} (known: {', '.join(LIMIT_KEYS)})"
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
-                return f"[{task_type}] {k} must be a number >= 0 (0 turns it off), got {v!r}"
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not _finite(v) or v < 0:
+                return f"[{task_type}] {k} must be a finite number >= 0 (0 turns it off), got {v!r}"
     return None
 
 
@@ -132,6 +138,9 @@ def _coerce(spec: Spec, value: Any, from_text: bool) -> Any:
             value = float(value)
         if not isinstance(value, spec.kind):
             raise ValueError(f"must be {'a whole number' if spec.kind is int else 'a number'}, got {value!r}")
+        # Before the range check: no_task_sleep = nan once passed it and the worker asked for tasks without pause.
+        if not _finite(value):
+            raise ValueError(f"must be a finite number, got {value!r}")
         if spec.low is not None and value < spec.low or spec.high is not None and value > spec.high:
             raise ValueError(f"must be between {spec.low:g} and {spec.high:g}, got {value!r}")
     if spec.choices and value not in spec.choices:

@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from supervisor.safetext import loggable
+from supervisor.safetext import loggable, redact_url
 from supervisor.store.atomic import atomic_write
 
 STATUS_FILE = "status.json"
@@ -30,7 +30,7 @@ class Status:
 
     def server_error(self, text: str) -> None:
         with self.lock:
-            self.last_error, self.last_error_at = text, time.time()
+            self.last_error, self.last_error_at = redact_url(text), time.time()
 
     def write(self, home: Path, extra: dict[str, Any]) -> None:
         data = dict(extra, updated=time.time(), last_contact=self.last_contact, last_error=self.last_error,

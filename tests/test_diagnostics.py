@@ -78,7 +78,7 @@ def test_answer_is_bounded_and_keeps_the_essentials(make_arbiter):
     arb.health.failed("time_limit")
     arb.health.failed(None)
     data = orjson.loads(diagnostics.answer(arb))
-    assert data["version"] == "9.9.9" and data["server"]["url"] == "http://***:***@127.0.0.1:9/api"
+    assert data["version"] == "9.9.9" and data["server"]["url"] == "http://***@127.0.0.1:9/api"  # the one mask (safetext.redact_url)
     assert data["failures"]["since_start"] == {"time_limit": 1, "unknown": 1}
     assert len(data["log"]) == diagnostics.LOG_LINES and "log_truncated" not in data
     # A table of limits far over the bound: the answer still fits and says it was cut.

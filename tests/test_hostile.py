@@ -164,16 +164,37 @@ def test_credentials_are_redacted_from_urls():
     assert redact_url("https://token@host/api") == "https://***@host/api"
     assert redact_url("http://host:3010/api") == "http://host:3010/api"
     assert redact_url("") == ""
+    # Any text, every URL in it; a password holding "@" or ":" is masked whole, the path is kept.
+    assert (redact_url("GET http://u:p@ss:w@h/a@b failed; proxy https://x:y@p:3128 too")
+            == "GET http://***@h/a@b failed; proxy https://***@p:3128 too")
 
 
-@pytest.mark.parametrize("name, content", [("workername.txt", "Магазин-7"), ("worker.conf", "shop_1\nsecond line"),
-                                           ("worker.conf", "shop\x1b[2J_1")])
-def test_an_identity_that_cannot_go_in_a_header_is_refused_before_anything_is_written(tmp_path, name, content):
-    (tmp_path / name).write_text(content, encoding="utf-8")
+def test_one_redaction_for_logs_diagnostics_and_failure_results():
+    """The log formatter, diagnostics and failure bodies mask alike, and before any cut (a URL
+    cut inside its password would escape the mask)."""
+    from executor.protocol import ERROR_MAX_CHARS, FailureKind, failure
+    from supervisor import diagnostics
+    from supervisor.logs import ARG_MAX_CHARS
+
+    formatter = SafeFormatter("%(message)s")
+    for pad in (0, ARG_MAX_CHARS - 20, ERROR_MAX_CHARS - 20):
+        url = "x" * pad + " http://bob:" + "s" * 50 + "@host/x.zip"
+        record = logging.LogRecord("hive", logging.WARNING, __file__, 1, "download of %s failed", (url,), None)
+        for out in (formatter.format(record), failure(url, FailureKind.UPDATE_FAILED)["error"],
+                    diagnostics.redact(url)):
+            assert "bob" not in out and "sss" not in out, out[-80:]
+    record = logging.LogRecord("hive", logging.WARNING, __file__, 1, "GET http://bob:pw@host/ failed", (), None)
+    assert formatter.format(record) == "GET http://***@host/ failed" == diagnostics.redact(record.msg)
+
+
+@pytest.mark.parametrize("content", ["shop_1\nsecond line", "shop\x1b[2J_1", "Магазин_1a2b3c4d"])
+def test_a_worker_conf_id_that_cannot_go_in_a_header_is_refused_and_kept(tmp_path, content):
+    """The server knows the worker by this id: it is never rewritten (a workername.txt is: test_identity.py)."""
+    (tmp_path / "worker.conf").write_text(content, encoding="utf-8")
+    (tmp_path / "workername.txt").write_text("shop", encoding="utf-8")
     with pytest.raises(IdentityError, match="cannot be sent as the worker id"):
         load_or_create_worker_id(tmp_path)
-    if name == "workername.txt":
-        assert not (tmp_path / "worker.conf").exists()  # fixing workername.txt is enough
+    assert (tmp_path / "worker.conf").read_text(encoding="utf-8") == content
 
 
 def test_latin1_identity_of_a_1_0_x_install_still_works(tmp_path):
@@ -415,15 +436,28 @@ def test_credentials_in_server_url_are_never_printed(server, start_worker):
 
 
 @pytest.mark.slow
-def test_an_identity_that_cannot_be_sent_stops_the_worker_at_start(server, start_worker, tmp_path):
+def test_a_cyrillic_workername_joins_the_fleet_under_its_ascii_form(server, start_worker, tmp_path):
     home = tmp_path / "cyrillic"
     home.mkdir()
-    (home / "workername.txt").write_text("Магазин", encoding="utf-8")
+    (home / "workername.txt").write_text("Київ-офіс\n", encoding="utf-8")
+    w = start_worker(server.url, env=HOSTILE_ENV, home=home)
+    task_id = server.enqueue("echo", {"x": 1})
+    worker_id = wait_for(lambda: results_by_id(server).get(task_id), 60, what="the task's result")[0]["worker_id"]
+    assert re.fullmatch(r"Kyiv-ofis_[0-9a-f]{8}", worker_id) and (home / "worker.conf").read_text() == worker_id
+    warnings = [line for line in w.log().splitlines() if "ASCII form" in line]
+    assert len(warnings) == 1 and "WARNING" in warnings[0] and "'Kyiv-ofis'" in warnings[0], w.log()
+
+
+@pytest.mark.slow
+def test_a_worker_conf_id_that_cannot_be_sent_stops_the_worker_at_start(server, start_worker, tmp_path):
+    home = tmp_path / "cyrillic"
+    home.mkdir()
+    (home / "worker.conf").write_text("Магазин_1a2b3c4d", encoding="utf-8")
     w = start_worker(server.url, env=HOSTILE_ENV, home=home)
     assert w.wait(60) == 2
     lines = [line for line in w.log().splitlines() if "cannot start" in line]
-    assert len(lines) == 1 and "workername.txt" in lines[0] and "Latin-1" in lines[0], w.log()
-    assert not (home / "worker.conf").exists()
+    assert len(lines) == 1 and "worker.conf" in lines[0] and "Latin-1" in lines[0], w.log()
+    assert (home / "worker.conf").read_text(encoding="utf-8") == "Магазин_1a2b3c4d"  # never rewritten
 
 
 @pytest.mark.slow
@@ -503,7 +537,7 @@ def test_a_full_disk_stops_claiming_and_loses_nothing(server, start_worker, tmp_
     server.inject(Fault.status(503), Fault.status(503), path="/submit_result")
     for i in range(4):
         server.enqueue("echo", {"i": i}, task_id=f"t{i}")
-    wait_for(lambda: "disk full: not claiming" in w.log(), 30, what="the disk-full line")
+    wait_for(lambda: "disk full: ENOSPC" in w.log() and "not claiming" in w.log(), 30, what="the disk-full line")
     wait_for(lambda: "t0" in results_by_id(server), 30, what="the claimed task to be answered")
     # A failed test write 5 s later: long enough for a worker that drops tasks to claim the next one.
     wait_for(lambda: "test write to" in w.log() and "still fails" in w.log(), 30, what="a failed test write")
@@ -520,6 +554,76 @@ def test_a_full_disk_stops_claiming_and_loses_nothing(server, start_worker, tmp_
     assert_still_serving(server, w, "after-disk")
     assert watch.stop() < 300 * MB
     assert len([line for line in w.log().splitlines() if "not claiming" in line]) == 1
+
+
+def _status(w) -> dict:
+    return orjson.loads((w.home / "status.json").read_bytes())
+
+
+@pytest.mark.slow
+def test_a_deleted_outbox_folder_is_made_again_at_the_next_write(server, start_worker):
+    """A person tidies away the empty outbox/ folder, then one POST fails: the result goes into an
+    outbox/ made again, is delivered, and claiming never stops (no "disk full" anywhere)."""
+    w = start_worker(server.url, env=HOSTILE_ENV)
+    started(w)
+    (w.home / "outbox").rmdir()
+    server.inject(Fault.status(503), path="/submit_result")
+    server.enqueue("echo", {"i": 1}, task_id="first")
+    wait_for(lambda: "first" in results_by_id(server), 30, what="the result kept through the outbox")
+    assert "outbox was missing (deleted while the worker ran?): created again" in w.log()
+    assert_still_serving(server, w, "second")
+    assert (w.home / "outbox").is_dir() and "not claiming" not in w.log()
+    assert "disk full" not in w.log() and "disk not writable" not in w.log()
+    wait_for(lambda: _status(w)["claiming"], 10, what="status.json to say claiming")
+    assert [len(results_by_id(server)[t]) for t in ("first", "second")] == [1, 1]
+
+
+@pytest.mark.slow
+def test_a_write_error_is_named_as_it_is_and_claiming_resumes_by_itself(server, start_worker):
+    """A file where outbox/ should be: the write error is named (errno name and text) in the log and
+    status.json, never "disk full"; once the file is gone a test write makes the folder again and
+    claiming resumes with no one restarting the worker."""
+    w = start_worker(server.url, env=dict(HOSTILE_ENV, HIVE_LOG_LEVEL="DEBUG"))  # the failed test writes
+    started(w)
+    outbox = w.home / "outbox"
+    outbox.rmdir()
+    outbox.write_text("in the way")
+    server.inject(Fault.status(503), path="/submit_result")
+    server.enqueue("echo", {"i": 1}, task_id="first")
+    # POSIX: ENOTDIR for the temp file inside it; Windows: the folder cannot be made (EEXIST).
+    needle = "disk not writable: EEXIST" if os.name == "nt" else "disk not writable: ENOTDIR"
+    wait_for(lambda: needle in w.log(), 30, what="the write error named as it is")
+    wait_for(lambda: (_status(w).get("not_claiming_because") or "").startswith(needle), 10, what="status.json")
+    wait_for(lambda: "first" in results_by_id(server), 30, what="the result posted from memory")
+    server.enqueue("echo", {"i": 2}, task_id="second")
+    wait_for(lambda: "still fails" in w.log(), 30, what="a failed test write")
+    assert server.store.counts()["queued"] == 1  # not claimed while no write goes through
+    outbox.unlink()
+    wait_for(lambda: "disk writable again (test write succeeded): claiming resumes" in w.log(), 30)
+    wait_for(lambda: "second" in results_by_id(server), 30, what="the task claimed after the recovery")
+    assert "disk full" not in w.log() and "disk full" not in (w.home / "status.json").read_text()
+    assert outbox.is_dir() and [len(results_by_id(server)[t]) for t in ("first", "second")] == [1, 1]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.name == "nt", reason="Windows cannot delete a folder holding an open file (the journal)")
+def test_a_deleted_journal_is_written_again_and_still_reports_a_killed_task(server, start_worker):
+    """journal/ removed (rm -r) while a task runs: the worker writes the journal again from what is
+    open, so after a kill -9 the next start still reports that task interrupted."""
+    w = start_worker(server.url, env=HOSTILE_ENV)
+    started(w)
+    server.enqueue("sleep_record", {"seconds": 120}, task_id="long")
+    wait_for(lambda: "started on slot" in w.log() or "'long'" in w.log(), 30, what="the long task to start")
+    shutil.rmtree(w.home / "journal")
+    claims = w.home / "journal" / "claims.jsonl"
+    wait_for(lambda: claims.exists() and b'"long"' in claims.read_bytes(), 20, what="the journal written again")
+    assert "was deleted while the worker ran: written again with the 1 open claim(s)" in w.log()
+    w.proc.kill()
+    w.wait(10)
+    w2 = start_worker(server.url, env=HOSTILE_ENV, home=w.home)
+    got = wait_for(lambda: results_by_id(server).get("long"), 30, what="the interrupted report")[0]
+    assert got["status"] == "failure" and got["result"]["kind"] == "interrupted", got
+    assert w2.proc.poll() is None
 
 
 def test_server_answers_in_the_outbox_are_not_dropped_when_a_post_breaks_unexpectedly(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import orjson
+import pytest
 from conftest import wait_for
 
 from supervisor.store.flusher import Flusher
@@ -102,3 +103,50 @@ def test_atomic_write_waits_out_a_reader_holding_the_file(tmp_path):
     atomic_write(target, b"new")
     t.join()
     assert target.read_bytes() == b"new"
+
+
+def test_a_write_error_is_named_as_it_is():
+    import errno
+
+    from supervisor.store.diskguard import describe
+
+    assert describe(OSError(errno.ENOSPC, "No space left on device", "/h/outbox/1.json.tmp")) == \
+        "disk full: ENOSPC: No space left on device: '/h/outbox/1.json.tmp'"
+    assert describe(NotADirectoryError(errno.ENOTDIR, "Not a directory", "/h/outbox/1.json.tmp")) == \
+        "disk not writable: ENOTDIR: Not a directory: '/h/outbox/1.json.tmp'"
+    assert describe(OSError(errno.ENOSPC, "short write to the journal (3 of 9 bytes)")).startswith("disk full: ENOSPC")
+    assert describe(OSError("no errno at all")) == "disk not writable: OSError: no errno at all"
+
+
+def test_store_writes_make_a_deleted_folder_again(tmp_path):
+    from supervisor.store.atomic import atomic_write, replace
+    from supervisor.store.diskguard import DiskGuard
+
+    outbox = Outbox(tmp_path, 10**6)
+    outbox.dir.rmdir()
+    outbox.put("k1", b'{"task_id": 1, "status": "success"}')
+    assert [p.name for p in outbox.dir.iterdir()] == ["k1.json"]
+    (tmp_path / "gone").mkdir()
+    atomic_write(tmp_path / "gone" / "f", b"1")
+    (tmp_path / "gone" / "f").rename(tmp_path / "f")
+    (tmp_path / "gone").rmdir()
+    replace(tmp_path / "f", tmp_path / "gone" / "f")  # moved aside into a folder someone deleted
+    assert (tmp_path / "gone" / "f").read_bytes() == b"1"
+    guard = DiskGuard(tmp_path / "journal", probe_every=0)
+    guard.failed(FileNotFoundError(2, "No such file or directory", str(tmp_path / "journal" / "x")), "kept")
+    assert guard.writable() and (tmp_path / "journal").is_dir()  # the test write made it again
+
+
+@pytest.mark.skipif(os.name == "nt", reason="Windows refuses to delete a folder holding an open file")
+def test_a_journal_deleted_under_the_worker_is_written_again_at_the_next_sync(tmp_path):
+    import shutil
+
+    journal = Journal(tmp_path)
+    journal.record("k1", {"id": "running", "task_type": "x", "params": {}})
+    journal.result("k2", b'{"task_id": "done", "status": "success"}')
+    shutil.rmtree(tmp_path / "journal")
+    journal.sync()
+    assert {key for key, _, _ in journal.leftovers()} == {"k1", "k2"}
+    journal.clear("k1")
+    journal.close()
+    assert [key for key, _, _ in Journal(tmp_path).leftovers()] == ["k2"]  # appends reach the new file

@@ -60,7 +60,7 @@ def test_version_flag(tmp_path):
     ('server_url = "ftp://x"\n', "server_url must be an http(s) URL"),
     ('log_level = "LOUD"\n', "log_level must be one of"),
     ("[task_limits.x]\nmemroy_mb = 3\n", "unknown limit 'memroy_mb'"),
-    ("[task_limits.x]\ntime = -3\n", "time must be a number >= 0"),
+    ("[task_limits.x]\ntime = -3\n", "time must be a finite number >= 0"),
     ("pool_size = \n", "not valid TOML"),
 ])
 def test_bad_toml_value_stops_with_one_clear_line(tmp_path, toml, needle):
@@ -115,3 +115,12 @@ def test_prom_allowed_hosts_from_toml_and_env(tmp_path):
     for bad in ("http://prom.ua", "prom.ua:443", "prom.ua/path", "*", "*.", "x y"):
         with pytest.raises(SettingsError, match="bare host names"):
             load(config, tmp_path, {}, environ={"HIVE_PROM_ALLOWED_HOSTS": f"prom.ua,{bad}"})
+
+
+@pytest.mark.parametrize("where", ["toml", "env", "flag"])
+def test_nan_setting_stops_the_worker_with_one_line(tmp_path, where):
+    (tmp_path / "worker.toml").write_text("no_task_sleep = nan\n" if where == "toml" else "")
+    r = _run(tmp_path, "--print-config", *(["--no-task-sleep", "nan"] if where == "flag" else []),
+             env={"HIVE_NO_TASK_SLEEP": "NaN"} if where == "env" else None)
+    assert r.returncode == 2 and "must be a finite number, got nan" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr

@@ -158,3 +158,32 @@ def test_when_the_embedded_demo_server_runs(server_url, frozen, asked, embedded)
             main.wants_embedded(server_url, frozen, asked)
     else:
         assert main.wants_embedded(server_url, frozen, asked) is embedded
+
+
+NUMBERS = [s for s in SPECS if s.kind in (int, float)]
+NOT_A_SETTING = {"nan": float("nan"), "inf": float("inf"), "-inf": float("-inf"), "-1": -1.0}
+
+
+@pytest.mark.parametrize("text", NOT_A_SETTING)
+@pytest.mark.parametrize("spec", NUMBERS, ids=lambda s: s.key)
+def test_every_number_setting_refuses_nan_infinities_and_negatives_from_every_source(tmp_path, spec, text):
+    # NaN compares false with everything: no_task_sleep = nan once passed every range check.
+    (tmp_path / "worker.toml").write_text(f"{spec.key} = {text}\n")  # TOML has nan, inf and -inf literals
+    elsewhere = tmp_path / "no-toml"
+    tries = {"worker.toml": lambda: load(config, tmp_path, {}, environ={}),
+             spec.env: lambda: load(config, elsewhere, {}, environ={spec.env: text}),
+             spec.flag: lambda: load(config, elsewhere, {spec.key: text}, environ={}),
+             "config.py": lambda: load(_config(**{spec.name: NOT_A_SETTING[text]}), elsewhere, {}, environ={})}
+    for source, attempt in tries.items():
+        with pytest.raises(SettingsError) as caught:
+            attempt()
+        message = str(caught.value)
+        assert source in message and spec.key in message.lower().replace("-", "_") and "\n" not in message, message
+
+
+@pytest.mark.parametrize("limit", ["time", "cpu", "memory_mb"])
+def test_task_limits_refuse_nan_and_infinities(tmp_path, limit):
+    for text in ("nan", "inf", "-inf", "-1"):
+        (tmp_path / "worker.toml").write_text(f"[task_limits.example]\n{limit} = {text}\n")
+        with pytest.raises(SettingsError, match=f"{limit} must be a finite number >= 0"):
+            load(config, tmp_path, {}, environ={})

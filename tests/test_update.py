@@ -1539,3 +1539,26 @@ def _tagged(tag: str) -> list[psutil.Process]:
         except (psutil.Error, OSError):
             continue
     return found
+
+
+@pytest.mark.slow  # a worker process
+def test_a_failed_update_download_never_shows_the_url_password(server, start_worker, files: FileServer) -> None:
+    """The update URL's user:password is masked in worker.log, the console, status.json and the
+    failure result, whether the download gets an HTTP error or cannot connect at all."""
+    secret = "s3cr3t-Pa55"
+    port = int(files.add("/", b"").rsplit(":", 1)[1].split("/")[0])
+    w = start_worker(server.url, cmd=[sys.executable, str(ROOT / "tests" / "support" / "frozen_update_path.py")],
+                     args=["--config", str(ROOT / "tests" / "support" / "test_config.py")],
+                     env={"HIVE_UPDATE_ALLOW_UNSIGNED": "true", "HIVE_UPDATE_ERROR_SLEEP": "0"})
+    missing = server.enqueue("update_worker", {"url": f"http://bob:{secret}@127.0.0.1:{port}/missing.zip"})
+    got = _refused_result(server, missing, "download: HTTP 404 from http://***@127.0.0.1")
+    # A port nothing listens on: the error text is requests' own, which names the URL it tried.
+    unreachable = server.enqueue("update_worker", {"url": f"http://bob:{secret}@127.0.0.1:1/x.zip"})
+    got2 = _refused_result(server, unreachable, "download failed")
+    wait_for(lambda: "/missing.zip" in w.log() and "127.0.0.1:1" in w.log(), 20, what="both failures logged")
+    w.stop()
+    status = (w.home / "status.json").read_text(encoding="utf-8")
+    for where, text in {"worker.log": w.log(), "console": w.console(), "status.json": status,
+                        "result 1": orjson.dumps(got).decode(), "result 2": orjson.dumps(got2).decode()}.items():
+        assert secret not in text, f"the password is in {where}"
+    assert "http://***@127.0.0.1" in w.log() and "http://***@127.0.0.1" in w.console()

@@ -2,8 +2,11 @@
 
 A claimed task must be answered (protocol v1 has no requeue), so a journal or outbox
 write that fails never drops anything: the task runs and its result waits in memory.
-What a full disk must stop is claiming more. The first failed write says so in one
-ERROR line; a small test write every PROBE_EVERY seconds decides when claiming resumes.
+What a disk that takes no writes must stop is claiming more. The first failed write says
+so in one ERROR line, naming the error as it is: "disk full" only for ENOSPC and EDQUOT,
+anything else by its errno name and text (a folder in the way, no permission...). A
+small test write every PROBE_EVERY seconds (which makes a deleted folder again, as every
+store write does) decides when claiming resumes.
 """
 
 from __future__ import annotations
@@ -15,10 +18,24 @@ import threading
 import time
 from pathlib import Path
 
+from supervisor.store.atomic import open_healing
+
 log = logging.getLogger("hive.disk")
 
 PROBE_EVERY = 5.0
 PROBE_BYTES = 4096  # one page: on a full filesystem even a 1-byte file needs one
+FULL = frozenset({errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)})
+
+
+def describe(exc: OSError) -> str:
+    """A failed write as it is: "disk full" only when it is, else the errno name and its text,
+    e.g. "disk not writable: ENOTDIR: Not a directory: '/home/w/outbox/1.json.tmp'"."""
+    what = "disk full" if exc.errno in FULL else "disk not writable"
+    name = errno.errorcode.get(exc.errno, f"errno {exc.errno}") if exc.errno is not None else type(exc).__name__
+    text = exc.strerror or str(exc)
+    if exc.filename is not None:
+        text += f": {exc.filename!r}" if exc.filename2 is None else f": {exc.filename!r} -> {exc.filename2!r}"
+    return f"{what}: {name}: {text}"
 
 
 class DiskGuard:
@@ -26,7 +43,7 @@ class DiskGuard:
         self.probe_paths = [folder / "write-test.tmp" for folder in folders]  # every folder the worker writes to
         self.probe_every = probe_every
         self.lock = threading.Lock()
-        self.problem: str | None = None  # why the last write failed, until a test write succeeds
+        self.problem: str | None = None  # why the last write failed (describe()), until a test write succeeds
         self.next_probe = 0.0
 
     @property
@@ -37,15 +54,13 @@ class DiskGuard:
         """A write failed; ``consequence`` says what was done instead (e.g. "kept in memory")."""
         with self.lock:
             first = self.problem is None
-            self.problem = f"{type(exc).__name__}: {exc}"
+            self.problem = describe(exc)
             self.next_probe = time.monotonic() + self.probe_every
         if first:
-            what = "disk full" if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)) else \
-                "disk not writable"
-            log.error("%s: not claiming (%s); %s; claiming resumes when a test write succeeds (every %.0f s)",
-                      what, self.problem, consequence, self.probe_every)
+            log.error("%s; not claiming; %s; claiming resumes when a test write succeeds (every %.0f s)",
+                      self.problem, consequence, self.probe_every)
         else:
-            log.warning("disk still not writable (%s): %s", self.problem, consequence)
+            log.warning("still %s: %s", self.problem, consequence)
 
     def writable(self) -> bool:
         """True unless a write failed and no test write has succeeded since (probed at most every
@@ -70,7 +85,8 @@ class DiskGuard:
 
 def _test_write(path: Path) -> None:
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0), 0o644)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0)
+        fd = open_healing(path, lambda p: os.open(p, flags, 0o644))  # a deleted folder is made again
         try:
             if os.write(fd, b"\0" * PROBE_BYTES) != PROBE_BYTES:
                 raise OSError(errno.ENOSPC, "short write")

@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from supervisor.store.atomic import atomic_write
+from supervisor.store.atomic import atomic_write, open_healing
 
 log = logging.getLogger("hive.outbox")
 
@@ -60,7 +60,8 @@ class Journal:
         self.fd = self._open()
 
     def _open(self) -> int:
-        return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o644)
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_BINARY", 0)
+        return open_healing(self.path, lambda path: os.open(path, flags, 0o644))
 
     def _append(self, record: dict[str, Any]) -> None:
         data = orjson.dumps(record) + b"\n"
@@ -97,10 +98,17 @@ class Journal:
                 self._rewrite()
 
     def sync(self) -> None:
+        """Make the appends durable; and if the file was deleted under us (journal/ tidied away
+        on POSIX, where an open file can go), write it again from what is open, so a crash
+        still finds every claim (appends to a deleted file would reach no disk anyone reads)."""
         with self.lock:
             if self.dirty:
                 _datasync(self.fd)
                 self.dirty = False
+            if os.fstat(self.fd).st_nlink == 0:
+                log.warning("journal: %s was deleted while the worker ran: written again with the %d open "
+                            "claim(s) and %d result(s)", self.path, len(self.open_claims), len(self.open_results))
+                self._rewrite()
 
     def leftovers(self) -> list[tuple[str, dict[str, Any] | None, bytes | None]]:
         """(key, claimed task, result body or None) of every claim not marked done, as left by a

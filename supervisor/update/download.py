@@ -16,6 +16,7 @@ from typing import BinaryIO
 import requests
 import urllib3
 
+from supervisor.safetext import redact_url
 from supervisor.update.errors import UpdateRefused
 
 log = logging.getLogger("hive.update")
@@ -43,7 +44,7 @@ def download(url: str, dest: Path, max_bytes: int, expected_size: int | None = N
         with requests.get(url, stream=True, timeout=(CONNECT_TIMEOUT, read_timeout),
                           headers={"User-Agent": user_agent, "Accept-Encoding": "identity"}) as resp:
             if resp.status_code != 200:
-                raise UpdateRefused(f"download: HTTP {resp.status_code} from {url}")
+                raise UpdateRefused(f"download: HTTP {resp.status_code} from {redact_url(url)}")
             announced = _content_length(resp)
             if announced is not None and announced > cap:
                 raise UpdateRefused(_too_big(announced, max_bytes, expected_size))
@@ -72,7 +73,7 @@ def download(url: str, dest: Path, max_bytes: int, expected_size: int | None = N
         raise UpdateRefused(f"download: no data for {read_timeout:g} s ({size} bytes so far)") from None
     except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
         part.unlink(missing_ok=True)
-        text = " ".join(str(exc).split())[:200]
+        text = redact_url(" ".join(str(exc).split()))[:200]  # masked before the cut, which could end in a password
         raise UpdateRefused(f"download failed after {size} bytes (truncated or unreachable): {type(exc).__name__}: {text}") \
             from None
     sha = digest.hexdigest()

@@ -26,6 +26,7 @@ from urllib.parse import urlparse
 
 import orjson
 
+from supervisor.safetext import redact_url
 from supervisor.update.errors import UpdateRefused
 
 # The signature covers this prefix too: a signature made for anything else (another format,
@@ -81,7 +82,7 @@ def parse_params(params: Any) -> UpdateParams:
     url = url.strip()
     parts = urlparse(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise UpdateRefused(f"params.url must be an http(s) URL, got {url[:200]!r}")
+        raise UpdateRefused(f"params.url must be an http(s) URL, got {redact_url(url)[:200]!r}")
     sha256 = params.get("sha256")
     if sha256 is not None:
         if not isinstance(sha256, str) or not _HEX64.fullmatch(sha256.strip()):
