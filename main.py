@@ -176,6 +176,10 @@ def _serve(args: argparse.Namespace, settings: Settings, registry: dict, version
     embedded = None
     if not settings.server_url:
         embedded, settings = _embedded_server(home, settings)
+    if args.dev:
+        from supervisor.reloader import dev_settings
+
+        settings = dev_settings(settings)
     arbiter = Arbiter(settings, worker_id, version, set(registry), config_path=args.config, debug=args.dev)
     if args.dev:
         from supervisor.reloader import attach

@@ -267,10 +267,12 @@ class Arbiter:
     def reload_tasks(self, names: set[str], reason: str) -> tuple[set[str], set[str]]:
         """New task code (from the loop's thread): claims are checked against ``names`` from now on
         and every executor is replaced as soon as it is idle, so running tasks finish with the old
-        code. Returns the (added, removed) task types."""
+        code; a slot pausing after a failed task takes work again (the fix may be this code).
+        Returns the (added, removed) task types."""
         added, removed = names - self.registry_names, self.registry_names - names
         self.registry_names = set(names)
         self.pool.retire_all(reason)
+        self.pool.clear_pauses(reason)
         return added, removed
 
     def _run_turn_hooks(self, stopping: bool = False) -> None:

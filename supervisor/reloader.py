@@ -32,6 +32,7 @@ from supervisor.home import SOURCE_ROOT, is_frozen
 
 if TYPE_CHECKING:
     from supervisor.arbiter import Arbiter
+    from supervisor.settings import Settings
 
 log = logging.getLogger("hive.reload")
 
@@ -39,6 +40,8 @@ DEBOUNCE = 0.15  # seconds without events before a reload starts (one save's eve
 CHECK_TIMEOUT = 60.0
 STOP_TIMEOUT = 5.0  # seconds the file watcher gets to stop when the worker does
 CHANGE_EVENTS = {"created", "modified", "moved", "deleted", "closed"}
+# A task author's failed task should cost seconds, not the fleet's 30 minutes: the fix is usually a save away.
+DEV_TASK_ERROR_SLEEP = 5.0
 
 _CHECK = """
 import json, sys
@@ -175,6 +178,14 @@ def _refresh_bytecode(path: str) -> None:
             os.unlink(cache)
         except OSError:
             pass
+
+
+def dev_settings(settings: Settings) -> Settings:
+    """--dev's defaults: settings left at config.py's value that suit a fleet but not a desk.
+    A value set in worker.toml, the environment or a flag is kept."""
+    if settings.sources["task_error_sleep"] == "config.py" and settings.task_error_sleep > DEV_TASK_ERROR_SLEEP:
+        settings = settings.overridden("--dev", task_error_sleep=DEV_TASK_ERROR_SLEEP)
+    return settings
 
 
 def attach(arbiter: Arbiter, config_path: str | None) -> Reloader | None:

@@ -173,3 +173,47 @@ def test_graceful_stop_ends_the_dev_worker(server, start_worker, tmp_path):
     w.terminate()
     assert w.wait(30) == 0, w.console()[-2000:]
     assert "stopped; 0 result(s)" in w.log()
+
+
+TASK_FAILS = '''
+def run(fail=False):
+    if fail:
+        raise RuntimeError("a bug")
+    return {"status": "success", "data": "ok"}
+'''
+
+
+def _status(home):
+    return subprocess.run([sys.executable, str(MAIN), "--home", str(home), "--status"], cwd=ROOT,
+                          env=clean_env(), capture_output=True, text=True, timeout=60)
+
+
+def test_dev_pause_after_a_failure_is_short_by_default(server, start_worker, tmp_path):
+    """Issue 23.1: config.py's 1800 s TASK_ERROR_SLEEP is the fleet's; --dev pauses a few seconds."""
+    proj = _project(tmp_path)
+    _write(proj / "mytask.py", TASK_FAILS)
+    w = start_worker(server.url, args=["--dev", "--config", str(proj / "devcfg.py")],
+                     env={"HIVE_TASK_ERROR_SLEEP": None, "HIVE_POOL_SIZE": "1"})
+    server.enqueue("mytask", {"fail": True}, task_id="bad")
+    assert result_of(server, "bad")["status"] == "failure"
+    wait_for(lambda: "slot 0: pausing 5 s after a failed task" in w.log(), 20, what="the dev pause")
+
+
+def test_dev_reload_ends_the_pause_and_status_shows_time_left(server, start_worker, tmp_path):
+    """Issue 23.1: an explicit TASK_ERROR_SLEEP is kept in --dev; --status shows the time left;
+    a successful reload ends the pause (the fix is what the author saved)."""
+    proj = _project(tmp_path)
+    _write(proj / "mytask.py", TASK_FAILS)
+    w = start_worker(server.url, args=["--dev", "--config", str(proj / "devcfg.py")],
+                     env={"HIVE_TASK_ERROR_SLEEP": "600", "HIVE_POOL_SIZE": "1"})
+    wait_for(lambda: "dev mode: watching" in w.log() and " ready in " in w.log(), 30)
+    server.enqueue("mytask", {"fail": True}, task_id="bad")
+    wait_for(lambda: "slot 0: pausing 600 s after a failed task" in w.log(), 20, what="the pause")
+    out = wait_for(lambda: (r := _status(w.home).stdout) and "s left (TASK_ERROR_SLEEP)" in r and r, 20,
+                   what="--status to show the pause")
+    left = int(out.split("after a failed task, ")[1].split(" s left")[0])
+    assert 0 < left <= 600, out
+    _write(proj / "mytask.py", TASK_FAILS.replace('"ok"', '"fixed"'))
+    wait_for(lambda: "pause after a failed task ended" in w.log(), 20, what="the reload to end the pause")
+    server.enqueue("mytask", {}, task_id="good")
+    assert result_of(server, "good")["result"] == "fixed"

@@ -157,7 +157,8 @@ class Pool:
                 t = s.running.claim.task
                 task = {"id": t.id, "task_type": t.task_type, "seconds": now - s.running.dispatched}
             out.append({"slot": s.index, "state": s.state(now), "tasks_done": s.tasks_done,
-                        "pid": s.executor.pid if s.executor else None, "task": task})
+                        "pid": s.executor.pid if s.executor else None, "task": task,
+                        "paused_seconds_left": max(0.0, s.pause_until - now) or None})
         return out
 
     # ---- dispatch ----------------------------------------------------------------------------
@@ -377,6 +378,15 @@ class Pool:
                 ex.stop(timeout=1.0)
                 slot.executor = None
                 self._spawn(slot)
+
+    def clear_pauses(self, reason: str) -> None:
+        """End every slot's TASK_ERROR_SLEEP now (dev reload: the failure may be what was fixed)."""
+        now = time.monotonic()
+        for slot in self.slots:
+            if slot.pause_until > now:
+                log.info("slot %d: pause after a failed task ended (%.0f s early): %s", slot.index,
+                         slot.pause_until - now, reason)
+            slot.pause_until = 0.0
 
     def retire_all(self, reason: str) -> None:
         """Replace every executor as soon as it is idle (dev reload)."""
