@@ -30,7 +30,7 @@ from supervisor.pool.cpucap import CpuCap
 from supervisor.pool.executors import CTX
 from supervisor.pool.pool import Pool, executor_init
 from supervisor.safetext import redact_url
-from supervisor.settings import Settings
+from supervisor.settings import Settings, unknown_limit_types
 from supervisor.status import Status
 from supervisor.store.diskguard import DiskGuard
 from supervisor.store.flusher import Flusher
@@ -298,6 +298,9 @@ class Arbiter:
         if diagnostics.TASK_TYPE in self.registry_names:
             log.warning("TASK_REGISTRY has an entry %r: it is never called, the supervisor answers that task type "
                         "itself (built-in)", diagnostics.TASK_TYPE)
+        for task_type in unknown_limit_types(self.settings, self.registry_names):
+            log.warning("TASK_LIMITS has an entry for %r, which is not in TASK_REGISTRY: its limits never apply "
+                        "(a typo, or a task that was removed?)", task_type)
         self.guest.describe_start()
         self.cpucap.start()  # before the first executor: each one is placed under it as it starts
         self.pool.start()

@@ -85,6 +85,31 @@ def _check_hosts(value: list) -> str | None:
 
 
 
+def _table_from_text(text: str) -> dict:
+    """A table given on the command line or in the environment: a JSON object
+    (``{"prom_pars": {"time": 2400}}``), a TOML inline table (``{prom_pars = {time = 2400}}``)
+    or TOML lines (``prom_pars = {time = 2400}``, ``[prom_pars]`` ...)."""
+    import json
+
+    stripped = text.strip()
+    try:
+        value = json.loads(stripped)
+        if isinstance(value, dict):
+            return value
+    except ValueError:
+        pass
+    inline = [(f"v = {stripped}", True)] if stripped.startswith("{") else []
+    for attempt, wrapped in [*inline, (text, False)]:
+        try:
+            data = tomllib.loads(attempt)
+        except tomllib.TOMLDecodeError as exc:
+            error = exc
+            continue
+        return data["v"] if wrapped else data
+    raise ValueError("is neither a JSON object nor a TOML table, e.g. '{\"prom_pars\": {\"time\": 2400}}' "
+                     f"or '{{prom_pars = {{time = 2400}}}}' ({error})")
+
+
 BOOL_WORDS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
 
 
@@ -102,10 +127,7 @@ def _coerce(spec: Spec, value: Any, from_text: bool) -> Any:
             raise ValueError("must be a list of strings (comma-separated in the environment)")
     elif spec.kind is dict:
         if from_text:
-            try:
-                value = tomllib.loads(value)
-            except tomllib.TOMLDecodeError as exc:
-                raise ValueError(f"is not a TOML table ({exc})") from None
+            value = _table_from_text(value)
         if not isinstance(value, dict):
             raise ValueError(f"must be a table, got {type(value).__name__}")
         value = {str(k): dict(v) if isinstance(v, dict) else v for k, v in value.items()}
@@ -228,6 +250,13 @@ class Settings:
                 lines.append("# (credentials redacted)")
             if spec.kind is dict and not value:
                 lines.append(f"{spec.key} = {{}}")
+            elif spec.kind is dict:
+                lines[-1] = f"# {spec.key}: merged key by key over config.py's table, each value's source beside it"
+                for task_type, limits in value.items():
+                    lines.append(tomli_w.dumps({spec.key: {task_type: {}}}).strip())  # [task_limits.x], quoted if needed
+                    lines.extend(f"{k} = {tomli_w.dumps({k: v}).split('=', 1)[1].strip()}  # from "
+                                 f"{self.sources.get(_entry_source(spec.key, task_type, k), self.sources[spec.key])}"
+                                 for k, v in limits.items())
             else:
                 lines.append(tomli_w.dumps({spec.key: value}).rstrip())
         return "\n".join(lines) + "\n"
@@ -243,6 +272,31 @@ SPECS: tuple[Spec, ...] = _specs()
 SPECS_BY_KEY = {s.key: s for s in SPECS}
 
 
+def _entry_source(key: str, task_type: str, limit: str) -> str:
+    """The ``sources`` key of one value of a table setting: ``task_limits.prom_pars.time``."""
+    return f"{key}.{task_type}.{limit}"
+
+
+def _set(values: dict[str, Any], sources: dict[str, str], spec: Spec, value: Any, source: str) -> None:
+    """Put one layer's value over the lower ones. A table (TASK_LIMITS) merges key by key: a layer
+    that sets prom_pars' time keeps its built-in cpu and memory limits, and the other task types'."""
+    sources[spec.key] = source
+    if spec.kind is not dict:
+        values[spec.key] = value
+        return
+    merged = {t: dict(limits) for t, limits in values[spec.key].items()}
+    for task_type, limits in value.items():
+        merged.setdefault(task_type, {}).update(limits)
+        sources.update({_entry_source(spec.key, task_type, k): source for k in limits})
+    values[spec.key] = merged
+
+
+def unknown_limit_types(settings: Settings, registry_names: set[str]) -> list[str]:
+    """Task types with a TASK_LIMITS entry that no task of this worker's TASK_REGISTRY has (a typo,
+    or a task that was removed): their limits never apply."""
+    return sorted(set(settings.task_limits) - set(registry_names))
+
+
 def load(config_module: Any, home: Path, flags: dict[str, Any], environ: dict[str, str] | None = None) -> Settings:
     """Layer config.py < worker.toml < HIVE_* env < flags. Raises SettingsError."""
     environ = os.environ if environ is None else environ
@@ -256,6 +310,8 @@ def load(config_module: Any, home: Path, flags: dict[str, Any], environ: dict[st
         except ValueError as exc:
             raise SettingsError(f"config.py: {spec.name} {exc}") from None
         sources[spec.key] = "config.py"
+        if spec.kind is dict:
+            sources.update({_entry_source(spec.key, t, k): "config.py" for t, lim in values[spec.key].items() for k in lim})
 
     toml_path = home / "worker.toml"
     if toml_path.exists():
@@ -268,10 +324,9 @@ def load(config_module: Any, home: Path, flags: dict[str, Any], environ: dict[st
             if spec is None:
                 raise SettingsError(f"{toml_path}: unknown setting {key!r} (see --print-config for the known ones)")
             try:
-                values[key] = _coerce(spec, raw, from_text=False)
+                _set(values, sources, spec, _coerce(spec, raw, from_text=False), str(toml_path))
             except ValueError as exc:
                 raise SettingsError(f"{toml_path}: {key} {exc}") from None
-            sources[key] = str(toml_path)
 
     known_env = {s.env for s in SPECS} | {"HIVE_HOME"}
     for name in environ:
@@ -280,16 +335,16 @@ def load(config_module: Any, home: Path, flags: dict[str, Any], environ: dict[st
     for spec in SPECS:
         if spec.env in environ:
             try:
-                values[spec.key] = _coerce(spec, environ[spec.env], from_text=True)
+                _set(values, sources, spec, _coerce(spec, environ[spec.env], from_text=True),
+                     f"environment {spec.env}")
             except ValueError as exc:
                 raise SettingsError(f"environment variable {spec.env} {exc}") from None
-            sources[spec.key] = f"environment {spec.env}"
 
     for key, raw in flags.items():
         spec = SPECS_BY_KEY[key]
         try:
-            values[key] = _coerce(spec, raw, from_text=isinstance(raw, str) and spec.kind is not str)
+            _set(values, sources, spec, _coerce(spec, raw, from_text=isinstance(raw, str) and spec.kind is not str),
+                 f"flag {spec.flag}")
         except ValueError as exc:
             raise SettingsError(f"flag {spec.flag} {exc}") from None
-        sources[key] = f"flag {spec.flag}"
     return Settings(home=home, sources=sources, **values)

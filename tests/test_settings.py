@@ -41,7 +41,7 @@ def test_print_config_shows_values_and_sources(tmp_path):
 
     data = tomllib.loads(r.stdout)
     assert data["pool_size"] == 3 and data["no_task_sleep"] == 9.0 and data["task_error_sleep"] == 0.0
-    assert data["task_limits"] == {"example": {"time": 5}}
+    assert data["task_limits"] == {"example": {"time": 5}, "prom_pars": config.TASK_LIMITS["prom_pars"]}
     assert "# pool_size: from " + str(tmp_path / "worker.toml") in r.stdout
     assert "# no_task_sleep: from flag --no-task-sleep" in r.stdout
     assert "# task_error_sleep: from environment HIVE_TASK_ERROR_SLEEP" in r.stdout
@@ -74,7 +74,7 @@ def test_bad_toml_value_stops_with_one_clear_line(tmp_path, toml, needle):
 @pytest.mark.parametrize("env, needle", [
     ({"HIVE_POOL_SIZE": "lots"}, "HIVE_POOL_SIZE must be a whole number, got 'lots'"),
     ({"HIVE_NO_TASK_SLEEEP": "1"}, "HIVE_NO_TASK_SLEEEP: unknown setting"),
-    ({"HIVE_TASK_LIMITS": "[x"}, "HIVE_TASK_LIMITS is not a TOML table"),
+    ({"HIVE_TASK_LIMITS": "[x"}, "HIVE_TASK_LIMITS is neither a JSON object nor a TOML table"),
 ])
 def test_bad_env_value(tmp_path, env, needle):
     r = _run(tmp_path, "--print-config", env=env)

@@ -93,3 +93,49 @@ def test_to_toml_reads_back_as_the_values(tmp_path):
     data = tomllib.loads(text)
     assert data.pop("server_url") == "http://***@host:1/api" and "secret" not in text
     assert data == {k: v for k, v in s.values.items() if k != "server_url"}
+
+
+def test_task_limits_merge_key_by_key_over_the_built_ins(tmp_path):
+    """Issue 23.2: the docs' own example keeps prom_pars' cpu limit; another task's entry keeps prom_pars'."""
+    (tmp_path / "worker.toml").write_text("[task_limits.prom_pars]\ntime = 2400\nmemory_mb = 512\n"
+                                          "[task_limits.hello]\ntime = 30\n")
+    s = load(config, tmp_path, {"task_limits": '{"hello": {"cpu": 5}}'},
+             environ={"HIVE_TASK_LIMITS": "hello = {memory_mb = 64}"})
+    assert s.task_limits == {"prom_pars": {"time": 2400, "cpu": 300, "memory_mb": 512},
+                             "hello": {"time": 30, "memory_mb": 64, "cpu": 5}}
+    assert s.limits_for("prom_pars") == {"time": 2400.0, "cpu": 300.0, "memory_mb": 512.0}
+    assert s.sources["task_limits.prom_pars.cpu"] == "config.py"
+    assert s.sources["task_limits.prom_pars.time"] == str(tmp_path / "worker.toml")
+    assert s.sources["task_limits.hello.memory_mb"] == "environment HIVE_TASK_LIMITS"
+    assert s.sources["task_limits.hello.cpu"] == "flag --task-limits"
+    assert config.TASK_LIMITS == {"prom_pars": {"time": 1800, "cpu": 300, "memory_mb": 256}}  # not changed in place
+
+
+def test_print_config_names_each_limits_source(tmp_path):
+    (tmp_path / "worker.toml").write_text('[task_limits.prom_pars]\ntime = 2400\n[task_limits."odd name"]\ncpu = 1\n')
+    s = load(config, tmp_path, {}, environ={})
+    text = s.to_toml()
+    assert tomllib.loads(text)["task_limits"] == s.task_limits
+    assert f"time = 2400  # from {tmp_path / 'worker.toml'}" in text
+    assert "cpu = 300  # from config.py" in text
+
+
+def test_limits_for_a_task_type_not_in_the_registry_are_named(tmp_path):
+    from supervisor.settings import unknown_limit_types
+
+    (tmp_path / "worker.toml").write_text("[task_limits.helo]\ntime = 30\n")
+    s = load(config, tmp_path, {}, environ={})
+    assert unknown_limit_types(s, set(config.TASK_REGISTRY)) == ["helo"]
+
+
+@pytest.mark.parametrize("text", ['{"example": {"time": 7}}', "{example = {time = 7}}", "example = {time = 7}",
+                                  "[example]\ntime = 7\n"])
+def test_a_table_in_a_flag_or_the_environment_is_json_or_toml(tmp_path, text):
+    """Issue 23.6: --task-limits takes JSON and the TOML inline table the docs show."""
+    assert load(config, tmp_path, {"task_limits": text}, environ={}).task_limits["example"] == {"time": 7}
+    assert load(config, tmp_path, {}, environ={"HIVE_TASK_LIMITS": text}).task_limits["example"] == {"time": 7}
+
+
+def test_a_table_that_is_neither_json_nor_toml_is_refused_with_examples(tmp_path):
+    with pytest.raises(SettingsError, match=r"^flag --task-limits is neither a JSON object nor a TOML table"):
+        load(config, tmp_path, {"task_limits": "{prom_pars: 1"}, environ={})
