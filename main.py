@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from supervisor import home as home_mod
     from supervisor import logs
-    from supervisor.status import render
+    from supervisor.status import report
 
     home = home_mod.resolve_home(args.home)
     try:
@@ -102,8 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     for name in [n for n in os.environ if n.startswith("HIVE_") and not n.startswith("HIVE_INTERNAL_")]:
         del os.environ[name]
     if args.status:
-        print(render(home))
-        return 0
+        text, code = report(home)  # exit codes as `systemctl status`: 0 running, 1 hung, 3 not running, 4 unknown
+        print(text)
+        return code
 
     logs.setup(home, settings.log_level, settings.log_max_mb, settings.log_backups,
                console_level="DEBUG" if args.dev else None)

@@ -9,7 +9,6 @@ at once, and limits are checked every LIMIT_CHECK_INTERVAL while tasks run.
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import sys
 import threading
@@ -31,7 +30,7 @@ from supervisor.pool.executors import CTX
 from supervisor.pool.pool import Pool, executor_init
 from supervisor.safetext import redact_url
 from supervisor.settings import Settings, unknown_limit_types
-from supervisor.status import Status
+from supervisor.status import Status, this_process
 from supervisor.store.diskguard import DiskGuard
 from supervisor.store.flusher import Flusher
 from supervisor.store.journal import Journal
@@ -398,7 +397,7 @@ class Arbiter:
     def write_status(self) -> None:
         try:
             self.status.write(self.home, {
-                "worker_id": self.worker_id, "version": self.version, "pid": os.getpid(),
+                "worker_id": self.worker_id, "version": self.version, **this_process(),
                 "server_url": redact_url(self.settings.server_url), "state": self.state,
                 "slots": self.pool.describe(time.monotonic()),
                 "outbox_results": len(self.outbox), "outbox_bytes": self.outbox.size(),

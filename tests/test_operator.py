@@ -1,0 +1,38 @@
+"""An operator's first day (issue 23): --status tells a live worker from a dead one, Ctrl+C and bad
+input end in one line with the usual exit codes. Real workers, real kills, real signals."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from conftest import MAIN, ROOT, clean_env, wait_for
+
+pytestmark = pytest.mark.slow
+
+
+def _status(home):
+    return subprocess.run([sys.executable, str(MAIN), "--home", str(home), "--status"], cwd=ROOT,
+                          env=clean_env(), capture_output=True, text=True, timeout=60)
+
+
+def test_status_exit_codes_follow_the_process(server, start_worker, tmp_path):
+    """0 while it runs; 3 at once when it was killed (status.json is still fresh); 4 where none ran."""
+    assert _status(tmp_path / "never").returncode == 4
+    w = start_worker(server.url)
+    r = wait_for(lambda: (r := _status(w.home)).returncode == 0 and r, 30, what="--status to say running")
+    assert f"pid {w.pid}: running" in r.stdout
+    w.proc.kill()
+    w.proc.wait(10)
+    r = _status(w.home)
+    assert r.returncode == 3 and "not running: the process is gone" in r.stdout, r.stdout
+
+
+def test_status_after_a_graceful_stop_is_3(server, start_worker):
+    w = start_worker(server.url)
+    wait_for(lambda: _status(w.home).returncode == 0, 30, what="--status to say running")
+    w.terminate()
+    assert w.wait(30) == 0
+    r = _status(w.home)
+    assert r.returncode == 3 and ": stopped" in r.stdout, r.stdout
