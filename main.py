@@ -45,10 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--run", metavar="TASK", help="run one task locally (no server) and print its result")
     mode.add_argument("--params", default="{}", help="with --run: JSON object, or @file.json")
     mode.add_argument("--dev", action="store_true", help="developer mode: hot-reload tasks/ and config.py, verbose")
-    p.add_argument("--home", help="the worker's home folder (default: beside the exe / main.py; env HIVE_HOME)")
+    p.add_argument("--home", help="the worker's home folder (default: beside the exe / main.py; env HIVE_WORKER_HOME)")
     p.add_argument("--config", help="use this Python file instead of config.py (it may `from config import *`)")
     p.add_argument("--server", dest="server_url", metavar="URL", help="Hive API root, e.g. http://host:3010/api")
-    settings = p.add_argument_group("settings (each also HIVE_<NAME> in the environment or <name> in worker.toml)")
+    settings = p.add_argument_group("settings (each also HIVE_WORKER_<NAME> in the environment or <name> in worker.toml)")
     for spec in SPECS:
         if spec.key == "server_url":
             continue
@@ -86,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from supervisor import home as home_mod
     from supervisor import logs
+    from supervisor import settings as settings_mod
     from supervisor.status import report
 
     home = home_mod.resolve_home(args.home)
@@ -96,10 +97,14 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_SETTINGS
     if args.print_config:
         print(settings.to_toml(), end="")
+        for line in settings_mod.environment_warnings(os.environ):
+            print(f"warning: {line}", file=sys.stderr)
         return 0
+    warnings = settings_mod.environment_warnings(os.environ)  # logged once the log is set up
     # Settings are read: executors get them explicitly, so nothing the operator put in the
-    # environment (a server URL, later a token) is inherited by task code.
-    for name in [n for n in os.environ if n.startswith("HIVE_") and not n.startswith("HIVE_INTERNAL_")]:
+    # environment (a server URL, later a token) is inherited by task code. Other programs'
+    # HIVE_* variables (Apache Hive's) are theirs: left alone.
+    for name in settings_mod.own_env_names(os.environ):
         del os.environ[name]
     if args.status:
         text, code = report(home)  # exit codes as `systemctl status`: 0 running, 1 hung, 3 not running, 4 unknown
@@ -110,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
                console_level="DEBUG" if args.dev else None)
     from supervisor import frozen, oneshot
 
+    for line in warnings:
+        logging.getLogger("hive.settings").warning("%s", line)
     if frozen.OUTCOME is not None:
         logging.getLogger("hive").log(*frozen.OUTCOME)
     if args.run:

@@ -81,7 +81,7 @@ def _serve(args: argparse.Namespace) -> int:
         if args.host in ("", "0.0.0.0", "::"):
             print(f"(listening on all interfaces: other machines use http://<this host's address>:{srv.port}{srv.prefix})",
                   flush=True)
-        print(f"run a worker with: python main.py --server {srv.url}   (or HIVE_SERVER_URL={srv.url})", flush=True)
+        print(f"run a worker with: python main.py --server {srv.url}   (or HIVE_WORKER_SERVER_URL={srv.url})", flush=True)
         print(f"enqueue with:      python -m devserver enqueue TYPE --db {args.db}   (Ctrl+C stops)", flush=True)
         while True:
             time.sleep(3600)

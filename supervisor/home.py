@@ -22,9 +22,12 @@ def default_home() -> Path:
     return SOURCE_ROOT
 
 
+HOME_ENV = "HIVE_WORKER_HOME"  # never Apache Hive's HIVE_HOME (supervisor/settings.py: environment_warnings)
+
+
 def resolve_home(flag: str | None, environ: dict[str, str] | None = None) -> Path:
     environ = os.environ if environ is None else environ
-    raw = flag or environ.get("HIVE_HOME") or None
+    raw = flag or environ.get(HOME_ENV) or None
     home = Path(raw).expanduser().resolve() if raw else default_home()
     home.mkdir(parents=True, exist_ok=True)
     return home

@@ -1,4 +1,4 @@
-"""Effective settings: command-line flag > HIVE_<NAME> env > worker.toml > config.py.
+"""Effective settings: command-line flag > HIVE_WORKER_<NAME> env > worker.toml > config.py.
 
 A frozen exe cannot be edited, so every setting of config.py (except the version
 and the registry) is overridable. Bad values stop the worker at start with one
@@ -18,6 +18,7 @@ from urllib.parse import urlparse
 
 import tomli_w
 
+from supervisor.home import HOME_ENV
 from supervisor.safetext import redact_url
 from supervisor.update.verify import key_problem
 
@@ -44,11 +45,25 @@ class Spec:
 
     @property
     def env(self) -> str:
+        """Its environment variable: a prefix no other program uses (Apache Hive has HIVE_HOME...)."""
+        return ENV_PREFIX + self.name
+
+    @property
+    def legacy_env(self) -> str:
+        """The 2.0 name, still read: none of these is known to belong to another program."""
         return "HIVE_" + self.name
 
     @property
     def flag(self) -> str:
         return "--" + self.key.replace("_", "-")
+
+
+ENV_PREFIX = "HIVE_WORKER_"
+# Variables of other programs that start with HIVE_ (Apache Hive's scripts and images): never
+# settings of this worker, and not worth a warning at every start of a PC that has Hive installed.
+FOREIGN_ENV = frozenset({"HIVE_HOME", "HIVE_CONF_DIR", "HIVE_AUX_JARS_PATH", "HIVE_OPTS", "HIVE_CLASSPATH",
+                         "HIVE_LIB", "HIVE_BIN", "HIVE_VERSION", "HIVE_HEAPSIZE", "HIVE_SKIP_SPARK_ASSEMBLY"})
+INTERNAL_ENV_PREFIX = "HIVE_INTERNAL_"  # the worker's own hand-over to its executors and updater
 
 
 def _check_url(value: str) -> str | None:
@@ -270,6 +285,7 @@ def _specs() -> tuple[Spec, ...]:
 
 SPECS: tuple[Spec, ...] = _specs()
 SPECS_BY_KEY = {s.key: s for s in SPECS}
+SPECS_BY_NAME = {s.name: s for s in SPECS}
 
 
 def _entry_source(key: str, task_type: str, limit: str) -> str:
@@ -297,8 +313,44 @@ def unknown_limit_types(settings: Settings, registry_names: set[str]) -> list[st
     return sorted(set(settings.task_limits) - set(registry_names))
 
 
+def own_env_names(environ: Mapping[str, str]) -> list[str]:
+    """The variables of ``environ`` that are this worker's (to keep them from task code); never
+    another program's, and never the internal hand-over ones."""
+    ours = {s.env for s in SPECS} | {s.legacy_env for s in SPECS} | {HOME_ENV}
+    return [n for n in environ if n in ours or n.startswith(ENV_PREFIX)]
+
+
+def environment_warnings(environ: Mapping[str, str]) -> list[str]:
+    """One line per HIVE_* variable that is set but means nothing here (a typo, or another
+    program's): warned, never refused, so another program's variables cannot stop the worker."""
+    lines = []
+    for spec in SPECS:
+        if spec.env in environ and spec.legacy_env in environ and environ[spec.env] != environ[spec.legacy_env]:
+            lines.append(f"environment variables {spec.env} and {spec.legacy_env} differ: {spec.env} is used")
+    if "HIVE_HOME" in environ and HOME_ENV not in environ:
+        lines.append(f"environment variable HIVE_HOME is ignored (it is Apache Hive's): this worker's home is "
+                     f"--home or {HOME_ENV}")
+    known = {s.env for s in SPECS} | {s.legacy_env for s in SPECS} | {HOME_ENV} | FOREIGN_ENV
+    for name in sorted(environ):
+        if name.startswith("HIVE_") and name not in known and not name.startswith(INTERNAL_ENV_PREFIX):
+            bare = name.removeprefix(ENV_PREFIX) if name.startswith(ENV_PREFIX) else name.removeprefix("HIVE_")
+            close = closest(bare, SPECS_BY_NAME)
+            lines.append(f"environment variable {name} is not a setting of this worker; ignored (settings are "
+                         f"{ENV_PREFIX}<NAME>" + (f"; did you mean {ENV_PREFIX}{close}?)" if close else ")"))
+    return lines
+
+
+def closest(name: str, known: Mapping[str, Any]) -> str | None:
+    """The known name ``name`` is most likely a typo of (for "did you mean"), or None."""
+    import difflib
+
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.75)
+    return close[0] if close else None
+
+
 def load(config_module: Any, home: Path, flags: dict[str, Any], environ: dict[str, str] | None = None) -> Settings:
-    """Layer config.py < worker.toml < HIVE_* env < flags. Raises SettingsError."""
+    """Layer config.py < worker.toml < HIVE_WORKER_* env (or the older HIVE_<NAME>) < flags. Raises
+    SettingsError. Unknown HIVE_* variables are not errors: see environment_warnings."""
     environ = os.environ if environ is None else environ
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
@@ -322,23 +374,21 @@ def load(config_module: Any, home: Path, flags: dict[str, Any], environ: dict[st
         for key, raw in data.items():
             spec = SPECS_BY_KEY.get(key)
             if spec is None:
-                raise SettingsError(f"{toml_path}: unknown setting {key!r} (see --print-config for the known ones)")
+                close = closest(key, SPECS_BY_KEY)
+                raise SettingsError(f"{toml_path}: unknown setting {key!r} " + (
+                    f"(did you mean {close!r}?)" if close else "(see --print-config for the known ones)"))
             try:
                 _set(values, sources, spec, _coerce(spec, raw, from_text=False), str(toml_path))
             except ValueError as exc:
                 raise SettingsError(f"{toml_path}: {key} {exc}") from None
 
-    known_env = {s.env for s in SPECS} | {"HIVE_HOME"}
-    for name in environ:
-        if name.startswith("HIVE_") and name not in known_env and not name.startswith("HIVE_INTERNAL_"):
-            raise SettingsError(f"environment variable {name}: unknown setting (known: HIVE_<NAME> of config.py)")
     for spec in SPECS:
-        if spec.env in environ:
+        name = spec.env if spec.env in environ else spec.legacy_env
+        if name in environ:
             try:
-                _set(values, sources, spec, _coerce(spec, environ[spec.env], from_text=True),
-                     f"environment {spec.env}")
+                _set(values, sources, spec, _coerce(spec, environ[name], from_text=True), f"environment {name}")
             except ValueError as exc:
-                raise SettingsError(f"environment variable {spec.env} {exc}") from None
+                raise SettingsError(f"environment variable {name} {exc}") from None
 
     for key, raw in flags.items():
         spec = SPECS_BY_KEY[key]

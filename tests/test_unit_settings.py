@@ -139,3 +139,35 @@ def test_a_table_in_a_flag_or_the_environment_is_json_or_toml(tmp_path, text):
 def test_a_table_that_is_neither_json_nor_toml_is_refused_with_examples(tmp_path):
     with pytest.raises(SettingsError, match=r"^flag --task-limits is neither a JSON object nor a TOML table"):
         load(config, tmp_path, {"task_limits": "{prom_pars: 1"}, environ={})
+
+
+def test_new_and_old_environment_names(tmp_path):
+    """Issue 23.9: HIVE_WORKER_<NAME> is the name; the old HIVE_<NAME> still works; the new one wins."""
+    s = load(config, tmp_path, {}, environ={"HIVE_POOL_SIZE": "4", "HIVE_NO_TASK_SLEEP": "9",
+                                            "HIVE_WORKER_POOL_SIZE": "3"})
+    assert (s.pool_size, s.sources["pool_size"]) == (3, "environment HIVE_WORKER_POOL_SIZE")
+    assert (s.no_task_sleep, s.sources["no_task_sleep"]) == (9.0, "environment HIVE_NO_TASK_SLEEP")
+
+
+def test_other_programs_variables_are_neither_errors_nor_ours(tmp_path):
+    from supervisor.home import resolve_home
+    from supervisor.settings import environment_warnings, own_env_names
+
+    env = {"HIVE_HOME": str(tmp_path / "hive"), "HIVE_CONF_DIR": "/etc/hive", "HIVE_AUX_JARS_PATH": "/x",
+           "HIVE_WORKER_POOL_SIZE": "2", "HIVE_LOG_LEVEL": "debug", "HIVE_INTERNAL_X": "1", "HIVE_WORKER_POOL_SIZ": "3"}
+    assert load(config, tmp_path, {}, environ=env).pool_size == 2
+    assert resolve_home(None, env) != (tmp_path / "hive").resolve()
+    assert resolve_home(None, dict(env, HIVE_WORKER_HOME=str(tmp_path / "w"))) == (tmp_path / "w").resolve()
+    assert sorted(own_env_names(env)) == ["HIVE_LOG_LEVEL", "HIVE_WORKER_POOL_SIZ", "HIVE_WORKER_POOL_SIZE"]
+    warnings = environment_warnings(env)
+    assert len(warnings) == 2, warnings
+    assert "HIVE_HOME is ignored (it is Apache Hive's)" in warnings[0]
+    assert warnings[1].endswith("did you mean HIVE_WORKER_POOL_SIZE?)")
+    assert environment_warnings({"HIVE_POOL_SIZE": "3", "HIVE_WORKER_POOL_SIZE": "4"}) == [
+        "environment variables HIVE_WORKER_POOL_SIZE and HIVE_POOL_SIZE differ: HIVE_WORKER_POOL_SIZE is used"]
+
+
+def test_unknown_toml_key_suggests_the_setting(tmp_path):
+    (tmp_path / "worker.toml").write_text("pool_sise = 3\n")
+    with pytest.raises(SettingsError, match=r"unknown setting 'pool_sise' \(did you mean 'pool_size'\?\)"):
+        load(config, tmp_path, {}, environ={})
