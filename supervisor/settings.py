@@ -37,7 +37,8 @@ class Spec:
     high: float | None = None
     choices: tuple[str, ...] = ()
     check: Callable[[Any], str | None] | None = None  # returns an error text or None
-    help: str = ""
+    help: str = ""  # --help's text ...
+    unit: str = ""  # ... and the unit of its value (seconds, MB, ...)
 
     @property
     def key(self) -> str:
@@ -180,9 +181,11 @@ SETTING = "hive.setting"  # the metadata key that marks a Settings field as a se
 
 
 def setting(low: float | None = None, high: float | None = None, *, choices: tuple[str, ...] = (),
-            check: Callable[[Any], str | None] | None = None, help: str = "") -> Any:
-    """A field of Settings that is a setting: its range and checks ride along, so SPECS is read off the class."""
-    return field(metadata={SETTING: {"low": low, "high": high, "choices": choices, "check": check, "help": help}})
+            check: Callable[[Any], str | None] | None = None, help: str = "", unit: str = "") -> Any:
+    """A field of Settings that is a setting: its range, checks and --help text ride along, so SPECS is
+    read off the class."""
+    return field(metadata={SETTING: {"low": low, "high": high, "choices": choices, "check": check, "help": help,
+                                     "unit": unit}})
 
 
 @dataclass(frozen=True)
@@ -195,42 +198,89 @@ class Settings:
 
     home: Path
     sources: Mapping[str, str]
-    server_url: str = setting(check=_check_url, help="Hive API root; empty = embedded local dev server")
-    pool_size: int = setting(1, 256, help="executor processes")
-    no_task_sleep: float = setting(0, 86400)
-    time_error_sleep: float = setting(0, 86400)
-    task_error_sleep: float = setting(0, 86400)
-    update_error_sleep: float = setting(0, 86400)
-    task_time_limit: float = setting(0, 7 * 86400)
-    task_cpu_limit: float = setting(0, 7 * 86400)
-    task_memory_limit_mb: float = setting(0, 1024 * 1024)
-    task_limits: dict[str, dict[str, float]] = setting(check=_check_task_limits)
-    limit_check_interval: float = setting(0.01, 10)
-    max_tasks_per_executor: int = setting(0, 10**9)
-    executor_memory_growth_mb: float = setting(0, 1024 * 1024)
-    executor_priority: str = setting(choices=("idle", "below_normal", "normal"))
-    result_max_bytes: int = setting(1, 2**31)
-    get_task_timeout: float = setting(0.1, 3600)
-    submit_timeout: float = setting(0.1, 3600)
-    get_task_max_bytes: int = setting(1024, 2**31, help="largest get_task answer read; larger ones are dropped")
-    outbox_max_mb: float = setting(0.001, 1024 * 1024)
-    shutdown_grace: float = setting(0, 86400)
-    update_drain_timeout: float = setting(0, 86400)
-    update_max_bytes: int = setting(1024, 2**34)
-    update_public_keys: list[str] = setting(check=key_problem, help="Ed25519 public keys (base64) that may sign updates")
-    update_allow_unsigned: bool = setting(help="labs only: install updates that carry no signed release statement")
-    update_health_timeout: float = setting(5, 3600)
+    server_url: str = setting(check=_check_url,
+                              help="Hive API root, e.g. http://host:3010/api; empty: an embedded local dev server")
+    pool_size: int = setting(1, 256, help="executor processes, each runs one task at a time", unit="processes")
+    no_task_sleep: float = setting(0, 86400,
+                                   help="wait after the server said no_tasks (the whole worker, +-10% jitter)",
+                                   unit="seconds")
+    time_error_sleep: float = setting(0, 86400,
+                                      help="longest wait between retries while the server is unreachable (backoff cap)",
+                                      unit="seconds")
+    task_error_sleep: float = setting(0, 86400,
+                                      help="a slot that ran a failed task waits this long (0: off; 5 under --dev)",
+                                      unit="seconds")
+    update_error_sleep: float = setting(0, 86400, help="wait after a failed self-update", unit="seconds")
+    task_time_limit: float = setting(0, 7 * 86400,
+                                     help="wall-clock limit of one task from dispatch (0: off)",
+                                     unit="seconds")
+    task_cpu_limit: float = setting(0, 7 * 86400,
+                                    help="CPU-time limit of one task's whole process tree (0: off)",
+                                    unit="CPU seconds")
+    task_memory_limit_mb: float = setting(0, 1024 * 1024,
+                                          help="memory limit of one task's whole process tree (0: off)",
+                                          unit="MB")
+    task_limits: dict[str, dict[str, float]] = setting(check=_check_task_limits,
+                                                       help="per task type, merged key by key over config.py's: JSON "
+                                                            "'{\"prom_pars\": {\"time\": 2400}}' or TOML "
+                                                            "'{prom_pars = {time = 2400}}'; keys time, cpu, memory_mb",
+                                                       unit="table")
+    limit_check_interval: float = setting(0.01, 10,
+                                          help="time between memory/CPU checks while tasks run",
+                                          unit="seconds")
+    max_tasks_per_executor: int = setting(0, 10**9,
+                                          help="replace an executor after this many tasks, +-10% (0: never)",
+                                          unit="tasks")
+    executor_memory_growth_mb: float = setting(0, 1024 * 1024,
+                                               help="replace an executor grown this much since it started (0: never)",
+                                               unit="MB")
+    executor_priority: str = setting(choices=("idle", "below_normal", "normal"),
+                                     help="OS priority of the executors: idle, below_normal, normal")
+    result_max_bytes: int = setting(1, 2**31, help="larger results fail with kind result_too_large", unit="bytes")
+    get_task_timeout: float = setting(0.1, 3600, help="limit of one whole get_task exchange", unit="seconds")
+    submit_timeout: float = setting(0.1, 3600, help="limit of one whole submit_result exchange", unit="seconds")
+    get_task_max_bytes: int = setting(1024, 2**31,
+                                      help="largest get_task answer read; a larger one is failed back or dropped",
+                                      unit="bytes")
+    outbox_max_mb: float = setting(0.001, 1024 * 1024,
+                                   help="results waiting to be posted past this stop claiming (never dropped)",
+                                   unit="MB")
+    shutdown_grace: float = setting(0, 86400,
+                                    help="running tasks get this long to finish on Ctrl+C / SIGTERM",
+                                    unit="seconds")
+    update_drain_timeout: float = setting(0, 86400,
+                                          help="running tasks get this long to finish before a self-update goes on",
+                                          unit="seconds")
+    update_max_bytes: int = setting(1024, 2**34, help="a larger self-update download is refused", unit="bytes")
+    update_public_keys: list[str] = setting(check=key_problem,
+                                            help="Ed25519 public keys (base64) that may sign updates, comma-separated",
+                                            unit="list")
+    update_allow_unsigned: bool = setting(help="labs only: install updates that carry no signed release statement",
+                                          unit="true/false")
+    update_health_timeout: float = setting(5, 3600,
+                                           help="the updater rolls back a new version not healthy by then",
+                                           unit="seconds")
     # Being a good guest on the PC's owner's machine (supervisor/guest.py, supervisor/pool/cpucap.py).
-    pause_on_battery: bool = setting(help="claim no new tasks while on battery")
-    pause_when_user_active_minutes: float = setting(0, 1440, help="claim none while input was seen this recently (0: off)")
-    pause_when_cpu_busy_percent: float = setting(0, 100, help="claim none while other programs use more CPU (0: off)")
-    cpu_cap_percent: float = setting(0, 100, help="all executors together get at most this share of the machine (0: off)")
+    pause_on_battery: bool = setting(help="claim no new tasks while on battery", unit="true/false")
+    pause_when_user_active_minutes: float = setting(0, 1440,
+                                                    help="claim none while the user was active this recently (0: off)",
+                                                    unit="minutes")
+    pause_when_cpu_busy_percent: float = setting(0, 100,
+                                                 help="claim none while other programs use more of the CPU (0: off)",
+                                                 unit="percent")
+    cpu_cap_percent: float = setting(0, 100,
+                                     help="all executors together get at most this share of the machine (0: off)",
+                                     unit="percent")
     prom_allowed_hosts: list[str] = setting(check=_check_hosts,
-                                            help="hosts (with subdomains) prom_pars may fetch from; others get status 5")
-    log_level: str = setting(choices=("DEBUG", "INFO", "WARNING", "ERROR"))
-    log_max_mb: float = setting(0.01, 100000)
-    log_backups: int = setting(0, 1000)
-    task_log_max_bytes: int = setting(0, 2**31, help="log budget of one task (0 = no limit)")
+                                            help="hosts (and subdomains) prom_pars may fetch from, comma-separated",
+                                            unit="list")
+    log_level: str = setting(choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+                             help="level of logs/worker.log: DEBUG, INFO, WARNING, ERROR")
+    log_max_mb: float = setting(0.01, 100000, help="logs/worker.log is rotated at this size", unit="MB")
+    log_backups: int = setting(0, 1000, help="rotated log files kept", unit="files")
+    task_log_max_bytes: int = setting(0, 2**31,
+                                      help="what one task may log; the rest is dropped and counted (0: no limit)",
+                                      unit="bytes")
 
     @property
     def values(self) -> Mapping[str, Any]:
@@ -268,7 +318,8 @@ class Settings:
             elif spec.kind is dict:
                 lines[-1] = f"# {spec.key}: merged key by key over config.py's table, each value's source beside it"
                 for task_type, limits in value.items():
-                    lines.append(tomli_w.dumps({spec.key: {task_type: {}}}).strip())  # [task_limits.x], quoted if needed
+                    # [task_limits.x], the name quoted if it needs to be
+                    lines.append(tomli_w.dumps({spec.key: {task_type: {}}}).strip())
                     lines.extend(f"{k} = {tomli_w.dumps({k: v}).split('=', 1)[1].strip()}  # from "
                                  f"{self.sources.get(_entry_source(spec.key, task_type, k), self.sources[spec.key])}"
                                  for k, v in limits.items())
@@ -363,7 +414,8 @@ def load(config_module: Any, home: Path, flags: dict[str, Any], environ: dict[st
             raise SettingsError(f"config.py: {spec.name} {exc}") from None
         sources[spec.key] = "config.py"
         if spec.kind is dict:
-            sources.update({_entry_source(spec.key, t, k): "config.py" for t, lim in values[spec.key].items() for k in lim})
+            sources.update({_entry_source(spec.key, t, k): "config.py"
+                            for t, limits in values[spec.key].items() for k in limits})
 
     toml_path = home / "worker.toml"
     if toml_path.exists():

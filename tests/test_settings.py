@@ -134,3 +134,10 @@ def test_prom_allowed_hosts_from_toml_and_env(tmp_path):
     for bad in ("http://prom.ua", "prom.ua:443", "prom.ua/path", "*", "*.", "x y"):
         with pytest.raises(SettingsError, match="bare host names"):
             load(config, tmp_path, {}, environ={"HIVE_PROM_ALLOWED_HOSTS": f"prom.ua,{bad}"})
+
+
+def test_a_bad_server_flag_names_a_flag_that_exists(tmp_path):
+    """Issue 23.6: the error for --server named --server-url, which was refused."""
+    r = _run(tmp_path, "--server-url", "ftp://x", "--print-config")
+    assert r.returncode == 2 and "flag --server-url must be an http(s) URL" in r.stderr, r.stderr
+    assert _run(tmp_path, "--server-url", "http://h:1/api", "--print-config").returncode == 0
