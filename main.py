@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 EXIT_BAD_SETTINGS = 2
 EXIT_ALREADY_RUNNING = 3
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a Ctrl+C
 
 
 class _Parser(argparse.ArgumentParser):
@@ -127,7 +128,12 @@ def main(argv: list[str] | None = None) -> int:
     from supervisor import settings as settings_mod
     from supervisor.status import report
 
-    home = home_mod.resolve_home(args.home)
+    try:
+        # --status and --print-config only read: a home they may not write to is still theirs to read.
+        home = home_mod.resolve_home(args.home, write=not (args.status or args.print_config))
+    except home_mod.HomeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_SETTINGS
     try:
         settings, registry, version = _load(args, home)
     except ValueError as exc:
@@ -253,4 +259,8 @@ def _embedded_server(home: Path, settings: Settings) -> tuple[HiveDevServer, Set
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # Ctrl+C outside the worker's own handling (--run, --self-test, start-up)
+        print("interrupted (Ctrl+C)", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import MAIN, ROOT, clean_env, wait_for
+from conftest import MAIN, ROOT, clean_env, tree_of, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -36,3 +36,26 @@ def test_status_after_a_graceful_stop_is_3(server, start_worker):
     assert w.wait(30) == 0
     r = _status(w.home)
     assert r.returncode == 3 and ": stopped" in r.stdout, r.stdout
+
+
+def test_ctrl_c_during_run_is_one_line_and_exit_130(start_worker):
+    """Issue 23.7: a 15-line KeyboardInterrupt traceback before; the executor is not left behind."""
+    w = start_worker(None, args=["--run", "sleep_record", "--params", '{"seconds": 120}'])
+    wait_for(lambda: "(sleep_record) started on slot 0" in w.console(), 60, what="the task to start")
+    w.interrupt()
+    assert w.wait(30) == 130, w.console()
+    after = w.console().split("started on slot 0", 1)[1].strip().splitlines()[1:]
+    assert after == ["interrupted (Ctrl+C)"], w.console()
+    wait_for(lambda: not tree_of(w.pid), 10, what="the executor to end")
+
+
+@pytest.mark.parametrize("where", ["a file", "under a file"])
+def test_an_unusable_home_is_one_line_and_exit_2(tmp_path, where):
+    file = tmp_path / "not-a-folder"
+    file.write_text("x")
+    home = file if where == "a file" else file / "home"
+    for mode in (["--self-test"], ["--run", "echo"], []):
+        r = subprocess.run([sys.executable, str(MAIN), "--home", str(home), *mode], cwd=ROOT, env=clean_env(),
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 2, (mode, r.stderr)
+        assert r.stderr.splitlines() == [r.stderr.strip()] and "as the worker's home" in r.stderr, r.stderr
