@@ -28,7 +28,11 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from executor.registry import CUSTOM_MODULE_NAME
 from supervisor.home import SOURCE_ROOT, is_frozen
+from supervisor.logs import Block
+from supervisor.safetext import loggable_block
+from supervisor.settings import SPECS
 
 if TYPE_CHECKING:
     from supervisor.arbiter import Arbiter
@@ -47,7 +51,10 @@ _CHECK = """
 import json, sys
 sys.path.insert(0, {root!r})
 from executor.registry import load_config, registry_of
-print(json.dumps(sorted(registry_of(load_config({config!r})))))
+from supervisor.settings import SPECS
+module = load_config({config!r})
+settings = {{s.name: getattr(module, s.name, None) for s in SPECS}}
+print(json.dumps({{"tasks": sorted(registry_of(module)), "settings": settings}}, default=repr))
 """
 
 
@@ -68,6 +75,9 @@ class Reloader:
             # An alternative config usually sits beside its own task modules: watch that folder.
             self.watched.append(Path(config_path).resolve().parent)
         self.observer = None
+        # config.py's settings as this worker read them at start: a reload reports the ones a save changed.
+        module = sys.modules.get(CUSTOM_MODULE_NAME if config_path else "config")
+        self.started_with = {spec.name: _canonical(getattr(module, spec.name, None)) for spec in SPECS} if module else {}
 
     # Runs on watchdog's thread: it must never raise, or the observer thread dies.
     def on_event(self, event: Any) -> None:
@@ -146,13 +156,19 @@ class Reloader:
 
     def apply(self, ok: bool, text: str) -> None:
         if not ok:
+            # Kept on its lines, as a task's traceback is (pool.py): a one-line \n-escaped traceback is unreadable.
             log.error("reload refused: the changed code does not import; old executors keep serving. "
-                      "Fix and save again.\n%s", text)
+                      "Fix and save again.\n    %s", Block(loggable_block(text)))
             return
-        added, removed = self.arbiter.reload_tasks(set(json.loads(text)), "task code changed")
+        found = json.loads(text)
+        added, removed = self.arbiter.reload_tasks(set(found["tasks"]), "task code changed")
         extra = "".join([f"; new tasks: {', '.join(sorted(added))}" if added else "",
                          f"; removed tasks: {', '.join(sorted(removed))}" if removed else ""])
         log.info("reloading: code changed and imports cleanly; executors are replaced as they become idle%s", extra)
+        changed = settings_changed(self.started_with, found["settings"])
+        if changed:
+            log.warning("config.py now sets %s differently from when this worker started: settings are read at start, "
+                        "so restart the worker to apply them (the task code above is reloaded now)", ", ".join(changed))
 
     def on_stop(self) -> None:
         # Stopped and joined: on Windows watchdog's directory readers are non-daemon threads, and
@@ -165,6 +181,15 @@ class Reloader:
             log.warning("dev mode: the file watcher did not stop within %.0f s", STOP_TIMEOUT)
         else:
             log.debug("dev mode: stopped watching for changes")
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=repr)
+
+
+def settings_changed(started_with: dict[str, str], now: dict[str, Any]) -> list[str]:
+    """The config.py settings whose value differs from the one read at start (they need a restart)."""
+    return [name for name, value in now.items() if name in started_with and _canonical(value) != started_with[name]]
 
 
 def _refresh_bytecode(path: str) -> None:

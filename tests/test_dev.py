@@ -3,6 +3,7 @@ bytecode writing enabled; and one-off local runs with --run."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
@@ -79,6 +80,11 @@ def test_broken_save_keeps_old_executors_and_fix_recovers(server, start_worker, 
     _write(proj / "mytask.py", TASK_V1 + "\ndef broken(:\n")
     wait_for(lambda: "reload refused" in w.log(), 20)
     assert "SyntaxError" in w.log()
+    # Issue 23.4: the traceback keeps its lines (indented below the record), as a task's does.
+    refused = w.log().split("reload refused", 1)[1].splitlines()
+    assert "\\n" not in refused[0], refused[0]
+    block = list(itertools.takewhile(lambda line: line.startswith("    "), refused[1:]))
+    assert block[0].strip() == "Traceback (most recent call last):" and "SyntaxError" in block[-1], refused[:40]
     server.enqueue("mytask", {}, task_id="during-syntax-error")
     assert result_of(server, "during-syntax-error")["result"] == "v1"
     _write(proj / "mytask.py", "import no_such_module_here\n" + TASK_V1)
@@ -217,3 +223,14 @@ def test_dev_reload_ends_the_pause_and_status_shows_time_left(server, start_work
     wait_for(lambda: "pause after a failed task ended" in w.log(), 20, what="the reload to end the pause")
     server.enqueue("mytask", {}, task_id="good")
     assert result_of(server, "good")["result"] == "fixed"
+
+
+def test_a_changed_config_setting_says_it_needs_a_restart(server, start_worker, tmp_path):
+    """Issue 23.3: a reload applies task code; settings of config.py are read at start, and the log says so."""
+    proj = _project(tmp_path)
+    w = _start(start_worker, server, proj)
+    _write(proj / "devcfg.py", CONFIG + 'TASK_LIMITS = {"mytask": {"time": 5}}\n')
+    wait_for(lambda: _reloads(w) == 1, 20, what="reload")
+    wait_for(lambda: "config.py now sets TASK_LIMITS differently from when this worker started" in w.log(), 10)
+    assert "restart the worker to apply them" in w.log()
+    assert "POOL_SIZE" not in w.log().split("config.py now sets", 1)[1].splitlines()[0]
