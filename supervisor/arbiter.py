@@ -328,8 +328,11 @@ class Arbiter:
                     grace_deadline = time.monotonic() + self.settings.shutdown_grace
                     self.state = "stopping"
                     running = len(self.pool.busy()) + self.gate.outstanding()
-                    log.info("stopping (%s): no more claims; %d task(s) get up to %.0f s to finish",
-                             self.stop_reason, running, self.settings.shutdown_grace)
+                    # Said here, where the loop takes the first stop request (never in a signal handler).
+                    again = ("; a second Ctrl+C (or SIGTERM) kills them now"
+                             if running and self.stop_reason.startswith("signal") else "")
+                    log.info("stopping (%s): no more claims; %d task(s) get up to %.0f s to finish%s",
+                             self.stop_reason, running, self.settings.shutdown_grace, again)
                 if self.updates.handed_over:
                     return
                 if self.force or time.monotonic() > grace_deadline:

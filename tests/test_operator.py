@@ -59,3 +59,18 @@ def test_an_unusable_home_is_one_line_and_exit_2(tmp_path, where):
                            capture_output=True, text=True, timeout=60)
         assert r.returncode == 2, (mode, r.stderr)
         assert r.stderr.splitlines() == [r.stderr.strip()] and "as the worker's home" in r.stderr, r.stderr
+
+
+def test_first_ctrl_c_says_a_second_one_kills_the_running_tasks(server, start_worker):
+    """Issue 23.8: the first Ctrl+C waits for running tasks and says how not to wait (as Celery does)."""
+    server.enqueue("spin", {}, task_id="spinner")
+    w = start_worker(server.url)
+    wait_for(lambda: "started on slot" in w.log(), 20)
+    w.interrupt()
+    wait_for(lambda: "stopping (" in w.log(), 10, what="the first Ctrl+C to be handled")
+    line = next(x for x in w.log().splitlines() if "stopping (" in x)
+    assert "1 task(s) get up to 10 s to finish; a second Ctrl+C (or SIGTERM) kills them now" in line, line
+    w.interrupt()
+    assert w.wait(10) == 0
+    assert "killed (second interrupt)" in w.log()
+
