@@ -155,8 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         print(text)
         return code
 
-    logs.setup(home, settings.log_level, settings.log_max_mb, settings.log_backups,
-               console_level="DEBUG" if args.dev else None)
+    logs.setup(home, settings.log_level, settings.log_max_mb, settings.log_backups, dev=args.dev)
     from supervisor import frozen, oneshot
 
     for line in warnings:

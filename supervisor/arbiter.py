@@ -42,6 +42,7 @@ from supervisor.update.coordinator import UpdateCoordinator, Worker
 log = logging.getLogger("hive.supervisor")
 
 IDLE_TICK = 1.0
+RESULT_PREVIEW_BYTES = 300  # --dev shows this much of each result
 STATUS_EVERY = 2.0
 
 
@@ -105,6 +106,8 @@ class Arbiter:
             wake=self.wake,
         ))
         self.healthy = False
+        self.show_results = debug  # --dev: a preview of each result in the log (the fleet's log stays as it is)
+        self.tasks_ok = 0  # for --dev's session summary
 
     def _client(self) -> HiveClient:
         return HiveClient(self.settings.server_url, self.worker_id, self.version,
@@ -174,7 +177,12 @@ class Arbiter:
     def on_result(self, claim: Claim, ok: bool, raw: bytes, kind: FailureKind | None, seconds: float) -> None:
         task = claim.task
         if ok:
+            self.tasks_ok += 1
             log.info("task %r (%s) succeeded in %.2f s", task.id, task.task_type, seconds)
+            if self.show_results:
+                cut = len(raw) > RESULT_PREVIEW_BYTES
+                log.info("task %r result: %s%s", task.id,
+                         raw[:RESULT_PREVIEW_BYTES].decode("utf-8", "replace"), "..." if cut else "")
         else:
             try:
                 error = orjson.loads(raw).get("error", "")

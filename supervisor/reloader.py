@@ -46,14 +46,14 @@ STOP_TIMEOUT = 5.0  # seconds the file watcher gets to stop when the worker does
 CHANGE_EVENTS = {"created", "modified", "moved", "deleted", "closed"}
 # A task author's failed task should cost seconds, not the fleet's 30 minutes: the fix is usually a save away.
 DEV_TASK_ERROR_SLEEP = 5.0
+LIMIT_KINDS = ("time_limit", "cpu_limit", "memory_limit")  # counted as "killed" in the session summary
 
 _CHECK = """
 import json, sys
 sys.path.insert(0, {root!r})
 from executor.registry import load_config, registry_of
-from supervisor.settings import SPECS
 module = load_config({config!r})
-settings = {{s.name: getattr(module, s.name, None) for s in SPECS}}
+settings = {{name: getattr(module, name, None) for name in {names!r}}}
 print(json.dumps({{"tasks": sorted(registry_of(module)), "settings": settings}}, default=repr))
 """
 
@@ -141,7 +141,7 @@ class Reloader:
         try:
             for path in changed:
                 _refresh_bytecode(path)
-            code = _CHECK.format(root=str(SOURCE_ROOT), config=self.config_path)
+            code = _CHECK.format(root=str(SOURCE_ROOT), config=self.config_path, names=[s.name for s in SPECS])
             proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                                   timeout=CHECK_TIMEOUT, cwd=str(SOURCE_ROOT))
             ok = proc.returncode == 0
@@ -171,6 +171,11 @@ class Reloader:
                         "so restart the worker to apply them (the task code above is reloaded now)", ", ".join(changed))
 
     def on_stop(self) -> None:
+        failed = dict(self.arbiter.health.kinds)
+        killed = sum(failed.get(kind, 0) for kind in LIMIT_KINDS)
+        log.info("dev session: %d task(s) succeeded, %d failed (%d killed over a limit)%s", self.arbiter.tasks_ok,
+                 sum(failed.values()), killed,
+                 f"; failures by kind: {', '.join(f'{k} {n}' for k, n in sorted(failed.items()))}" if failed else "")
         # Stopped and joined: on Windows watchdog's directory readers are non-daemon threads, and
         # left running they keep the process alive after "stopped" (seen under Wine).
         if self.observer is None:
@@ -220,4 +225,16 @@ def attach(arbiter: Arbiter, config_path: str | None) -> Reloader | None:
     reloader = Reloader(arbiter, config_path)
     reloader.start()
     arbiter.add_turn_hook(reloader)
+    settings = arbiter.settings
+    log.info("dev mode: tasks %s; pool of %d; log file %s", ", ".join(sorted(arbiter.registry_names)),
+             settings.pool_size, settings.home / "logs" / "worker.log")
+    for name in sorted(arbiter.registry_names):
+        limits = settings.limits_for(name)
+        log.info("dev mode: %s limits: time %s, cpu %s, memory %s", name, _limit(limits["time"], "s"),
+                 _limit(limits["cpu"], "s"), _limit(limits["memory_mb"], "MB"))
     return reloader
+
+
+def _limit(value: float, unit: str) -> str:
+    return f"{value:g} {unit}" if value else "off"
+

@@ -234,3 +234,42 @@ def test_a_changed_config_setting_says_it_needs_a_restart(server, start_worker, 
     wait_for(lambda: "config.py now sets TASK_LIMITS differently from when this worker started" in w.log(), 10)
     assert "restart the worker to apply them" in w.log()
     assert "POOL_SIZE" not in w.log().split("config.py now sets", 1)[1].splitlines()[0]
+
+
+TASK_CHATTY = '''
+import logging
+def run(fail=False, size=1):
+    logging.getLogger(__name__).debug("debug line from the task")
+    if fail:
+        raise RuntimeError("a bug")
+    return {"status": "success", "data": "x" * size}
+'''
+
+
+def test_dev_console_shows_the_author_what_matters(server, start_worker, tmp_path):
+    """Issue 23.10: tasks, pool, limits and the log file at start; a preview of each result; the
+    task's DEBUG lines but not the supervisor's every-poll chatter; a session summary at stop."""
+    proj = _project(tmp_path)
+    _write(proj / "mytask.py", TASK_CHATTY)
+    w = _start(start_worker, server, proj)
+    console = w.console()
+    assert "dev mode: tasks example, get_system_info, mytask, prom_pars; pool of 2;" in console
+    assert f"log file {w.home / 'logs' / 'worker.log'}" in console
+    assert "dev mode: prom_pars limits: time 1800 s, cpu 300 s, memory 256 MB" in console
+    server.enqueue("mytask", {"size": 5}, task_id="small")
+    server.enqueue("mytask", {"size": 5000}, task_id="big")
+    server.enqueue("mytask", {"fail": True}, task_id="bad")
+    for tid in ("small", "big", "bad"):
+        result_of(server, tid)
+    wait_for(lambda: "task 'big' result:" in w.console(), 10)
+    console = w.console()
+    assert "task 'small' result: \"xxxxx\"" in console
+    big = next(line for line in console.splitlines() if "task 'big' result:" in line)
+    assert big.endswith("...") and len(big) < 500, big
+    assert "debug line from the task" in console
+    wait_for(lambda: w.log().count("no tasks; next poll") >= 2, 10, what="a few polls")  # DEBUG in worker.log ...
+    assert "no tasks; next poll" not in w.console()  # ... not on the console
+    w.terminate()
+    assert w.wait(30) == 0
+    assert "dev session: 2 task(s) succeeded, 1 failed (0 killed over a limit); failures by kind: exception 1" \
+        in w.console()

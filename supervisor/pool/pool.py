@@ -27,7 +27,7 @@ from executor.protocol import (
     Stop,
     failure_json,
 )
-from supervisor.logs import Block
+from supervisor.logs import TASK_LINE, Block
 from supervisor.model import Claim
 from supervisor.pool.executors import Executor, describe_exit
 from supervisor.pool.limits import MB, Measured, breach
@@ -254,7 +254,8 @@ class Pool:
                 name = "task"
             self.logger_names.add(name)
         prefix = f"task {task_id!r}: " if task_id is not None else f"slot {slot.index}: "
-        logging.getLogger("hive." + name).log(frame.level, "%s%s", prefix, msg)
+        # Marked as a task's line: --dev's console shows a task's DEBUG lines, not the supervisor's.
+        logging.getLogger("hive." + name).log(frame.level, "%s%s", prefix, msg, extra={TASK_LINE: True})
 
     # What each frame from an executor does; decode_from_executor yields only these types.
     _on_frame: ClassVar[dict[type, Callable[..., None]]] = {
