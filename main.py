@@ -37,7 +37,15 @@ class _Parser(argparse.ArgumentParser):
     """argparse with a one-line error (the usage block would bury it) and exit status 2."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_BAD_SETTINGS, f"error: {message} (see --help)\n")
+        from supervisor.settings import closest
+
+        hint = "see --help"
+        if message.startswith("unrecognized arguments:"):
+            flags = dict.fromkeys(self._option_string_actions)
+            close = next((c for word in message.split()[2:] if word.startswith("--")
+                          and (c := closest(word.split("=")[0], flags))), None)
+            hint = f"did you mean {close}? see --help" if close else hint
+        self.exit(EXIT_BAD_SETTINGS, f"error: {message} ({hint})\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -243,6 +251,14 @@ def _serve(args: argparse.Namespace, settings: Settings, registry: dict, version
             embedded.stop()
 
 
+def enqueue_hint(db: Path, frozen: bool) -> str:
+    """How to add tasks to the embedded server: worker.exe alone has no devserver command to run."""
+    if frozen:
+        return (f"this binary cannot add tasks to it: from a source checkout run "
+                f"python -m devserver enqueue TYPE --db {db}, or give it a real server with --server-url")
+    return f"enqueue more with: python -m devserver enqueue TYPE --db {db}"
+
+
 def _embedded_server(home: Path, settings: Settings) -> tuple[HiveDevServer, Settings]:
     from devserver import start_demo
 
@@ -252,8 +268,8 @@ def _embedded_server(home: Path, settings: Settings) -> tuple[HiveDevServer, Set
         # Locally enqueued tasks should start within seconds, not after the fleet's 180 s.
         settings = settings.overridden("embedded local dev server", no_task_sleep=2.0)
     logging.getLogger("hive").warning(
-        "no SERVER_URL given: serving an embedded local Hive server at %s (development only); "
-        "enqueue more with: python -m devserver enqueue TYPE --db %s", embedded.url, home / "devserver.sqlite")
+        "no SERVER_URL given: serving an embedded local Hive server at %s (development only); %s", embedded.url,
+        enqueue_hint(home / "devserver.sqlite", frozen=getattr(sys, "frozen", False)))
     return embedded, settings
 
 

@@ -135,5 +135,6 @@ def report(home: Path) -> tuple[str, int]:
         doing = f"task {task['id']!r} ({loggable(str(task['task_type']))}) for {task['seconds']:.0f} s" if task else ""
         if slot.get("paused_seconds_left"):
             doing = f"after a failed task, {slot['paused_seconds_left']:.0f} s left (TASK_ERROR_SLEEP)"
-        lines.append(f"  #{slot['slot']}: {slot['state']} pid {slot.get('pid')} tasks done {slot['tasks_done']} {doing}".rstrip())
+        pid = f" pid {slot['pid']}" if slot.get("pid") else ""  # none while its executor is being replaced
+        lines.append(f"  #{slot['slot']}: {slot['state']}{pid} tasks done {slot['tasks_done']} {doing}".rstrip())
     return "\n".join(lines), code

@@ -223,6 +223,9 @@ def test_dev_reload_ends_the_pause_and_status_shows_time_left(server, start_work
     wait_for(lambda: "pause after a failed task ended" in w.log(), 20, what="the reload to end the pause")
     server.enqueue("mytask", {}, task_id="good")
     assert result_of(server, "good")["result"] == "fixed"
+    # Issue 23.11: the slot's count survives the reload's new executor (it said "tasks done 0").
+    wait_for(lambda: "#0: idle pid " in (r := _status(w.home).stdout) and "tasks done 2" in r, 20,
+             what="--status to count both tasks")
 
 
 def test_a_changed_config_setting_says_it_needs_a_restart(server, start_worker, tmp_path):

@@ -351,3 +351,23 @@ def test_restart_reuses_port_and_queue(tmp_path, http):
         assert get_task(http, s).json()["id"] == "survives"
     finally:
         s.stop()
+
+
+def test_demo_tasks_are_queued_on_the_first_run_only(tmp_path, http):
+    """Issue 23.11: they were queued again at every start of `python main.py` once the first ones were done."""
+    from devserver.server import DEMO_TASKS, start_demo
+
+    db = str(tmp_path / "devserver.sqlite")
+    s = start_demo(db)
+    try:
+        assert s.store.counts()["queued"] == len(DEMO_TASKS)
+        for _ in DEMO_TASKS:
+            assert submit(http, s, get_task(http, s).json()["id"], 1).status_code == 200
+        assert s.store.counts()["done"] == len(DEMO_TASKS)
+    finally:
+        s.stop()
+    again = start_demo(db)
+    try:
+        assert again.store.counts()["queued"] == 0
+    finally:
+        again.stop()

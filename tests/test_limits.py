@@ -132,6 +132,8 @@ def test_double_forked_daemon_is_cleaned_after_the_task(server, start_worker, tm
     wait_for(lambda: not psutil.pid_exists(daemon) or psutil.Process(daemon).status() == psutil.STATUS_ZOMBIE,
              10, what="daemon killed")
     wait_for(lambda: "left 1 process(es) running; killed them" in w.log(), 5)
+    line = next(x for x in w.log().splitlines() if "left 1 process(es) running" in x)
+    assert " hive.executor: " in line, line  # issue 23.11: was logged as hive.hive.executor
     _no_survivors(w, before, killed=0)
     _serves_next(server, w)
 

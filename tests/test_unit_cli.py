@@ -50,3 +50,17 @@ def test_server_and_server_url_are_the_same_flag():
     parser = main.build_parser()
     assert parser.parse_args(["--server", "http://a:1/api"]).server_url == "http://a:1/api"
     assert parser.parse_args(["--server-url", "http://b:1/api"]).server_url == "http://b:1/api"
+
+
+def test_an_unknown_flag_gets_a_did_you_mean(capsys):
+    """Issue 23.11."""
+    err = _refused(capsys, ["--pool-sise", "2"])
+    assert "unrecognized arguments: --pool-sise 2 (did you mean --pool-size? see --help)" in err
+
+
+def test_the_frozen_banner_suggests_nothing_worker_exe_cannot_run(tmp_path):
+    """Issue 23.11: a PC with only worker.exe has no `python -m devserver`."""
+    db = tmp_path / "devserver.sqlite"
+    assert main.enqueue_hint(db, frozen=False) == f"enqueue more with: python -m devserver enqueue TYPE --db {db}"
+    frozen = main.enqueue_hint(db, frozen=True)
+    assert frozen.startswith("this binary cannot add tasks to it: from a source checkout run python -m devserver")

@@ -38,3 +38,14 @@ def test_a_reused_pid_is_not_the_worker():
     assert _same_process_alive(os.getpid(), me)
     assert not _same_process_alive(os.getpid(), me - 3600)  # same pid, an hour older: another process
     assert not _same_process_alive(None, None)
+
+
+def test_a_slot_without_an_executor_shows_no_pid(tmp_path):
+    """Issue 23.11: "pid None" while a slot's executor is being replaced."""
+    import orjson
+
+    from supervisor.status import render
+
+    (tmp_path / "status.json").write_bytes(orjson.dumps({"state": "running", "slots": [
+        {"slot": 0, "state": "down", "pid": None, "tasks_done": 3, "task": None}]}))
+    assert "  #0: down tasks done 3" in render(tmp_path).splitlines()

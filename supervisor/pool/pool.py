@@ -156,7 +156,7 @@ class Pool:
             if s.running:
                 t = s.running.claim.task
                 task = {"id": t.id, "task_type": t.task_type, "seconds": now - s.running.dispatched}
-            out.append({"slot": s.index, "state": s.state(now), "tasks_done": s.tasks_done,
+            out.append({"slot": s.index, "state": s.state(now), "tasks_done": s.tasks_total,
                         "pid": s.executor.pid if s.executor else None, "task": task,
                         "paused_seconds_left": max(0.0, s.pause_until - now) or None})
         return out
@@ -226,6 +226,7 @@ class Pool:
             return
         slot.running = None
         slot.tasks_done += 1
+        slot.tasks_total += 1
         ex.idle_cpu = frame.cpu
         if frame.traceback:
             log.error("task %r raised:\n    %s", running.claim.task.id, _block(frame.traceback))
