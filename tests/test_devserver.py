@@ -371,3 +371,14 @@ def test_demo_tasks_are_queued_on_the_first_run_only(tmp_path, http):
         assert again.store.counts()["queued"] == 0
     finally:
         again.stop()
+
+
+def test_every_db_flag_is_explained():
+    """Issue 23.11: enqueue, results and status had a --db with no help."""
+    from devserver.cli import build_parser
+
+    parser = build_parser()
+    subparsers = next(a for a in parser._actions if a.dest == "command").choices
+    for name, sub in subparsers.items():
+        db = next(a for a in sub._actions if a.dest == "db")
+        assert db.help and "SQLite" in db.help, name
