@@ -42,7 +42,10 @@ def resolve_home(flag: str | None, environ: dict[str, str] | None = None, write:
             home.mkdir(parents=True, exist_ok=True)
             probe = home / f".write-test-{os.getpid()}"
             probe.write_bytes(b"")
-            probe.unlink()
+            try:
+                probe.unlink()
+            except OSError:
+                pass  # written, so the home is usable (an antivirus may hold a new file for a moment)
     except OSError as exc:
         raise HomeError(f"cannot use {home} as the worker's home: {exc.strerror or exc}") from None
     return home
