@@ -2,7 +2,7 @@
 
 Every setting below except WORKER_VERSION and TASK_REGISTRY can be overridden
 without rebuilding, highest first: a command-line flag (``--pool-size 4``), an
-environment variable (``HIVE_POOL_SIZE=4``), ``worker.toml`` in the worker's
+environment variable (``HIVE_WORKER_POOL_SIZE=4``), ``worker.toml`` in the worker's
 home (``pool_size = 4``), then the value here. ``python main.py --print-config``
 shows the effective values and where each came from; docs/settings.md lists them.
 

@@ -22,7 +22,7 @@ import logging  # noqa: E402
 import os  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import TYPE_CHECKING  # noqa: E402
+from typing import TYPE_CHECKING, NoReturn  # noqa: E402
 
 if TYPE_CHECKING:
     from devserver import HiveDevServer
@@ -30,33 +30,77 @@ if TYPE_CHECKING:
 
 EXIT_BAD_SETTINGS = 2
 EXIT_ALREADY_RUNNING = 3
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a Ctrl+C
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (the usage block would bury it) and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        from supervisor.settings import closest
+
+        hint = "see --help"
+        if message.startswith("unrecognized arguments:"):
+            flags = dict.fromkeys(self._option_string_actions)
+            close = next((c for word in message.split()[2:] if word.startswith("--")
+                          and (c := closest(word.split("=")[0], flags))), None)
+            hint = f"did you mean {close}? see --help" if close else hint
+        self.exit(EXIT_BAD_SETTINGS, f"error: {message} ({hint})\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    import json
+
+    import config
     from supervisor.settings import SPECS
 
-    p = argparse.ArgumentParser(prog="worker", description="The Hive worker: claims tasks, runs them, posts results.")
-    mode = p.add_argument_group("modes")
+    p = _Parser(prog="worker", allow_abbrev=False,  # --pool 2 must not quietly mean --pool-size 2
+                description="The Hive worker: claims tasks, runs them, posts results. Without a mode it runs "
+                            "until Ctrl+C / SIGTERM.",
+                epilog="Exit status: 0 done, 1 a task or self-test failed, 2 bad settings or arguments, 3 another "
+                       "worker runs in this home, 130 interrupted; --status: 0 running, 1 hung, 3 not running, "
+                       "4 unknown. Docs: README.md, docs/settings.md.")
+    mode = p.add_argument_group("modes (at most one)").add_mutually_exclusive_group()
     mode.add_argument("--version", action="store_true", help="print the version and exit")
     mode.add_argument("--sha256", metavar="FILE", help="print FILE's SHA-256 (updater.bat's check where certutil fails)")
-    mode.add_argument("--print-config", action="store_true", help="print the effective settings as TOML and exit")
-    mode.add_argument("--status", action="store_true", help="print the running worker's status and exit")
+    mode.add_argument("--print-config", action="store_true",
+                      help="print the effective settings as TOML, each with its source, and exit")
+    mode.add_argument("--status", action="store_true",
+                      help="print the worker's status in this home and exit (0 running, 1 hung, 3 not running, "
+                           "4 unknown)")
     mode.add_argument("--self-test", action="store_true", help="import every task, start one executor, exit 0 if fine")
     mode.add_argument("--run", metavar="TASK", help="run one task locally (no server) and print its result")
-    mode.add_argument("--params", default="{}", help="with --run: JSON object, or @file.json")
-    mode.add_argument("--dev", action="store_true", help="developer mode: hot-reload tasks/ and config.py, verbose")
-    p.add_argument("--home", help="the worker's home folder (default: beside the exe / main.py; env HIVE_HOME)")
-    p.add_argument("--config", help="use this Python file instead of config.py (it may `from config import *`)")
-    p.add_argument("--server", dest="server_url", metavar="URL", help="Hive API root, e.g. http://host:3010/api")
+    mode.add_argument("--dev", action="store_true",
+                      help="developer mode: reload tasks/ and config.py on save, short pause after a failed task")
+    p.add_argument("--params", metavar="JSON", help="with --run: the task's params, a JSON object or @file.json "
+                                                    "(default: {})")
+    p.add_argument("--home", metavar="DIR",
+                   help="the worker's home folder (default: beside the exe / main.py; env HIVE_WORKER_HOME)")
+    p.add_argument("--config", metavar="FILE",
+                   help="use this Python file instead of config.py (it may `from config import *`)")
     p.add_argument("--embedded-server", action="store_true",
                    help="serve a local demo Hive server instead of any server URL (development; from source "
                         "also the default when no server URL is given, never in worker.exe)")
-    settings = p.add_argument_group("settings (each also HIVE_<NAME> in the environment or <name> in worker.toml)")
+    settings = p.add_argument_group("settings (each also HIVE_WORKER_<NAME> in the environment or <name> in "
+                                    "worker.toml; defaults are config.py's)")
     for spec in SPECS:
+        flags = [spec.flag, "--server"] if spec.key == "server_url" else [spec.flag]
+        default = getattr(config, spec.name, None)
+        shown = (f"{default:g}" if isinstance(default, float) else json.dumps(default, separators=(",", ":"))
+                 if isinstance(default, (dict, str, bool)) else ",".join(default) if isinstance(default, list)
+                 else str(default))
+        metavar = {"bool": "true|false", "list": "A,B", "dict": "TABLE"}.get(spec.kind.__name__, "VALUE")
         if spec.key == "server_url":
-            continue
-        settings.add_argument(spec.flag, dest=spec.key, metavar=spec.kind.__name__.upper(), help=spec.help or None)
+            metavar = "URL"
+        elif spec.kind in (int, float):
+            metavar = (spec.unit or "number").upper().replace(" ", "_")
+        text = f"{spec.help}; default {shown}{' ' + spec.unit if spec.unit in UNITS else ''}"
+        settings.add_argument(*flags, dest=spec.key, metavar=metavar, help=text.replace("%", "%%"))  # argparse's %
     return p
+
+
+# Units said after a default ("default 180 seconds"); the others name the kind of value, shown as the metavar.
+UNITS = {"seconds", "CPU seconds", "MB", "bytes", "minutes", "percent"}
 
 
 def _parse_params(text: str) -> object:
@@ -78,7 +122,10 @@ def _parse_params(text: str) -> object:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line, load config and settings, run the one mode asked for."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.params is not None and not args.run:
+        parser.error("--params needs --run TASK (it is the params of that one local run)")
     from config import WORKER_VERSION
 
     if args.version:
@@ -89,9 +136,15 @@ def main(argv: list[str] | None = None) -> int:
 
     from supervisor import home as home_mod
     from supervisor import logs
-    from supervisor.status import render
+    from supervisor import settings as settings_mod
+    from supervisor.status import report
 
-    home = home_mod.resolve_home(args.home)
+    try:
+        # --status and --print-config only read: a home they may not write to is still theirs to read.
+        home = home_mod.resolve_home(args.home, write=not (args.status or args.print_config))
+    except home_mod.HomeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_SETTINGS
     try:
         settings, registry, version = _load(args, home)
     except ValueError as exc:
@@ -99,24 +152,30 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_SETTINGS
     if args.print_config:
         print(settings.to_toml(), end="")
+        for line in settings_mod.environment_warnings(os.environ):
+            print(f"warning: {line}", file=sys.stderr)
         return 0
+    warnings = settings_mod.environment_warnings(os.environ)  # logged once the log is set up
     # Settings are read: executors get them explicitly, so nothing the operator put in the
-    # environment (a server URL, later a token) is inherited by task code.
-    for name in [n for n in os.environ if n.startswith("HIVE_") and not n.startswith("HIVE_INTERNAL_")]:
+    # environment (a server URL, later a token) is inherited by task code. Other programs'
+    # HIVE_* variables (Apache Hive's) are theirs: left alone.
+    for name in settings_mod.own_env_names(os.environ):
         del os.environ[name]
     if args.status:
-        print(render(home))
-        return 0
+        text, code = report(home)  # exit codes as `systemctl status`: 0 running, 1 hung, 3 not running, 4 unknown
+        print(text)
+        return code
 
-    logs.setup(home, settings.log_level, settings.log_max_mb, settings.log_backups,
-               console_level="DEBUG" if args.dev else None)
+    logs.setup(home, settings.log_level, settings.log_max_mb, settings.log_backups, dev=args.dev)
     from supervisor import frozen, oneshot
 
+    for line in warnings:
+        logging.getLogger("hive.settings").warning("%s", line)
     if frozen.OUTCOME is not None:
         logging.getLogger("hive").log(*frozen.OUTCOME)
     if args.run:
         try:
-            params = _parse_params(args.params)
+            params = _parse_params(args.params or "{}")
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_BAD_SETTINGS
@@ -185,6 +244,10 @@ def _serve(args: argparse.Namespace, settings: Settings, registry: dict, version
     embedded = None
     if use_embedded:
         embedded, settings = _embedded_server(home, settings, frozen)
+    if args.dev:
+        from supervisor.reloader import dev_settings
+
+        settings = dev_settings(settings)
     arbiter = Arbiter(settings, worker_id, version, set(registry), config_path=args.config, debug=args.dev)
     if args.dev:
         from supervisor.reloader import attach
@@ -198,7 +261,7 @@ def _serve(args: argparse.Namespace, settings: Settings, registry: dict, version
 
 
 NO_SERVER = ("no server URL: this binary was built without its fleet's (python -m release.build --server-url) "
-             "and none is given (--server URL, HIVE_SERVER_URL or server_url in worker.toml beside it); "
+             "and none is given (--server-url URL, HIVE_WORKER_SERVER_URL or server_url in worker.toml beside it); "
              "--embedded-server runs a local demo server instead")
 
 
@@ -233,4 +296,8 @@ def _embedded_server(home: Path, settings: Settings, frozen: bool) -> tuple[Hive
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # Ctrl+C outside the worker's own handling (--run, --self-test, start-up)
+        print("interrupted (Ctrl+C)", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)

@@ -14,6 +14,8 @@ from .server import HiveDevServer, enqueue_demo
 from .store import Store, dumps
 
 DEFAULT_DB = "devserver.sqlite"
+# The same file as the serving server's: `python main.py` serves devserver.sqlite in its home.
+DB_HELP = f"the server's SQLite queue (default {DEFAULT_DB}; python main.py's is devserver.sqlite in its home)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,15 +38,15 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--count", type=int, default=1, metavar="N")
     e.add_argument("--id", dest="task_id", default=None, metavar="ID",
                    help="task id: 7 is a number, abc or '\"7\"' a string (default: next integer)")
-    e.add_argument("--db", default=DEFAULT_DB)
+    e.add_argument("--db", default=DEFAULT_DB, help=DB_HELP)
 
     r = sub.add_parser("results", help="show the results received, newest last")
-    r.add_argument("--db", default=DEFAULT_DB)
+    r.add_argument("--db", default=DEFAULT_DB, help=DB_HELP)
     r.add_argument("--json", action="store_true", help="print a JSON array instead")
     r.add_argument("--tail", type=int, default=0, metavar="N", help="only the last N")
 
     st = sub.add_parser("status", help="tasks per state")
-    st.add_argument("--db", default=DEFAULT_DB)
+    st.add_argument("--db", default=DEFAULT_DB, help=DB_HELP)
     return p
 
 
@@ -81,7 +83,7 @@ def _serve(args: argparse.Namespace) -> int:
         if args.host in ("", "0.0.0.0", "::"):
             print(f"(listening on all interfaces: other machines use http://<this host's address>:{srv.port}{srv.prefix})",
                   flush=True)
-        print(f"run a worker with: python main.py --server {srv.url}   (or HIVE_SERVER_URL={srv.url})", flush=True)
+        print(f"run a worker with: python main.py --server {srv.url}   (or HIVE_WORKER_SERVER_URL={srv.url})", flush=True)
         print(f"enqueue with:      python -m devserver enqueue TYPE --db {args.db}   (Ctrl+C stops)", flush=True)
         while True:
             time.sleep(3600)

@@ -12,7 +12,7 @@ from typing import Any
 from .faults import Fault, FaultHook, FaultQueue
 from .handler import Handler
 from .records import RequestLog
-from .store import Store
+from .store import STATES, Store
 
 
 class _HTTPServer(ThreadingHTTPServer):
@@ -186,8 +186,9 @@ def enqueue_demo(server: HiveDevServer) -> None:
 
 def start_demo(db_path: str) -> HiveDevServer:
     """The embedded server ``python main.py`` starts when no Hive server is given: the demo tasks
-    are queued on the first run (never again while some are queued)."""
+    are queued on the first run only (a database that never had a task), not at every start."""
     server = HiveDevServer(db_path).start()
-    if server.store.counts().get("queued", 0) == 0:
+    counts = server.store.counts()
+    if not any(counts[state] for state in STATES):
         enqueue_demo(server)
     return server

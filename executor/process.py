@@ -159,7 +159,7 @@ def _emptied(folder: str) -> bool:
             else:
                 os.unlink(entry.path)
         except OSError as exc:  # e.g. still open on Windows: the next task would find it
-            logging.getLogger("hive.executor").warning("scratch: cannot remove %s: %s", entry.name, exc)
+            logging.getLogger("executor").warning("scratch: cannot remove %s: %s", entry.name, exc)
     return True
 
 
@@ -212,7 +212,7 @@ def main(conn: Connection, init: dict[str, Any]) -> None:
             os.chdir(home_cwd)
             leftovers = sandbox.clean_leftovers()
             if leftovers:
-                logging.getLogger("hive.executor").warning(
+                logging.getLogger("executor").warning(
                     "task %r left %d process(es) running; killed them", run.id, leftovers)
             if scratch and not _emptied(scratch):
                 made = None  # the task removed the folder itself: make it again next time

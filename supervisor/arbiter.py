@@ -12,7 +12,6 @@ decides what the signals mean (take_signals).
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import socket
 import sys
@@ -33,8 +32,8 @@ from supervisor.net.submitter import SubmitLoop
 from supervisor.pool.cpucap import CpuCap
 from supervisor.pool.pool import Pool, executor_init
 from supervisor.safetext import redact_url
-from supervisor.settings import Settings
-from supervisor.status import Status
+from supervisor.settings import Settings, unknown_limit_types
+from supervisor.status import Status, this_process
 from supervisor.store.diskguard import DiskGuard
 from supervisor.store.flusher import Flusher
 from supervisor.store.journal import Journal
@@ -47,6 +46,7 @@ from supervisor.update.health import StartHealth
 log = logging.getLogger("hive.supervisor")
 
 IDLE_TICK = 1.0
+RESULT_PREVIEW_BYTES = 300  # --dev shows this much of each result
 STATUS_EVERY = 2.0
 
 
@@ -119,6 +119,8 @@ class Arbiter:
         self.healthy = False
         self.start_health = StartHealth(settings.pool_size, wanted=False)  # set again in run()
         self.watchdog: liveness.Watchdog | None = None
+        self.show_results = debug  # --dev: a preview of each result in the log (the fleet's log stays as it is)
+        self.tasks_ok = 0  # for --dev's session summary
 
     def _client(self) -> HiveClient:
         return HiveClient(self.settings.server_url, self.worker_id, self.version,
@@ -212,7 +214,12 @@ class Arbiter:
             return
         task = claim.task
         if ok:
+            self.tasks_ok += 1
             log.info("task %r (%s) succeeded in %.2f s", task.id, task.task_type, seconds)
+            if self.show_results:
+                cut = len(raw) > RESULT_PREVIEW_BYTES
+                log.info("task %r result: %s%s", task.id,
+                         raw[:RESULT_PREVIEW_BYTES].decode("utf-8", "replace"), "..." if cut else "")
         else:
             try:
                 error = orjson.loads(raw).get("error", "")
@@ -312,10 +319,12 @@ class Arbiter:
     def reload_tasks(self, names: set[str], reason: str) -> tuple[set[str], set[str]]:
         """New task code (from the loop's thread): claims are checked against ``names`` from now on
         and every executor is replaced as soon as it is idle, so running tasks finish with the old
-        code. Returns the (added, removed) task types."""
+        code; a slot pausing after a failed task takes work again (the fix may be this code).
+        Returns the (added, removed) task types."""
         added, removed = names - self.registry_names, self.registry_names - names
         self.registry_names = set(names)
         self.pool.retire_all(reason)
+        self.pool.clear_pauses(reason)
         return added, removed
 
     def _run_turn_hooks(self, stopping: bool = False) -> None:
@@ -345,6 +354,9 @@ class Arbiter:
         if diagnostics.TASK_TYPE in self.registry_names:
             log.warning("TASK_REGISTRY has an entry %r: it is never called, the supervisor answers that task type "
                         "itself (built-in)", diagnostics.TASK_TYPE)
+        for task_type in unknown_limit_types(self.settings, self.registry_names):
+            log.warning("TASK_LIMITS has an entry for %r, which is not in TASK_REGISTRY: its limits never apply "
+                        "(a typo, or a task that was removed?)", task_type)
         self.guest.describe_start()
         self.cpucap.start()  # before the first executor: each one is placed under it as it starts
         self.pool.start()
@@ -378,8 +390,11 @@ class Arbiter:
                     grace_deadline = time.monotonic() + self.settings.shutdown_grace
                     self.state = "stopping"
                     running = len(self.pool.busy()) + self.gate.outstanding()
-                    log.info("stopping (%s): no more claims; %d task(s) get up to %.0f s to finish",
-                             self.stop_reason, running, self.settings.shutdown_grace)
+                    # Said here, where the loop takes the first stop request (never in a signal handler).
+                    again = ("; a second Ctrl+C (or SIGTERM) kills them now"
+                             if running and self.stop_reason.startswith("signal") else "")
+                    log.info("stopping (%s): no more claims; %d task(s) get up to %.0f s to finish%s",
+                             self.stop_reason, running, self.settings.shutdown_grace, again)
                 if self.updates.handed_over:
                     return
                 if self.force or time.monotonic() > grace_deadline:
@@ -446,7 +461,7 @@ class Arbiter:
     def write_status(self) -> None:
         try:
             self.status.write(self.home, {
-                "worker_id": self.worker_id, "version": self.version, "pid": os.getpid(),
+                "worker_id": self.worker_id, "version": self.version, **this_process(),
                 "server_url": redact_url(self.settings.server_url), "state": self.state,
                 "slots": self.pool.describe(time.monotonic()),
                 "outbox_results": len(self.outbox), "outbox_bytes": self.outbox.size(),

@@ -22,11 +22,32 @@ def default_home() -> Path:
     return SOURCE_ROOT
 
 
-def resolve_home(flag: str | None, environ: dict[str, str] | None = None) -> Path:
+HOME_ENV = "HIVE_WORKER_HOME"  # never Apache Hive's HIVE_HOME (supervisor/settings.py: environment_warnings)
+
+
+class HomeError(ValueError):
+    """The home cannot be used; the message is the one line shown to the operator."""
+
+
+def resolve_home(flag: str | None, environ: dict[str, str] | None = None, write: bool = True) -> Path:
+    """The home folder, made if missing; with ``write``, also checked writable (a probe file is made
+    and removed) so an unusable home is one line at start, not a traceback later. Raises HomeError."""
     environ = os.environ if environ is None else environ
-    raw = flag or environ.get("HIVE_HOME") or None
+    raw = flag or environ.get(HOME_ENV) or None
     home = Path(raw).expanduser().resolve() if raw else default_home()
-    home.mkdir(parents=True, exist_ok=True)
+    try:
+        if home.exists() and not home.is_dir():
+            raise HomeError(f"cannot use {home} as the worker's home: it is a file, not a folder")
+        if write:
+            home.mkdir(parents=True, exist_ok=True)
+            probe = home / f".write-test-{os.getpid()}"
+            probe.write_bytes(b"")
+            try:
+                probe.unlink()
+            except OSError:
+                pass  # written, so the home is usable (an antivirus may hold a new file for a moment)
+    except OSError as exc:
+        raise HomeError(f"cannot use {home} as the worker's home: {exc.strerror or exc}") from None
     return home
 
 

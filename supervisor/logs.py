@@ -19,6 +19,15 @@ FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 ARG_MAX_CHARS = 10000
 
 
+TASK_LINE = "hive_task_line"  # set on a record forwarded from a task (pool.py)
+
+
+def _dev_console(record: logging.LogRecord) -> bool:
+    """--dev's console: a task's own lines at every level, the supervisor's from INFO up (its DEBUG
+    lines, "no tasks; next poll" every 2 s, would bury the author's)."""
+    return record.levelno >= logging.INFO or bool(getattr(record, TASK_LINE, False))
+
+
 class Block(str):
     """A log argument already made safe by loggable_block (a traceback): kept on its lines."""
 
@@ -152,7 +161,12 @@ class RotatingLog(logging.handlers.RotatingFileHandler):
         self.stream.flush()
 
 
-def setup(home: Path, level: str, max_mb: float, backups: int, console_level: str | None = None) -> Path:
+def setup(home: Path, level: str, max_mb: float, backups: int, console_level: str | None = None,
+          dev: bool = False) -> Path:
+    """Log to logs/worker.log at ``level`` and to the console at ``console_level`` (default: ``level``);
+    ``dev``: the console shows tasks' DEBUG lines but only the supervisor's INFO and up."""
+    if dev:
+        console_level = "DEBUG"
     log_dir = home / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     path = log_dir / "worker.log"
@@ -170,6 +184,8 @@ def setup(home: Path, level: str, max_mb: float, backups: int, console_level: st
         console = logging.StreamHandler(sys.stderr)
         console.setFormatter(formatter)
         console.setLevel(console_level or level)
+        if dev:
+            console.addFilter(_dev_console)
         root.addHandler(console)
     root.setLevel(min(logging.getLevelName(level), logging.getLevelName(console_level or level)))
     # requests/urllib3 chatter would drown the decisions we log ourselves.

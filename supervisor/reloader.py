@@ -28,10 +28,15 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from executor.registry import CUSTOM_MODULE_NAME
 from supervisor.home import SOURCE_ROOT, is_frozen
+from supervisor.logs import Block
+from supervisor.safetext import loggable_block
+from supervisor.settings import SPECS
 
 if TYPE_CHECKING:
     from supervisor.arbiter import Arbiter
+    from supervisor.settings import Settings
 
 log = logging.getLogger("hive.reload")
 
@@ -39,12 +44,17 @@ DEBOUNCE = 0.15  # seconds without events before a reload starts (one save's eve
 CHECK_TIMEOUT = 60.0
 STOP_TIMEOUT = 5.0  # seconds the file watcher gets to stop when the worker does
 CHANGE_EVENTS = {"created", "modified", "moved", "deleted", "closed"}
+# A task author's failed task should cost seconds, not the fleet's 30 minutes: the fix is usually a save away.
+DEV_TASK_ERROR_SLEEP = 5.0
+LIMIT_KINDS = ("time_limit", "cpu_limit", "memory_limit")  # counted as "killed" in the session summary
 
 _CHECK = """
 import json, sys
 sys.path.insert(0, {root!r})
 from executor.registry import load_config, registry_of
-print(json.dumps(sorted(registry_of(load_config({config!r})))))
+module = load_config({config!r})
+settings = {{name: getattr(module, name, None) for name in {names!r}}}
+print(json.dumps({{"tasks": sorted(registry_of(module)), "settings": settings}}, default=repr))
 """
 
 
@@ -65,6 +75,9 @@ class Reloader:
             # An alternative config usually sits beside its own task modules: watch that folder.
             self.watched.append(Path(config_path).resolve().parent)
         self.observer = None
+        # config.py's settings as this worker read them at start: a reload reports the ones a save changed.
+        module = sys.modules.get(CUSTOM_MODULE_NAME if config_path else "config")
+        self.started_with = {spec.name: _canonical(getattr(module, spec.name, None)) for spec in SPECS} if module else {}
 
     # Runs on watchdog's thread: it must never raise, or the observer thread dies.
     def on_event(self, event: Any) -> None:
@@ -128,7 +141,7 @@ class Reloader:
         try:
             for path in changed:
                 _refresh_bytecode(path)
-            code = _CHECK.format(root=str(SOURCE_ROOT), config=self.config_path)
+            code = _CHECK.format(root=str(SOURCE_ROOT), config=self.config_path, names=[s.name for s in SPECS])
             proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                                   timeout=CHECK_TIMEOUT, cwd=str(SOURCE_ROOT))
             ok = proc.returncode == 0
@@ -143,15 +156,26 @@ class Reloader:
 
     def apply(self, ok: bool, text: str) -> None:
         if not ok:
+            # Kept on its lines, as a task's traceback is (pool.py): a one-line \n-escaped traceback is unreadable.
             log.error("reload refused: the changed code does not import; old executors keep serving. "
-                      "Fix and save again.\n%s", text)
+                      "Fix and save again.\n    %s", Block(loggable_block(text)))
             return
-        added, removed = self.arbiter.reload_tasks(set(json.loads(text)), "task code changed")
+        found = json.loads(text)
+        added, removed = self.arbiter.reload_tasks(set(found["tasks"]), "task code changed")
         extra = "".join([f"; new tasks: {', '.join(sorted(added))}" if added else "",
                          f"; removed tasks: {', '.join(sorted(removed))}" if removed else ""])
         log.info("reloading: code changed and imports cleanly; executors are replaced as they become idle%s", extra)
+        changed = settings_changed(self.started_with, found["settings"])
+        if changed:
+            log.warning("config.py now sets %s differently from when this worker started: settings are read at start, "
+                        "so restart the worker to apply them (the task code above is reloaded now)", ", ".join(changed))
 
     def on_stop(self) -> None:
+        failed = dict(self.arbiter.health.kinds)
+        killed = sum(failed.get(kind, 0) for kind in LIMIT_KINDS)
+        log.info("dev session: %d task(s) succeeded, %d failed (%d killed over a limit)%s", self.arbiter.tasks_ok,
+                 sum(failed.values()), killed,
+                 f"; failures by kind: {', '.join(f'{k} {n}' for k, n in sorted(failed.items()))}" if failed else "")
         # Stopped and joined: on Windows watchdog's directory readers are non-daemon threads, and
         # left running they keep the process alive after "stopped" (seen under Wine).
         if self.observer is None:
@@ -162,6 +186,15 @@ class Reloader:
             log.warning("dev mode: the file watcher did not stop within %.0f s", STOP_TIMEOUT)
         else:
             log.debug("dev mode: stopped watching for changes")
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=repr)
+
+
+def settings_changed(started_with: dict[str, str], now: dict[str, Any]) -> list[str]:
+    """The config.py settings whose value differs from the one read at start (they need a restart)."""
+    return [name for name, value in now.items() if name in started_with and _canonical(value) != started_with[name]]
 
 
 def _refresh_bytecode(path: str) -> None:
@@ -177,6 +210,14 @@ def _refresh_bytecode(path: str) -> None:
             pass
 
 
+def dev_settings(settings: Settings) -> Settings:
+    """--dev's defaults: settings left at config.py's value that suit a fleet but not a desk.
+    A value set in worker.toml, the environment or a flag is kept."""
+    if settings.sources["task_error_sleep"] == "config.py" and settings.task_error_sleep > DEV_TASK_ERROR_SLEEP:
+        settings = settings.overridden("--dev", task_error_sleep=DEV_TASK_ERROR_SLEEP)
+    return settings
+
+
 def attach(arbiter: Arbiter, config_path: str | None) -> Reloader | None:
     if is_frozen():
         log.warning("--dev does nothing in the frozen build (there is no source to reload)")
@@ -184,4 +225,16 @@ def attach(arbiter: Arbiter, config_path: str | None) -> Reloader | None:
     reloader = Reloader(arbiter, config_path)
     reloader.start()
     arbiter.add_turn_hook(reloader)
+    settings = arbiter.settings
+    log.info("dev mode: tasks %s; pool of %d; log file %s", ", ".join(sorted(arbiter.registry_names)),
+             settings.pool_size, settings.home / "logs" / "worker.log")
+    for name in sorted(arbiter.registry_names):
+        limits = settings.limits_for(name)
+        log.info("dev mode: %s limits: time %s, cpu %s, memory %s", name, _limit(limits["time"], "s"),
+                 _limit(limits["cpu"], "s"), _limit(limits["memory_mb"], "MB"))
     return reloader
+
+
+def _limit(value: float, unit: str) -> str:
+    return f"{value:g} {unit}" if value else "off"
+

@@ -1,4 +1,4 @@
-"""Effective settings: command-line flag > HIVE_<NAME> env > worker.toml > the build's fleet settings > config.py.
+"""Effective settings: command-line flag > HIVE_WORKER_<NAME> env > worker.toml > the build's fleet settings > config.py.
 
 A frozen exe cannot be edited, so every setting of config.py (except the version
 and the registry) is overridable. The release build bakes the fleet's settings
@@ -23,6 +23,7 @@ from urllib.parse import urlparse
 
 import tomli_w
 
+from supervisor.home import HOME_ENV
 from supervisor.safetext import redact_url
 from supervisor.update.verify import key_problem
 
@@ -41,7 +42,8 @@ class Spec:
     high: float | None = None
     choices: tuple[str, ...] = ()
     check: Callable[[Any], str | None] | None = None  # returns an error text or None
-    help: str = ""
+    help: str = ""  # --help's text ...
+    unit: str = ""  # ... and the unit of its value (seconds, MB, ...)
 
     @property
     def key(self) -> str:
@@ -49,11 +51,25 @@ class Spec:
 
     @property
     def env(self) -> str:
+        """Its environment variable: a prefix no other program uses (Apache Hive has HIVE_HOME...)."""
+        return ENV_PREFIX + self.name
+
+    @property
+    def legacy_env(self) -> str:
+        """The 2.0 name, still read: none of these is known to belong to another program."""
         return "HIVE_" + self.name
 
     @property
     def flag(self) -> str:
         return "--" + self.key.replace("_", "-")
+
+
+ENV_PREFIX = "HIVE_WORKER_"
+# Variables of other programs that start with HIVE_ (Apache Hive's scripts and images): never
+# settings of this worker, and not worth a warning at every start of a PC that has Hive installed.
+FOREIGN_ENV = frozenset({"HIVE_HOME", "HIVE_CONF_DIR", "HIVE_AUX_JARS_PATH", "HIVE_OPTS", "HIVE_CLASSPATH",
+                         "HIVE_LIB", "HIVE_BIN", "HIVE_VERSION", "HIVE_HEAPSIZE", "HIVE_SKIP_SPARK_ASSEMBLY"})
+INTERNAL_ENV_PREFIX = "HIVE_INTERNAL_"  # the worker's own hand-over to its executors and updater
 
 
 def _check_url(value: str) -> str | None:
@@ -95,6 +111,31 @@ def _check_hosts(value: list) -> str | None:
 
 
 
+def _table_from_text(text: str) -> dict:
+    """A table given on the command line or in the environment: a JSON object
+    (``{"prom_pars": {"time": 2400}}``), a TOML inline table (``{prom_pars = {time = 2400}}``)
+    or TOML lines (``prom_pars = {time = 2400}``, ``[prom_pars]`` ...)."""
+    import json
+
+    stripped = text.strip()
+    try:
+        value = json.loads(stripped)
+        if isinstance(value, dict):
+            return value
+    except ValueError:
+        pass
+    inline = [(f"v = {stripped}", True)] if stripped.startswith("{") else []
+    for attempt, wrapped in [*inline, (text, False)]:
+        try:
+            data = tomllib.loads(attempt)
+        except tomllib.TOMLDecodeError as exc:
+            error = exc
+            continue
+        return data["v"] if wrapped else data
+    raise ValueError("is neither a JSON object nor a TOML table, e.g. '{\"prom_pars\": {\"time\": 2400}}' "
+                     f"or '{{prom_pars = {{time = 2400}}}}' ({error})")
+
+
 BOOL_WORDS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
 
 
@@ -112,10 +153,7 @@ def _coerce(spec: Spec, value: Any, from_text: bool) -> Any:
             raise ValueError("must be a list of strings (comma-separated in the environment)")
     elif spec.kind is dict:
         if from_text:
-            try:
-                value = tomllib.loads(value)
-            except tomllib.TOMLDecodeError as exc:
-                raise ValueError(f"is not a TOML table ({exc})") from None
+            value = _table_from_text(value)
         if not isinstance(value, dict):
             raise ValueError(f"must be a table, got {type(value).__name__}")
         value = {str(k): dict(v) if isinstance(v, dict) else v for k, v in value.items()}
@@ -156,9 +194,11 @@ SETTING = "hive.setting"  # the metadata key that marks a Settings field as a se
 
 
 def setting(low: float | None = None, high: float | None = None, *, choices: tuple[str, ...] = (),
-            check: Callable[[Any], str | None] | None = None, help: str = "") -> Any:
-    """A field of Settings that is a setting: its range and checks ride along, so SPECS is read off the class."""
-    return field(metadata={SETTING: {"low": low, "high": high, "choices": choices, "check": check, "help": help}})
+            check: Callable[[Any], str | None] | None = None, help: str = "", unit: str = "") -> Any:
+    """A field of Settings that is a setting: its range, checks and --help text ride along, so SPECS is
+    read off the class."""
+    return field(metadata={SETTING: {"low": low, "high": high, "choices": choices, "check": check, "help": help,
+                                     "unit": unit}})
 
 
 @dataclass(frozen=True)
@@ -171,46 +211,94 @@ class Settings:
 
     home: Path
     sources: Mapping[str, str]
-    server_url: str = setting(check=_check_url, help="Hive API root (a release build carries its fleet's)")
-    pool_size: int = setting(1, 256, help="executor processes")
-    no_task_sleep: float = setting(0, 86400)
-    time_error_sleep: float = setting(0, 86400)
-    task_error_sleep: float = setting(0, 86400)
-    update_error_sleep: float = setting(0, 86400)
-    task_time_limit: float = setting(0, 7 * 86400)
-    task_cpu_limit: float = setting(0, 7 * 86400)
-    task_memory_limit_mb: float = setting(0, 1024 * 1024)
-    task_limits: dict[str, dict[str, float]] = setting(check=_check_task_limits)
-    limit_check_interval: float = setting(0.01, 10)
-    max_tasks_per_executor: int = setting(0, 10**9)
-    executor_memory_growth_mb: float = setting(0, 1024 * 1024)
-    executor_priority: str = setting(choices=("idle", "below_normal", "normal"))
-    result_max_bytes: int = setting(1, 2**31)
-    get_task_timeout: float = setting(0.1, 3600)
-    submit_timeout: float = setting(0.1, 3600)
-    get_task_max_bytes: int = setting(1024, 2**31, help="largest get_task answer read; larger ones are dropped")
-    outbox_max_mb: float = setting(0.001, 1024 * 1024)
-    shutdown_grace: float = setting(0, 86400)
+    server_url: str = setting(check=_check_url,
+                              help="Hive API root, e.g. http://host:3010/api (a release build carries its fleet's); "
+                                   "empty, from source: an embedded local dev server")
+    pool_size: int = setting(1, 256, help="executor processes, each runs one task at a time", unit="processes")
+    no_task_sleep: float = setting(0, 86400,
+                                   help="wait after the server said no_tasks (the whole worker, +-10% jitter)",
+                                   unit="seconds")
+    time_error_sleep: float = setting(0, 86400,
+                                      help="longest wait between retries while the server is unreachable (backoff cap)",
+                                      unit="seconds")
+    task_error_sleep: float = setting(0, 86400,
+                                      help="a slot that ran a failed task waits this long (0: off; 5 under --dev)",
+                                      unit="seconds")
+    update_error_sleep: float = setting(0, 86400, help="wait after a failed self-update", unit="seconds")
+    task_time_limit: float = setting(0, 7 * 86400,
+                                     help="wall-clock limit of one task from dispatch (0: off)",
+                                     unit="seconds")
+    task_cpu_limit: float = setting(0, 7 * 86400,
+                                    help="CPU-time limit of one task's whole process tree (0: off)",
+                                    unit="CPU seconds")
+    task_memory_limit_mb: float = setting(0, 1024 * 1024,
+                                          help="memory limit of one task's whole process tree (0: off)",
+                                          unit="MB")
+    task_limits: dict[str, dict[str, float]] = setting(check=_check_task_limits,
+                                                       help="per task type, merged key by key over config.py's: JSON "
+                                                            "'{\"prom_pars\": {\"time\": 2400}}' or TOML "
+                                                            "'{prom_pars = {time = 2400}}'; keys time, cpu, memory_mb",
+                                                       unit="table")
+    limit_check_interval: float = setting(0.01, 10,
+                                          help="time between memory/CPU checks while tasks run",
+                                          unit="seconds")
+    max_tasks_per_executor: int = setting(0, 10**9,
+                                          help="replace an executor after this many tasks, +-10% (0: never)",
+                                          unit="tasks")
+    executor_memory_growth_mb: float = setting(0, 1024 * 1024,
+                                               help="replace an executor grown this much since it started (0: never)",
+                                               unit="MB")
+    executor_priority: str = setting(choices=("idle", "below_normal", "normal"),
+                                     help="OS priority of the executors: idle, below_normal, normal")
+    result_max_bytes: int = setting(1, 2**31, help="larger results fail with kind result_too_large", unit="bytes")
+    get_task_timeout: float = setting(0.1, 3600, help="limit of one whole get_task exchange", unit="seconds")
+    submit_timeout: float = setting(0.1, 3600, help="limit of one whole submit_result exchange", unit="seconds")
+    get_task_max_bytes: int = setting(1024, 2**31,
+                                      help="largest get_task answer read; a larger one is failed back or dropped",
+                                      unit="bytes")
+    outbox_max_mb: float = setting(0.001, 1024 * 1024,
+                                   help="results waiting to be posted past this stop claiming (never dropped)",
+                                   unit="MB")
+    shutdown_grace: float = setting(0, 86400,
+                                    help="running tasks get this long to finish on Ctrl+C / SIGTERM",
+                                    unit="seconds")
     watchdog_grace: float = setting(0, 86400, help="a loop stuck this long past its own deadlines restarts the worker "
-                                                   "(exit 4; 0: off)")
-    update_drain_timeout: float = setting(0, 86400)
-    update_max_bytes: int = setting(1024, 2**34)
-    update_public_keys: list[str] = setting(check=key_problem, help="Ed25519 public keys (base64) that may sign updates")
-    update_allow_unsigned: bool = setting(help="labs only: install updates that carry no signed release statement")
-    update_health_timeout: float = setting(5, 3600)
-    update_probation: float = setting(0, 7 * 86400, help="seconds of running time a new version is on probation "
-                                                        "after its update (0: none)")
+                                                   "(exit 4; 0: off)", unit="seconds")
+    update_drain_timeout: float = setting(0, 86400,
+                                          help="running tasks get this long to finish before a self-update goes on",
+                                          unit="seconds")
+    update_max_bytes: int = setting(1024, 2**34, help="a larger self-update download is refused", unit="bytes")
+    update_public_keys: list[str] = setting(check=key_problem,
+                                            help="Ed25519 public keys (base64) that may sign updates, comma-separated",
+                                            unit="list")
+    update_allow_unsigned: bool = setting(help="labs only: install updates that carry no signed release statement",
+                                          unit="true/false")
+    update_health_timeout: float = setting(5, 3600,
+                                           help="the updater rolls back a new version not healthy by then",
+                                           unit="seconds")
+    update_probation: float = setting(0, 7 * 86400, help="running time a new version is on probation after its "
+                                                        "update (0: none)", unit="seconds")
     # Being a good guest on the PC's owner's machine (supervisor/guest.py, supervisor/pool/cpucap.py).
-    pause_on_battery: bool = setting(help="claim no new tasks while on battery")
-    pause_when_user_active_minutes: float = setting(0, 1440, help="claim none while input was seen this recently (0: off)")
-    pause_when_cpu_busy_percent: float = setting(0, 100, help="claim none while other programs use more CPU (0: off)")
-    cpu_cap_percent: float = setting(0, 100, help="all executors together get at most this share of the machine (0: off)")
+    pause_on_battery: bool = setting(help="claim no new tasks while on battery", unit="true/false")
+    pause_when_user_active_minutes: float = setting(0, 1440,
+                                                    help="claim none while the user was active this recently (0: off)",
+                                                    unit="minutes")
+    pause_when_cpu_busy_percent: float = setting(0, 100,
+                                                 help="claim none while other programs use more of the CPU (0: off)",
+                                                 unit="percent")
+    cpu_cap_percent: float = setting(0, 100,
+                                     help="all executors together get at most this share of the machine (0: off)",
+                                     unit="percent")
     prom_allowed_hosts: list[str] = setting(check=_check_hosts,
-                                            help="hosts (with subdomains) prom_pars may fetch from; others get status 5")
-    log_level: str = setting(choices=("DEBUG", "INFO", "WARNING", "ERROR"))
-    log_max_mb: float = setting(0.01, 100000)
-    log_backups: int = setting(0, 1000)
-    task_log_max_bytes: int = setting(0, 2**31, help="log budget of one task (0 = no limit)")
+                                            help="hosts (and subdomains) prom_pars may fetch from, comma-separated",
+                                            unit="list")
+    log_level: str = setting(choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+                             help="level of logs/worker.log: DEBUG, INFO, WARNING, ERROR")
+    log_max_mb: float = setting(0.01, 100000, help="logs/worker.log is rotated at this size", unit="MB")
+    log_backups: int = setting(0, 1000, help="rotated log files kept", unit="files")
+    task_log_max_bytes: int = setting(0, 2**31,
+                                      help="what one task may log; the rest is dropped and counted (0: no limit)",
+                                      unit="bytes")
 
     @property
     def values(self) -> Mapping[str, Any]:
@@ -245,6 +333,14 @@ class Settings:
                 lines.append("# (credentials redacted)")
             if spec.kind is dict and not value:
                 lines.append(f"{spec.key} = {{}}")
+            elif spec.kind is dict:
+                lines[-1] = f"# {spec.key}: merged key by key over config.py's table, each value's source beside it"
+                for task_type, limits in value.items():
+                    # [task_limits.x], the name quoted if it needs to be
+                    lines.append(tomli_w.dumps({spec.key: {task_type: {}}}).strip())
+                    lines.extend(f"{k} = {tomli_w.dumps({k: v}).split('=', 1)[1].strip()}  # from "
+                                 f"{self.sources.get(_entry_source(spec.key, task_type, k), self.sources[spec.key])}"
+                                 for k, v in limits.items())
             else:
                 lines.append(tomli_w.dumps({spec.key: value}).rstrip())
         return "\n".join(lines) + "\n"
@@ -258,6 +354,67 @@ def _specs() -> tuple[Spec, ...]:
 
 SPECS: tuple[Spec, ...] = _specs()
 SPECS_BY_KEY = {s.key: s for s in SPECS}
+SPECS_BY_NAME = {s.name: s for s in SPECS}
+
+
+def _entry_source(key: str, task_type: str, limit: str) -> str:
+    """The ``sources`` key of one value of a table setting: ``task_limits.prom_pars.time``."""
+    return f"{key}.{task_type}.{limit}"
+
+
+def _set(values: dict[str, Any], sources: dict[str, str], spec: Spec, value: Any, source: str) -> None:
+    """Put one layer's value over the lower ones. A table (TASK_LIMITS) merges key by key: a layer
+    that sets prom_pars' time keeps its built-in cpu and memory limits, and the other task types'."""
+    sources[spec.key] = source
+    if spec.kind is not dict:
+        values[spec.key] = value
+        return
+    merged = {t: dict(limits) for t, limits in values[spec.key].items()}
+    for task_type, limits in value.items():
+        merged.setdefault(task_type, {}).update(limits)
+        sources.update({_entry_source(spec.key, task_type, k): source for k in limits})
+    values[spec.key] = merged
+
+
+def unknown_limit_types(settings: Settings, registry_names: set[str]) -> list[str]:
+    """Task types with a TASK_LIMITS entry that no task of this worker's TASK_REGISTRY has (a typo,
+    or a task that was removed): their limits never apply."""
+    return sorted(set(settings.task_limits) - set(registry_names))
+
+
+def own_env_names(environ: Mapping[str, str]) -> list[str]:
+    """The variables of ``environ`` that are this worker's (to keep them from task code); never
+    another program's, and never the internal hand-over ones."""
+    ours = {s.env for s in SPECS} | {s.legacy_env for s in SPECS} | {HOME_ENV}
+    return [n for n in environ if n in ours or n.startswith(ENV_PREFIX)]
+
+
+def environment_warnings(environ: Mapping[str, str]) -> list[str]:
+    """One line per HIVE_* variable that is set but means nothing here (a typo, or another
+    program's): warned, never refused, so another program's variables cannot stop the worker."""
+    lines = []
+    for spec in SPECS:
+        if spec.env in environ and spec.legacy_env in environ and environ[spec.env] != environ[spec.legacy_env]:
+            lines.append(f"environment variables {spec.env} and {spec.legacy_env} differ: {spec.env} is used")
+    if "HIVE_HOME" in environ and HOME_ENV not in environ:
+        lines.append(f"environment variable HIVE_HOME is ignored (it is Apache Hive's): this worker's home is "
+                     f"--home or {HOME_ENV}")
+    known = {s.env for s in SPECS} | {s.legacy_env for s in SPECS} | {HOME_ENV} | FOREIGN_ENV
+    for name in sorted(environ):
+        if name.startswith("HIVE_") and name not in known and not name.startswith(INTERNAL_ENV_PREFIX):
+            bare = name.removeprefix(ENV_PREFIX) if name.startswith(ENV_PREFIX) else name.removeprefix("HIVE_")
+            close = closest(bare, SPECS_BY_NAME)
+            lines.append(f"environment variable {name} is not a setting of this worker; ignored (settings are "
+                         f"{ENV_PREFIX}<NAME>" + (f"; did you mean {ENV_PREFIX}{close}?)" if close else ")"))
+    return lines
+
+
+def closest(name: str, known: Mapping[str, Any]) -> str | None:
+    """The known name ``name`` is most likely a typo of (for "did you mean"), or None."""
+    import difflib
+
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.75)
+    return close[0] if close else None
 
 
 def read_toml(path: Path) -> dict[str, Any]:
@@ -276,7 +433,9 @@ def checked(data: Mapping[str, Any], where: str) -> dict[str, Any]:
     for key, raw in data.items():
         spec = SPECS_BY_KEY.get(key)
         if spec is None:
-            raise SettingsError(f"{where}: unknown setting {key!r} (see --print-config for the known ones)")
+            close = closest(key, SPECS_BY_KEY)
+            raise SettingsError(f"{where}: unknown setting {key!r} " + (
+                f"(did you mean {close!r}?)" if close else "(see --print-config for the known ones)"))
         try:
             out[key] = _coerce(spec, raw, from_text=False)
         except ValueError as exc:
@@ -286,8 +445,7 @@ def checked(data: Mapping[str, Any], where: str) -> dict[str, Any]:
 
 def _layer(values: dict[str, Any], sources: dict[str, str], data: Mapping[str, Any], where: str) -> None:
     for key, value in checked(data, where).items():
-        values[key] = value
-        sources[key] = where
+        _set(values, sources, SPECS_BY_KEY[key], value, where)
 
 
 # The fleet's settings inside a release build (release/build.py writes it, PyInstaller bundles it
@@ -304,8 +462,9 @@ def baked_path() -> Path | None:
 
 def load(config_module: Any, home: Path, flags: dict[str, Any], environ: dict[str, str] | None = None,
          baked: Path | None = None) -> Settings:
-    """Layer config.py < ``baked`` (the build's fleet file) < worker.toml < HIVE_* env < flags.
-    Raises SettingsError."""
+    """Layer config.py < ``baked`` (the build's fleet file) < worker.toml < HIVE_WORKER_* env (or the
+    older HIVE_<NAME>) < flags. Raises SettingsError. Unknown HIVE_* variables are not errors: see
+    environment_warnings."""
     environ = os.environ if environ is None else environ
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
@@ -317,6 +476,9 @@ def load(config_module: Any, home: Path, flags: dict[str, Any], environ: dict[st
         except ValueError as exc:
             raise SettingsError(f"config.py: {spec.name} {exc}") from None
         sources[spec.key] = "config.py"
+        if spec.kind is dict:
+            sources.update({_entry_source(spec.key, t, k): "config.py"
+                            for t, limits in values[spec.key].items() for k in limits})
 
     if baked is not None and baked.exists():
         _layer(values, sources, read_toml(baked), BAKED_SOURCE)
@@ -324,23 +486,19 @@ def load(config_module: Any, home: Path, flags: dict[str, Any], environ: dict[st
     if toml_path.exists():
         _layer(values, sources, read_toml(toml_path), str(toml_path))
 
-    known_env = {s.env for s in SPECS} | {"HIVE_HOME"}
-    for name in environ:
-        if name.startswith("HIVE_") and name not in known_env and not name.startswith("HIVE_INTERNAL_"):
-            raise SettingsError(f"environment variable {name}: unknown setting (known: HIVE_<NAME> of config.py)")
     for spec in SPECS:
-        if spec.env in environ:
+        name = spec.env if spec.env in environ else spec.legacy_env
+        if name in environ:
             try:
-                values[spec.key] = _coerce(spec, environ[spec.env], from_text=True)
+                _set(values, sources, spec, _coerce(spec, environ[name], from_text=True), f"environment {name}")
             except ValueError as exc:
-                raise SettingsError(f"environment variable {spec.env} {exc}") from None
-            sources[spec.key] = f"environment {spec.env}"
+                raise SettingsError(f"environment variable {name} {exc}") from None
 
     for key, raw in flags.items():
         spec = SPECS_BY_KEY[key]
         try:
-            values[key] = _coerce(spec, raw, from_text=isinstance(raw, str) and spec.kind is not str)
+            _set(values, sources, spec, _coerce(spec, raw, from_text=isinstance(raw, str) and spec.kind is not str),
+                 f"flag {spec.flag}")
         except ValueError as exc:
             raise SettingsError(f"flag {spec.flag} {exc}") from None
-        sources[key] = f"flag {spec.flag}"
     return Settings(home=home, sources=sources, **values)

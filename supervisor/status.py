@@ -2,17 +2,60 @@
 
 from __future__ import annotations
 
+import functools
+import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import orjson
+import psutil
 
 from supervisor.safetext import loggable, redact_url
 from supervisor.store.atomic import atomic_write
 
 STATUS_FILE = "status.json"
+STALE_AFTER = 30.0  # seconds without a status.json update after which a live worker counts as hung
+
+# --status exit codes, as `systemctl status` / LSB init scripts and `pg_ctl status` use them.
+EXIT_RUNNING = 0  # the worker's process is alive and updated status.json within STALE_AFTER
+EXIT_HUNG = 1  # its process is alive but status.json is older than STALE_AFTER: the loop is stuck
+EXIT_NOT_RUNNING = 3  # stopped, killed or crashed: no live process wrote this status.json
+EXIT_UNKNOWN = 4  # no readable status.json: the worker never ran in this home (or it cannot be read)
+
+
+@functools.cache
+def this_process() -> dict[str, Any]:
+    """Who writes status.json: the pid and the process's start time, so --status can tell this
+    process from a later one that got the same pid."""
+    return {"pid": os.getpid(), "pid_started": psutil.Process().create_time()}
+
+
+def _same_process_alive(pid: Any, started: Any) -> bool:
+    """Whether the process that wrote status.json still runs (psutil; False for a reused pid)."""
+    if not isinstance(pid, int):
+        return False
+    try:
+        proc = psutil.Process(pid)
+        return proc.status() != psutil.STATUS_ZOMBIE and (
+            not isinstance(started, (int, float)) or abs(proc.create_time() - started) < 1.0)
+    except (psutil.Error, OSError):
+        return False
+
+
+def liveness(data: dict[str, Any], now: float,
+             alive: Callable[[Any, Any], bool] = _same_process_alive) -> tuple[int, str]:
+    """(exit code, words) for --status from status.json's content: the one place that decides."""
+    age = now - (data.get("updated") or 0)
+    if data.get("state") == "stopped":
+        return EXIT_NOT_RUNNING, f"stopped ({age:.0f} s ago)"
+    if not alive(data.get("pid"), data.get("pid_started")):
+        return EXIT_NOT_RUNNING, f"not running: the process is gone (killed or crashed; last update {age:.0f} s ago)"
+    if age > STALE_AFTER:
+        return EXIT_HUNG, f"running but not responding: no status update for {age:.0f} s (hung?)"
+    return EXIT_RUNNING, "running"
 
 
 class Status:
@@ -60,16 +103,20 @@ def _cap(data: dict[str, Any]) -> list[str]:
 
 def render(home: Path) -> str:
     """A readable status report for an operator, from status.json."""
+    return report(home)[0]
+
+
+def report(home: Path) -> tuple[str, int]:
+    """(the readable status report, --status's exit code: EXIT_*)."""
     path = home / STATUS_FILE
     try:
         data = orjson.loads(path.read_bytes())
     except FileNotFoundError:
-        return f"no status file in {home}: the worker has not run here yet"
+        return f"no status file in {home}: the worker has not run here yet", EXIT_UNKNOWN
     except (OSError, orjson.JSONDecodeError) as exc:
-        return f"{path} is unreadable: {exc}"
+        return f"{path} is unreadable: {exc}", EXIT_UNKNOWN
     now = time.time()
-    age = now - data.get("updated", 0)
-    alive = "running" if age < 30 and data.get("state") != "stopped" else f"not running (last update {age:.0f} s ago)"
+    code, alive = liveness(data, now)
     lines = [
         f"worker {data.get('worker_id')} version {data.get('version')}, pid {data.get('pid')}: {alive}",
         f"server: {data.get('server_url')}",
@@ -86,5 +133,8 @@ def render(home: Path) -> str:
     for slot in data.get("slots", []):
         task = slot.get("task")
         doing = f"task {task['id']!r} ({loggable(str(task['task_type']))}) for {task['seconds']:.0f} s" if task else ""
-        lines.append(f"  #{slot['slot']}: {slot['state']} pid {slot.get('pid')} tasks done {slot['tasks_done']} {doing}".rstrip())
-    return "\n".join(lines)
+        if slot.get("paused_seconds_left"):
+            doing = f"after a failed task, {slot['paused_seconds_left']:.0f} s left (TASK_ERROR_SLEEP)"
+        pid = f" pid {slot['pid']}" if slot.get("pid") else ""  # none while its executor is being replaced
+        lines.append(f"  #{slot['slot']}: {slot['state']}{pid} tasks done {slot['tasks_done']} {doing}".rstrip())
+    return "\n".join(lines), code

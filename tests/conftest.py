@@ -65,12 +65,13 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: floa
         time.sleep(interval)
 
 
-def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+def clean_env(extra: dict[str, str | None] | None = None) -> dict[str, str]:
+    """The environment of a worker under test: FAST_ENV, then ``extra`` (a None value removes a variable)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("HIVE_")}
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     env.update(FAST_ENV)
     env.update(extra or {})
-    return env
+    return {k: v for k, v in env.items() if v is not None}
 
 
 def tree_of(supervisor_pid: int) -> list[psutil.Process]:

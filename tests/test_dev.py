@@ -3,6 +3,7 @@ bytecode writing enabled; and one-off local runs with --run."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
@@ -79,6 +80,11 @@ def test_broken_save_keeps_old_executors_and_fix_recovers(server, start_worker, 
     _write(proj / "mytask.py", TASK_V1 + "\ndef broken(:\n")
     wait_for(lambda: "reload refused" in w.log(), 20)
     assert "SyntaxError" in w.log()
+    # Issue 23.4: the traceback keeps its lines (indented below the record), as a task's does.
+    refused = w.log().split("reload refused", 1)[1].splitlines()
+    assert "\\n" not in refused[0], refused[0]
+    block = list(itertools.takewhile(lambda line: line.startswith("    "), refused[1:]))
+    assert block[0].strip() == "Traceback (most recent call last):" and "SyntaxError" in block[-1], refused[:40]
     server.enqueue("mytask", {}, task_id="during-syntax-error")
     assert result_of(server, "during-syntax-error")["result"] == "v1"
     _write(proj / "mytask.py", "import no_such_module_here\n" + TASK_V1)
@@ -173,3 +179,100 @@ def test_graceful_stop_ends_the_dev_worker(server, start_worker, tmp_path):
     w.terminate()
     assert w.wait(30) == 0, w.console()[-2000:]
     assert "stopped; 0 result(s)" in w.log()
+
+
+TASK_FAILS = '''
+def run(fail=False):
+    if fail:
+        raise RuntimeError("a bug")
+    return {"status": "success", "data": "ok"}
+'''
+
+
+def _status(home):
+    return subprocess.run([sys.executable, str(MAIN), "--home", str(home), "--status"], cwd=ROOT,
+                          env=clean_env(), capture_output=True, text=True, timeout=60)
+
+
+def test_dev_pause_after_a_failure_is_short_by_default(server, start_worker, tmp_path):
+    """Issue 23.1: config.py's 1800 s TASK_ERROR_SLEEP is the fleet's; --dev pauses a few seconds."""
+    proj = _project(tmp_path)
+    _write(proj / "mytask.py", TASK_FAILS)
+    w = start_worker(server.url, args=["--dev", "--config", str(proj / "devcfg.py")],
+                     env={"HIVE_TASK_ERROR_SLEEP": None, "HIVE_POOL_SIZE": "1"})
+    server.enqueue("mytask", {"fail": True}, task_id="bad")
+    assert result_of(server, "bad")["status"] == "failure"
+    wait_for(lambda: "slot 0: pausing 5 s after a failed task" in w.log(), 20, what="the dev pause")
+
+
+def test_dev_reload_ends_the_pause_and_status_shows_time_left(server, start_worker, tmp_path):
+    """Issue 23.1: an explicit TASK_ERROR_SLEEP is kept in --dev; --status shows the time left;
+    a successful reload ends the pause (the fix is what the author saved)."""
+    proj = _project(tmp_path)
+    _write(proj / "mytask.py", TASK_FAILS)
+    w = start_worker(server.url, args=["--dev", "--config", str(proj / "devcfg.py")],
+                     env={"HIVE_TASK_ERROR_SLEEP": "600", "HIVE_POOL_SIZE": "1"})
+    wait_for(lambda: "dev mode: watching" in w.log() and " ready in " in w.log(), 30)
+    server.enqueue("mytask", {"fail": True}, task_id="bad")
+    wait_for(lambda: "slot 0: pausing 600 s after a failed task" in w.log(), 20, what="the pause")
+    out = wait_for(lambda: (r := _status(w.home).stdout) and "s left (TASK_ERROR_SLEEP)" in r and r, 20,
+                   what="--status to show the pause")
+    left = int(out.split("after a failed task, ")[1].split(" s left")[0])
+    assert 0 < left <= 600, out
+    _write(proj / "mytask.py", TASK_FAILS.replace('"ok"', '"fixed"'))
+    wait_for(lambda: "pause after a failed task ended" in w.log(), 20, what="the reload to end the pause")
+    server.enqueue("mytask", {}, task_id="good")
+    assert result_of(server, "good")["result"] == "fixed"
+    # Issue 23.11: the slot's count survives the reload's new executor (it said "tasks done 0").
+    wait_for(lambda: "#0: idle pid " in (r := _status(w.home).stdout) and "tasks done 2" in r, 20,
+             what="--status to count both tasks")
+
+
+def test_a_changed_config_setting_says_it_needs_a_restart(server, start_worker, tmp_path):
+    """Issue 23.3: a reload applies task code; settings of config.py are read at start, and the log says so."""
+    proj = _project(tmp_path)
+    w = _start(start_worker, server, proj)
+    _write(proj / "devcfg.py", CONFIG + 'TASK_LIMITS = {"mytask": {"time": 5}}\n')
+    wait_for(lambda: _reloads(w) == 1, 20, what="reload")
+    wait_for(lambda: "config.py now sets TASK_LIMITS differently from when this worker started" in w.log(), 10)
+    assert "restart the worker to apply them" in w.log()
+    assert "POOL_SIZE" not in w.log().split("config.py now sets", 1)[1].splitlines()[0]
+
+
+TASK_CHATTY = '''
+import logging
+def run(fail=False, size=1):
+    logging.getLogger(__name__).debug("debug line from the task")
+    if fail:
+        raise RuntimeError("a bug")
+    return {"status": "success", "data": "x" * size}
+'''
+
+
+def test_dev_console_shows_the_author_what_matters(server, start_worker, tmp_path):
+    """Issue 23.10: tasks, pool, limits and the log file at start; a preview of each result; the
+    task's DEBUG lines but not the supervisor's every-poll chatter; a session summary at stop."""
+    proj = _project(tmp_path)
+    _write(proj / "mytask.py", TASK_CHATTY)
+    w = _start(start_worker, server, proj)
+    console = w.console()
+    assert "dev mode: tasks example, get_system_info, mytask, prom_pars; pool of 2;" in console
+    assert f"log file {w.home / 'logs' / 'worker.log'}" in console
+    assert "dev mode: prom_pars limits: time 1800 s, cpu 300 s, memory 256 MB" in console
+    server.enqueue("mytask", {"size": 5}, task_id="small")
+    server.enqueue("mytask", {"size": 5000}, task_id="big")
+    server.enqueue("mytask", {"fail": True}, task_id="bad")
+    for tid in ("small", "big", "bad"):
+        result_of(server, tid)
+    wait_for(lambda: "task 'big' result:" in w.console(), 10)
+    console = w.console()
+    assert "task 'small' result: \"xxxxx\"" in console
+    big = next(line for line in console.splitlines() if "task 'big' result:" in line)
+    assert big.endswith("...") and len(big) < 500, big
+    assert "debug line from the task" in console
+    wait_for(lambda: w.log().count("no tasks; next poll") >= 2, 10, what="a few polls")  # DEBUG in worker.log ...
+    assert "no tasks; next poll" not in w.console()  # ... not on the console
+    w.terminate()
+    assert w.wait(30) == 0
+    assert "dev session: 2 task(s) succeeded, 1 failed (0 killed over a limit); failures by kind: exception 1" \
+        in w.console()

@@ -383,3 +383,34 @@ def test_wsgi_app_serves_v1_and_tallies_hand_outs_and_results(tmp_path):
     status, answer = call(one, "POST", "/_devserver/enqueue", b'{"task": []}')
     assert status == "400 Bad Request" and "bad enqueue body" in answer["error"]
     assert call(one, "GET", "/api/nothing")[0] == "404 Not Found"
+
+
+def test_demo_tasks_are_queued_on_the_first_run_only(tmp_path, http):
+    """Issue 23.11: they were queued again at every start of `python main.py` once the first ones were done."""
+    from devserver.server import DEMO_TASKS, start_demo
+
+    db = str(tmp_path / "devserver.sqlite")
+    s = start_demo(db)
+    try:
+        assert s.store.counts()["queued"] == len(DEMO_TASKS)
+        for _ in DEMO_TASKS:
+            assert submit(http, s, get_task(http, s).json()["id"], 1).status_code == 200
+        assert s.store.counts()["done"] == len(DEMO_TASKS)
+    finally:
+        s.stop()
+    again = start_demo(db)
+    try:
+        assert again.store.counts()["queued"] == 0
+    finally:
+        again.stop()
+
+
+def test_every_db_flag_is_explained():
+    """Issue 23.11: enqueue, results and status had a --db with no help."""
+    from devserver.cli import build_parser
+
+    parser = build_parser()
+    subparsers = next(a for a in parser._actions if a.dest == "command").choices
+    for name, sub in subparsers.items():
+        db = next(a for a in sub._actions if a.dest == "db")
+        assert db.help and "SQLite" in db.help, name

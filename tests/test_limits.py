@@ -132,6 +132,8 @@ def test_double_forked_daemon_is_cleaned_after_the_task(server, start_worker, tm
     wait_for(lambda: not psutil.pid_exists(daemon) or psutil.Process(daemon).status() == psutil.STATUS_ZOMBIE,
              10, what="daemon killed")
     wait_for(lambda: "left 1 process(es) running; killed them" in w.log(), 5)
+    line = next(x for x in w.log().splitlines() if "left 1 process(es) running" in x)
+    assert " hive.executor: " in line, line  # issue 23.11: was logged as hive.hive.executor
     _no_survivors(w, before, killed=0)
     _serves_next(server, w)
 
@@ -234,3 +236,14 @@ def test_recycling_after_n_tasks(server, start_worker):
     # Jitter of +-10% rounds to exactly 3 here: executors change after tasks 3 and 6.
     assert pids[0] == pids[1] == pids[2] != pids[3] == pids[4] == pids[5] != pids[6], pids
     assert "recycling executor" in w.log() and "MAX_TASKS_PER_EXECUTOR" in w.log()
+
+
+def test_limits_entry_for_an_unknown_task_type_is_a_warning(server, start_worker, tmp_path):
+    """Issue 23.2: an entry for a task type not in TASK_REGISTRY (a typo) is a WARNING at start."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "worker.toml").write_text("[task_limits.echo]\ntime = 1\n[task_limits.ecoh]\ntime = 5\n")
+    w = start_worker(server.url, home=home)
+    wait_for(lambda: "TASK_LIMITS has an entry for 'ecoh', which is not in TASK_REGISTRY" in w.log(), 20,
+             what="the warning")
+    assert "'echo', which" not in w.log()

@@ -41,7 +41,7 @@ def test_print_config_shows_values_and_sources(tmp_path):
 
     data = tomllib.loads(r.stdout)
     assert data["pool_size"] == 3 and data["no_task_sleep"] == 9.0 and data["task_error_sleep"] == 0.0
-    assert data["task_limits"] == {"example": {"time": 5}}
+    assert data["task_limits"] == {"example": {"time": 5}, "prom_pars": config.TASK_LIMITS["prom_pars"]}
     assert "# pool_size: from " + str(tmp_path / "worker.toml") in r.stdout
     assert "# no_task_sleep: from flag --no-task-sleep" in r.stdout
     assert "# task_error_sleep: from environment HIVE_TASK_ERROR_SLEEP" in r.stdout
@@ -73,12 +73,31 @@ def test_bad_toml_value_stops_with_one_clear_line(tmp_path, toml, needle):
 
 @pytest.mark.parametrize("env, needle", [
     ({"HIVE_POOL_SIZE": "lots"}, "HIVE_POOL_SIZE must be a whole number, got 'lots'"),
-    ({"HIVE_NO_TASK_SLEEEP": "1"}, "HIVE_NO_TASK_SLEEEP: unknown setting"),
-    ({"HIVE_TASK_LIMITS": "[x"}, "HIVE_TASK_LIMITS is not a TOML table"),
+    ({"HIVE_TASK_LIMITS": "[x"}, "HIVE_TASK_LIMITS is neither a JSON object nor a TOML table"),
 ])
 def test_bad_env_value(tmp_path, env, needle):
     r = _run(tmp_path, "--print-config", env=env)
     assert r.returncode == 2 and needle in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_other_programs_hive_variables_never_stop_or_redirect_the_worker(tmp_path):
+    """Issue 23.9: Apache Hive's HIVE_HOME and HIVE_CONF_DIR, and unknown HIVE_* names, are warned
+    about at most; the home is --home or HIVE_WORKER_HOME; old HIVE_<NAME> settings still work."""
+    env = {"HIVE_HOME": str(tmp_path / "apache-hive"), "HIVE_CONF_DIR": "/etc/hive/conf",
+           "HIVE_NO_TASK_SLEEEP": "1", "HIVE_WORKER_POOL_SIZE": "3", "HIVE_POOL_SIZE": None,
+           "HIVE_TASK_ERROR_SLEEP": "7"}
+    r = subprocess.run([sys.executable, str(MAIN), "--print-config"], cwd=ROOT, env=clean_env(env),
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert f"# home: {ROOT}" in r.stdout and not (tmp_path / "apache-hive").exists()
+    import tomllib
+
+    data = tomllib.loads(r.stdout)
+    assert data["pool_size"] == 3 and data["task_error_sleep"] == 7.0
+    assert "HIVE_CONF_DIR" not in r.stderr
+    assert "HIVE_HOME is ignored" in r.stderr
+    assert "HIVE_NO_TASK_SLEEEP is not a setting of this worker; ignored" in r.stderr
+    assert "did you mean HIVE_WORKER_NO_TASK_SLEEP?" in r.stderr
 
 
 def test_bad_flag_value(tmp_path):
@@ -124,3 +143,10 @@ def test_nan_setting_stops_the_worker_with_one_line(tmp_path, where):
              env={"HIVE_NO_TASK_SLEEP": "NaN"} if where == "env" else None)
     assert r.returncode == 2 and "must be a finite number, got nan" in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_a_bad_server_flag_names_a_flag_that_exists(tmp_path):
+    """Issue 23.6: the error for --server named --server-url, which was refused."""
+    r = _run(tmp_path, "--server-url", "ftp://x", "--print-config")
+    assert r.returncode == 2 and "flag --server-url must be an http(s) URL" in r.stderr, r.stderr
+    assert _run(tmp_path, "--server-url", "http://h:1/api", "--print-config").returncode == 0

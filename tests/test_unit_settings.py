@@ -187,3 +187,81 @@ def test_task_limits_refuse_nan_and_infinities(tmp_path, limit):
         (tmp_path / "worker.toml").write_text(f"[task_limits.example]\n{limit} = {text}\n")
         with pytest.raises(SettingsError, match=f"{limit} must be a finite number >= 0"):
             load(config, tmp_path, {}, environ={})
+
+
+def test_task_limits_merge_key_by_key_over_the_built_ins(tmp_path):
+    """Issue 23.2: the docs' own example keeps prom_pars' cpu limit; another task's entry keeps prom_pars'."""
+    (tmp_path / "worker.toml").write_text("[task_limits.prom_pars]\ntime = 2400\nmemory_mb = 512\n"
+                                          "[task_limits.hello]\ntime = 30\n")
+    s = load(config, tmp_path, {"task_limits": '{"hello": {"cpu": 5}}'},
+             environ={"HIVE_TASK_LIMITS": "hello = {memory_mb = 64}"})
+    assert s.task_limits == {"prom_pars": {"time": 2400, "cpu": 300, "memory_mb": 512},
+                             "hello": {"time": 30, "memory_mb": 64, "cpu": 5}}
+    assert s.limits_for("prom_pars") == {"time": 2400.0, "cpu": 300.0, "memory_mb": 512.0}
+    assert s.sources["task_limits.prom_pars.cpu"] == "config.py"
+    assert s.sources["task_limits.prom_pars.time"] == str(tmp_path / "worker.toml")
+    assert s.sources["task_limits.hello.memory_mb"] == "environment HIVE_TASK_LIMITS"
+    assert s.sources["task_limits.hello.cpu"] == "flag --task-limits"
+    assert config.TASK_LIMITS == {"prom_pars": {"time": 1800, "cpu": 300, "memory_mb": 256}}  # not changed in place
+
+
+def test_print_config_names_each_limits_source(tmp_path):
+    (tmp_path / "worker.toml").write_text('[task_limits.prom_pars]\ntime = 2400\n[task_limits."odd name"]\ncpu = 1\n')
+    s = load(config, tmp_path, {}, environ={})
+    text = s.to_toml()
+    assert tomllib.loads(text)["task_limits"] == s.task_limits
+    assert f"time = 2400  # from {tmp_path / 'worker.toml'}" in text
+    assert "cpu = 300  # from config.py" in text
+
+
+def test_limits_for_a_task_type_not_in_the_registry_are_named(tmp_path):
+    from supervisor.settings import unknown_limit_types
+
+    (tmp_path / "worker.toml").write_text("[task_limits.helo]\ntime = 30\n")
+    s = load(config, tmp_path, {}, environ={})
+    assert unknown_limit_types(s, set(config.TASK_REGISTRY)) == ["helo"]
+
+
+@pytest.mark.parametrize("text", ['{"example": {"time": 7}}', "{example = {time = 7}}", "example = {time = 7}",
+                                  "[example]\ntime = 7\n"])
+def test_a_table_in_a_flag_or_the_environment_is_json_or_toml(tmp_path, text):
+    """Issue 23.6: --task-limits takes JSON and the TOML inline table the docs show."""
+    assert load(config, tmp_path, {"task_limits": text}, environ={}).task_limits["example"] == {"time": 7}
+    assert load(config, tmp_path, {}, environ={"HIVE_TASK_LIMITS": text}).task_limits["example"] == {"time": 7}
+
+
+def test_a_table_that_is_neither_json_nor_toml_is_refused_with_examples(tmp_path):
+    with pytest.raises(SettingsError, match=r"^flag --task-limits is neither a JSON object nor a TOML table"):
+        load(config, tmp_path, {"task_limits": "{prom_pars: 1"}, environ={})
+
+
+def test_new_and_old_environment_names(tmp_path):
+    """Issue 23.9: HIVE_WORKER_<NAME> is the name; the old HIVE_<NAME> still works; the new one wins."""
+    s = load(config, tmp_path, {}, environ={"HIVE_POOL_SIZE": "4", "HIVE_NO_TASK_SLEEP": "9",
+                                            "HIVE_WORKER_POOL_SIZE": "3"})
+    assert (s.pool_size, s.sources["pool_size"]) == (3, "environment HIVE_WORKER_POOL_SIZE")
+    assert (s.no_task_sleep, s.sources["no_task_sleep"]) == (9.0, "environment HIVE_NO_TASK_SLEEP")
+
+
+def test_other_programs_variables_are_neither_errors_nor_ours(tmp_path):
+    from supervisor.home import resolve_home
+    from supervisor.settings import environment_warnings, own_env_names
+
+    env = {"HIVE_HOME": str(tmp_path / "hive"), "HIVE_CONF_DIR": "/etc/hive", "HIVE_AUX_JARS_PATH": "/x",
+           "HIVE_WORKER_POOL_SIZE": "2", "HIVE_LOG_LEVEL": "debug", "HIVE_INTERNAL_X": "1", "HIVE_WORKER_POOL_SIZ": "3"}
+    assert load(config, tmp_path, {}, environ=env).pool_size == 2
+    assert resolve_home(None, env) != (tmp_path / "hive").resolve()
+    assert resolve_home(None, dict(env, HIVE_WORKER_HOME=str(tmp_path / "w"))) == (tmp_path / "w").resolve()
+    assert sorted(own_env_names(env)) == ["HIVE_LOG_LEVEL", "HIVE_WORKER_POOL_SIZ", "HIVE_WORKER_POOL_SIZE"]
+    warnings = environment_warnings(env)
+    assert len(warnings) == 2, warnings
+    assert "HIVE_HOME is ignored (it is Apache Hive's)" in warnings[0]
+    assert warnings[1].endswith("did you mean HIVE_WORKER_POOL_SIZE?)")
+    assert environment_warnings({"HIVE_POOL_SIZE": "3", "HIVE_WORKER_POOL_SIZE": "4"}) == [
+        "environment variables HIVE_WORKER_POOL_SIZE and HIVE_POOL_SIZE differ: HIVE_WORKER_POOL_SIZE is used"]
+
+
+def test_unknown_toml_key_suggests_the_setting(tmp_path):
+    (tmp_path / "worker.toml").write_text("pool_sise = 3\n")
+    with pytest.raises(SettingsError, match=r"unknown setting 'pool_sise' \(did you mean 'pool_size'\?\)"):
+        load(config, tmp_path, {}, environ={})

@@ -906,13 +906,14 @@ def test_start_warning_and_restart_environment(tmp_path: Path, caplog) -> None:
                                {"HIVE_NO_TASK_SLEEP": "0.5", "HIVE_TASK_LIMITS": "[x]\ntime = 2",
                                 "HIVE_UPDATE_PUBLIC_KEYS": keys, "HIVE_UPDATE_ALLOW_UNSIGNED": "yes"})
     env = updater.worker_env(loaded)
-    assert env["HIVE_HOME"] == str(tmp_path) and env["HIVE_POOL_SIZE"] == "3" and env["HIVE_NO_TASK_SLEEP"] == "0.5"
-    assert env["HIVE_UPDATE_PUBLIC_KEYS"] == keys and env["PYINSTALLER_RESET_ENVIRONMENT"] == "1"
-    assert loaded.update_allow_unsigned is True and env["HIVE_UPDATE_ALLOW_UNSIGNED"] == "True"
+    assert env["HIVE_WORKER_HOME"] == str(tmp_path) and env["HIVE_WORKER_POOL_SIZE"] == "3"
+    assert env["HIVE_WORKER_NO_TASK_SLEEP"] == "0.5" and "HIVE_HOME" not in env  # HIVE_HOME is Apache Hive's
+    assert env["HIVE_WORKER_UPDATE_PUBLIC_KEYS"] == keys and env["PYINSTALLER_RESET_ENVIRONMENT"] == "1"
+    assert loaded.update_allow_unsigned is True and env["HIVE_WORKER_UPDATE_ALLOW_UNSIGNED"] == "True"
     again = settings_mod.load(config, tmp_path, {}, {k: v for k, v in env.items() if k.startswith("HIVE_")
-                                                     and k != "HIVE_HOME"})
+                                                     and k != "HIVE_WORKER_HOME"})
     assert again.values == loaded.values
-    assert "HIVE_SERVER_URL" not in env and "HIVE_LOG_LEVEL" not in env  # defaults stay defaults
+    assert "HIVE_WORKER_SERVER_URL" not in env and "HIVE_WORKER_LOG_LEVEL" not in env  # defaults stay defaults
 
 
 @pytest.mark.slow  # a worker process for what test_worker.test_return_conventions_and_failure_kinds checks too

@@ -27,7 +27,7 @@ from executor.protocol import (
     Stop,
     failure_json,
 )
-from supervisor.logs import Block
+from supervisor.logs import TASK_LINE, Block
 from supervisor.model import Claim
 from supervisor.pool.executors import Executor, describe_exit
 from supervisor.pool.limits import MB, Measured, breach
@@ -156,8 +156,9 @@ class Pool:
             if s.running:
                 t = s.running.claim.task
                 task = {"id": t.id, "task_type": t.task_type, "seconds": now - s.running.dispatched}
-            out.append({"slot": s.index, "state": s.state(now), "tasks_done": s.tasks_done,
-                        "pid": s.executor.pid if s.executor else None, "task": task})
+            out.append({"slot": s.index, "state": s.state(now), "tasks_done": s.tasks_total,
+                        "pid": s.executor.pid if s.executor else None, "task": task,
+                        "paused_seconds_left": max(0.0, s.pause_until - now) or None})
         return out
 
     # ---- dispatch ----------------------------------------------------------------------------
@@ -225,6 +226,7 @@ class Pool:
             return
         slot.running = None
         slot.tasks_done += 1
+        slot.tasks_total += 1
         ex.idle_cpu = frame.cpu
         if frame.traceback:
             log.error("task %r raised:\n    %s", running.claim.task.id, _block(frame.traceback))
@@ -253,7 +255,8 @@ class Pool:
                 name = "task"
             self.logger_names.add(name)
         prefix = f"task {task_id!r}: " if task_id is not None else f"slot {slot.index}: "
-        logging.getLogger("hive." + name).log(frame.level, "%s%s", prefix, msg)
+        # Marked as a task's line: --dev's console shows a task's DEBUG lines, not the supervisor's.
+        logging.getLogger("hive." + name).log(frame.level, "%s%s", prefix, msg, extra={TASK_LINE: True})
 
     # What each frame from an executor does; decode_from_executor yields only these types.
     _on_frame: ClassVar[dict[type, Callable[..., None]]] = {
@@ -377,6 +380,15 @@ class Pool:
                 ex.stop(timeout=1.0)
                 slot.executor = None
                 self._spawn(slot)
+
+    def clear_pauses(self, reason: str) -> None:
+        """End every slot's TASK_ERROR_SLEEP now (dev reload: the failure may be what was fixed)."""
+        now = time.monotonic()
+        for slot in self.slots:
+            if slot.pause_until > now:
+                log.info("slot %d: pause after a failed task ended (%.0f s early): %s", slot.index,
+                         slot.pause_until - now, reason)
+            slot.pause_until = 0.0
 
     def retire_all(self, reason: str) -> None:
         """Replace every executor as soon as it is idle (dev reload)."""

@@ -37,7 +37,8 @@ class Slot:
     generation: int = 0
     ready: bool = False
     running: Running | None = None
-    tasks_done: int = 0
+    tasks_done: int = 0  # by its current executor (recycling counts these)
+    tasks_total: int = 0  # by the slot since the worker started, whatever its executors (status)
     max_tasks: int = 0
     pause_until: float = 0.0
     spawn_failures: int = 0

@@ -25,7 +25,7 @@ from typing import Any
 
 import psutil
 
-from supervisor.home import is_frozen
+from supervisor.home import HOME_ENV, is_frozen
 from supervisor.pool.treekill import kill_group, kill_tree
 from supervisor.settings import SPECS, Settings
 from supervisor.update.errors import UpdateRefused
@@ -373,8 +373,8 @@ def _start_script(script: Path, args: list[str], env: dict[str, str]) -> subproc
 
 def worker_env(settings: Settings) -> dict[str, str]:
     """The environment the script starts a worker with: the settings this one got from flags or
-    HIVE_* variables become HIVE_* variables (worker.toml and config.py are read by it anyway)."""
-    extra = {"HIVE_HOME": str(settings.home)}
+    HIVE_* variables become HIVE_WORKER_* variables (worker.toml and config.py are read by it anyway)."""
+    extra = {HOME_ENV: str(settings.home)}
     for spec in SPECS:
         source = settings.sources.get(spec.key, "")
         if source.startswith(("environment ", "flag ")):
