@@ -192,7 +192,7 @@ def test_stop_signals_back_to_back_never_hang_the_worker(server, start_worker):
         # A hang fails here. After "stopped" the interpreter exits and puts the default handlers
         # back, so the storm's last signals may end the process by their default action.
         code = w.wait(20)
-        assert "stopping (signal SIG" in w.log() and "stopped;" in w.log(), w.log()[-2000:]
+        assert "stopping (signal SIG" in w.log() and "stopped;" in w.log(), (code, w.log()[-2000:], w.console()[-2000:])
         assert code == 0 or (os.name != "nt" and code in (-signal.SIGINT, -signal.SIGTERM)), code
         w.stop()
 
