@@ -55,6 +55,9 @@ SUBMIT_TIMEOUT = 60.0
 GET_TASK_MAX_BYTES = 16 * 1024 * 1024  # a larger get_task answer is dropped (server trouble: backoff)
 
 OUTBOX_MAX_MB = 256  # past this the worker stops claiming (it never drops results)
+# A result the server refuses (any answer but 2xx, 429, 502-504) is retried on its own growing
+# schedule this many days, then moved to outbox-dead/ (retried every window/28, never deleted).
+RESULT_RETRY_DAYS = 7.0
 SHUTDOWN_GRACE = 60.0  # seconds running tasks get to finish on Ctrl+C / SIGTERM
 
 # Self-update (the server's update_worker task; docs/self-update.md).

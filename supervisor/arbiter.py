@@ -90,7 +90,7 @@ class Arbiter:
                          settings, self.on_result, place=self.cpucap.adopt)
         self.flusher = Flusher(self.journal)
         self.submitter = SubmitLoop(self._client(), self.outbox, self.journal, self.flusher, self.backoff,
-                                    self.status, self.disk)
+                                    self.status, self.disk, retry_window=settings.result_retry_days * 86400)
         self.claimer = ClaimLoop(self._client(), self.gate, self.journal, self.flusher, self.backoff,
                                  settings.no_task_sleep, self.stop_event, self.status, self.disk)
         self.last_status = 0.0
@@ -397,6 +397,7 @@ class Arbiter:
                 "server_url": redact_url(self.settings.server_url), "state": self.state,
                 "slots": self.pool.describe(time.monotonic()),
                 "outbox_results": len(self.outbox), "outbox_bytes": self.outbox.size(),
+                "delivery": self.submitter.describe(),
                 "claiming": self.not_claiming is None, "not_claiming_because": self.not_claiming,
                 "pause": self.guest.state(time.monotonic()), "cpu_cap": self.cpucap.describe(),
             })

@@ -177,6 +177,8 @@ class Settings:
     submit_timeout: float = setting(0.1, 3600)
     get_task_max_bytes: int = setting(1024, 2**31, help="largest get_task answer read; larger ones are dropped")
     outbox_max_mb: float = setting(0.001, 1024 * 1024)
+    result_retry_days: float = setting(0, 3650, help="a result the server keeps refusing is retried this long, "
+                                                     "then kept as a dead letter")
     shutdown_grace: float = setting(0, 86400)
     update_drain_timeout: float = setting(0, 86400)
     update_max_bytes: int = setting(1024, 2**34)

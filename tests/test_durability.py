@@ -176,25 +176,6 @@ def test_corrupt_outbox_file_is_set_aside(server, start_worker, tmp_path):
     assert "is corrupt" in w.log()
 
 
-def test_permanent_4xx_goes_to_dead_letters(server, start_worker):
-    server.enqueue("echo", {}, task_id="refused")
-    server.faults = lambda method, path: Fault.status(400, b"bad result") if path.endswith("submit_result") else None
-    w = start_worker(server.url)
-    dead = wait_for(lambda: list((w.home / "outbox-dead").glob("*.json")), 30, what="dead letter")
-    assert len(dead) == 1 and not list((w.home / "outbox").glob("*.json"))
-    reason = dead[0].with_name(dead[0].name + ".reason.txt")
-    wait_for(reason.exists, 5, what="the reason file")  # written right after the move
-    assert reason.read_text(encoding="utf-8") == "submit_result: HTTP 400 'bad result'"
-    assert "moved to dead letters" in w.log()
-    # The first POST from memory and two from the outbox (PERMANENT_TRIES), then no more: a
-    # dead letter is never posted again.
-    assert server.requests.count("/submit_result") == 3
-    gets = server.requests.count("/get_task")  # a refused outbox file is retried every 0.5 s: 3 polls span that
-    wait_for(lambda: server.requests.count("/get_task") >= gets + 3, 10, what="claim polls after the dead letter")
-    assert server.requests.count("/submit_result") == 3
-    assert w.proc.poll() is None
-
-
 def test_status_command_prints_health(server, start_worker):
     import subprocess
     import sys

@@ -33,7 +33,8 @@ class ServerError(Exception):
 
     message: str
     retry_after: float | None = None
-    permanent: bool = False  # a 4xx that retrying will not fix
+    permanent: bool = False  # a 4xx: the server refused this request (a result is still retried, submitter.py)
+    status: int | None = None  # the HTTP status when the server answered; None when it did not
 
     def __str__(self) -> str:
         return self.message
@@ -113,10 +114,11 @@ def status_error(endpoint: str, status: int, headers: Mapping[str, str], body: b
         return None
     if 300 <= status < 400:
         return ServerError(f"{endpoint}: HTTP {status} redirect to {_header(headers, 'location')!r} "
-                           "(redirects are not followed: put the final address in SERVER_URL)")
+                           "(redirects are not followed: put the final address in SERVER_URL)", status=status)
     permanent = 400 <= status < 500 and status not in (408, 429)
     return ServerError(f"{endpoint}: HTTP {status} {snippet(body)}",
-                       retry_after=retry_after(_header(headers, "retry-after")), permanent=permanent)
+                       retry_after=retry_after(_header(headers, "retry-after")), permanent=permanent,
+                       status=status)
 
 
 def classify_task(status: int, headers: Mapping[str, str], body: bytes) -> TaskOutcome:

@@ -1,0 +1,106 @@
+"""Delivery never wedges (issue 22): each result has its own retry schedule, no answer is final on
+its own, dead letters are retried, the task id travels byte for byte, no claim slips into a drain.
+Real server on 127.0.0.1, the real worker."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+
+import orjson
+import pytest
+from conftest import MAIN, ROOT, results_for, wait_for
+
+from devserver import Fault
+
+pytestmark = pytest.mark.slow
+
+
+def _posts_of(server, task_id) -> int:
+    """How many times a result for ``task_id`` was POSTed (accepted or not)."""
+    needle = b'"task_id":' + orjson.dumps(task_id)
+    return sum(1 for r in server.requests.snapshot() if r.path.endswith("/submit_result") and needle in r.body)
+
+
+def _refuse(task_id, code: int, refusing: threading.Event | None = None):
+    """A body_faults hook: ``code`` for every result of ``task_id`` (while ``refusing`` is set)."""
+    needle = b'"task_id":' + orjson.dumps(task_id)
+
+    def hook(method: str, path: str, body: bytes) -> Fault | None:
+        if path.endswith("submit_result") and needle in body and (refusing is None or refusing.is_set()):
+            return Fault.status(code, f"refused {task_id}")
+        return None
+    return hook
+
+
+def test_a_result_the_server_refuses_never_delays_the_others(server, start_worker):
+    # 22.1: the server answers 500 to one result only. Today the oldest result was the only one
+    # posted (87 times in 60 s) and none of the later ones arrived.
+    server.body_faults = _refuse("poison", 500)
+    server.enqueue("echo", {"n": 0}, task_id="poison")
+    w = start_worker(server.url, env={"HIVE_TIME_ERROR_SLEEP": "30"})
+    wait_for(lambda: _posts_of(server, "poison") >= 1, 30, what="the poison result's first POST")
+    others = [server.enqueue("echo", {"n": i}, task_id=f"later{i}") for i in range(1, 7)]
+    by_id = results_for(server, others, timeout=60)
+    assert all(by_id[i][0]["status"] == "success" for i in others)
+    assert "poison" not in by_id
+    # Retried on its own schedule (1, 2, 4 ... s), not in a loop:
+    assert _posts_of(server, "poison") < 12
+    assert not list((w.home / "outbox-dead").glob("*.json"))
+    server.body_faults = None
+    assert results_for(server, ["poison"], timeout=60)["poison"][0]["status"] == "success"
+    assert "posted after" in w.log()
+
+
+def test_a_few_seconds_of_404_loses_no_result(server, start_worker):
+    # 22.2: a deploy, an expired proxy login or a captive portal answers 404 for a while. Today every
+    # result waiting then went to outbox-dead/ for good.
+    refusing = threading.Event()
+    refusing.set()
+    ids = [server.enqueue("echo", {"n": i}, task_id=f"t{i}") for i in range(5)]
+    server.body_faults = lambda method, path, body: (Fault.status(404, "<html>not found</html>")
+                                                     if path.endswith("submit_result") and refusing.is_set() else None)
+    w = start_worker(server.url)
+    wait_for(lambda: all(_posts_of(server, i) >= 2 for i in ids), 60, what="every result refused twice")
+    refusing.clear()
+    by_id = results_for(server, ids, timeout=60)
+    assert all(by_id[i][0]["status"] == "success" for i in ids)
+    assert not list((w.home / "outbox-dead").glob("*.json"))
+    wait_for(lambda: not list((w.home / "outbox").glob("*")), 10, what="an empty outbox (no .refused left)")
+
+
+def test_a_result_refused_for_its_whole_window_is_a_dead_letter_retried_slowly(server, start_worker):
+    # 22.2: only after RESULT_RETRY_DAYS of refusals (here 3 s) is a result a dead letter; status.json,
+    # --status and worker_diagnostics say how many wait and why; dead letters are retried (every
+    # window/28, at least 1 s) and delivered when the server takes them again.
+    server.body_faults = _refuse("refused", 400)
+    server.enqueue("echo", {}, task_id="refused")
+    w = start_worker(server.url, env={"HIVE_RESULT_RETRY_DAYS": str(3 / 86400)})
+    dead = wait_for(lambda: list((w.home / "outbox-dead").glob("*.json")), 30, what="dead letter")
+    assert len(dead) == 1 and not list((w.home / "outbox").glob("*.json"))
+    assert _posts_of(server, "refused") >= 2  # retried within its window first
+    reason = dead[0].with_name(dead[0].name + ".reason.txt")
+    wait_for(reason.exists, 5, what="the reason file")
+    assert reason.read_text(encoding="utf-8").startswith("submit_result: HTTP 400 'refused refused' (refused for")
+    assert "moved to dead letters" in w.log()
+
+    def delivery():
+        data = orjson.loads((w.home / "status.json").read_bytes())
+        return data.get("delivery") if data.get("delivery", {}).get("dead_letters") == 1 else None
+    got = wait_for(delivery, 20, what="status.json naming the dead letter")
+    assert "HTTP 400" in got["dead_letters_because"]
+    out = subprocess.run([sys.executable, str(MAIN), "--home", str(w.home), "--status"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=30).stdout
+    assert "dead letters: 1 in outbox-dead/" in out and "HTTP 400" in out, out
+    server.enqueue("worker_diagnostics", {}, task_id="diag")
+    report = results_for(server, ["diag"], timeout=30)["diag"][0]["result"]
+    assert report["delivery"]["dead_letters"] == 1 and "HTTP 400" in report["delivery"]["dead_letters_because"]
+
+    # Still retried as a dead letter: once the server takes it, it is delivered and gone.
+    posts = _posts_of(server, "refused")
+    wait_for(lambda: _posts_of(server, "refused") > posts, 30, what="a dead letter's slow retry")
+    server.body_faults = None
+    results_for(server, ["refused"], timeout=30)
+    wait_for(lambda: not list((w.home / "outbox-dead").iterdir()), 10, what="outbox-dead/ emptied")
+    assert "dead letters: 1 of 1 retried were delivered" in w.log()
