@@ -183,7 +183,7 @@ class Arbiter:
                 error = ""
             log.warning("task %r (%s) failed in %.2f s, kind %s: %s", task.id, task.task_type, seconds, kind, error)
             self.health.failed(kind)
-        self.submitter.hand_over(claim.key, result_body(task.id, self.worker_id, ok, raw), task.id)
+        self.submitter.hand_over(claim.key, result_body(task.id_bytes(), self.worker_id, ok, raw), task.id)
 
     def fail_now(self, claim: Claim, error: str, kind: FailureKind) -> None:
         """Answer a task without touching an executor (unknown type, malformed, update)."""

@@ -104,3 +104,30 @@ def test_a_result_refused_for_its_whole_window_is_a_dead_letter_retried_slowly(s
     results_for(server, ["refused"], timeout=30)
     wait_for(lambda: not list((w.home / "outbox-dead").iterdir()), 10, what="outbox-dead/ emptied")
     assert "dead letters: 1 of 1 retried were delivered" in w.log()
+
+
+BIG = b"123456789012345678901234567890"
+
+
+def test_answers_a_standard_parser_reads_are_run_and_their_ids_echoed_byte_for_byte(server, start_worker):
+    # 22.4: today a BOM, NaN or a lone surrogate made the answer "not JSON" (the task was never
+    # answered) and an id above 2**64 was posted back as 1.2345678901234568e+29.
+    answers = {
+        b"7001": b'\xef\xbb\xbf{"id": 7001, "task_type": "echo", "params": {"bom": 1}}',
+        b"NaN": b'{"id": NaN, "task_type": "echo", "params": {}}',
+        b'"\\ud83d"': b'{"id": "\\ud83d", "task_type": "echo", "params": {}}',
+        BIG: b'{"id": ' + BIG + b', "task_type": "echo", "params": {"n": 1}}',
+        b"1.0E+2": b'{"id": 1.0E+2, "task_type": "echo", "params": {}}',
+    }
+    server.inject(*(Fault.garbage(body) for body in answers.values()), path="/get_task")
+    w = start_worker(server.url)
+
+    def posted() -> dict[bytes, bytes] | None:
+        bodies = [r.body for r in server.requests.snapshot() if r.path.endswith("/submit_result")]
+        got = {raw: next((b for b in bodies if b.startswith(b'{"task_id":' + raw + b',')), None) for raw in answers}
+        return got if all(got.values()) else None
+    got = wait_for(posted, 60, what="a result for every answer, its id byte for byte")
+    for raw, body in got.items():
+        assert orjson.loads(body.replace(raw, b"0", 1))["status"] == "success", body
+    assert "not JSON" not in w.log()
+    assert "1.2345678901234568e+29" not in w.log()

@@ -23,6 +23,14 @@ from supervisor.store.journal import Journal, new_key
 log = logging.getLogger("hive.claim")
 
 
+def claim_record(task: Task) -> dict[str, Any]:
+    """A claim as the journal keeps it; recovery.py reads it back to report an interrupted task."""
+    record = {"id": task.id, "task_type": task.task_type or None}
+    if task.id_json is not None:
+        record["id_json"] = task.id_json.decode("utf-8")  # the id exactly as sent (Task.id_json)
+    return record
+
+
 class ClaimGate:
     """How many more tasks may be claimed now, shared by the arbiter and the claim thread."""
 
@@ -141,9 +149,9 @@ class ClaimLoop(threading.Thread):
                 delay = self.backoff.failure()
                 log.warning("%s; next try in %.1f s", exc, delay)
                 return None
-            task = Task(id=exc.task_id, task_type=exc.task_type, params={})
+            task = Task(id=exc.task_id, task_type=exc.task_type, params={}, id_json=exc.task_id_json)
             claim = Claim(new_key(), task, malformed=str(exc), kind=exc.kind)
-            self._journal(claim, {"id": task.id, "task_type": exc.task_type or None})
+            self._journal(claim, claim_record(task))
             log.warning("%s; failing it back to the server", exc)
             return claim
         self.backoff.success()
@@ -158,6 +166,6 @@ class ClaimLoop(threading.Thread):
             return None
         self.idle_logged = False
         claim = Claim(new_key(), answer)
-        self._journal(claim, {"id": answer.id, "task_type": answer.task_type})
+        self._journal(claim, claim_record(answer))
         log.info("claimed task %r (%s)", answer.id, answer.task_type)
         return claim

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import orjson
-
+from supervisor.model import loads_standard
+from supervisor.net.answers import raw_member
 from supervisor.net.backoff import (
     DEAD_RETRY_SHARE,
     Backoff,
@@ -44,6 +44,15 @@ from supervisor.store.journal import Journal
 from supervisor.store.outbox import Outbox
 
 log = logging.getLogger("hive.submit")
+
+
+def _logged_id(body: bytes) -> Any:
+    """A result's task id for the log: a float may be orjson's reading of a huge integer, so its
+    text is taken from the body as posted (read() checked the body is an object)."""
+    task_id = loads_standard(body).get("task_id")
+    if type(task_id) is float:
+        task_id = raw_member(body.decode("utf-8"), "task_id")
+    return task_id
 
 
 @dataclass
@@ -239,7 +248,7 @@ class SubmitLoop(threading.Thread):
         if body is None:
             return
         key = path.name[:-5]
-        task_id = orjson.loads(body).get("task_id")
+        task_id = _logged_id(body)
         try:
             self.client.submit(body)
         except ServerError as exc:

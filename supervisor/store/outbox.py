@@ -17,8 +17,7 @@ import logging
 import threading
 from pathlib import Path
 
-import orjson
-
+from supervisor.model import loads_standard
 from supervisor.store.atomic import atomic_write, replace
 
 log = logging.getLogger("hive.outbox")
@@ -82,14 +81,14 @@ class Outbox:
         """The body to POST, or None if the file is unusable (then it is set aside, never deleted)."""
         try:
             body = path.read_bytes()
-            obj = orjson.loads(body)
+            obj = loads_standard(body)  # a NaN or a huge number echoed in a task id is still JSON
             if not isinstance(obj, dict) or "task_id" not in obj or "status" not in obj:
                 raise ValueError("not a result object")
             return body
         except FileNotFoundError:
             self._forget(path)
             return None
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, RecursionError) as exc:
             log.error("outbox: %s is corrupt (%s); moved to %s", path.name, exc, self.corrupt_dir)
             self._move(path, self.corrupt_dir)
             return None
