@@ -79,7 +79,7 @@ class Arbiter:
         self.journal = Journal(self.home)
         self.outbox = Outbox(self.home, int(settings.outbox_max_mb * 1024 * 1024))
         self.disk = DiskGuard(self.journal.dir, self.outbox.dir)
-        self.gate = ClaimGate(on_claim=self.wake)
+        self.gate = ClaimGate(on_claim=self.wake, exclusive=frozenset({UPDATE_TASK}))  # no claim after it
         self.turn_hooks: list[TurnHook] = []  # only through add_turn_hook
         self.health = diagnostics.Health()  # uptime, failures by kind, the log tail
         self.guest = Guest(settings, self.home)  # when the PC's owner wants no new work

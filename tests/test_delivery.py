@@ -131,3 +131,73 @@ def test_answers_a_standard_parser_reads_are_run_and_their_ids_echoed_byte_for_b
         assert orjson.loads(body.replace(raw, b"0", 1))["status"] == "success", body
     assert "not JSON" not in w.log()
     assert "1.2345678901234568e+29" not in w.log()
+
+
+def test_no_claim_slips_into_a_self_update_drain(server, tmp_path):
+    """22.6, at the worker level: a real Arbiter (in this process, so its update coordinator can
+    take the frozen build's drain path) with real executors and claim thread against the dev
+    server. 20 update_worker tasks, each followed by quick tasks; every update is refused after
+    its drain (the zip is not there) and claiming resumes at once (UPDATE_ERROR_SLEEP 0). From the
+    moment the claim thread has an update task until that update is answered, it must take no slot
+    for another claim (today it asked for the next task at once, and one could run during the drain)."""
+    import importlib.util
+    import logging
+    import time
+
+    from conftest import TEST_CONFIG
+
+    from supervisor import settings as settings_mod
+    from supervisor.arbiter import Arbiter
+
+    spec = importlib.util.spec_from_file_location("hive_test_config", TEST_CONFIG)
+    test_config = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(test_config)
+    for i in range(20):
+        server.enqueue("update_worker", {"url": f"{server.url}/missing-{i}.zip"}, task_id=f"u{i}")
+        for j in range(3):
+            server.enqueue("sleep_record", {"seconds": 0.02}, task_id=f"t{i}-{j}")
+    home = tmp_path / "home"
+    home.mkdir()
+    settings = settings_mod.load(test_config, home, {"server_url": server.url, "pool_size": 2},
+                                 environ={"HIVE_UPDATE_ERROR_SLEEP": "0", "HIVE_NO_TASK_SLEEP": "0.1",
+                                          "HIVE_TASK_ERROR_SLEEP": "0"})
+    arbiter = Arbiter(settings, "w-drain", "2.0.0", set(test_config.TASK_REGISTRY), config_path=str(TEST_CONFIG))
+    arbiter.updates.frozen = True  # the drain path; prepare refuses the missing zip, nothing is launched
+    events: list[tuple[float, str]] = []  # (monotonic, what), in order
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            events.append((time.monotonic(), record.getMessage()))
+    acquire = arbiter.gate.acquire
+
+    def watched_acquire(timeout: float) -> bool:  # the claim thread taking a slot for its next GET
+        got = acquire(timeout)
+        if got:
+            events.append((time.monotonic(), "slot taken"))
+        return got
+    arbiter.gate.acquire = watched_acquire
+    hive = logging.getLogger("hive")
+    handler, level = Keep(), hive.level
+    hive.addHandler(handler)
+    hive.setLevel(logging.INFO)
+    runner = threading.Thread(target=arbiter.run, name="arbiter", daemon=True)
+    runner.start()
+    try:
+        results_for(server, [f"u{i}" for i in range(20)], timeout=240)
+    finally:
+        arbiter.request_stop("test over")
+        arbiter.wake()
+        runner.join(60)
+        hive.removeHandler(handler)
+        hive.setLevel(level)
+    assert not runner.is_alive()
+    slipped, update = [], None
+    for _, what in sorted(events, key=lambda e: e[0]):
+        if what.startswith("claimed task") and "(update_worker)" in what:
+            update = what
+        elif update and "(update_worker) failed" in what:
+            update = None
+        elif update and what == "slot taken":
+            slipped.append(update)
+    assert sum("update: preparing" in what for _, what in events) == 20
+    assert not slipped, f"{len(slipped)} of 20 drains had a claim slip in: {slipped}"

@@ -32,28 +32,44 @@ def claim_record(task: Task) -> dict[str, Any]:
 
 
 class ClaimGate:
-    """How many more tasks may be claimed now, shared by the arbiter and the claim thread."""
+    """How many more tasks may be claimed now, shared by the arbiter and the claim thread.
 
-    def __init__(self, on_claim: Callable[[], None]) -> None:
+    A claim of one of ``exclusive`` task types (the self-update, whose drain must see no claim
+    after it) holds the gate itself the moment the claim thread hands it over, in the same lock:
+    the claim thread's next acquire() already waits, whatever the arbiter's loop is doing. The
+    arbiter's own hold (set_ready) takes over once that claim has been taken, so there is no gap
+    between the two; if the arbiter sets no hold then (an update refused at once), claiming resumes.
+    """
+
+    def __init__(self, on_claim: Callable[[], None], exclusive: frozenset[str] = frozenset()) -> None:
         self.cond = threading.Condition()
         self.ready = 0  # executors ready and idle (set by the arbiter)
         self.inflight = 0  # GETs under way
         self.pending: deque[Claim] = deque()  # claimed, not yet taken by the arbiter
         self.hold: str | None = None  # a reason not to claim at all (draining, outbox full)
+        self.exclusive = exclusive
+        self.claimed_hold: str | None = None  # set by an exclusive claim until the arbiter's hold takes over
         self.on_claim = on_claim  # wakes the arbiter
 
     def set_ready(self, ready: int, hold: str | None) -> None:
         with self.cond:
-            if ready != self.ready or hold != self.hold:
-                self.ready, self.hold = ready, hold
+            claimed_hold = self.claimed_hold
+            if claimed_hold and not any(c.task.task_type in self.exclusive for c in self.pending):
+                claimed_hold = None  # taken by the arbiter, whose hold (if any) is this one
+            if ready != self.ready or hold != self.hold or claimed_hold != self.claimed_hold:
+                self.ready, self.hold, self.claimed_hold = ready, hold, claimed_hold
                 self.cond.notify_all()
 
     def _room(self) -> int:
         return self.ready - self.inflight - len(self.pending)
 
+    def may_claim(self) -> bool:
+        """Whether a slot can be taken now (call with ``cond`` held)."""
+        return self.hold is None and self.claimed_hold is None and self._room() > 0
+
     def acquire(self, timeout: float) -> bool:
         with self.cond:
-            if not self.cond.wait_for(lambda: self.hold is None and self._room() > 0, timeout):
+            if not self.cond.wait_for(self.may_claim, timeout):
                 return False
             self.inflight += 1
             return True
@@ -63,6 +79,8 @@ class ClaimGate:
             self.inflight -= 1
             if claim is not None:
                 self.pending.append(claim)
+                if claim.task.task_type in self.exclusive:
+                    self.claimed_hold = f"{claim.task.task_type} claimed"
         if claim is not None:
             self.on_claim()
 
