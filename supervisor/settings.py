@@ -179,6 +179,8 @@ class Settings:
     outbox_max_mb: float = setting(0.001, 1024 * 1024)
     result_retry_days: float = setting(0, 3650, help="a result the server keeps refusing is retried this long, "
                                                      "then kept as a dead letter")
+    no_executor_claim_interval: float = setting(0, 86400, help="with no executor able to start this long, claim "
+                                                               "one task per interval (0: never)")
     shutdown_grace: float = setting(0, 86400)
     update_drain_timeout: float = setting(0, 86400)
     update_max_bytes: int = setting(1024, 2**34)

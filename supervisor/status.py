@@ -88,6 +88,7 @@ def render(home: Path) -> str:
         f"server: {data.get('server_url')}",
         f"state: {data.get('state')}",
         _claiming(data),
+        *([f"CANNOT RUN TASKS: {loggable(str(data['cannot_run_tasks']))}"] if data.get("cannot_run_tasks") else []),
         *_cap(data),
         f"last server contact: {_ago(data.get('last_contact'), now)}",
         f"last error: {loggable(str(data.get('last_error') or 'none'))}" + (

@@ -201,3 +201,24 @@ def test_no_claim_slips_into_a_self_update_drain(server, tmp_path):
             slipped.append(update)
     assert sum("update: preparing" in what for _, what in events) == 20
     assert not slipped, f"{len(slipped)} of 20 drains had a claim slip in: {slipped}"
+
+
+def test_a_worker_whose_executors_cannot_start_still_claims_slowly_and_says_why(server, start_worker):
+    # 22.11: today such a worker never claimed, so no update_worker or worker_diagnostics could reach it.
+    w = start_worker(server.url, env={"TEST_BROKEN_EXECUTOR_IMPORT": "1", "HIVE_NO_EXECUTOR_CLAIM_INTERVAL": "2"})
+    wait_for(lambda: "executor failed to start" in w.log(), 30, what="a first start failure")
+    server.enqueue("worker_diagnostics", {}, task_id="diag")
+    server.enqueue("echo", {"x": 1}, task_id="work")
+    server.enqueue("update_worker", {"url": "http://127.0.0.1:9/w.zip"}, task_id="upd")
+    by_id = results_for(server, ["diag", "work", "upd"], timeout=60)
+    diag = by_id["diag"][0]
+    assert diag["status"] == "success" and diag["result"]["worker_id"]
+    assert "none of its 2 executor(s) could start" in diag["result"]["cannot_run_tasks"]
+    work = by_id["work"][0]
+    assert work["status"] == "failure" and work["result"]["kind"] == "exception"
+    assert "this worker cannot run tasks: none of its" in work["result"]["error"]
+    assert "(last error: task registry import failed" in work["result"]["error"]  # the start error, named
+    assert by_id["upd"][0]["status"] == "failure"  # answered (from source: no self-update)
+    # One claim per interval, each one lent: three tasks took three lends.
+    assert w.log().count("claiming one task") >= 3
+    assert w.proc.poll() is None

@@ -72,3 +72,23 @@ def test_in_a_turn_the_drain_counts_claims_only_while_no_claim_can_be_taken(tmp_
         assert arbiter.gate.hold == "draining for an update" and not arbiter.gate.acquire(timeout=0)
     finally:
         arbiter.journal.close()
+
+
+def test_a_worker_with_no_executor_up_is_lent_one_claim_per_interval():
+    from supervisor.arbiter import lend_a_claim
+
+    assert not lend_a_claim(None, 1e9, 600)  # an executor is up
+    assert not lend_a_claim(599, 1e9, 600)  # not down long enough
+    assert lend_a_claim(600, float("inf"), 600)  # the first, after 10 min down
+    assert not lend_a_claim(5000, 599, 600)  # the next one only an interval after the last
+    assert lend_a_claim(5000, 600, 600)
+    assert not lend_a_claim(5000, float("inf"), 0)  # 0: never
+
+
+def test_a_lent_slot_is_used_up_by_the_claim_it_brings():
+    gate = ClaimGate(on_claim=lambda: None)
+    gate.set_ready(1, None)  # lent
+    assert gate.acquire(timeout=0)
+    gate.release(_claim("t", "echo"))
+    assert gate.take(close=True).task.id == "t"
+    assert not gate.acquire(timeout=0)  # no window for a second claim before the next turn

@@ -89,8 +89,12 @@ class ClaimGate:
         with self.cond:
             self.pending.appendleft(claim)
 
-    def take(self) -> Claim | None:
+    def take(self, close: bool = False) -> Claim | None:
+        """The oldest claim waiting; with ``close``, in the same lock, no more slots until the next
+        set_ready (a lent slot is used up by the claim it brought, with no window for a second)."""
         with self.cond:
+            if close and self.pending:
+                self.ready = 0
             return self.pending.popleft() if self.pending else None
 
     def outstanding(self) -> int:
