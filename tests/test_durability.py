@@ -77,14 +77,28 @@ def test_500_tasks_with_faults_each_get_a_result(server, start_worker):
     import random
 
     rng = random.Random(7)
+    # Transient 4xx too (issue 22.2: a 404 or 403 for a moment must not make a dead letter).
     kinds = [lambda: Fault.status(500), lambda: Fault.status(502, b"<html>bad gateway</html>"),
              lambda: Fault.status(503, b"", {"Retry-After": "0"}), lambda: Fault.reset(),
-             lambda: Fault.hang(1.5), lambda: Fault.garbage(b"garbage"), lambda: Fault.lose_answer()]
+             lambda: Fault.hang(1.5), lambda: Fault.garbage(b"garbage"), lambda: Fault.lose_answer(),
+             lambda: Fault.status(404, b"<html>not found</html>"), lambda: Fault.status(403, b"proxy login"),
+             lambda: Fault.status(400)]
+    # And a poison result (issue 22.1): task 50's result is refused its first 4 times.
+    poison_posts = itertools.count()
+    server.body_faults = lambda method, path, body: (
+        Fault.status(500, b"bug for this body") if path.endswith("submit_result") and body.startswith(b'{"task_id":50,')
+        and next(poison_posts) < 4 else None)
     counter = itertools.count()
     lost_answers = []
 
+    outage = []  # (start, end) of a 3 s window of 404 on every submit_result (a server deploy)
+
     def faults(method, path):
         n = next(counter)
+        if path.endswith("submit_result") and not outage and n > 300:
+            outage.append((time.monotonic(), time.monotonic() + 3))
+        if path.endswith("submit_result") and outage and outage[0][0] <= time.monotonic() < outage[0][1]:
+            return Fault.status(404, b"<html>deploying</html>")
         if n % 9 == 4:
             choice = rng.choice(kinds)
             fault = choice()
@@ -105,6 +119,8 @@ def test_500_tasks_with_faults_each_get_a_result(server, start_worker):
     by_id = results_for(server, ids, timeout=240)
     server.faults = None
     assert set(ids) <= set(by_id)
+    assert next(poison_posts) > 4  # refused 4 times, then delivered
+    assert not list((w.home / "outbox-dead").glob("*.json"))
     for tid in ids:
         assert all(r["status"] == "success" for r in by_id[tid])
     duplicates = sum(len(by_id[tid]) - 1 for tid in ids)
