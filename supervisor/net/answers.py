@@ -5,6 +5,11 @@ in size, and gets back one small outcome: a Task, NO_TASKS, or the error to rais
 returned, not raised, so the decisions can be tested as plain values and the transport stays
 the only place that raises. Every answer is hostile until parsed: the task's id and params may
 not nest deeper than MAX_NESTING.
+
+An answer is read as a standard JSON parser reads it (1.0.x used requests' .json(), i.e. Python's
+json): orjson first, and what orjson refuses (a UTF-8 BOM, NaN/Infinity, a lone surrogate escape,
+a number beyond a double) by Python's json. The task id is echoed back byte for byte as the server
+wrote it (Task.id_json, task_id_of), whatever its size or type.
 """
 
 from __future__ import annotations

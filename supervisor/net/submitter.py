@@ -244,10 +244,13 @@ class SubmitLoop(threading.Thread):
         self._posted(key, task_id)
 
     def post_file(self, path: Path) -> None:
-        body = self.outbox.read(path)
-        if body is None:
-            return
         key = path.name[:-5]
+        body = self.outbox.read(path)
+        if body is None:  # gone or set aside as corrupt: nothing left to retry
+            if self.retries:
+                with self.lock:
+                    self.retries.pop(key, None)
+            return
         task_id = _logged_id(body)
         try:
             self.client.submit(body)
@@ -258,16 +261,18 @@ class SubmitLoop(threading.Thread):
         self._posted(key, task_id)
 
     def _posted(self, key: str, task_id: Any) -> None:
+        retried = None
         if self.retries:
             with self.lock:
                 retried = self.retries.pop(key, None)
-            if retried is not None:
-                log.info("result for task %r posted after %d failed tr%s", task_id, retried.tries,
-                         "y" if retried.tries == 1 else "ies")
         self.backoff.success()
         self.status.server_ok()
         self.status.delivered += 1
-        log.info("result for task %r posted", task_id)
+        if retried is None:
+            log.info("result for task %r posted", task_id)
+        else:
+            log.info("result for task %r posted after %d failed tr%s", task_id, retried.tries,
+                     "y" if retried.tries == 1 else "ies")
 
     def _failed(self, key: str, path: Path | None, task_id: Any, exc: ServerError) -> None:
         """One result's POST failed: schedule its next try; a refusal older than the window makes it
