@@ -56,6 +56,13 @@ SUBMIT_TIMEOUT = 60.0
 GET_TASK_MAX_BYTES = 16 * 1024 * 1024  # a larger get_task answer is dropped (server trouble: backoff)
 
 OUTBOX_MAX_MB = 256  # past this the worker stops claiming (it never drops results)
+# A result the server refuses (any answer but 2xx, 429, 502-504) is retried on its own growing
+# schedule this many days, then moved to outbox-dead/ (retried every window/28, never deleted).
+RESULT_RETRY_DAYS = 7.0
+# A worker none of whose executors could start for this many seconds still claims one task per
+# this interval (0: never), so the server's update_worker or worker_diagnostics can reach it;
+# any other task is failed at once with the reason (docs/settings.md).
+NO_EXECUTOR_CLAIM_INTERVAL = 600.0
 SHUTDOWN_GRACE = 60.0  # seconds running tasks get to finish on Ctrl+C / SIGTERM
 # A loop (supervision, claim, submit) that makes no progress this many seconds past its own
 # deadlines (the HTTP timeouts, NO_TASK_SLEEP, ...) is wedged: the worker logs every thread's

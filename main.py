@@ -100,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Units said after a default ("default 180 seconds"); the others name the kind of value, shown as the metavar.
-UNITS = {"seconds", "CPU seconds", "MB", "bytes", "minutes", "percent"}
+UNITS = {"seconds", "CPU seconds", "MB", "bytes", "minutes", "percent", "days"}
 
 
 def _parse_params(text: str) -> object:

@@ -2,8 +2,11 @@
 executors are killed at random. Prints claimed / delivered / duplicates / lost; lost must be 0.
 
     python bench/soak.py [--tasks 3000] [--fault-rate 0.1] [--kill-every 0.5] [--pool 4] [--restart-every 0]
+                         [--poison-seconds 60]
 
-Every task id enqueued must end with at least one result at the server (a killed
+Faults: 500, 502, 503 (Retry-After 0), resets, hangs, garbage, lost answers, and transient
+404, 403 and 400 answers (issue 22.2), plus one poison result refused with a 500 for its first
+--poison-seconds (issue 22.1). Every task id enqueued must end with at least one result at the server (a killed
 task's result is a "crashed" failure; that still counts as delivered). With
 --restart-every N the worker itself is SIGKILLed and restarted every N seconds.
 """
@@ -55,6 +58,7 @@ def main() -> int:
     ap.add_argument("--pool", type=int, default=4)
     ap.add_argument("--restart-every", type=float, default=0.0)
     ap.add_argument("--timeout", type=float, default=900)
+    ap.add_argument("--poison-seconds", type=float, default=60, help="how long one task's result gets a 500")
     args = ap.parse_args()
     rng = random.Random(1)
     tmp = Path(tempfile.mkdtemp(prefix="hive-soak-"))
@@ -68,7 +72,7 @@ def main() -> int:
     def faults(method: str, path: str) -> Fault | None:
         if rng.random() >= args.fault_rate:
             return None
-        kind = rng.choice(["500", "502", "503", "reset", "hang", "garbage", "lose_answer"])
+        kind = rng.choice(["500", "502", "503", "reset", "hang", "garbage", "lose_answer", "404", "403", "400"])
         is_submit = path.endswith("submit_result")
         if kind == "garbage" and is_submit or kind == "lose_answer" and not is_submit:
             return None  # a 200 on submit means "recorded"; a lost get_task answer loses it at the server
@@ -76,9 +80,27 @@ def main() -> int:
         return {"500": lambda: Fault.status(500), "502": lambda: Fault.status(502, b"<html>bad gateway</html>"),
                 "503": lambda: Fault.status(503, b"", {"Retry-After": "0"}), "reset": Fault.reset,
                 "hang": lambda: Fault.hang(1.2), "garbage": lambda: Fault.garbage(b"<html>"),
-                "lose_answer": Fault.lose_answer}[kind]()
+                "lose_answer": Fault.lose_answer, "404": lambda: Fault.status(404, b"<html>not found</html>"),
+                "403": lambda: Fault.status(403, b"proxy login expired"), "400": lambda: Fault.status(400)}[kind]()
+
+    # A poison result (issue 22.1): the server answers 500 to this one task's result only, for the
+    # first --poison-seconds; every other result must keep flowing meanwhile, and it must still
+    # arrive afterwards.
+    poison = ids[len(ids) // 10]
+    poison_needle = b'"task_id":' + str(poison).encode() + b","
+    poison_posts = [0]
+    poison_until = [float("inf")]  # set when the drain starts
+
+    def body_faults(method: str, path: str, body: bytes) -> Fault | None:
+        if path.endswith("submit_result") and body.startswith(b"{" + poison_needle[:-1]) and poison_needle in body:
+            poison_posts[0] += 1
+            if time.monotonic() < poison_until[0]:
+                faults_made["poison 500"] += 1
+                return Fault.status(500, b"server bug for this one body")
+        return None
 
     srv.faults = faults
+    srv.body_faults = body_faults
     env = {k: v for k, v in os.environ.items() if not k.startswith("HIVE_")}
     env.update(HIVE_POOL_SIZE=str(args.pool), HIVE_NO_TASK_SLEEP="0.2", HIVE_TIME_ERROR_SLEEP="0.5",
                HIVE_TASK_ERROR_SLEEP="0", HIVE_GET_TASK_TIMEOUT="1", HIVE_SUBMIT_TIMEOUT="1", HIVE_LOG_LEVEL="INFO")
@@ -102,11 +124,15 @@ def main() -> int:
 
     threading.Thread(target=killer, daemon=True).start()
     started = time.monotonic()
+    poison_until[0] = started + args.poison_seconds
     last_restart = started
+    delivered_while_poisoned = 0
     want = set(ids)
     try:
         while time.monotonic() - started < args.timeout:
             got = {r["task_id"] for r in srv.results()}
+            if time.monotonic() < poison_until[0]:
+                delivered_while_poisoned = len(got)
             if want <= got:
                 break
             if args.restart_every and time.monotonic() - last_restart > args.restart_every:
@@ -135,6 +161,9 @@ def main() -> int:
     print(f"soak: claimed {claimed} ({requeued} re-handed out by the server's requeue), results received {len(results)}, tasks with a result {len(per_id)}, "
           f"duplicates {len(results) - len(per_id)}, lost {lost}")
     print(f"soak: outcomes {dict(kinds)}")
+    print(f"soak: poison result (task {poison}) refused with 500 for {args.poison_seconds:g} s: posted {poison_posts[0]} "
+          f"times, delivered {'yes' if poison in per_id else 'NO'}; {delivered_while_poisoned} other results "
+          f"delivered meanwhile; dead letters {len(list((tmp / 'home' / 'outbox-dead').glob('*.json')))}")
     srv.stop()
     if lost == 0:
         shutil.rmtree(tmp, ignore_errors=True)

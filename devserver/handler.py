@@ -73,7 +73,7 @@ class Handler(BaseHTTPRequestHandler):
             return
         self._record(path, body)
 
-        fault = self.app.fault_for(self.command, path)
+        fault = self.app.fault_for(self.command, path, body)
         if fault is not None and self.app.verbose:
             self.log_message("injecting fault %r", fault)
         if fault is None or fault.kind == "lose_answer":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import socketserver
 import threading
+from collections.abc import Callable
 from http.server import ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
@@ -79,6 +80,8 @@ class HiveDevServer:
         self.requests = RequestLog()
         # Consulted first on every request; the one-shot queue fed by inject() comes second.
         self.faults: FaultHook | None = None
+        # Like faults, but also sees the request's body (a poison result: one task id refused).
+        self.body_faults: Callable[[str, str, bytes], Fault | None] | None = None
         self.stopping = threading.Event()
         self._fault_queue = FaultQueue()
         self._httpd: _HTTPServer | None = None
@@ -149,9 +152,11 @@ class HiveDevServer:
     def pending_faults(self) -> int:
         return len(self._fault_queue)
 
-    def fault_for(self, method: str, path: str) -> Fault | None:
-        hook = self.faults
-        fault = hook(method, path) if hook is not None else None
+    def fault_for(self, method: str, path: str, body: bytes = b"") -> Fault | None:
+        hook, by_body = self.faults, self.body_faults
+        fault = by_body(method, path, body) if by_body is not None else None
+        if fault is None and hook is not None:
+            fault = hook(method, path)
         return fault if fault is not None else self._fault_queue.take(method, path)
 
     # -- store pass-throughs ------------------------------------------------

@@ -50,6 +50,14 @@ RESULT_PREVIEW_BYTES = 300  # --dev shows this much of each result
 STATUS_EVERY = 2.0
 
 
+def lend_a_claim(down_for: float | None, since_lent: float, interval: float) -> bool:
+    """Whether a worker with no executor up may claim one task now: after ``interval`` seconds with
+    none up (``down_for``, None while one is up) and ``interval`` after the last one it claimed
+    so. Such a task is answered by the supervisor itself (worker_diagnostics, update_worker) or
+    failed at once naming why, never run: the server can still reach and repair this PC."""
+    return interval > 0 and down_for is not None and down_for >= interval and since_lent >= interval
+
+
 class TurnHook(Protocol):
     """Code that runs on the loop's thread every turn (the dev reloader): see Arbiter.add_turn_hook."""
 
@@ -90,18 +98,21 @@ class Arbiter:
         self.journal = Journal(self.home)
         self.outbox = Outbox(self.home, int(settings.outbox_max_mb * 1024 * 1024))
         self.disk = DiskGuard(self.journal.dir, self.outbox.dir)
-        self.gate = ClaimGate(on_claim=self.wake)
+        self.gate = ClaimGate(on_claim=self.wake, exclusive=frozenset({UPDATE_TASK}))  # no claim after it
         self.turn_hooks: list[TurnHook] = []  # only through add_turn_hook
         self.health = diagnostics.Health()  # uptime, failures by kind, the log tail
         self.guest = Guest(settings, self.home)  # when the PC's owner wants no new work
         self.cpucap = CpuCap(settings.cpu_cap_percent, priority=settings.executor_priority,
                              executors=settings.pool_size)
         self.not_claiming: str | None = "starting"  # why no claim can go out now (status.json)
+        self.down_since: float | None = None  # monotonic since when no executor is up (None: one is)
+        self.lent_at = float("-inf")  # when the last claim was lent to a worker with no executor up
+        self.lending = False  # the gate has a slot lent (lend_a_claim)
         self.pool = Pool(settings.pool_size, executor_init(settings, config_path, version, debug),
                          settings, self.on_result, place=self.cpucap.adopt)
         self.flusher = Flusher(self.journal)
         self.submitter = SubmitLoop(self._client(), self.outbox, self.journal, self.flusher, self.backoff,
-                                    self.status, self.disk)
+                                    self.status, self.disk, retry_window=settings.result_retry_days * 86400)
         self.claimer = ClaimLoop(self._client(), self.gate, self.journal, self.flusher, self.backoff,
                                  settings.no_task_sleep, self.stop_event, self.status, self.disk)
         self.last_status = 0.0
@@ -227,7 +238,7 @@ class Arbiter:
                 error = ""
             log.warning("task %r (%s) failed in %.2f s, kind %s: %s", task.id, task.task_type, seconds, kind, error)
             self.health.failed(kind)
-        self.submitter.hand_over(claim.key, result_body(task.id, self.worker_id, ok, raw), task.id)
+        self.submitter.hand_over(claim.key, result_body(task.id_bytes(), self.worker_id, ok, raw), task.id)
 
     def fail_now(self, claim: Claim, error: str, kind: FailureKind) -> None:
         """Answer a task without touching an executor (unknown type, malformed, update)."""
@@ -235,9 +246,11 @@ class Arbiter:
 
     def take_claims(self) -> None:
         while True:
-            claim = self.gate.take()
+            claim = self.gate.take(close=self.lending)
             if claim is None:
                 return
+            if self.lending:
+                self.lending, self.lent_at = False, time.monotonic()
             try:
                 if not self.place(claim):
                     self.gate.put_back(claim)  # no idle executor after all
@@ -261,9 +274,19 @@ class Arbiter:
         elif task.params is None or not isinstance(task.params, dict):
             self.fail_now(claim, f"params must be a JSON object, got {type(task.params).__name__}",
                           FailureKind.BAD_PARAMS)
+        elif (broken := self.cannot_run()) is not None:
+            self.fail_now(claim, f"this worker cannot run tasks: {broken}", FailureKind.EXCEPTION)
         else:
             return self.pool.dispatch(claim)
         return True
+
+    def cannot_run(self) -> str | None:
+        """Why no task can run here (no executor up for NO_EXECUTOR_CLAIM_INTERVAL), or None."""
+        interval = self.settings.no_executor_claim_interval
+        if self.down_since is None or interval <= 0 or time.monotonic() - self.down_since < interval:
+            return None
+        return (f"none of its {self.settings.pool_size} executor(s) could start for "
+                f"{time.monotonic() - self.down_since:.0f} s (last error: {self.pool.last_start_error or 'none'})")
 
     def task_broke(self, claim: Claim, exc: Exception) -> None:
         """An unexpected error while handling one claimed task: that task fails, the loop goes on."""
@@ -443,7 +466,19 @@ class Arbiter:
             self.outbox_full_logged = False
         hold = hold or (paused and f"paused: {paused}")
         ready = self.pool.ready_count(mono)
-        self.gate.set_ready(ready, hold)
+        if self.pool.any_up(mono):
+            self.down_since = None
+        elif self.down_since is None:
+            self.down_since = mono
+        lend = hold is None and ready == 0 and lend_a_claim(
+            None if self.down_since is None else mono - self.down_since, mono - self.lent_at,
+            self.settings.no_executor_claim_interval)
+        if lend and not self.lending:
+            log.warning("no executor could start for %.0f s: claiming one task (answered by the supervisor, or "
+                        "failed naming why); next in %.0f s", mono - (self.down_since or mono),
+                        self.settings.no_executor_claim_interval)
+        self.lending = lend
+        self.gate.set_ready(1 if lend else ready, hold)
         self.not_claiming = hold or self._waiting_for(ready)
         if now - self.last_status >= STATUS_EVERY:
             self.write_status()
@@ -454,7 +489,11 @@ class Arbiter:
         wait = self.backoff.remaining()
         if wait > 0:
             return f"backing off after server trouble: next try in {wait:.0f} s"
+        if self.lending:
+            return None  # one claim lent to a worker whose executors cannot start
         if ready == 0:
+            if (broken := self.cannot_run()) is not None:
+                return f"this worker cannot run tasks: {broken}; one claim per {self.settings.no_executor_claim_interval:g} s"
             return "no idle executor (all busy, starting or pausing after a failure)"
         return None
 
@@ -465,7 +504,9 @@ class Arbiter:
                 "server_url": redact_url(self.settings.server_url), "state": self.state,
                 "slots": self.pool.describe(time.monotonic()),
                 "outbox_results": len(self.outbox), "outbox_bytes": self.outbox.size(),
+                "delivery": self.submitter.describe(),
                 "claiming": self.not_claiming is None, "not_claiming_because": self.not_claiming,
+                "cannot_run_tasks": self.cannot_run(),
                 "pause": self.guest.state(time.monotonic()), "cpu_cap": self.cpucap.describe(),
             })
         except OSError as exc:

@@ -132,10 +132,11 @@ def collect(arbiter: Any) -> dict[str, Any]:
         "state": arbiter.state, "started": arbiter.health.started,
         "uptime_seconds": round(now - arbiter.health.started_mono, 1),
         "claiming": arbiter.not_claiming is None, "not_claiming_because": arbiter.not_claiming,
+        "cannot_run_tasks": arbiter.cannot_run(),
         "pause": arbiter.guest.state(now), "cpu_cap": arbiter.cpucap.describe(),
         "pool": {"size": len(arbiter.pool.slots), "slots": arbiter.pool.describe(now)},
         "limits": limits, "failures": arbiter.health.failures(now),
-        "outbox": _outbox(arbiter.outbox),
+        "outbox": _outbox(arbiter.outbox), "delivery": arbiter.submitter.describe(),
         "server": {"url": redact(s.server_url), "last_contact": arbiter.status.last_contact,
                    "last_error": redact(arbiter.status.last_error or "") or None,
                    "results_delivered": arbiter.status.delivered},
@@ -154,7 +155,8 @@ def answer(arbiter: Any) -> bytes:
         raw = orjson.dumps(data)
     if len(raw) > MAX_BYTES:  # e.g. a huge TASK_LIMITS table: keep the essentials
         data = {k: data[k] for k in ("worker_id", "version", "state", "uptime_seconds", "claiming",
-                                     "not_claiming_because", "outbox", "failures", "platform")}
+                                     "not_claiming_because", "cannot_run_tasks", "outbox", "delivery", "failures",
+                                     "platform")}
         data["truncated"] = True
         raw = orjson.dumps(data)
     return raw

@@ -259,6 +259,10 @@ class Settings:
     outbox_max_mb: float = setting(0.001, 1024 * 1024,
                                    help="results waiting to be posted past this stop claiming (never dropped)",
                                    unit="MB")
+    result_retry_days: float = setting(0, 3650, help="a result the server keeps refusing is retried this long, "
+                                                     "then kept as a dead letter (retried slowly)", unit="days")
+    no_executor_claim_interval: float = setting(0, 86400, help="with no executor able to start for this long, claim "
+                                                               "one task per interval (0: never)", unit="seconds")
     shutdown_grace: float = setting(0, 86400,
                                     help="running tasks get this long to finish on Ctrl+C / SIGTERM",
                                     unit="seconds")

@@ -101,6 +101,19 @@ def _cap(data: dict[str, Any]) -> list[str]:
     return [f"CPU cap: {cap['percent']:g}% of the machine for all executors, {how}"]
 
 
+def _delivery(data: dict[str, Any]) -> list[str]:
+    """Results waiting for a retry or as dead letters, and why (nothing when none wait)."""
+    d = data.get("delivery") or {}
+    lines = []
+    if d.get("retrying"):
+        lines.append(f"retrying: {d['retrying']} result(s) ({d.get('refused', 0)} refused by the server), next try in "
+                     f"{d.get('next_retry_in')} s; last error: {loggable(str(d.get('retrying_because')))}")
+    if d.get("dead_letters"):
+        lines.append(f"dead letters: {d['dead_letters']} in outbox-dead/ (retried slowly, never deleted); "
+                     f"newest reason: {loggable(str(d.get('dead_letters_because')))}")
+    return lines
+
+
 def render(home: Path) -> str:
     """A readable status report for an operator, from status.json."""
     return report(home)[0]
@@ -122,12 +135,14 @@ def report(home: Path) -> tuple[str, int]:
         f"server: {data.get('server_url')}",
         f"state: {data.get('state')}",
         _claiming(data),
+        *([f"CANNOT RUN TASKS: {loggable(str(data['cannot_run_tasks']))}"] if data.get("cannot_run_tasks") else []),
         *_cap(data),
         f"last server contact: {_ago(data.get('last_contact'), now)}",
         f"last error: {loggable(str(data.get('last_error') or 'none'))}" + (
             f" at {_ago(data.get('last_error_at'), now)}" if data.get("last_error_at") else ""),
         f"outbox: {data.get('outbox_results', 0)} result(s) waiting, {data.get('outbox_bytes', 0)} bytes; "
         f"{data.get('results_delivered', 0)} delivered since start",
+        *_delivery(data),
         "slots:",
     ]
     for slot in data.get("slots", []):

@@ -112,7 +112,7 @@ def test_one_keep_alive_connection_and_both_headers(no_proxy_env):
         c = HiveClient(srv.url, "worker_0badc0de", "2.0.0")
         task = c.get_task()
         assert (task.id, task.task_type, task.params) == (5, "echo", {"a": 1})
-        c.submit(result_body(task.id, "worker_0badc0de", True, b'{"a": 1}'))
+        c.submit(result_body(task.id_bytes(), "worker_0badc0de", True, b'{"a": 1}'))
         for _ in range(5):
             assert c.get_task() == NO_TASKS
         c.close()

@@ -252,6 +252,7 @@ def test_a_task_over_the_cap_is_failed_back_by_the_id_at_its_head(raw_server, ch
         c.get_task()
     got = info.value
     assert (got.task_id, got.has_id, got.task_type, got.kind) == (2**70, True, "echo", "task_too_large")
+    assert got.task_id_json == b"%d" % 2**70  # echoed back byte for byte
     assert c.get_task() == client_mod.NO_TASKS
 
 

@@ -25,7 +25,16 @@ from supervisor.net.answers import (
     retry_after,
     snippet,
 )
-from supervisor.net.backoff import Backoff, jittered
+from supervisor.net.backoff import (
+    DEAD_MAX_AGE_WINDOWS,
+    RESULT_RETRY_CAP,
+    Backoff,
+    dead_letters_to_retry,
+    gives_up,
+    jittered,
+    result_delay,
+    server_away,
+)
 from supervisor.net.claimer import ClaimGate
 
 
@@ -274,3 +283,40 @@ def test_an_answer_over_the_cap_is_a_task_to_fail_back_only_with_an_id():
     for head in (b'{"params": {"x": 1', b'{"id": null, "params"', b"   "):
         dropped = answers.classify_too_large("big", head)
         assert isinstance(dropped, ServerError) and "dropped" in str(dropped)
+
+
+# ---- one result's own schedule (submitter.py) ---------------------------------------------------
+
+
+def test_a_failed_result_waits_1_2_4_s_up_to_an_hour_never_zero():
+    rng = random.Random(7)
+    for tries, step in ((1, 1.0), (2, 2.0), (3, 4.0), (12, 2048.0), (13, RESULT_RETRY_CAP), (10**6, RESULT_RETRY_CAP)):
+        delays = [result_delay(tries, rng) for _ in range(200)]
+        assert all(step / 2 <= d <= step for d in delays), (tries, min(delays), max(delays))
+        assert len(set(delays)) > 100  # jittered: results refused together spread out
+
+
+def test_only_an_absent_or_overloaded_server_holds_back_everything():
+    assert server_away(None)  # no answer: connection refused, reset, timeout
+    assert all(server_away(s) for s in (429, 502, 503, 504))
+    assert not any(server_away(s) for s in (400, 401, 403, 404, 409, 410, 413, 422, 500, 501))
+
+
+def test_a_result_is_given_up_only_after_refusals_for_the_whole_window():
+    day = 86400.0
+    assert not gives_up(404, 1000.0, 1000.0 + 7 * day - 1, 7 * day)
+    assert gives_up(404, 1000.0, 1000.0 + 7 * day, 7 * day)
+    assert gives_up(500, 0.0, 10 * day, 7 * day)
+    assert not gives_up(None, 0.0, 100 * day, 7 * day)  # never for a network that is away
+    assert not gives_up(503, 0.0, 100 * day, 7 * day)  # nor for a server that says it is overloaded
+    assert not gives_up(400, None, 100 * day, 7 * day)
+    assert gives_up(400, 5.0, 5.0, 0.0)  # RESULT_RETRY_DAYS = 0: the first refusal
+
+
+def test_dead_letters_are_retried_oldest_first_within_their_age_and_size_budget():
+    window, now = 100.0, 10_000.0
+    too_old = now - DEAD_MAX_AGE_WINDOWS * window
+    letters = [("c.json", 10, now), ("a.json", 10, too_old), ("b.json", 10, too_old + 1), ("d.json", 10, now)]
+    assert dead_letters_to_retry(letters, now, window, 1000) == ["b.json", "c.json", "d.json"]
+    assert dead_letters_to_retry(letters, now, window, 25) == ["b.json", "c.json"]
+    assert dead_letters_to_retry(letters, now, window, 5) == []

@@ -5,6 +5,11 @@ in size, and gets back one small outcome: a Task, NO_TASKS, or the error to rais
 returned, not raised, so the decisions can be tested as plain values and the transport stays
 the only place that raises. Every answer is hostile until parsed: the task's id and params may
 not nest deeper than MAX_NESTING.
+
+An answer is read as a standard JSON parser reads it (1.0.x used requests' .json(), i.e. Python's
+json): orjson first, and what orjson refuses (a UTF-8 BOM, NaN/Infinity, a lone surrogate escape,
+a number beyond a double) by Python's json. The task id is echoed back byte for byte as the server
+wrote it (Task.id_json, task_id_of), whatever its size or type.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from typing import Any, Literal
 import orjson
 
 from executor.protocol import FailureKind
-from supervisor.model import Task
+from supervisor.model import Task, loads_standard
 
 # Containers inside a task's id or params: far beyond any real task, far below what orjson
 # (254 on dumps) and the executor pipe can take.
@@ -35,7 +40,8 @@ class ServerError(Exception):
 
     message: str
     retry_after: float | None = None
-    permanent: bool = False  # a 4xx that retrying will not fix
+    permanent: bool = False  # a 4xx: the server refused this request (a result is still retried, submitter.py)
+    status: int | None = None  # the HTTP status when the server answered; None when it did not
 
     def __str__(self) -> str:
         return self.message
@@ -48,6 +54,7 @@ class MalformedTask(Exception):
     message: str
     task_id: Any = None
     has_id: bool = False
+    task_id_json: bytes | None = None  # as Task.id_json
     task_type: str = ""
     kind: FailureKind = FailureKind.UNKNOWN_TASK  # the failure kind it is answered with
 
@@ -115,10 +122,70 @@ def status_error(endpoint: str, status: int, headers: Mapping[str, str], body: b
         return None
     if 300 <= status < 400:
         return ServerError(f"{endpoint}: HTTP {status} redirect to {_header(headers, 'location')!r} "
-                           "(redirects are not followed: put the final address in SERVER_URL)")
+                           "(redirects are not followed: put the final address in SERVER_URL)", status=status)
     permanent = 400 <= status < 500 and status not in (408, 429)
     return ServerError(f"{endpoint}: HTTP {status} {snippet(body)}",
-                       retry_after=retry_after(_header(headers, "retry-after")), permanent=permanent)
+                       retry_after=retry_after(_header(headers, "retry-after")), permanent=permanent,
+                       status=status)
+
+
+_WS = json.decoder.WHITESPACE.match  # type: ignore[attr-defined]
+_DECODER = json.JSONDecoder()
+
+
+def raw_member(text: str, name: str) -> str | None:
+    """The JSON text of member ``name`` of the object ``text`` exactly as written (the last one when
+    the name repeats, as parsers keep it), or None. Raises ValueError if ``text`` is not an object.
+    Each value is skipped by the standard library's C scanner: only for ids the fast path cannot
+    vouch for (classify_task)."""
+    idx = _WS(text, 0).end()
+    if text[idx:idx + 1] != "{":
+        raise ValueError("not a JSON object")
+    idx = _WS(text, idx + 1).end()
+    if text[idx:idx + 1] == "}":
+        return None
+    found = None
+    while True:
+        if text[idx:idx + 1] != '"':
+            raise ValueError(f"a member name expected at {idx}")
+        key, idx = json.decoder.scanstring(text, idx + 1)  # type: ignore[attr-defined]
+        idx = _WS(text, idx).end()
+        if text[idx:idx + 1] != ":":
+            raise ValueError(f"':' expected at {idx}")
+        idx = _WS(text, idx + 1).end()
+        end = _DECODER.raw_decode(text, idx)[1]
+        if key == name:
+            found = text[idx:end]
+        idx = _WS(text, end).end()
+        if text[idx:idx + 1] == "}":
+            return found
+        if text[idx:idx + 1] != ",":
+            raise ValueError(f"',' expected at {idx}")
+        idx = _WS(text, idx + 1).end()
+
+
+def task_id_of(body: bytes, value: Any, fast: bool) -> tuple[Any, bytes | None]:
+    """The id to log and hand to the executor, and its exact JSON bytes (None when orjson.dumps of
+    the value gives them). The fast path: an id orjson read as an int or str whose re-encoding is
+    in the body right after "id": (a byte search). Anything else (a float, an integer beyond 64 bits
+    that orjson turned into one, a container, an escaped string, an answer only json could read):
+    the id's text is cut from the body itself."""
+    if fast and type(value) in (int, str):
+        dumped = orjson.dumps(value)
+        if b'"id":' + dumped in body or b'"id": ' + dumped in body:
+            return value, None
+    try:
+        raw = raw_member(body.decode("utf-8-sig"), "id")
+    except (ValueError, RecursionError):
+        raw = None
+    if raw is None:  # cannot happen for an answer that parsed; keep what was parsed
+        return value, None
+    exact = json.loads(raw)  # the standard library keeps integers of any size exactly
+    try:
+        same = orjson.dumps(exact) == raw.encode("utf-8")
+    except (orjson.JSONEncodeError, TypeError):
+        return raw, raw.encode("utf-8")  # no value orjson can carry: the executor and logs get its text
+    return exact, None if same else raw.encode("utf-8")
 
 
 def classify_task(status: int, headers: Mapping[str, str], body: bytes) -> TaskOutcome:
@@ -126,30 +193,41 @@ def classify_task(status: int, headers: Mapping[str, str], body: bytes) -> TaskO
     error = status_error("get_task", status, headers, body)
     if error is not None:
         return error
+    fast = True
     try:
         answer = orjson.loads(body)
     except orjson.JSONDecodeError:
-        return ServerError(f"get_task: answer is not JSON: {snippet(body)}")
+        fast = False
+        try:
+            answer = loads_standard(body)
+        except (ValueError, RecursionError):
+            return ServerError(f"get_task: answer is not JSON: {snippet(body)}")
     if not isinstance(answer, dict):
         return ServerError(f"get_task: answer is not a JSON object: {snippet(body)}")
     if answer.get("status") == NO_TASKS and "id" not in answer:
         return NO_TASKS
     if "id" not in answer or answer["id"] is None:
         return MalformedTask(f"get_task: task without an id: {snippet(body)}")
-    task_id = answer["id"]
-    if too_deep(task_id):
+    if too_deep(answer["id"]):
         # It could not be echoed back (nor journalled): skipped; the server's requeue owns it.
         return MalformedTask(f"get_task: task id nested deeper than {MAX_NESTING} levels, cannot answer it: "
                              f"{snippet(body)}")
+    task_id, id_json = task_id_of(body, answer["id"], fast)
     task_type = answer.get("task_type")
     if not isinstance(task_type, str) or not task_type:
         return MalformedTask(f"get_task: task {task_id!r} has no task_type: {snippet(body)}",
-                             task_id=task_id, has_id=True)
+                             task_id=task_id, has_id=True, task_id_json=id_json)
     params = answer.get("params", {})
     if too_deep(params):
         return MalformedTask(f"params nested deeper than {MAX_NESTING} levels", task_id=task_id, has_id=True,
-                             task_type=task_type, kind=FailureKind.BAD_PARAMS)
-    return Task(id=task_id, task_type=task_type, params=params)
+                             task_type=task_type, kind=FailureKind.BAD_PARAMS, task_id_json=id_json)
+    if not fast:
+        try:
+            orjson.dumps(params)  # what the executor is sent; only an answer json had to read can fail it
+        except (orjson.JSONEncodeError, TypeError) as exc:
+            return MalformedTask(f"params cannot be passed to a task ({exc})", task_id=task_id, has_id=True,
+                                 task_type=task_type, kind=FailureKind.BAD_PARAMS, task_id_json=id_json)
+    return Task(id=task_id, task_type=task_type, params=params, id_json=id_json)
 
 
 def classify_submit(status: int, headers: Mapping[str, str], body: bytes) -> ServerError | None:
@@ -219,4 +297,5 @@ def classify_too_large(message: str, head: bytes) -> ServerError | MalformedTask
     except orjson.JSONDecodeError:
         task_type = ""
     return MalformedTask(f"get_task: task {task_id!r}: {message}", task_id=task_id, has_id=True,
-                         task_type=task_type if isinstance(task_type, str) else "", kind=FailureKind.TASK_TOO_LARGE)
+                         task_type=task_type if isinstance(task_type, str) else "", kind=FailureKind.TASK_TOO_LARGE,
+                         task_id_json=raw_id)  # echoed back exactly as sent

@@ -24,29 +24,53 @@ from supervisor.store.journal import Journal, new_key
 log = logging.getLogger("hive.claim")
 
 
-class ClaimGate:
-    """How many more tasks may be claimed now, shared by the arbiter and the claim thread."""
+def claim_record(task: Task) -> dict[str, Any]:
+    """A claim as the journal keeps it; recovery.py reads it back to report an interrupted task."""
+    record = {"id": task.id, "task_type": task.task_type or None}
+    if task.id_json is not None:
+        record["id_json"] = task.id_json.decode("utf-8")  # the id exactly as sent (Task.id_json)
+    return record
 
-    def __init__(self, on_claim: Callable[[], None]) -> None:
+
+class ClaimGate:
+    """How many more tasks may be claimed now, shared by the arbiter and the claim thread.
+
+    A claim of one of ``exclusive`` task types (the self-update, whose drain must see no claim
+    after it) holds the gate itself the moment the claim thread hands it over, in the same lock:
+    the claim thread's next acquire() already waits, whatever the arbiter's loop is doing. The
+    arbiter's own hold (set_ready) takes over once that claim has been taken, so there is no gap
+    between the two; if the arbiter sets no hold then (an update refused at once), claiming resumes.
+    """
+
+    def __init__(self, on_claim: Callable[[], None], exclusive: frozenset[str] = frozenset()) -> None:
         self.cond = threading.Condition()
         self.ready = 0  # executors ready and idle (set by the arbiter)
         self.inflight = 0  # GETs under way
         self.pending: deque[Claim] = deque()  # claimed, not yet taken by the arbiter
         self.hold: str | None = None  # a reason not to claim at all (draining, outbox full)
+        self.exclusive = exclusive
+        self.claimed_hold: str | None = None  # set by an exclusive claim until the arbiter's hold takes over
         self.on_claim = on_claim  # wakes the arbiter
 
     def set_ready(self, ready: int, hold: str | None) -> None:
         with self.cond:
-            if ready != self.ready or hold != self.hold:
-                self.ready, self.hold = ready, hold
+            claimed_hold = self.claimed_hold
+            if claimed_hold and not any(c.task.task_type in self.exclusive for c in self.pending):
+                claimed_hold = None  # taken by the arbiter, whose hold (if any) is this one
+            if ready != self.ready or hold != self.hold or claimed_hold != self.claimed_hold:
+                self.ready, self.hold, self.claimed_hold = ready, hold, claimed_hold
                 self.cond.notify_all()
 
     def _room(self) -> int:
         return self.ready - self.inflight - len(self.pending)
 
+    def may_claim(self) -> bool:
+        """Whether a slot can be taken now (call with ``cond`` held)."""
+        return self.hold is None and self.claimed_hold is None and self._room() > 0
+
     def acquire(self, timeout: float) -> bool:
         with self.cond:
-            if not self.cond.wait_for(lambda: self.hold is None and self._room() > 0, timeout):
+            if not self.cond.wait_for(self.may_claim, timeout):
                 return False
             self.inflight += 1
             return True
@@ -56,6 +80,8 @@ class ClaimGate:
             self.inflight -= 1
             if claim is not None:
                 self.pending.append(claim)
+                if claim.task.task_type in self.exclusive:
+                    self.claimed_hold = f"{claim.task.task_type} claimed"
         if claim is not None:
             self.on_claim()
 
@@ -64,8 +90,12 @@ class ClaimGate:
         with self.cond:
             self.pending.appendleft(claim)
 
-    def take(self) -> Claim | None:
+    def take(self, close: bool = False) -> Claim | None:
+        """The oldest claim waiting; with ``close``, in the same lock, no more slots until the next
+        set_ready (a lent slot is used up by the claim it brought, with no window for a second)."""
         with self.cond:
+            if close and self.pending:
+                self.ready = 0
             return self.pending.popleft() if self.pending else None
 
     def outstanding(self) -> int:
@@ -143,9 +173,9 @@ class ClaimLoop(threading.Thread):
                 delay = self.backoff.failure()
                 log.warning("%s; next try in %.1f s", exc, delay)
                 return None
-            task = Task(id=exc.task_id, task_type=exc.task_type, params={})
+            task = Task(id=exc.task_id, task_type=exc.task_type, params={}, id_json=exc.task_id_json)
             claim = Claim(new_key(), task, malformed=str(exc), kind=exc.kind)
-            self._journal(claim, {"id": task.id, "task_type": exc.task_type or None})
+            self._journal(claim, claim_record(task))
             # INFO: the arbiter's "task ... failed" WARNING that follows carries the same reason.
             log.info("%s; failing it back to the server", exc)
             return claim
@@ -161,6 +191,6 @@ class ClaimLoop(threading.Thread):
             return None
         self.idle_logged = False
         claim = Claim(new_key(), answer)
-        self._journal(claim, {"id": answer.id, "task_type": answer.task_type})
+        self._journal(claim, claim_record(answer))
         log.info("claimed task %r (%s)", answer.id, answer.task_type)
         return claim

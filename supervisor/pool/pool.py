@@ -32,7 +32,7 @@ from supervisor.model import Claim
 from supervisor.pool.executors import Executor, describe_exit
 from supervisor.pool.limits import MB, Measured, breach
 from supervisor.pool.proctree import TreeMonitor
-from supervisor.pool.slots import Running, Slot
+from supervisor.pool.slots import Running, Slot, SlotState
 from supervisor.safetext import loggable_block
 from supervisor.settings import Settings
 
@@ -63,6 +63,7 @@ class Pool:
         self.init = init
         self.on_result = on_result
         self.slots = [Slot(i) for i in range(size)]
+        self.last_start_error = ""  # why the last executor failed to start (the arbiter names it)
         self.seq = itertools.count(1)
         self.scratch_root = settings.home / "scratch"
         self.data_root = settings.home / "data"
@@ -100,6 +101,7 @@ class Pool:
         log.debug("slot %d: executor started, pid %d", slot.index, ex.pid)
 
     def _spawn_failed(self, slot: Slot, why: str) -> None:
+        self.last_start_error = why
         slot.spawn_failures += 1
         delay = min(MAX_SPAWN_DELAY, 0.5 * 2 ** (slot.spawn_failures - 1))
         slot.next_spawn = time.monotonic() + delay
@@ -145,6 +147,10 @@ class Pool:
 
     def ready_count(self, now: float) -> int:
         return sum(1 for s in self.slots if s.takes_work(now))
+
+    def any_up(self, now: float) -> bool:
+        """Whether any executor has started (idle, busy or pausing), as opposed to all down or starting."""
+        return any(s.state(now) in (SlotState.IDLE, SlotState.BUSY, SlotState.PAUSED) for s in self.slots)
 
     def busy(self) -> list[Slot]:
         return [s for s in self.slots if s.running]

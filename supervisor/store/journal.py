@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from supervisor.model import loads_standard
 from supervisor.store.atomic import atomic_write, open_healing
 
 log = logging.getLogger("hive.outbox")
@@ -119,6 +120,10 @@ class Journal:
         except OSError:
             lines = []
         for line in lines:
+            body = _result_of(line)
+            if body is not None:
+                claims[body[0]] = (claims.get(body[0], (None, None))[0], body[1])
+                continue
             try:
                 rec = orjson.loads(line)
                 key = rec["k"]
@@ -158,3 +163,20 @@ class Journal:
         with self.lock:
             _datasync(self.fd)
             os.close(self.fd)
+
+
+def _result_of(line: bytes) -> tuple[str, bytes] | None:
+    """(key, body) of a result line, the body byte for byte as it was written (a task id the
+    server sent as a huge number or NaN stays exactly that); None for any other or a torn line."""
+    if not line.startswith(b'{"k":') or not line.endswith(b"}"):
+        return None
+    sep = line.find(b',"r":')
+    if sep < 0:
+        return None
+    body = line[sep + 5:-1]
+    try:
+        key = orjson.loads(line[5:sep])
+        loads_standard(body)
+    except (ValueError, RecursionError):
+        return None
+    return (key, body) if isinstance(key, str) else None

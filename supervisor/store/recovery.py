@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 
+import orjson
+
 from executor.protocol import FailureKind, failure_json
 from supervisor.model import result_body
 from supervisor.store.journal import Journal
@@ -29,7 +31,8 @@ def recover_interrupted(journal: Journal, outbox: Outbox, worker_id: str) -> int
             log.error("journal: claim %s is unreadable; cannot report it", key)
             continue
         text = "the worker stopped (crash, kill or power cut) while this task ran"
-        body = result_body(task["id"], worker_id, False, failure_json(text, FailureKind.INTERRUPTED))
+        id_json = task["id_json"].encode("utf-8") if isinstance(task.get("id_json"), str) else orjson.dumps(task["id"])
+        body = result_body(id_json, worker_id, False, failure_json(text, FailureKind.INTERRUPTED))
         outbox.put(key, body)
         log.warning("task %s (%s) was interrupted by the last stop; reporting failure kind interrupted",
                     task["id"], task.get("task_type"))
