@@ -2,7 +2,7 @@
 
 A frozen exe cannot be edited, so every setting of config.py (except the version
 and the registry) is overridable. The release build bakes the fleet's settings
-(at least server_url and update_public_keys, ``python -m release.build --server-url``)
+(at least server_url and update_root_keys, ``python -m release.build --server-url``)
 into the binary as FLEET_FILE: they are that binary's defaults, above config.py and
 below everything a PC can set itself (docs/release.md). Bad values stop the worker at
 start with one line naming the key and where it came from (exit status 2).
@@ -184,7 +184,8 @@ class Settings:
     shutdown_grace: float = setting(0, 86400)
     update_drain_timeout: float = setting(0, 86400)
     update_max_bytes: int = setting(1024, 2**34)
-    update_public_keys: list[str] = setting(check=key_problem, help="Ed25519 public keys (base64) that may sign updates")
+    update_root_keys: list[str] = setting(check=key_problem,
+                                          help="Ed25519 root public keys (base64): they delegate the release keys")
     update_allow_unsigned: bool = setting(help="labs only: install updates that carry no signed release statement")
     update_health_timeout: float = setting(5, 3600)
     # Being a good guest on the PC's owner's machine (supervisor/guest.py, supervisor/pool/cpucap.py).

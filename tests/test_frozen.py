@@ -252,7 +252,7 @@ def test_embedded_server_only_when_asked(frozen: Path, start_worker, tmpdir_env:
 
 
 def test_a_fleet_build_carries_its_settings(builds, tmp_path: Path, tmpdir_env: Path) -> None:
-    """The release build's --server-url and --public-key are the binary's own defaults, named as
+    """The release build's --server-url and --root-key are the binary's own defaults, named as
     such by --print-config (password redacted); worker.toml and HIVE_* still win over them."""
     from supervisor.settings import BAKED_SOURCE
 
@@ -264,13 +264,13 @@ def test_a_fleet_build_carries_its_settings(builds, tmp_path: Path, tmpdir_env: 
     assert got.returncode == 0, got.stderr
     redacted = builds.fleet_url.replace(f"hive:{FLEET_PASSWORD}", "***")
     assert f'# server_url: from {BAKED_SOURCE}\n# (credentials redacted)\nserver_url = "{redacted}"' in got.stdout
-    assert f"# update_public_keys: from {BAKED_SOURCE}\n" in got.stdout
-    assert tomllib.loads(got.stdout)["update_public_keys"] == [builds.fleet_key]
+    assert f"# update_root_keys: from {BAKED_SOURCE}\n" in got.stdout
+    assert tomllib.loads(got.stdout)["update_root_keys"] == builds.fleet_keys  # exactly its input root keys
     assert "# pool_size: from config.py" in got.stdout and FLEET_PASSWORD not in got.stdout + got.stderr
     (home / "worker.toml").write_text('server_url = "http://toml:1/api"\n')
     got = run(builds.new, "--home", str(home), "--print-config", tmpdir=tmpdir_env,
-              env={"HIVE_UPDATE_PUBLIC_KEYS": ""})
-    assert 'server_url = "http://toml:1/api"' in got.stdout and "update_public_keys = []" in got.stdout
+              env={"HIVE_UPDATE_ROOT_KEYS": ""})
+    assert 'server_url = "http://toml:1/api"' in got.stdout and "update_root_keys = []" in got.stdout
     assert meis(tmpdir_env) == []
 
 
@@ -377,19 +377,21 @@ def test_sigkill_leaves_no_process(frozen: Path, server, start_worker, tmpdir_en
 
 def test_release_zip(builds, tmp_path: Path) -> None:
     """make_release on the fleet build (the dev build is refused: a PC would lose its server)."""
-    from release.signing import keygen, verify_zip
+    from support.fleetkeys import keypair, trust_file
+
+    from release.signing import verify_zip
 
     out = tmp_path / "release"
     url = "http://127.0.0.1:9/worker.zip"
-    public = keygen(tmp_path / "release.key")  # a throwaway key, never a real one
+    key, root_public = keypair(tmp_path)  # throwaway root and release keys, never real ones
     refused = subprocess.run([sys.executable, "-m", "release.make_release", "--binary", str(builds.old), "--out",
-                              str(out), "--sign-key", str(tmp_path / "release.key")],
+                              str(out), "--sign-key", str(key), "--trust", str(trust_file(key))],
                              cwd=str(ROOT), capture_output=True, text=True, timeout=120)
     assert refused.returncode == 2 and "it carries no server URL" in refused.stderr, refused.stdout + refused.stderr
     assert not out.exists() or not list(out.glob("*.zip"))
 
     make = [sys.executable, "-m", "release.make_release", "--binary", str(builds.new), "--out", str(out), "--url", url,
-            "--sign-key", str(tmp_path / "release.key"), "--sequence", str(builds.new_sequence)]
+            "--sign-key", str(key), "--trust", str(trust_file(key)), "--sequence", str(builds.new_sequence)]
     proc = subprocess.run(make, cwd=str(ROOT), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     lines = proc.stdout.strip().splitlines()
@@ -406,7 +408,7 @@ def test_release_zip(builds, tmp_path: Path) -> None:
 
     with zipfile.ZipFile(zips[0]) as zf:
         infos = zf.infolist()
-        assert [i.filename for i in infos] == [BINARY, "updater.bat", "release.json", "release.sig"]
+        assert [i.filename for i in infos] == [BINARY, "updater.bat", "release.json", "release.sig", "release-trust.json"]
         assert zf.read(BINARY) == builds.new.read_bytes()
         if not WINDOWS:
             assert (infos[0].external_attr >> 16) & 0o777 == 0o755
@@ -420,7 +422,7 @@ def test_release_zip(builds, tmp_path: Path) -> None:
     got = run(unpacked / BINARY, "--version", tmpdir=tmp_path)
     assert (got.returncode, got.stdout.strip()) == (0, builds.new_version)
 
-    statement = verify_zip(zips[0], [public]).statement
+    statement = verify_zip(zips[0], [root_public]).statement
     assert (statement.version, statement.sequence, statement.sha256) == \
         (builds.new_version, builds.new_sequence, hashlib.sha256(builds.new.read_bytes()).hexdigest())
 

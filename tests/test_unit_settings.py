@@ -109,18 +109,18 @@ def _fleet(tmp_path, text):
 
 def test_baked_fleet_settings_sit_between_config_py_and_the_pc(tmp_path):
     """config.py < the build's fleet file < worker.toml < HIVE_* < flags, each source named."""
-    baked = _fleet(tmp_path, f'server_url = "http://fleet:3010/api"\nupdate_public_keys = ["{FLEET_KEY}"]\n'
+    baked = _fleet(tmp_path, f'server_url = "http://fleet:3010/api"\nupdate_root_keys = ["{FLEET_KEY}"]\n'
                              "pool_size = 3\nno_task_sleep = 7\n")
     s = load(config, tmp_path, {}, environ={}, baked=baked)
-    assert (s.server_url, s.update_public_keys, s.pool_size) == ("http://fleet:3010/api", [FLEET_KEY], 3)
-    assert s.sources["server_url"] == s.sources["update_public_keys"] == BAKED_SOURCE
+    assert (s.server_url, s.update_root_keys, s.pool_size) == ("http://fleet:3010/api", [FLEET_KEY], 3)
+    assert s.sources["server_url"] == s.sources["update_root_keys"] == BAKED_SOURCE
     assert s.sources["log_level"] == "config.py"
     (tmp_path / "worker.toml").write_text('server_url = "http://toml:1/api"\npool_size = 4\n')
     s = load(config, tmp_path, {"no_task_sleep": "9"}, environ={"HIVE_POOL_SIZE": "5"}, baked=baked)
     assert (s.server_url, s.sources["server_url"]) == ("http://toml:1/api", str(tmp_path / "worker.toml"))
     assert (s.pool_size, s.sources["pool_size"]) == (5, "environment HIVE_POOL_SIZE")
     assert (s.no_task_sleep, s.sources["no_task_sleep"]) == (9.0, "flag --no-task-sleep")
-    assert s.sources["update_public_keys"] == BAKED_SOURCE
+    assert s.sources["update_root_keys"] == BAKED_SOURCE
     assert load(config, tmp_path, {}, environ={}, baked=tmp_path / "absent.toml").sources["log_level"] == "config.py"
 
 
