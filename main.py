@@ -13,9 +13,10 @@ if __name__ == "__main__":
     # without this the one-file exe spawns itself endlessly.
     multiprocessing.freeze_support()
     # Frozen one-file build: die with the bootloader when it is killed hard (docs/release.md).
-    from supervisor.frozen import tether_to_bootloader  # noqa: E402
+    from supervisor.frozen import remember_unpacked, tether_to_bootloader  # noqa: E402
 
     tether_to_bootloader()
+    remember_unpacked()  # to tell a temp cleaner's work from a bad release (exit status 5)
 
 import argparse  # noqa: E402
 import logging  # noqa: E402
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 
 EXIT_BAD_SETTINGS = 2
 EXIT_ALREADY_RUNNING = 3
+# 5: the one-file binary's unpacked files were deleted while it ran (supervisor/frozen.py, EXIT_UNPACKED_GONE)
 
 
 def build_parser() -> argparse.ArgumentParser:

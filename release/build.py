@@ -31,7 +31,8 @@ seed's plain ``pyinstaller --onefile --clean main.py --name worker``, so that
 command gives a working binary too. What this build adds (docs/release.md):
 ``--strip`` (POSIX: the interpreter's debug symbols are most of the size),
 ``--hide-console hide-early`` (Windows: no console window when Task Scheduler
-starts it; a console it was started from is kept) and
+starts it; a console it was started from is kept), ``--runtime-tmpdir`` (Windows: unpack
+under %LOCALAPPDATA%\\HiveWorker, out of %TEMP%'s cleaners; RUNTIME_TMPDIR) and
 release/hooks/hook-selectolax.py (leaves out selectolax's C sources). Neither
 adds a module, so what the plain command bundles is a superset of this build's.
 (The tie to the bootloader is in main.py itself: supervisor/frozen.py.)
@@ -62,6 +63,16 @@ def binary_name() -> str:
     return NAME + (".exe" if os.name == "nt" else "")
 
 
+# Where the Windows one-file binary unpacks, instead of %TEMP% (temp cleaners such as Storage Sense and
+# Disk Cleanup delete old files there, and antivirus scanners watch programs started from it). The
+# bootloader expands %VARIABLES% here but resolves a relative path against the working directory of
+# whoever started it (System32 for Task Scheduler, %TEMP% for the updater), where it may not be able
+# to write and would then not start at all; and no variable names the executable's folder. So: a
+# folder of the user's own profile that always exists. The POSIX bootloader expands nothing (a
+# fixed absolute path is no better than $TMPDIR, /tmp or systemd's PrivateTmp), so only Windows.
+RUNTIME_TMPDIR = r"%LOCALAPPDATA%\HiveWorker\unpacked"
+
+
 def pyinstaller_args(distpath: Path, workpath: Path, specpath: Path, fleet_file: Path | None = None) -> list[str]:
     args = [
         str(ROOT / "main.py"), "--name", NAME, "--onefile", "--clean", "--noconfirm", "--log-level", "WARN",
@@ -72,7 +83,7 @@ def pyinstaller_args(distpath: Path, workpath: Path, specpath: Path, fleet_file:
     if fleet_file is not None:  # at the bundle's root, where supervisor/settings.baked_path() looks
         args += ["--add-data", f"{fleet_file}{os.pathsep}."]
     if os.name == "nt":
-        args += ["--hide-console", "hide-early"]
+        args += ["--hide-console", "hide-early", "--runtime-tmpdir", RUNTIME_TMPDIR]
     elif shutil.which("strip"):
         args += ["--strip"]
     else:

@@ -8,10 +8,10 @@ the frozen worker as well (executor/registry.py, in the supervisor and in each
 executor), and ``from config import *`` in it finds the bundled config: so the
 limit tests define their misbehaving tasks inline in such a file.
 
-A one-file binary is two processes: the bootloader (the PID we start, which
-unpacks the bundle into ``$TMPDIR/_MEI*``, ``%TEMP%`` on Windows) and the supervisor
-(its child), whose executors (and, on POSIX, the resource tracker) are children of
-the supervisor. Every test gives the binary its own temporary folder so that
+A one-file binary is two processes: the bootloader (the PID we start, which unpacks
+the bundle into ``$TMPDIR/_MEI*``; on Windows under ``%LOCALAPPDATA%\\HiveWorker\\unpacked``)
+and the supervisor (its child), whose executors (and, on POSIX, the resource tracker) are
+children of the supervisor. Every test gives the binary its own temporary folder so that
 ``_MEI`` leftovers can be checked. On Windows (the Wine lane) the same tests run on
 worker.exe: the graceful stop is Ctrl+C, a hard kill is TerminateProcess.
 
@@ -22,6 +22,7 @@ uninstall.bat run in their dry-run mode on the built worker.exe.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -111,7 +112,10 @@ def processes_of(binary: Path) -> list[psutil.Process]:
 
 
 def meis(tmpdir: Path) -> list[str]:
-    return sorted(p.name for p in tmpdir.glob("_MEI*"))
+    """The _MEI folders under this temp folder (POSIX: $TMPDIR) or, on Windows, under the
+    %LOCALAPPDATA%\\HiveWorker\\unpacked that _temp_env points into it (release.build's RUNTIME_TMPDIR)."""
+    found = [*tmpdir.glob("_MEI*"), *tmpdir.glob("HiveWorker/unpacked/_MEI*")]
+    return sorted(p.relative_to(tmpdir).as_posix() for p in found)
 
 
 def supervisor_of(w) -> psutil.Process:
@@ -122,8 +126,9 @@ def supervisor_of(w) -> psutil.Process:
 
 
 def _temp_env(tmpdir: Path) -> dict[str, str]:
-    """Where the one-file bootloader unpacks: TMPDIR on POSIX, TEMP/TMP on Windows."""
-    return {"TMPDIR": str(tmpdir), "TEMP": str(tmpdir), "TMP": str(tmpdir)}
+    """Where the one-file bootloader unpacks: TMPDIR on POSIX; on Windows %LOCALAPPDATA%\\HiveWorker\\unpacked
+    (release.build's --runtime-tmpdir), TEMP/TMP for everything else."""
+    return {"TMPDIR": str(tmpdir), "TEMP": str(tmpdir), "TMP": str(tmpdir), "LOCALAPPDATA": str(tmpdir)}
 
 
 def run(binary: Path, *args: str, tmpdir: Path, env: dict[str, str] | None = None,
@@ -342,6 +347,63 @@ def test_limits_work_frozen(frozen: Path, server, start_worker, tmp_path: Path, 
     assert w.wait(30) == 0, w.console()
     _gone(frozen)
     assert meis(tmpdir_env) == []
+
+
+def _delete_what_a_cleaner_can(folder: Path) -> int:
+    """What a temp cleaner or an antivirus does to a folder in use: delete every file it may (on
+    Windows the DLLs and executables loaded by running processes are locked and stay), then the
+    emptied folders. Returns how many files went."""
+    gone = 0
+    for root, dirs, files in os.walk(folder, topdown=False):
+        for name in files:
+            try:
+                os.unlink(os.path.join(root, name))
+                gone += 1
+            except OSError:
+                pass
+        for name in dirs:
+            with contextlib.suppress(OSError):
+                os.rmdir(os.path.join(root, name))
+    with contextlib.suppress(OSError):
+        os.rmdir(folder)
+    return gone
+
+
+def test_unpacked_files_gone_exit_for_a_restart(frozen: Path, server, start_worker, tmp_path: Path,
+                                                tmpdir_env: Path) -> None:
+    """Issue 24, point 6: the one-file bundle is unpacked out of %TEMP% on Windows (under
+    %LOCALAPPDATA%\\HiveWorker), and when a cleaner deletes it anyway while the worker runs, the next
+    executor start fails: the worker says so in one ERROR line and exits with status 5 (instead of
+    failing every start forever); started again, as Task Scheduler, systemd or 1.0.x's watcher do,
+    it unpacks afresh and serves."""
+    from supervisor.frozen import EXIT_UNPACKED_GONE
+
+    home = tmp_path / "home0"  # the same home for both starts
+    w = start_worker(server.url, env=_temp_env(tmpdir_env), cmd=[str(frozen)], home=home)
+    sup = _ready(w)
+    before = server.enqueue("example", {"text": "before"})
+    assert results_for(server, [before], timeout=40)[before][0]["status"] == "success"
+    [mei] = meis(tmpdir_env)
+    if WINDOWS:
+        assert mei.startswith("HiveWorker/unpacked/_MEI"), mei  # not in %TEMP%
+    assert _delete_what_a_cleaner_can(tmpdir_env / mei) > 0
+    executor = tree_of(sup.pid)[0]
+    executor.kill()  # as after a crash: the pool starts another, which cannot start any more
+    assert w.wait(60) == EXIT_UNPACKED_GONE, w.console()
+    _gone(frozen)
+    lines = [line for line in w.log().splitlines() if "unpacked files are gone" in line]
+    assert len(lines) == 1 and " ERROR " in lines[0] and f"exiting with status {EXIT_UNPACKED_GONE}" in lines[0], lines
+    assert w.log().count("executor failed to start") == 0  # no retry loop first
+    assert "stopped;" in w.log()  # a clean shutdown: results persisted, executors stopped
+    for leftover in meis(tmpdir_env):
+        shutil.rmtree(tmpdir_env / leftover, ignore_errors=True)
+
+    again = start_worker(server.url, env=_temp_env(tmpdir_env), cmd=[str(frozen)], home=home)
+    after = server.enqueue("example", {"text": "after"})
+    assert results_for(server, [after], timeout=40)[after][0]["result"] == {"echo": ["after"]}
+    again.terminate()
+    assert again.wait(30) == 0, again.console()
+    _gone(frozen)
 
 
 @pytest.mark.parametrize("target", ["bootloader", "supervisor"])

@@ -1160,7 +1160,9 @@ def bare_env(tmpdir: Path) -> dict[str, str]:
     keep = ("SYSTEMROOT", "WINDIR", "COMSPEC", "PATHEXT") if os.name == "nt" else ()
     env = {k: v for k, v in os.environ.items() if k.upper() in keep}
     tmpdir.mkdir(exist_ok=True)
-    env.update(PATH=os.environ.get("PATH", ""), TEMP=str(tmpdir), TMP=str(tmpdir), TMPDIR=str(tmpdir))
+    # LOCALAPPDATA: a Windows session always has it; the bundle unpacks under it (release.build's RUNTIME_TMPDIR).
+    env.update(PATH=os.environ.get("PATH", ""), TEMP=str(tmpdir), TMP=str(tmpdir), TMPDIR=str(tmpdir),
+               LOCALAPPDATA=str(tmpdir))
     return env
 
 
