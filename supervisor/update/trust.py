@@ -38,11 +38,14 @@ import binascii
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from supervisor.update.errors import UpdateRefused
+
+if TYPE_CHECKING:
+    from supervisor.update.verify import Statement
 
 TRUST = "release-trust.json"  # the zip member
 TRUST_MAX_BYTES = 64 * 1024
@@ -283,8 +286,8 @@ def verify_trust(upd: Path, root_keys: list[str], blob: bytes | None, now: float
 
 
 def verify_release(upd: Path, root_keys: list[str], statement: bytes | None, signature: bytes | None,
-                   blob: bytes | None, now: float) -> Any:
-    """A release statement signed by a release key of a delegation this home accepts (verify.Statement).
+                   blob: bytes | None, now: float) -> Statement:
+    """A release statement signed by a release key of a delegation this home accepts.
     Raises UpdateRefused, one line."""
     from supervisor.update.verify import verify_statement
 
