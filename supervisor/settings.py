@@ -256,6 +256,15 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise SettingsError(f"{path}: not valid TOML: {exc}") from None
 
 
+# Settings that changed their name and meaning: the old name is refused with a pointer, never guessed.
+RENAMED = {"update_public_keys": "update_root_keys (it lists ROOT keys, which delegate the release keys: "
+                                  "docs/release.md, Keys; a release key put there is refused)"}
+
+
+def _renamed(key: str) -> str:
+    return f": renamed to {RENAMED[key]}" if key in RENAMED else ""
+
+
 def checked(data: Mapping[str, Any], where: str) -> dict[str, Any]:
     """``data`` (a TOML table of settings) with each value checked and typed; SettingsError
     naming ``where`` and the key otherwise. worker.toml, the baked fleet file and the build's
@@ -264,7 +273,7 @@ def checked(data: Mapping[str, Any], where: str) -> dict[str, Any]:
     for key, raw in data.items():
         spec = SPECS_BY_KEY.get(key)
         if spec is None:
-            raise SettingsError(f"{where}: unknown setting {key!r} (see --print-config for the known ones)")
+            raise SettingsError(f"{where}: unknown setting {key!r}{_renamed(key)} (see --print-config for the known ones)")
         try:
             out[key] = _coerce(spec, raw, from_text=False)
         except ValueError as exc:
@@ -315,7 +324,8 @@ def load(config_module: Any, home: Path, flags: dict[str, Any], environ: dict[st
     known_env = {s.env for s in SPECS} | {"HIVE_HOME"}
     for name in environ:
         if name.startswith("HIVE_") and name not in known_env and not name.startswith("HIVE_INTERNAL_"):
-            raise SettingsError(f"environment variable {name}: unknown setting (known: HIVE_<NAME> of config.py)")
+            raise SettingsError(f"environment variable {name}: unknown setting{_renamed(name[5:].lower())} "
+                                "(known: HIVE_<NAME> of config.py)")
     for spec in SPECS:
         if spec.env in environ:
             try:

@@ -82,6 +82,16 @@ def test_bool_is_neither_a_word_in_toml_nor_a_number(tmp_path):
         load(config, tmp_path, {}, environ={})
 
 
+def test_the_renamed_release_key_setting_points_to_root_keys(tmp_path):
+    """update_public_keys (release keys, before issue 24) is refused in one line that names its successor."""
+    (tmp_path / "worker.toml").write_text('update_public_keys = []\n')
+    with pytest.raises(SettingsError, match=r"unknown setting 'update_public_keys': renamed to update_root_keys"):
+        load(config, tmp_path, {}, environ={})
+    (tmp_path / "worker.toml").unlink()
+    with pytest.raises(SettingsError, match=r"HIVE_UPDATE_PUBLIC_KEYS: unknown setting: renamed to update_root_keys"):
+        load(config, tmp_path, {}, environ={"HIVE_UPDATE_PUBLIC_KEYS": ""})
+
+
 def test_internal_and_home_variables_are_not_settings(tmp_path):
     env = {"HIVE_HOME": str(tmp_path), "HIVE_INTERNAL_ANYTHING": "1", "HIVE_LOG_LEVEL": "debug"}
     assert load(config, tmp_path, {}, environ=env).log_level == "DEBUG"
