@@ -72,11 +72,12 @@ WATCHDOG_GRACE = 120.0
 # Self-update (the server's update_worker task; docs/self-update.md).
 UPDATE_DRAIN_TIMEOUT = 600.0  # running tasks get this long to finish before the update goes on
 UPDATE_MAX_BYTES = 200 * 1024 * 1024  # a larger download is refused
-# Ed25519 public keys (base64) that may sign releases (several: key rotation). Empty: self-update
-# is off (every update_worker task is refused). A release build carries its fleet's keys
-# (python -m release.build --public-key KEY); the private key is never in this tree. (The key that
-# stood here until issue 21 was dropped: nobody holds its private half any more.)
-UPDATE_PUBLIC_KEYS: list = []
+# Ed25519 ROOT public keys (base64) the build trusts (docs/release.md, "Keys"): a root key signs the
+# delegation that names the release keys, never a release. Empty: self-update is off (every
+# update_worker task is refused). A release build carries its fleet's root keys
+# (python -m release.build --root-key KEY); no private key is ever in this tree. (The release key
+# that stood here until issue 21 was dropped: nobody holds its private half any more.)
+UPDATE_ROOT_KEYS: list = []
 # Labs only: also install releases without a signed statement (sha256/size checks only). Loudly logged.
 UPDATE_ALLOW_UNSIGNED = False
 UPDATE_HEALTH_TIMEOUT = 120.0  # the updater rolls back if the new worker is not healthy by then

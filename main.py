@@ -13,9 +13,10 @@ if __name__ == "__main__":
     # without this the one-file exe spawns itself endlessly.
     multiprocessing.freeze_support()
     # Frozen one-file build: die with the bootloader when it is killed hard (docs/release.md).
-    from supervisor.frozen import tether_to_bootloader  # noqa: E402
+    from supervisor.frozen import remember_unpacked, tether_to_bootloader  # noqa: E402
 
     tether_to_bootloader()
+    remember_unpacked()  # to tell a temp cleaner's work from a bad release (exit status 6)
 
 import argparse  # noqa: E402
 import logging  # noqa: E402

@@ -1,12 +1,13 @@
 """Build the one-file worker binary for this platform: ``python -m release.build``.
 
-    python -m release.build --server-url URL --public-key KEY [--public-key KEY2 ...]
+    python -m release.build --server-url URL --root-key KEY [--root-key KEY2 ...]
                             [--distpath DIR] [--workpath DIR] [--specpath DIR] [--allow-unpinned]
     python -m release.build --dev-build ...     (no fleet settings: never release it)
 
 A release carries its fleet: ``--server-url`` (the fleet's Hive API root; ``@FILE`` reads it
-from a file, so that a user:password in it stays out of the shell's history) and the release
-public keys the fleet trusts (``--public-key``, repeatable) are baked into the binary as
+from a file, so that a user:password in it stays out of the shell's history) and the ROOT
+public keys the fleet trusts (``--root-key``, repeatable; they delegate the release keys,
+docs/release.md, "Keys") are baked into the binary as
 fleet.toml, the binary's defaults below worker.toml, HIVE_* and flags (supervisor/settings.py).
 A 1.0.x PC that installs the release through its own update path starts it with no arguments
 and no worker.toml: these are all it has. Without them the build refuses, unless
@@ -30,7 +31,8 @@ seed's plain ``pyinstaller --onefile --clean main.py --name worker``, so that
 command gives a working binary too. What this build adds (docs/release.md):
 ``--strip`` (POSIX: the interpreter's debug symbols are most of the size),
 ``--hide-console hide-early`` (Windows: no console window when Task Scheduler
-starts it; a console it was started from is kept) and
+starts it; a console it was started from is kept), ``--runtime-tmpdir`` (Windows: unpack
+under %LOCALAPPDATA%\\HiveWorker, out of %TEMP%'s cleaners; RUNTIME_TMPDIR) and
 release/hooks/hook-selectolax.py (leaves out selectolax's C sources). Neither
 adds a module, so what the plain command bundles is a superset of this build's.
 (The tie to the bootloader is in main.py itself: supervisor/frozen.py.)
@@ -61,6 +63,16 @@ def binary_name() -> str:
     return NAME + (".exe" if os.name == "nt" else "")
 
 
+# Where the Windows one-file binary unpacks, instead of %TEMP% (temp cleaners such as Storage Sense and
+# Disk Cleanup delete old files there, and antivirus scanners watch programs started from it). The
+# bootloader expands %VARIABLES% here but resolves a relative path against the working directory of
+# whoever started it (System32 for Task Scheduler, %TEMP% for the updater), where it may not be able
+# to write and would then not start at all; and no variable names the executable's folder. So: a
+# folder of the user's own profile that always exists. The POSIX bootloader expands nothing (a
+# fixed absolute path is no better than $TMPDIR, /tmp or systemd's PrivateTmp), so only Windows.
+RUNTIME_TMPDIR = r"%LOCALAPPDATA%\HiveWorker\unpacked"
+
+
 def pyinstaller_args(distpath: Path, workpath: Path, specpath: Path, fleet_file: Path | None = None) -> list[str]:
     args = [
         str(ROOT / "main.py"), "--name", NAME, "--onefile", "--clean", "--noconfirm", "--log-level", "WARN",
@@ -71,7 +83,7 @@ def pyinstaller_args(distpath: Path, workpath: Path, specpath: Path, fleet_file:
     if fleet_file is not None:  # at the bundle's root, where supervisor/settings.baked_path() looks
         args += ["--add-data", f"{fleet_file}{os.pathsep}."]
     if os.name == "nt":
-        args += ["--hide-console", "hide-early"]
+        args += ["--hide-console", "hide-early", "--runtime-tmpdir", RUNTIME_TMPDIR]
     elif shutil.which("strip"):
         args += ["--strip"]
     else:
@@ -178,18 +190,18 @@ def bundle_report(binary: Path) -> tuple[list[str], list[str]]:
 
 
 NO_FLEET = ("error: a release carries its fleet: pass --server-url URL (the fleet's Hive API root) and "
-            "--public-key KEY (python -m release pubkey KEYFILE), or --dev-build for a binary no fleet may get")
+            "--root-key KEY (python -m release pubkey ROOTKEYFILE), or --dev-build for a binary no fleet may get")
 
 
-def fleet_settings(server_url: str | None, public_keys: list[str], dev_build: bool) -> dict[str, Any] | None:
+def fleet_settings(server_url: str | None, root_keys: list[str], dev_build: bool) -> dict[str, Any] | None:
     """The settings to bake into the binary (None for a dev build), checked as the worker checks
     worker.toml. ValueError with the one line to show when a fleet build lacks one or one is bad."""
     from supervisor.safetext import redact_url
     from supervisor.settings import SettingsError, checked
 
     if dev_build:
-        if server_url is not None or public_keys:
-            raise ValueError("error: --dev-build carries no fleet settings: drop --server-url/--public-key, "
+        if server_url is not None or root_keys:
+            raise ValueError("error: --dev-build carries no fleet settings: drop --server-url/--root-key, "
                              "or drop --dev-build")
         return None
     if server_url and server_url.startswith("@"):
@@ -197,11 +209,11 @@ def fleet_settings(server_url: str | None, public_keys: list[str], dev_build: bo
             server_url = Path(server_url[1:]).read_text(encoding="utf-8").strip()
         except OSError as exc:
             raise ValueError(f"error: --server-url: cannot read {server_url[1:]}: {exc.strerror}") from None
-    if not server_url or not public_keys:
-        missing = "--server-url" if not server_url else "--public-key"
+    if not server_url or not root_keys:
+        missing = "--server-url" if not server_url else "--root-key"
         raise ValueError(NO_FLEET.replace("error: ", f"error: no {missing}: ", 1))
     try:
-        return checked({"server_url": server_url, "update_public_keys": public_keys}, "fleet settings")
+        return checked({"server_url": server_url, "update_root_keys": root_keys}, "fleet settings")
     except SettingsError as exc:
         # The checks quote the bad value: never a password (a URL is redacted, a key has none).
         raise ValueError(f"error: {str(exc).replace(server_url, redact_url(server_url))}") from None
@@ -237,7 +249,7 @@ def describe_fleet(values: dict[str, Any]) -> str:
     from supervisor.safetext import redact_url
 
     url = redact_url(values.get("server_url") or "") or "NO SERVER URL"
-    return f"server {url}, {len(values.get('update_public_keys') or [])} release key(s)"
+    return f"server {url}, {len(values.get('update_root_keys') or [])} root key(s)"
 
 
 def frozen_env() -> dict[str, str]:
@@ -324,14 +336,15 @@ def main(argv: list[str] | None = None) -> int:
     fleet.add_argument("--server-url", metavar="URL|@FILE",
                        help="the fleet's Hive API root, e.g. http://host:3010/api (user:password@ allowed; "
                             "@FILE reads it from FILE)")
-    fleet.add_argument("--public-key", metavar="KEY", action="append", default=[],
-                       help="a release public key the fleet trusts (base64; repeatable: key rotation)")
+    fleet.add_argument("--root-key", metavar="KEY", action="append", default=[],
+                       help="a root public key the fleet trusts (base64; repeatable): root keys sign the "
+                            "delegation of release keys (docs/release.md, Keys)")
     fleet.add_argument("--dev-build", action="store_true",
                        help="no fleet settings: a binary for tests and labs that needs --server, HIVE_SERVER_URL "
                             "or worker.toml to run (make_release refuses it)")
     args = ap.parse_args(argv)
     try:
-        fleet_values = fleet_settings(args.server_url, args.public_key, args.dev_build)
+        fleet_values = fleet_settings(args.server_url, args.root_key, args.dev_build)
     except ValueError as exc:
         print(exc, file=sys.stderr)
         return 2

@@ -1,12 +1,12 @@
 """Make the signed release zip from a built binary: ``python -m release.make_release``.
 
-    python -m release.make_release --sign-key KEYFILE [--sequence N] [--binary dist/worker.exe]
+    python -m release.make_release --sign-key KEYFILE --trust TRUSTFILE [--sequence N] [--binary dist/worker.exe]
                                    [--url URL] [--out dist/] [--statement-in-params]
     python -m release.make_release --unsigned ...      (labs: workers refuse it unless UPDATE_ALLOW_UNSIGNED)
     python -m release.make_release --dev-build ...     (labs: a binary without fleet settings)
 
 Before anything is packed, the binary must print its version (``--version``), pass
-``--self-test`` and carry its fleet: a server URL and release keys, as ``--print-config``
+``--self-test`` and carry its fleet: a server URL and root keys, as ``--print-config``
 shows them with nothing around it (a 1.0.x PC that installs the zip starts the binary with
 no arguments, no HIVE_* and no worker.toml: without a baked server URL it would never reach
 the Hive again). A ``release.build --dev-build`` binary is refused unless ``--dev-build`` is
@@ -16,7 +16,9 @@ update path takes ``worker.exe`` from the root and ignores the rest):
     worker.exe    (``worker`` for a Linux/macOS binary; stored with mode 0755)
     updater.bat   (from the repo root, with CRLF line ends)
     release.json  (the signed statement: the binary's SHA-256 and size, version, platform, sequence)
-    release.sig   (its Ed25519 signature, base64; docs/self-update.md)
+    release.sig   (its Ed25519 signature by a release key, base64; docs/self-update.md)
+    release-trust.json  (the root chain and the delegation naming that release key: --trust, made by
+                  ``python -m release delegate``; docs/release.md, "Keys")
 
 The sequence defaults to RELEASE_SEQUENCE in config.py when the binary's version is
 WORKER_VERSION there (it was built from this tree); otherwise --sequence is required.
@@ -24,7 +26,7 @@ The zip is reproducible (fixed timestamps, fixed order; Ed25519 signatures are
 deterministic). Printed: the zip's path, SHA-256 and size, a url-only params line
 for 1.0.x workers, and as the last line the exact ``update_worker`` params JSON:
 {"url", "sha256", "size", "version", "sequence"} (with --statement-in-params also
-"release" and "release_signature"), also written beside the zip as ``<zip>.json``.
+"release", "release_signature" and "release_trust"), also written beside the zip as ``<zip>.json``.
 Without ``--url`` the url is a placeholder to replace.
 """
 
@@ -41,6 +43,7 @@ from pathlib import Path
 
 from release.build import ROOT, baked_config, binary_name, describe_fleet, run_binary
 from supervisor.update.extract import SIGNATURE, STATEMENT
+from supervisor.update.trust import TRUST
 from supervisor.update.verify import platform_tag
 
 ZIP_TIME = (2020, 1, 1, 0, 0, 0)  # fixed member timestamps: the same binary gives the same zip
@@ -73,8 +76,8 @@ def write_zip(zip_path: Path, binary: Path, member: str, updater: bytes, signed:
 
 
 def write_members(zip_path: Path, binary: Path, member: str, others: dict[str, bytes]) -> None:
-    """The binary first, then the other members in a fixed order (updater.bat, release.json, release.sig)."""
-    order = ["updater.bat", STATEMENT, SIGNATURE]
+    """The binary first, then the other members in a fixed order (updater.bat, release.json, release.sig, release-trust.json)."""
+    order = ["updater.bat", STATEMENT, SIGNATURE, TRUST]
     tmp = zip_path.with_name(zip_path.name + ".part")
     with zipfile.ZipFile(tmp, "w") as zf:
         with open(binary, "rb") as src, zf.open(_member(member, 0o755), "w") as dst:
@@ -106,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--url", default=None, help="where the zip will be downloaded from (goes into the params JSON)")
     ap.add_argument("--sign-key", type=Path, default=None,
                     help="the release private key file (python -m release keygen FILE), kept outside the tree")
+    ap.add_argument("--trust", type=Path, default=None,
+                    help="release-trust.json: the delegation naming that release key (python -m release delegate)")
     ap.add_argument("--sequence", type=int, default=None,
                     help="release sequence, above every earlier release's (default: RELEASE_SEQUENCE in config.py)")
     ap.add_argument("--unsigned", action="store_true",
@@ -115,9 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--statement-in-params", action="store_true",
                     help="also put release.json and release.sig into the params (old releases refused before download)")
     args = ap.parse_args(argv)
-    if not args.unsigned and args.sign_key is None:
-        print("error: pass --sign-key KEYFILE (workers refuse unsigned releases), or --unsigned for a lab",
-              file=sys.stderr)
+    if not args.unsigned and (args.sign_key is None or args.trust is None):
+        print("error: pass --sign-key KEYFILE and --trust TRUSTFILE (workers refuse unsigned releases), or "
+              "--unsigned for a lab", file=sys.stderr)
         return 2
     binary: Path = args.binary.resolve()
     if not binary.is_file():
@@ -139,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     problem = fleet_problem(fleet)
     if problem and not args.dev_build:
         print(f"error: not releasing {binary.name}: {problem} (python -m release.build --server-url URL "
-              "--public-key KEY; --dev-build packs it anyway, for a lab)", file=sys.stderr)
+              "--root-key KEY; --dev-build packs it anyway, for a lab)", file=sys.stderr)
         return 2
     member = "worker.exe" if binary.suffix.lower() == ".exe" else "worker"
     out = (args.out or binary.parent).resolve()
@@ -156,7 +161,10 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
             return 2
         try:
-            signed = signed_members(binary, member, version, sequence, args.sign_key)
+            signed = signed_members(binary, member, version, sequence, args.sign_key, args.trust.read_bytes())
+        except OSError as exc:
+            print(f"error: {exc.filename}: {exc.strerror}", file=sys.stderr)
+            return 2
         except SigningError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
@@ -171,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.statement_in_params:
             params["release"] = signed[STATEMENT].decode("utf-8")
             params["release_signature"] = signed[SIGNATURE].decode("ascii").strip()
+            params["release_trust"] = signed[TRUST].decode("utf-8")
     line = json.dumps(params, ensure_ascii=False)
     Path(str(zip_path) + ".json").write_text(line + "\n", encoding="utf-8")
     print(f"release: {zip_path}")
@@ -193,8 +202,8 @@ def fleet_problem(values: dict) -> str:
     """Why a binary showing these settings with nothing around it cannot go to a fleet ('' if it can)."""
     if not values.get("server_url"):
         return "it carries no server URL: a PC that starts it with no arguments would never reach the Hive"
-    if not values.get("update_public_keys"):
-        return "it trusts no release key: the fleet could never be updated again"
+    if not values.get("update_root_keys"):
+        return "it trusts no root key: the fleet could never be updated again"
     return ""
 
 

@@ -1,4 +1,5 @@
-"""The release key: make a key pair, sign a release zip, verify one (``python -m release``).
+"""The keys: make a key pair, delegate release keys, rotate the root, sign and verify a release zip
+(``python -m release``; the ceremony: docs/release.md, "Keys").
 
 The private key file holds the base64 of a 32-byte Ed25519 seed and nothing else. It lives
 outside the project tree (keygen refuses a path inside it), is created readable by its owner
@@ -7,7 +8,10 @@ never what is in it. The worker side (supervisor/update/verify.py) only verifies
 
 Signing writes two members into the zip beside the binary: ``release.json`` (the statement:
 the binary's SHA-256 and size, version, platform, sequence) and ``release.sig`` (the base64
-Ed25519 signature over verify.STATEMENT_DOMAIN + the exact release.json bytes).
+Ed25519 signature over verify.STATEMENT_DOMAIN + the exact release.json bytes), and
+``release-trust.json`` (supervisor/update/trust.py: the root chain and the delegation that names
+the release key; made once per delegation with ``python -m release delegate``, copied into
+every zip).
 """
 
 from __future__ import annotations
@@ -26,6 +30,17 @@ import orjson
 
 from supervisor.update.errors import UpdateRefused
 from supervisor.update.extract import SIGNATURE, STATEMENT, extract_binary
+from supervisor.update.trust import (
+    DELEGATION_DOMAIN,
+    DELEGATION_TYPE,
+    ROOT_DOMAIN,
+    ROOT_TYPE,
+    TRUST,
+    TRUST_TYPE,
+    check_trust,
+    parse_iso,
+    parse_trust,
+)
 from supervisor.update.verify import (
     STATEMENT_TYPE,
     Statement,
@@ -52,7 +67,8 @@ def _inside_tree(path: Path) -> bool:
 
 def keygen(private_key_file: Path) -> str:
     """Write a new private key (0600; never over an existing file, never inside the project tree);
-    returns its public key (base64), the value for UPDATE_PUBLIC_KEYS."""
+    returns its public key (base64): for a root key, the value of release.build --root-key; for a
+    release key, the value of ``delegate --release-key``."""
     from nacl.signing import SigningKey
 
     path = Path(private_key_file)
@@ -110,14 +126,81 @@ def sha256_file(path: Path) -> tuple[str, int]:
 
 
 def signed_members(binary: Path, binary_member: str, version: str, sequence: int, private_key_file: Path,
-                   plat: str | None = None) -> dict[str, bytes]:
-    """{release.json: ..., release.sig: ...} for this binary."""
+                   trust: bytes, plat: str | None = None) -> dict[str, bytes]:
+    """{release.json, release.sig, release-trust.json} for this binary, signed with a release key
+    that the delegation in ``trust`` names (checked: a zip the fleet would refuse is never made)."""
     sha, size = sha256_file(binary)
     try:
         statement = make_statement(sha, size, version, plat or platform_tag(binary_member), sequence)
+        delegation = check_delegation_text(trust)
     except UpdateRefused as exc:
         raise SigningError(f"not signing: {exc}") from None
-    return {STATEMENT: statement, SIGNATURE: sign_statement(statement, private_key_file)}
+    public = load_private_key(private_key_file).verify_key.encode()
+    if public not in delegation:
+        raise SigningError(f"not signing: {private_key_file} is not a release key of the delegation in {TRUST} "
+                           f"({len(delegation)} key(s)); make a delegation for it (python -m release delegate)")
+    return {STATEMENT: statement, SIGNATURE: sign_statement(statement, private_key_file), TRUST: trust}
+
+
+def check_delegation_text(trust: bytes) -> tuple[bytes, ...]:
+    """The release keys a release-trust.json delegates (signature not checked here: the signer has no
+    root keys; verify_zip checks the whole chain). Raises UpdateRefused when it is not one."""
+    from supervisor.update.trust import decode_key
+
+    _, envelope = parse_trust(trust)
+    try:
+        data = orjson.loads(envelope["signed"])
+        return tuple(decode_key(k, "a delegated key") for k in data["keys"])
+    except (TypeError, KeyError, orjson.JSONDecodeError):
+        raise UpdateRefused(f"{TRUST} holds no readable delegation") from None
+
+
+def _envelope(text: bytes, domain: bytes, key_files: list[Path]) -> dict[str, Any]:
+    sigs = [base64.b64encode(load_private_key(f).sign(domain + text).signature).decode("ascii") for f in key_files]
+    return {"signed": text.decode("utf-8"), "signatures": sigs}
+
+
+def make_root(version: int, new_keys: list[str], current_root_key: Path, new_root_key_files: list[Path]) -> bytes:
+    """A root statement (version N+1, the new root public keys), signed by a key of the current root
+    and by every new root private key given (one is enough for a worker; signing with the new key
+    proves that someone holds it)."""
+    from supervisor.update.trust import decode_key
+
+    if isinstance(version, bool) or not isinstance(version, int) or version < 2:
+        raise SigningError("a root statement's version is 2 or more (version 1 is the build's own root keys)")
+    for i, key in enumerate(new_keys):
+        try:
+            decode_key(key, f"new root key {i + 1}")
+        except UpdateRefused as exc:
+            raise SigningError(str(exc)) from None
+    publics = {public_key_of(f) for f in new_root_key_files}
+    if not new_root_key_files or not publics <= set(new_keys):
+        raise SigningError("sign a root statement with at least one of the new root keys it lists (--new-root-key)")
+    text = orjson.dumps({"type": ROOT_TYPE, "version": version, "keys": new_keys})
+    return orjson.dumps(_envelope(text, ROOT_DOMAIN, [current_root_key, *new_root_key_files]),
+                        option=orjson.OPT_INDENT_2) + b"\n"
+
+
+def make_trust(version: int, release_keys: list[str], expires: str, root_key: Path,
+               roots: list[bytes] | None = None) -> bytes:
+    """release-trust.json: the root chain (root statements, oldest first) and a delegation of
+    ``release_keys`` until ``expires`` (UTC, 2027-06-01T00:00:00Z), signed with a root private key."""
+    from supervisor.update.trust import decode_key
+
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise SigningError("a delegation's version is a whole number from 1, above every earlier delegation's")
+    try:
+        parse_iso(expires, "--expires")
+        for i, key in enumerate(release_keys):
+            decode_key(key, f"release key {i + 1}")
+        chain = [orjson.loads(r) for r in roots or []]
+    except (UpdateRefused, orjson.JSONDecodeError) as exc:
+        raise SigningError(str(exc)) from None
+    if not release_keys:
+        raise SigningError("a delegation names at least one release key (--release-key)")
+    text = orjson.dumps({"type": DELEGATION_TYPE, "version": version, "keys": release_keys, "expires": expires})
+    doc = {"type": TRUST_TYPE, "roots": chain, "delegation": _envelope(text, DELEGATION_DOMAIN, [root_key])}
+    return orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n"
 
 
 def binary_member_of(zf: zipfile.ZipFile) -> str:
@@ -127,7 +210,8 @@ def binary_member_of(zf: zipfile.ZipFile) -> str:
     return names[0]
 
 
-def sign_zip(zip_path: Path, private_key_file: Path, version: str, sequence: int, plat: str | None = None) -> Path:
+def sign_zip(zip_path: Path, private_key_file: Path, version: str, sequence: int, trust: bytes,
+             plat: str | None = None) -> Path:
     """Rewrite a release zip with a (new) signed statement for the binary inside; returns the zip."""
     from release.make_release import write_members
 
@@ -138,8 +222,8 @@ def sign_zip(zip_path: Path, private_key_file: Path, version: str, sequence: int
         with zf.open(member) as src, open(binary, "wb") as dst:
             for block in iter(lambda: src.read(1 << 20), b""):
                 dst.write(block)
-        others = {n: zf.read(n) for n in zf.namelist() if n not in (member, STATEMENT, SIGNATURE)}
-        extra = signed_members(binary, member, version, sequence, private_key_file, plat)
+        others = {n: zf.read(n) for n in zf.namelist() if n not in (member, STATEMENT, SIGNATURE, TRUST)}
+        extra = signed_members(binary, member, version, sequence, private_key_file, trust, plat)
         write_members(zip_path, binary, member, {**others, **extra})
     return zip_path
 
@@ -148,14 +232,22 @@ def sign_zip(zip_path: Path, private_key_file: Path, version: str, sequence: int
 class Verified:
     statement: Statement
     binary_member: str
+    root_version: int  # the root the chain led to (0: the given root keys themselves)
+    delegation_version: int
+    expires: str
+    release_key: str
 
 
-def verify_zip(zip_path: Path, public_keys: list[str]) -> Verified:
-    """What a worker checks, with these keys: members, signature, statement, the binary's hash.
-    Raises UpdateRefused with the worker's own message."""
-    keys = parse_keys(public_keys)
+def verify_zip(zip_path: Path, root_keys: list[str], now: float | None = None) -> Verified:
+    """What a worker built with these root keys checks (with nothing remembered): members, root chain,
+    delegation, signature, statement, the binary's hash. Raises UpdateRefused with the worker's own message."""
+    import time
+
+    from supervisor.update.trust import build_root, iso
+
+    keys = parse_keys(root_keys)
     if not keys:
-        raise UpdateRefused("no public key to verify with (UPDATE_PUBLIC_KEYS is empty; pass --key)")
+        raise UpdateRefused("no root key to verify with (UPDATE_ROOT_KEYS is empty; pass --root-key)")
     try:
         with zipfile.ZipFile(zip_path) as zf:
             member = binary_member_of(zf)
@@ -165,8 +257,12 @@ def verify_zip(zip_path: Path, public_keys: list[str]) -> Verified:
         raise UpdateRefused(str(exc)) from None
     with tempfile.TemporaryDirectory(prefix="hive-verify-") as tmp:
         unpacked = extract_binary(Path(zip_path), Path(tmp), binary_name=member)
-    statement = verify_statement(unpacked.statement, unpacked.signature, keys)
+    trusted = check_trust(build_root(root_keys), unpacked.trust, 0, time.time() if now is None else now)
+    statement = verify_statement(unpacked.statement, unpacked.signature, trusted.delegation.keys,
+                                 f"delegation version {trusted.delegation.version}")
     check_binary(statement, unpacked.sha256, unpacked.size)
     if (statement.platform == "windows") != member.endswith(".exe"):
         raise UpdateRefused(f"the statement's platform {statement.platform} does not fit {member}")
-    return Verified(statement=statement, binary_member=member)
+    return Verified(statement=statement, binary_member=member, root_version=trusted.root.version,
+                    delegation_version=trusted.delegation.version, expires=iso(trusted.delegation.expires),
+                    release_key=base64.b64encode(trusted.delegation.keys[statement.key_index]).decode("ascii"))

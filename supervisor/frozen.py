@@ -9,6 +9,13 @@ the resource tracker never get there), this kills the supervisor the same hard
 way when its bootloader is gone; its executors follow it (executor/sandbox.py,
 Job Objects on Windows). It never raises: logging is not set up yet, so what it
 decided is kept in ``OUTCOME`` and main.py logs it as one line.
+
+It also remembers what the bootloader unpacked (``remember_unpacked``): a temp cleaner or an
+antivirus may delete those files while the worker runs. The running processes keep what they
+loaded, but every executor started after that fails (or, on Windows, may hang); the pool asks
+``exit_if_unpacked_gone`` before it starts one and the worker exits with EXIT_UNPACKED_GONE, once, for whatever
+restarts it (Task Scheduler, systemd, 1.0.x's watcher) to start it with a fresh unpack
+(docs/release.md, "One file, two processes").
 """
 
 from __future__ import annotations
@@ -20,6 +27,51 @@ from pathlib import Path
 
 # (log level, line) of the decision, for main.py to log once logging is up; None from source.
 OUTCOME: tuple[int, str] | None = None
+# The exit status of a worker whose unpacked files are gone (documented in docs/release.md).
+EXIT_UNPACKED_GONE = 6  # 5 is the probation's rollback (update/probation.py)
+# (the _MEI folder, the names at its top level) as the bootloader left them; None from source.
+UNPACKED: tuple[Path, list[str]] | None = None
+
+
+class UnpackedFilesGone(SystemExit):
+    """Raised on the supervision loop's thread: the loop's own handler lets it through, run()
+    shuts down as for a stop (results persisted, executors stopped), and the process exits
+    with EXIT_UNPACKED_GONE."""
+
+
+def remember_unpacked() -> None:
+    """Note the one-file bundle's top-level files (called once by main.py, like the tether)."""
+    global UNPACKED
+    if getattr(sys, "frozen", False) and _is_one_file():
+        bundle = Path(sys._MEIPASS)  # type: ignore[attr-defined]
+        try:
+            UNPACKED = (bundle, sorted(os.listdir(bundle)))
+        except OSError:
+            UNPACKED = None
+
+
+def missing_unpacked(bundle: Path, names: list[str]) -> str | None:
+    """Why the unpacked bundle cannot start another process (its folder or files are gone), or None."""
+    if not bundle.is_dir():
+        return f"the folder it unpacked into, {bundle}, is gone"
+    gone = [n for n in names if not (bundle / n).exists()]
+    if not gone:
+        return None
+    return f"{len(gone)} of the {len(names)} files it unpacked into {bundle} are gone (e.g. {', '.join(gone[:3])})"
+
+
+def exit_if_unpacked_gone() -> None:
+    """Before an executor starts: if our unpacked files are gone, say so in one line and exit with
+    EXIT_UNPACKED_GONE (raises UnpackedFilesGone), instead of failing every start."""
+    if UNPACKED is None:
+        return
+    problem = missing_unpacked(*UNPACKED)
+    if problem:
+        logging.getLogger("hive.supervisor").error(
+            "the one-file binary's unpacked files are gone (%s; a temp cleaner or an antivirus?): no executor can "
+            "start; exiting with status %d so that whatever starts the worker starts it again with a fresh unpack",
+            problem, EXIT_UNPACKED_GONE)
+        raise UnpackedFilesGone(EXIT_UNPACKED_GONE)
 
 
 def tether_to_bootloader() -> None:
@@ -34,10 +86,12 @@ def tether_to_bootloader() -> None:
 
 
 def _is_one_file() -> bool:
-    """One-file builds unpack to a temporary _MEI* folder; a onedir build's bundle sits beside
-    (or under) the executable. Decided from our own paths, so no look at the parent is needed."""
+    """One-file builds unpack to a fresh _MEI* folder (on Windows under %LOCALAPPDATA%\\HiveWorker,
+    which may be the install folder itself); a onedir build's bundle is the executable's folder or
+    its _internal. Decided from our own paths, so no look at the parent is needed."""
     bundle = Path(getattr(sys, "_MEIPASS", "")).resolve()
-    return not bundle.is_relative_to(Path(sys.executable).resolve().parent)
+    exe_dir = Path(sys.executable).resolve().parent
+    return bundle.name.startswith("_MEI") and bundle not in (exe_dir, exe_dir / "_internal")
 
 
 def _tether() -> tuple[int, str]:

@@ -2,7 +2,7 @@
 
 A frozen exe cannot be edited, so every setting of config.py (except the version
 and the registry) is overridable. The release build bakes the fleet's settings
-(at least server_url and update_public_keys, ``python -m release.build --server-url``)
+(at least server_url and update_root_keys, ``python -m release.build --server-url``)
 into the binary as FLEET_FILE: they are that binary's defaults, above config.py and
 below everything a PC can set itself (docs/release.md). Bad values stop the worker at
 start with one line naming the key and where it came from (exit status 2).
@@ -272,9 +272,9 @@ class Settings:
                                           help="running tasks get this long to finish before a self-update goes on",
                                           unit="seconds")
     update_max_bytes: int = setting(1024, 2**34, help="a larger self-update download is refused", unit="bytes")
-    update_public_keys: list[str] = setting(check=key_problem,
-                                            help="Ed25519 public keys (base64) that may sign updates, comma-separated",
-                                            unit="list")
+    update_root_keys: list[str] = setting(check=key_problem,
+                                          help="Ed25519 root public keys (base64) that delegate the release keys, "
+                                               "comma-separated", unit="list")
     update_allow_unsigned: bool = setting(help="labs only: install updates that carry no signed release statement",
                                           unit="true/false")
     update_health_timeout: float = setting(5, 3600,
@@ -407,6 +407,9 @@ def environment_warnings(environ: Mapping[str, str]) -> list[str]:
     for name in sorted(environ):
         if name.startswith("HIVE_") and name not in known and not name.startswith(INTERNAL_ENV_PREFIX):
             bare = name.removeprefix(ENV_PREFIX) if name.startswith(ENV_PREFIX) else name.removeprefix("HIVE_")
+            if bare.lower() in RENAMED:  # warned like any unknown name (23.9), with its successor
+                lines.append(f"environment variable {name} is ignored{_renamed(bare.lower())}")
+                continue
             close = closest(bare, SPECS_BY_NAME)
             lines.append(f"environment variable {name} is not a setting of this worker; ignored (settings are "
                          f"{ENV_PREFIX}<NAME>" + (f"; did you mean {ENV_PREFIX}{close}?)" if close else ")"))
@@ -429,6 +432,15 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise SettingsError(f"{path}: not valid TOML: {exc}") from None
 
 
+# Settings that changed their name and meaning: the old name is refused with a pointer, never guessed.
+RENAMED = {"update_public_keys": "update_root_keys (it lists ROOT keys, which delegate the release keys: "
+                                  "docs/release.md, Keys; a release key put there is refused)"}
+
+
+def _renamed(key: str) -> str:
+    return f": renamed to {RENAMED[key]}" if key in RENAMED else ""
+
+
 def checked(data: Mapping[str, Any], where: str) -> dict[str, Any]:
     """``data`` (a TOML table of settings) with each value checked and typed; SettingsError
     naming ``where`` and the key otherwise. worker.toml, the baked fleet file and the build's
@@ -438,8 +450,8 @@ def checked(data: Mapping[str, Any], where: str) -> dict[str, Any]:
         spec = SPECS_BY_KEY.get(key)
         if spec is None:
             close = closest(key, SPECS_BY_KEY)
-            raise SettingsError(f"{where}: unknown setting {key!r} " + (
-                f"(did you mean {close!r}?)" if close else "(see --print-config for the known ones)"))
+            raise SettingsError(f"{where}: unknown setting {key!r}{_renamed(key)} " + (
+                f"(did you mean {close!r}?)" if close and not _renamed(key) else "(see --print-config for the known ones)"))
         try:
             out[key] = _coerce(spec, raw, from_text=False)
         except ValueError as exc:

@@ -162,7 +162,7 @@ def test_no_claim_slips_into_a_self_update_drain(server, tmp_path):
                                  environ={"HIVE_UPDATE_ERROR_SLEEP": "0", "HIVE_NO_TASK_SLEEP": "0.1",
                                           "HIVE_TASK_ERROR_SLEEP": "0",
                                           # a throwaway key: with none trusted an update is refused at once
-                                          "HIVE_UPDATE_PUBLIC_KEYS": "Gtt6yuQClBCdZBFXnucwWGDkybjhgRtcETZEhCEWv3I="})
+                                          "HIVE_UPDATE_ROOT_KEYS": "Gtt6yuQClBCdZBFXnucwWGDkybjhgRtcETZEhCEWv3I="})
     arbiter = Arbiter(settings, "w-drain", "2.0.0", set(test_config.TASK_REGISTRY), config_path=str(TEST_CONFIG))
     arbiter.updates.frozen = True  # the drain path; prepare refuses the missing zip, nothing is launched
     events: list[tuple[float, str]] = []  # (monotonic, what), in order

@@ -26,12 +26,12 @@ def _python(*args: str, module: str, cwd: Path = ROOT) -> subprocess.CompletedPr
 
 @pytest.mark.parametrize("args, needle", [
     ([], "error: no --server-url: a release carries its fleet: pass --server-url URL"),
-    (["--server-url", f"http://hive:{PASSWORD}@fleet:3010/api"], "error: no --public-key: "),
-    (["--server-url", f"ftp://hive:{PASSWORD}@fleet/api", "--public-key", KEY],
+    (["--server-url", f"http://hive:{PASSWORD}@fleet:3010/api"], "error: no --root-key: "),
+    (["--server-url", f"ftp://hive:{PASSWORD}@fleet/api", "--root-key", KEY],
      "error: fleet settings: server_url must be an http(s) URL"),
-    (["--server-url", "http://fleet:3010/api", "--public-key", "not-a-key"], "error: fleet settings: update_public_keys"),
+    (["--server-url", "http://fleet:3010/api", "--root-key", "not-a-key"], "error: fleet settings: update_root_keys"),
     (["--dev-build", "--server-url", "http://fleet:3010/api"], "error: --dev-build carries no fleet settings"),
-    (["--server-url", "@/nonexistent/fleet-url.txt", "--public-key", KEY], "error: --server-url: cannot read"),
+    (["--server-url", "@/nonexistent/fleet-url.txt", "--root-key", KEY], "error: --server-url: cannot read"),
 ])
 def test_the_build_refuses_a_release_without_its_fleet(tmp_path: Path, args: list[str], needle: str) -> None:
     """One line, exit 2, before PyInstaller runs (nothing is built), and never the password."""
@@ -63,10 +63,10 @@ esac
 
 @pytest.mark.skipif(sys.platform == "win32", reason="the stand-in binary is a POSIX shell script")
 @pytest.mark.parametrize("print_config, refusal", [
-    ('# server_url: from config.py\nserver_url = ""\n# update_public_keys: from config.py\nupdate_public_keys = []\n',
+    ('# server_url: from config.py\nserver_url = ""\n# update_root_keys: from config.py\nupdate_root_keys = []\n',
      "it carries no server URL"),
     ('# server_url: from the release build (fleet settings)\nserver_url = "http://***@fleet:3010/api"\n'
-     "update_public_keys = []\n", "it trusts no release key"),
+     "update_root_keys = []\n", "it trusts no root key"),
 ])
 def test_make_release_refuses_a_binary_without_its_fleet(tmp_path: Path, print_config: str, refusal: str) -> None:
     binary = _standin(tmp_path, print_config)
@@ -85,10 +85,10 @@ def test_make_release_refuses_a_binary_without_its_fleet(tmp_path: Path, print_c
 def test_make_release_names_the_fleet_it_packs(tmp_path: Path) -> None:
     binary = _standin(tmp_path, '# server_url: from the release build (fleet settings)\n'
                                 'server_url = "http://***@fleet:3010/api"\n'
-                                f'update_public_keys = ["{KEY}"]\n')
+                                f'update_root_keys = ["{KEY}"]\n')
     got = _python("--binary", str(binary), "--out", str(tmp_path / "out"), "--unsigned", module="release.make_release")
     assert got.returncode == 0, got.stdout + got.stderr
-    assert "fleet: server http://***@fleet:3010/api, 1 release key(s)\n" in got.stdout
+    assert "fleet: server http://***@fleet:3010/api, 1 root key(s)\n" in got.stdout
 
 
 @pytest.mark.slow  # a worker process

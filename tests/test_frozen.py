@@ -8,10 +8,10 @@ the frozen worker as well (executor/registry.py, in the supervisor and in each
 executor), and ``from config import *`` in it finds the bundled config: so the
 limit tests define their misbehaving tasks inline in such a file.
 
-A one-file binary is two processes: the bootloader (the PID we start, which
-unpacks the bundle into ``$TMPDIR/_MEI*``, ``%TEMP%`` on Windows) and the supervisor
-(its child), whose executors (and, on POSIX, the resource tracker) are children of
-the supervisor. Every test gives the binary its own temporary folder so that
+A one-file binary is two processes: the bootloader (the PID we start, which unpacks
+the bundle into ``$TMPDIR/_MEI*``; on Windows under ``%LOCALAPPDATA%\\HiveWorker\\unpacked``)
+and the supervisor (its child), whose executors (and, on POSIX, the resource tracker) are
+children of the supervisor. Every test gives the binary its own temporary folder so that
 ``_MEI`` leftovers can be checked. On Windows (the Wine lane) the same tests run on
 worker.exe: the graceful stop is Ctrl+C, a hard kill is TerminateProcess.
 
@@ -22,6 +22,7 @@ uninstall.bat run in their dry-run mode on the built worker.exe.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -111,7 +112,10 @@ def processes_of(binary: Path) -> list[psutil.Process]:
 
 
 def meis(tmpdir: Path) -> list[str]:
-    return sorted(p.name for p in tmpdir.glob("_MEI*"))
+    """The _MEI folders under this temp folder (POSIX: $TMPDIR) or, on Windows, under the
+    %LOCALAPPDATA%\\HiveWorker\\unpacked that _temp_env points into it (release.build's RUNTIME_TMPDIR)."""
+    found = [*tmpdir.glob("_MEI*"), *tmpdir.glob("HiveWorker/unpacked/_MEI*")]
+    return sorted(p.relative_to(tmpdir).as_posix() for p in found)
 
 
 def supervisor_of(w) -> psutil.Process:
@@ -122,8 +126,9 @@ def supervisor_of(w) -> psutil.Process:
 
 
 def _temp_env(tmpdir: Path) -> dict[str, str]:
-    """Where the one-file bootloader unpacks: TMPDIR on POSIX, TEMP/TMP on Windows."""
-    return {"TMPDIR": str(tmpdir), "TEMP": str(tmpdir), "TMP": str(tmpdir)}
+    """Where the one-file bootloader unpacks: TMPDIR on POSIX; on Windows %LOCALAPPDATA%\\HiveWorker\\unpacked
+    (release.build's --runtime-tmpdir), TEMP/TMP for everything else."""
+    return {"TMPDIR": str(tmpdir), "TEMP": str(tmpdir), "TMP": str(tmpdir), "LOCALAPPDATA": str(tmpdir)}
 
 
 def run(binary: Path, *args: str, tmpdir: Path, env: dict[str, str] | None = None,
@@ -252,7 +257,7 @@ def test_embedded_server_only_when_asked(frozen: Path, start_worker, tmpdir_env:
 
 
 def test_a_fleet_build_carries_its_settings(builds, tmp_path: Path, tmpdir_env: Path) -> None:
-    """The release build's --server-url and --public-key are the binary's own defaults, named as
+    """The release build's --server-url and --root-key are the binary's own defaults, named as
     such by --print-config (password redacted); worker.toml and HIVE_* still win over them."""
     from supervisor.settings import BAKED_SOURCE
 
@@ -264,13 +269,13 @@ def test_a_fleet_build_carries_its_settings(builds, tmp_path: Path, tmpdir_env: 
     assert got.returncode == 0, got.stderr
     redacted = builds.fleet_url.replace(f"hive:{FLEET_PASSWORD}", "***")
     assert f'# server_url: from {BAKED_SOURCE}\n# (credentials redacted)\nserver_url = "{redacted}"' in got.stdout
-    assert f"# update_public_keys: from {BAKED_SOURCE}\n" in got.stdout
-    assert tomllib.loads(got.stdout)["update_public_keys"] == [builds.fleet_key]
+    assert f"# update_root_keys: from {BAKED_SOURCE}\n" in got.stdout
+    assert tomllib.loads(got.stdout)["update_root_keys"] == builds.fleet_keys  # exactly its input root keys
     assert "# pool_size: from config.py" in got.stdout and FLEET_PASSWORD not in got.stdout + got.stderr
     (home / "worker.toml").write_text('server_url = "http://toml:1/api"\n')
     got = run(builds.new, "--home", str(home), "--print-config", tmpdir=tmpdir_env,
-              env={"HIVE_UPDATE_PUBLIC_KEYS": ""})
-    assert 'server_url = "http://toml:1/api"' in got.stdout and "update_public_keys = []" in got.stdout
+              env={"HIVE_UPDATE_ROOT_KEYS": ""})
+    assert 'server_url = "http://toml:1/api"' in got.stdout and "update_root_keys = []" in got.stdout
     assert meis(tmpdir_env) == []
 
 
@@ -344,6 +349,63 @@ def test_limits_work_frozen(frozen: Path, server, start_worker, tmp_path: Path, 
     assert meis(tmpdir_env) == []
 
 
+def _delete_what_a_cleaner_can(folder: Path) -> int:
+    """What a temp cleaner or an antivirus does to a folder in use: delete every file it may (on
+    Windows the DLLs and executables loaded by running processes are locked and stay), then the
+    emptied folders. Returns how many files went."""
+    gone = 0
+    for root, dirs, files in os.walk(folder, topdown=False):
+        for name in files:
+            try:
+                os.unlink(os.path.join(root, name))
+                gone += 1
+            except OSError:
+                pass
+        for name in dirs:
+            with contextlib.suppress(OSError):
+                os.rmdir(os.path.join(root, name))
+    with contextlib.suppress(OSError):
+        os.rmdir(folder)
+    return gone
+
+
+def test_unpacked_files_gone_exit_for_a_restart(frozen: Path, server, start_worker, tmp_path: Path,
+                                                tmpdir_env: Path) -> None:
+    """Issue 24, point 6: the one-file bundle is unpacked out of %TEMP% on Windows (under
+    %LOCALAPPDATA%\\HiveWorker), and when a cleaner deletes it anyway while the worker runs, the next
+    executor start fails: the worker says so in one ERROR line and exits with status 6 (instead of
+    failing every start forever); started again, as Task Scheduler, systemd or 1.0.x's watcher do,
+    it unpacks afresh and serves."""
+    from supervisor.frozen import EXIT_UNPACKED_GONE
+
+    home = tmp_path / "home0"  # the same home for both starts
+    w = start_worker(server.url, env=_temp_env(tmpdir_env), cmd=[str(frozen)], home=home)
+    sup = _ready(w)
+    before = server.enqueue("example", {"text": "before"})
+    assert results_for(server, [before], timeout=40)[before][0]["status"] == "success"
+    [mei] = meis(tmpdir_env)
+    if WINDOWS:
+        assert mei.startswith("HiveWorker/unpacked/_MEI"), mei  # not in %TEMP%
+    assert _delete_what_a_cleaner_can(tmpdir_env / mei) > 0
+    executor = tree_of(sup.pid)[0]
+    executor.kill()  # as after a crash: the pool starts another, which cannot start any more
+    assert w.wait(60) == EXIT_UNPACKED_GONE, w.console()
+    _gone(frozen)
+    lines = [line for line in w.log().splitlines() if "unpacked files are gone" in line]
+    assert len(lines) == 1 and " ERROR " in lines[0] and f"exiting with status {EXIT_UNPACKED_GONE}" in lines[0], lines
+    assert w.log().count("executor failed to start") == 0  # no retry loop first
+    assert "stopped;" in w.log()  # a clean shutdown: results persisted, executors stopped
+    for leftover in meis(tmpdir_env):
+        shutil.rmtree(tmpdir_env / leftover, ignore_errors=True)
+
+    again = start_worker(server.url, env=_temp_env(tmpdir_env), cmd=[str(frozen)], home=home)
+    after = server.enqueue("example", {"text": "after"})
+    assert results_for(server, [after], timeout=40)[after][0]["result"] == {"echo": ["after"]}
+    again.terminate()
+    assert again.wait(30) == 0, again.console()
+    _gone(frozen)
+
+
 @pytest.mark.parametrize("target", ["bootloader", "supervisor"])
 def test_sigkill_leaves_no_process(frozen: Path, server, start_worker, tmpdir_env: Path, target: str) -> None:
     """SIGKILL to the bootloader (what systemd, Task Scheduler and kill -9 of $! hit) or to the supervisor;
@@ -377,19 +439,21 @@ def test_sigkill_leaves_no_process(frozen: Path, server, start_worker, tmpdir_en
 
 def test_release_zip(builds, tmp_path: Path) -> None:
     """make_release on the fleet build (the dev build is refused: a PC would lose its server)."""
-    from release.signing import keygen, verify_zip
+    from support.fleetkeys import keypair, trust_file
+
+    from release.signing import verify_zip
 
     out = tmp_path / "release"
     url = "http://127.0.0.1:9/worker.zip"
-    public = keygen(tmp_path / "release.key")  # a throwaway key, never a real one
+    key, root_public = keypair(tmp_path)  # throwaway root and release keys, never real ones
     refused = subprocess.run([sys.executable, "-m", "release.make_release", "--binary", str(builds.old), "--out",
-                              str(out), "--sign-key", str(tmp_path / "release.key")],
+                              str(out), "--sign-key", str(key), "--trust", str(trust_file(key))],
                              cwd=str(ROOT), capture_output=True, text=True, timeout=120)
     assert refused.returncode == 2 and "it carries no server URL" in refused.stderr, refused.stdout + refused.stderr
     assert not out.exists() or not list(out.glob("*.zip"))
 
     make = [sys.executable, "-m", "release.make_release", "--binary", str(builds.new), "--out", str(out), "--url", url,
-            "--sign-key", str(tmp_path / "release.key"), "--sequence", str(builds.new_sequence)]
+            "--sign-key", str(key), "--trust", str(trust_file(key)), "--sequence", str(builds.new_sequence)]
     proc = subprocess.run(make, cwd=str(ROOT), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     lines = proc.stdout.strip().splitlines()
@@ -406,7 +470,7 @@ def test_release_zip(builds, tmp_path: Path) -> None:
 
     with zipfile.ZipFile(zips[0]) as zf:
         infos = zf.infolist()
-        assert [i.filename for i in infos] == [BINARY, "updater.bat", "release.json", "release.sig"]
+        assert [i.filename for i in infos] == [BINARY, "updater.bat", "release.json", "release.sig", "release-trust.json"]
         assert zf.read(BINARY) == builds.new.read_bytes()
         if not WINDOWS:
             assert (infos[0].external_attr >> 16) & 0o777 == 0o755
@@ -420,7 +484,7 @@ def test_release_zip(builds, tmp_path: Path) -> None:
     got = run(unpacked / BINARY, "--version", tmpdir=tmp_path)
     assert (got.returncode, got.stdout.strip()) == (0, builds.new_version)
 
-    statement = verify_zip(zips[0], [public]).statement
+    statement = verify_zip(zips[0], [root_public]).statement
     assert (statement.version, statement.sequence, statement.sha256) == \
         (builds.new_version, builds.new_sequence, hashlib.sha256(builds.new.read_bytes()).hexdigest())
 

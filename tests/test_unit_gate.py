@@ -50,7 +50,7 @@ def test_in_a_turn_the_drain_counts_claims_only_while_no_claim_can_be_taken(tmp_
     in flight (updates.step), a claim thread asking for a slot at that moment must get none."""
     # A throwaway key: with none trusted (config.py trusts none) an update is refused at once.
     settings = settings_mod.load(config, tmp_path, {"server_url": "http://127.0.0.1:9/api",
-                                                    "update_public_keys": "Gtt6yuQClBCdZBFXnucwWGDkybjhgRtcETZEhCEWv3I="},
+                                                    "update_root_keys": "Gtt6yuQClBCdZBFXnucwWGDkybjhgRtcETZEhCEWv3I="},
                                  environ={})
     arbiter = Arbiter(settings, "w", "2.0.0", {"echo"})
     arbiter.updates.frozen = True  # the drain path (only the frozen build updates itself)

@@ -82,6 +82,20 @@ def test_bool_is_neither_a_word_in_toml_nor_a_number(tmp_path):
         load(config, tmp_path, {}, environ={})
 
 
+def test_the_renamed_release_key_setting_points_to_root_keys(tmp_path):
+    """update_public_keys (release keys, before issue 24) is refused in one line that names its successor."""
+    from supervisor.settings import RENAMED
+
+    (tmp_path / "worker.toml").write_text('update_public_keys = []\n')
+    with pytest.raises(SettingsError, match=r"unknown setting 'update_public_keys': renamed to update_root_keys"):
+        load(config, tmp_path, {}, environ={})
+    # In the environment: warned, never refused (issue 23.9: a variable cannot stop the worker).
+    from supervisor.settings import environment_warnings
+
+    assert environment_warnings({"HIVE_UPDATE_PUBLIC_KEYS": ""}) == [
+        f"environment variable HIVE_UPDATE_PUBLIC_KEYS is ignored: renamed to {RENAMED['update_public_keys']}"]
+
+
 def test_internal_and_home_variables_are_not_settings(tmp_path):
     env = {"HIVE_HOME": str(tmp_path), "HIVE_INTERNAL_ANYTHING": "1", "HIVE_LOG_LEVEL": "debug"}
     assert load(config, tmp_path, {}, environ=env).log_level == "DEBUG"
@@ -109,18 +123,18 @@ def _fleet(tmp_path, text):
 
 def test_baked_fleet_settings_sit_between_config_py_and_the_pc(tmp_path):
     """config.py < the build's fleet file < worker.toml < HIVE_* < flags, each source named."""
-    baked = _fleet(tmp_path, f'server_url = "http://fleet:3010/api"\nupdate_public_keys = ["{FLEET_KEY}"]\n'
+    baked = _fleet(tmp_path, f'server_url = "http://fleet:3010/api"\nupdate_root_keys = ["{FLEET_KEY}"]\n'
                              "pool_size = 3\nno_task_sleep = 7\n")
     s = load(config, tmp_path, {}, environ={}, baked=baked)
-    assert (s.server_url, s.update_public_keys, s.pool_size) == ("http://fleet:3010/api", [FLEET_KEY], 3)
-    assert s.sources["server_url"] == s.sources["update_public_keys"] == BAKED_SOURCE
+    assert (s.server_url, s.update_root_keys, s.pool_size) == ("http://fleet:3010/api", [FLEET_KEY], 3)
+    assert s.sources["server_url"] == s.sources["update_root_keys"] == BAKED_SOURCE
     assert s.sources["log_level"] == "config.py"
     (tmp_path / "worker.toml").write_text('server_url = "http://toml:1/api"\npool_size = 4\n')
     s = load(config, tmp_path, {"no_task_sleep": "9"}, environ={"HIVE_POOL_SIZE": "5"}, baked=baked)
     assert (s.server_url, s.sources["server_url"]) == ("http://toml:1/api", str(tmp_path / "worker.toml"))
     assert (s.pool_size, s.sources["pool_size"]) == (5, "environment HIVE_POOL_SIZE")
     assert (s.no_task_sleep, s.sources["no_task_sleep"]) == (9.0, "flag --no-task-sleep")
-    assert s.sources["update_public_keys"] == BAKED_SOURCE
+    assert s.sources["update_root_keys"] == BAKED_SOURCE
     assert load(config, tmp_path, {}, environ={}, baked=tmp_path / "absent.toml").sources["log_level"] == "config.py"
 
 

@@ -60,7 +60,7 @@ class Prepared:
 
 
 def settings(tmp_path: Path, **over: Any) -> SimpleNamespace:
-    values = {"home": tmp_path, "update_public_keys": [], "update_allow_unsigned": True,
+    values = {"home": tmp_path, "update_root_keys": [], "update_allow_unsigned": True,
               "update_drain_timeout": 60.0, "update_error_sleep": 30.0, "update_health_timeout": 120.0,
               "update_probation": 0.0}
     values.update(over)

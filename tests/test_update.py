@@ -34,6 +34,7 @@ import orjson
 import psutil
 import pytest
 from conftest import ROOT, result_of, wait_for
+from support.fleetkeys import FAR, keypair, trust_of
 
 from release import signing
 from supervisor.update import download as update_download
@@ -173,31 +174,27 @@ def release_zip(binary: bytes) -> bytes:
 def settings_for(home: Path, **values: Any) -> SimpleNamespace:
     """Settings for prepare(); by default the lab opt-out (unsigned releases), which the tests of the
     download, the zip checks and the pre-flight use; the signing tests pass keys and turn it off."""
-    base = {"update_max_bytes": 50 * 1024 * 1024, "update_public_keys": [], "update_allow_unsigned": True,
+    base = {"update_max_bytes": 50 * 1024 * 1024, "update_root_keys": [], "update_allow_unsigned": True,
             "update_error_sleep": 0.0, "update_health_timeout": 5.0}
     base.update(values)
     return SimpleNamespace(home=home, values=base, sources={}, **base)
 
 
-def keypair(tmp_path: Path, name: str = "release.key") -> tuple[Path, str]:
-    """A throwaway release key pair (never the project's)."""
-    path = tmp_path / name
-    return path, signing.keygen(path)
-
-
-def signed_settings(home: Path, *public_keys: str, **values: Any) -> SimpleNamespace:
-    return settings_for(home, update_public_keys=list(public_keys), update_allow_unsigned=False, **values)
+def signed_settings(home: Path, *root_keys: str, **values: Any) -> SimpleNamespace:
+    return settings_for(home, update_root_keys=list(root_keys), update_allow_unsigned=False, **values)
 
 
 def signed_zip(binary: bytes, version: str, sequence: int, key: Path, plat: str | None = None,
-               inside: bytes | None = None) -> bytes:
-    """A release zip with a statement for ``binary`` signed by ``key``; ``inside``: put these bytes
-    in the zip instead of the signed binary (a tampered release)."""
+               inside: bytes | None = None, trust: bytes | None = None) -> bytes:
+    """A release zip with a statement for ``binary`` signed by the release key ``key``, with the
+    delegation keypair() made for it (or ``trust``); ``inside``: put these bytes in the zip instead
+    of the signed binary (a tampered release)."""
     statement = signing.make_statement(hashlib.sha256(binary).hexdigest(), len(binary), version,
                                              plat or update_verify.platform_tag(), sequence)
     return make_zip({update_extract.BINARY: binary if inside is None else inside,
                      "updater.bat": update_scripts.UPDATER_BAT, "release.json": statement,
-                     "release.sig": signing.sign_statement(statement, key)})
+                     "release.sig": signing.sign_statement(statement, key),
+                     "release-trust.json": trust_of(key) if trust is None else trust})
 
 
 def params_for(url: str, body: bytes, **extra: Any) -> dict:
@@ -380,8 +377,8 @@ def test_signed_releases(tmp_path: Path, files: FileServer) -> None:
         assert "\n" not in got and not ran.exists()  # one line; nothing from it ran
 
     refused(release_zip(good_bin), "the release is not signed: no release.json and release.sig")
-    refused(signed_zip(good_bin, "9.1.0", 5, other), "does not verify against any of the 1 key(s)",
-            signed_settings(home, public))  # a key not in the list
+    refused(signed_zip(good_bin, "9.1.0", 5, other), "the delegation is not signed by a root key this worker trusts",
+            signed_settings(home, public))  # another fleet's root and release key
     refused(signed_zip(good_bin, "9.1.0", 5, key, inside=standin("9.1.0", marks=ran) + b"# evil\n"),
             "the binary in the zip is not the signed one")
     refused(signed_zip(good_bin, "9.1.0", 1, key), "has sequence 1, not above this worker's (running 1")
@@ -393,7 +390,8 @@ def test_signed_releases(tmp_path: Path, files: FileServer) -> None:
     statement = signing.make_statement("0" * 64, 1, "9.1.0", update_verify.platform_tag(), 5)
     sig = signing.sign_statement(statement, key)
     refused(signed_zip(good_bin, "9.1.0", 5, key), "does not verify",  # another statement's signature
-            release=statement.replace(b"9.1.0", b"9.1.1").decode(), release_signature=sig.decode())
+            release=statement.replace(b"9.1.0", b"9.1.1").decode(), release_signature=sig.decode(),
+            release_trust=trust_of(key).decode())
 
     body = signed_zip(good_bin, "9.1.0", 5, key)
     url = files.add("/good.zip", body)
@@ -416,7 +414,8 @@ def test_signed_releases(tmp_path: Path, files: FileServer) -> None:
     with zipfile.ZipFile(io.BytesIO(old)) as zf:
         old_statement, old_sig = zf.read("release.json").decode(), zf.read("release.sig").decode()
     refused(old, "has sequence 4", sequence=4)  # refused before the download
-    refused(old, "has sequence 4", release=old_statement, release_signature=old_sig)  # the same
+    refused(old, "has sequence 4", release=old_statement, release_signature=old_sig,  # the same
+            release_trust=trust_of(key).decode())
     assert len(files.hits) == hits + 1  # only the first one was downloaded
     assert updater.prepare({"url": files.add("/six.zip", signed_zip(good_bin, "9.1.0", 6, key))}, keyed,
                            "2.0.0") is not None
@@ -426,12 +425,89 @@ def test_signed_releases(tmp_path: Path, files: FileServer) -> None:
     refused(body, "cannot read")
 
     # The lab opt-out: an unsigned release goes through, a signed one is still checked.
-    lab = settings_for(home, update_public_keys=[public], update_allow_unsigned=True)
+    lab = settings_for(home, update_root_keys=[public], update_allow_unsigned=True)
     (home / "update" / "installed.json").unlink()
     ran.unlink(missing_ok=True)
     assert updater.prepare({"url": files.add("/unsigned.zip", release_zip(good_bin))}, lab, "2.0.0") is not None
     ran.unlink()
-    refused(signed_zip(good_bin, "9.1.0", 5, other), "does not verify", lab)
+    refused(signed_zip(good_bin, "9.1.0", 5, other), "the delegation is not signed by a root key", lab)
+
+
+@standin_binaries
+def test_key_delegation_revocation_expiry_and_root_chain(tmp_path: Path, files: FileServer) -> None:
+    """The worker trusts root keys only; a release is signed by a release key that a root key
+    delegated to, in an expiring, versioned delegation carried in the zip (issue 24, point 2).
+    Every refusal is one line and nothing refused runs."""
+    keys = tmp_path / "keys"
+    keys.mkdir()
+
+    def key(name: str) -> tuple[Path, str]:
+        return keys / name, signing.keygen(keys / name)
+
+    (root, root_pub), (root2, root2_pub), (evil, _) = key("root"), key("root2"), key("evil-root")
+    (k1, k1_pub), (k2, k2_pub), (k3, _) = key("k1"), key("k2"), key("k3")
+    home = tmp_path / "home"
+    ran = tmp_path / "ran"
+    good_bin = standin("9.1.0", marks=ran)
+    settings = signed_settings(home, root_pub)  # the build's own root key (release.build --root-key)
+
+    def zip_for(release_key: Path, trust: bytes) -> str:
+        body = signed_zip(good_bin, "9.1.0", 5, release_key, trust=trust)
+        return files.add(f"/r{len(files.routes)}.zip", body)
+
+    def installs(release_key: Path, trust: bytes) -> None:
+        staged = updater.prepare({"url": zip_for(release_key, trust)}, settings, "2.0.0")
+        assert staged is not None and staged.version == "9.1.0" and ran.exists()
+        ran.unlink()
+
+    def refused(release_key: Path, trust: bytes, message: str) -> None:
+        got = _refused(home, {"url": zip_for(release_key, trust)}, settings)
+        assert message in got, got
+        assert "\n" not in got and not ran.exists()
+
+    v1 = signing.make_trust(1, [k1_pub, k2_pub], FAR, root)
+    installs(k1, v1)  # delegated
+    refused(k3, v1, "the release signature does not verify against any of the 2 release key(s) of delegation "
+                    "version 1")  # a key the root never delegated to
+    refused(k1, signing.make_trust(1, [k1_pub], FAR, evil),
+            "the delegation is not signed by a root key this worker trusts (root version 0, 1 key(s))")
+    refused(k1, b'{"type": "hive-worker-trust"}', "delegation is not a signed envelope")
+    with zipfile.ZipFile(io.BytesIO(signed_zip(good_bin, "9.1.0", 5, k1, trust=v1))) as zf:
+        bare = make_zip({n: zf.read(n) for n in zf.namelist() if n != "release-trust.json"})
+    assert "the release carries no delegation (release-trust.json)" in _refused(
+        home, {"url": files.add("/bare.zip", bare)}, settings)
+
+    # Revoking k1: delegation version 2 names only k2. From then on, version 1 (which still names k1)
+    # is refused here, whatever it signs.
+    v2 = signing.make_trust(2, [k2_pub], FAR, root)
+    refused(k1, v2, "does not verify against any of the 1 release key(s) of delegation version 2")
+    refused(k1, v1, "the delegation (version 1) is older than version 2 already seen here: refused")
+    refused(k2, v1, "the delegation (version 1) is older than version 2")
+    installs(k2, v2)
+    assert orjson.loads((home / "update" / "trust.json").read_bytes()) == {"delegation_version": 2, "root": None}
+
+    # An expired delegation, even a newer one.
+    refused(k2, signing.make_trust(3, [k2_pub], "2020-01-01T00:00:00Z", root),
+            "the delegation (version 3) expired at 2020-01-01T00:00:00Z (now 20")
+
+    # Root rotation: root version 2 (root2), signed by the current root and by itself, carried in the
+    # chain; the delegation signed by root2 is accepted, and from then on the old root key (lost or
+    # stolen) signs nothing this worker accepts, not even with a chain of its own.
+    chain = [signing.make_root(2, [root2_pub], root, [root2])]
+    installs(k2, signing.make_trust(4, [k2_pub], FAR, root2, chain))
+    assert orjson.loads((home / "update" / "trust.json").read_bytes())["root"] == {"version": 2, "keys": [root2_pub]}
+    refused(k2, signing.make_trust(5, [k2_pub], FAR, root),
+            "the delegation is not signed by a root key this worker trusts (root version 2, 1 key(s))")
+    evil_pub = signing.public_key_of(evil)
+    forged = [signing.make_root(3, [evil_pub], root, [evil])]  # the stolen old root "rotates" to the thief's
+    refused(k2, signing.make_trust(5, [k2_pub], FAR, evil, chain + forged),
+            "not signed by a root key this worker trusts (root version 2")
+    installs(k2, signing.make_trust(5, [k2_pub], FAR, root2, chain))  # the chain again: already walked
+    # A root statement the new root did not sign too is refused (proof that someone holds the new key).
+    unsigned_by_new = orjson.loads(signing.make_root(3, [evil_pub], root2, [evil]))
+    unsigned_by_new["signatures"] = unsigned_by_new["signatures"][:1]
+    refused(k2, signing.make_trust(6, [k2_pub], FAR, evil, [*chain, orjson.dumps(unsigned_by_new)]),
+            "roots[1] (root version 3) is not signed by a key of its own")
 
 
 @pytest.mark.parametrize("members, message", [
@@ -895,20 +971,20 @@ def test_start_warning_and_restart_environment(tmp_path: Path, caplog) -> None:
 
     with caplog.at_level(logging.WARNING, logger="hive.update"):
         update_startup.check_settings(settings_for(tmp_path))
-        update_startup.check_settings(settings_for(tmp_path, update_public_keys=["short"]))
+        update_startup.check_settings(settings_for(tmp_path, update_root_keys=["short"]))
     assert "UPDATE_ALLOW_UNSIGNED is on" in caplog.text and "every update will be refused" in caplog.text
     # A malformed key is a settings error at start (exit 2), not a silent refusal of every update.
-    with pytest.raises(settings_mod.SettingsError, match="UPDATE_PUBLIC_KEYS"):
-        settings_mod.load(config, tmp_path, {}, {"HIVE_UPDATE_PUBLIC_KEYS": "short"})
+    with pytest.raises(settings_mod.SettingsError, match="UPDATE_ROOT_KEYS"):
+        settings_mod.load(config, tmp_path, {}, {"HIVE_UPDATE_ROOT_KEYS": "short"})
     # The restarted worker gets the settings the old one had from flags and HIVE_* variables.
     keys = ",".join(__import__("base64").b64encode(bytes([i]) * 32).decode() for i in (1, 2))
     loaded = settings_mod.load(config, tmp_path, {"pool_size": "3"},
                                {"HIVE_NO_TASK_SLEEP": "0.5", "HIVE_TASK_LIMITS": "[x]\ntime = 2",
-                                "HIVE_UPDATE_PUBLIC_KEYS": keys, "HIVE_UPDATE_ALLOW_UNSIGNED": "yes"})
+                                "HIVE_UPDATE_ROOT_KEYS": keys, "HIVE_UPDATE_ALLOW_UNSIGNED": "yes"})
     env = updater.worker_env(loaded)
     assert env["HIVE_WORKER_HOME"] == str(tmp_path) and env["HIVE_WORKER_POOL_SIZE"] == "3"
     assert env["HIVE_WORKER_NO_TASK_SLEEP"] == "0.5" and "HIVE_HOME" not in env  # HIVE_HOME is Apache Hive's
-    assert env["HIVE_WORKER_UPDATE_PUBLIC_KEYS"] == keys and env["PYINSTALLER_RESET_ENVIRONMENT"] == "1"
+    assert env["HIVE_WORKER_UPDATE_ROOT_KEYS"] == keys and env["PYINSTALLER_RESET_ENVIRONMENT"] == "1"
     assert loaded.update_allow_unsigned is True and env["HIVE_WORKER_UPDATE_ALLOW_UNSIGNED"] == "True"
     again = settings_mod.load(config, tmp_path, {}, {k: v for k, v in env.items() if k.startswith("HIVE_")
                                                      and k != "HIVE_WORKER_HOME"})
@@ -919,7 +995,7 @@ def test_start_warning_and_restart_environment(tmp_path: Path, caplog) -> None:
 @pytest.mark.slow  # a worker process for what test_worker.test_return_conventions_and_failure_kinds checks too
 def test_from_source_update_is_refused(server, start_worker) -> None:
     # A key, or a run from source (config.py trusts none) would be refused for that reason first.
-    w = start_worker(server.url, env={"HIVE_UPDATE_PUBLIC_KEYS": "Gtt6yuQClBCdZBFXnucwWGDkybjhgRtcETZEhCEWv3I="})
+    w = start_worker(server.url, env={"HIVE_UPDATE_ROOT_KEYS": "Gtt6yuQClBCdZBFXnucwWGDkybjhgRtcETZEhCEWv3I="})
     task_id = server.enqueue("update_worker", {"url": "http://127.0.0.1:9/x.zip"})
     got = result_of(server, task_id, 20)
     assert got["status"] == "failure" and got["result"]["kind"] == "update_failed"
@@ -929,7 +1005,7 @@ def test_from_source_update_is_refused(server, start_worker) -> None:
 
 @pytest.mark.slow  # the refusal itself: test_no_release_key_means_self_update_is_off
 def test_a_worker_without_a_release_key_refuses_updates_and_serves_on(server, start_worker) -> None:
-    w = start_worker(server.url, env={"HIVE_UPDATE_PUBLIC_KEYS": ""})
+    w = start_worker(server.url, env={"HIVE_UPDATE_ROOT_KEYS": ""})
     task_id = server.enqueue("update_worker", {"url": "http://127.0.0.1:9/x.zip"})
     after = server.enqueue("example", {"text": "still here"})
     got = result_of(server, task_id, 20)
@@ -938,11 +1014,12 @@ def test_a_worker_without_a_release_key_refuses_updates_and_serves_on(server, st
     assert w.proc.poll() is None  # (the start-up warning is the frozen build's: test_no_key_build_*)
 
 
-@pytest.mark.slow  # five CLI processes; signing and verifying: test_signed_releases
+@pytest.mark.slow  # a dozen CLI processes; signing and verifying: test_signed_releases, test_key_delegation
 @standin_binaries
 def test_release_command_keygen_make_sign_verify(tmp_path: Path, files: FileServer) -> None:
-    """The operator's two commands (keygen once, make_release per release) and sign/verify; the
-    private key's content is in no output, not even when the key file is broken."""
+    """The operator's commands (keygen for the root and the release key, delegate, make_release per
+    release, rotate-root) and sign/verify; no private key's content is in any output, not even when
+    the key file is broken."""
     outputs: list[str] = []
 
     def run(*args: Any, module: str = "release") -> subprocess.CompletedProcess:
@@ -951,7 +1028,7 @@ def test_release_command_keygen_make_sign_verify(tmp_path: Path, files: FileServ
         outputs.append(got.stdout + got.stderr)
         return got
 
-    key = tmp_path / "release.key"
+    key, root_key, trust = tmp_path / "release.key", tmp_path / "root.key", tmp_path / "trust.json"
     got = run("keygen", key)
     assert got.returncode == 0, got.stderr
     public = got.stdout.split()[-1]
@@ -960,10 +1037,16 @@ def test_release_command_keygen_make_sign_verify(tmp_path: Path, files: FileServ
     assert run("keygen", key).returncode == 1 and key.read_text().strip() == secret  # never overwritten
     got = run("keygen", ROOT / "release-test.key")
     assert got.returncode == 1 and "inside the project tree" in got.stderr and not (ROOT / "release-test.key").exists()
+    root_public = run("keygen", root_key).stdout.split()[-1]
+    got = run("delegate", "--root-key", root_key, "--release-key", public, "--version", 1, "--expires", "2099-01-01",
+              "--out", trust)
+    assert got.returncode == 0 and "delegation version 1 of 1 release key(s) until 2099-01-01T00:00:00Z" in got.stdout
+    assert run("delegate", "--root-key", root_key, "--release-key", public, "--version", 2, "--expires", "2099-01-01",
+               "--out", trust).returncode == 1  # never overwritten
 
     binary = tmp_path / "dist" / update_extract.BINARY
     binary.parent.mkdir()
-    fleet = b'server_url = "http://fleet:3010/api"\nupdate_public_keys = ["' + public.encode() + b'"]'
+    fleet = b'server_url = "http://fleet:3010/api"\nupdate_root_keys = ["' + root_public.encode() + b'"]'
     binary.write_bytes(b'#!/bin/sh\n[ "$1" = --version ] && { echo 9.1.0; exit 0; }\n'
                        b"[ \"$1\" = --print-config ] && { echo '" + fleet + b"'; exit 0; }\n"
                        + standin("9.1.0").split(b"\n", 1)[1])
@@ -971,8 +1054,11 @@ def test_release_command_keygen_make_sign_verify(tmp_path: Path, files: FileServ
     out = tmp_path / "out"
     got = run("--binary", binary, "--out", out, "--url", "http://127.0.0.1:9/w.zip", module="release.make_release")
     assert got.returncode == 2 and "--sign-key" in got.stderr  # unsigned only when asked for
+    got = run("--binary", binary, "--out", out, "--url", "http://127.0.0.1:9/w.zip", "--sign-key", root_key,
+              "--trust", trust, "--sequence", 5, module="release.make_release")
+    assert got.returncode == 2 and "is not a release key of the delegation" in got.stderr  # the root never signs
     got = run("--binary", binary, "--out", out, "--url", "http://127.0.0.1:9/w.zip", "--sign-key", key,
-              "--sequence", 5, module="release.make_release")
+              "--trust", trust, "--sequence", 5, module="release.make_release")
     assert got.returncode == 0, got.stdout + got.stderr
     params = orjson.loads(got.stdout.strip().splitlines()[-1])
     [zip_path] = out.glob("*.zip")
@@ -980,25 +1066,41 @@ def test_release_command_keygen_make_sign_verify(tmp_path: Path, files: FileServ
     assert params == {"url": "http://127.0.0.1:9/w.zip", "sha256": hashlib.sha256(data).hexdigest(),
                       "size": len(data), "version": "9.1.0", "sequence": 5}
     with zipfile.ZipFile(zip_path) as zf:
-        assert zf.namelist() == [update_extract.BINARY, "updater.bat", "release.json", "release.sig"]
-    got = run("verify", zip_path, "--key", public)
+        assert zf.namelist() == [update_extract.BINARY, "updater.bat", "release.json", "release.sig",
+                                 "release-trust.json"]
+    got = run("verify", zip_path, "--root-key", root_public)
     assert got.returncode == 0 and "version 9.1.0, sequence 5" in got.stdout, got.stderr
-    got = run("verify", zip_path)  # config.py trusts no key: a fleet's keys are given to its build
-    assert got.returncode == 1 and "no public key to verify with" in got.stderr
-    got = run("verify", zip_path, "--key", signing.keygen(tmp_path / "other.key"))
-    assert got.returncode == 1 and "does not verify" in got.stderr
+    assert f"signed by release key {public}, delegation version 1 until 2099-01-01T00:00:00Z, root version 0" \
+        in got.stdout
+    got = run("verify", zip_path)  # config.py trusts no key: a fleet's root keys are given to its build
+    assert got.returncode == 1 and "no root key to verify with" in got.stderr
+    got = run("verify", zip_path, "--root-key", signing.keygen(tmp_path / "other.key"))
+    assert got.returncode == 1 and "the delegation is not signed by a root key this worker trusts" in got.stderr
     # What make_release wrote is what a worker installs: url only, no params to trust.
-    staged = updater.prepare({"url": files.add("/w.zip", data)}, signed_settings(tmp_path / "home", public), "2.0.0")
+    staged = updater.prepare({"url": files.add("/w.zip", data)}, signed_settings(tmp_path / "home", root_public),
+                             "2.0.0")
     assert staged is not None and (staged.version, staged.sequence) == ("9.1.0", 5)
 
-    got = run("sign", key, zip_path, "--version", "9.1.0", "--sequence", 6)
+    # A root rotation: the new root (signed by the old and the new) carried in the chain, a delegation by it.
+    new_root = tmp_path / "root2.key"
+    new_root_public = run("keygen", new_root).stdout.split()[-1]
+    got = run("rotate-root", "--root-key", root_key, "--new-root-key", new_root, "--version", 2,
+              "--out", tmp_path / "root-2.json")
+    assert got.returncode == 0 and f"root version 2: {new_root_public}" in got.stdout, got.stderr
+    trust2 = tmp_path / "trust-2.json"
+    assert run("delegate", "--root-key", new_root, "--release-key", public, "--version", 2, "--expires", "2099-01-01",
+               "--root-chain", tmp_path / "root-2.json", "--out", trust2).returncode == 0
+    got = run("sign", key, zip_path, "--trust", trust2, "--version", "9.1.0", "--sequence", 6)
     assert got.returncode == 0, got.stderr
-    assert "sequence 6" in run("verify", zip_path, "--key", public).stdout
+    got = run("verify", zip_path, "--root-key", root_public)  # a build made with the old root walks the chain
+    assert "sequence 6" in got.stdout and "delegation version 2" in got.stdout and "root version 2" in got.stdout
+    assert "sequence 6" in run("verify", zip_path, "--root-key", new_root_public).stdout  # a build with the new one
     broken = tmp_path / "broken.key"
     broken.write_text(secret[:20] + "!" + secret[21:])
-    got = run("sign", broken, zip_path, "--version", "9.1.0", "--sequence", 7)
+    got = run("sign", broken, zip_path, "--trust", trust2, "--version", "9.1.0", "--sequence", 7)
     assert got.returncode == 1 and "not a readable private key file" in got.stderr
-    assert not any(secret[:16] in text for text in outputs)
+    secrets = [f.read_text().strip()[:16] for f in (key, root_key, new_root)]
+    assert not any(s in text for s in secrets for text in outputs)
 
 
 # ---- real one-file binaries: the full cycle, rollbacks, migration from 1.0.x ------------------------
@@ -1055,19 +1157,19 @@ def builds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace
     (the old version), a dev build (``--dev-build``: no fleet settings), and a copy whose
     WORKER_VERSION and RELEASE_SEQUENCE are the next ones (the new one), a fleet release build:
     ``--server-url`` (user:password@127.0.0.1 on a port reserved for ``fleet_server``) and
-    ``--public-key`` (a throwaway key) baked in. Tests that pass --server or HIVE_* override
-    those, as a PC's own settings do; the tests trust throwaway keys through
-    HIVE_UPDATE_PUBLIC_KEYS (no test ever uses a real release key)."""
+    two ``--root-key`` (throwaway root keys) baked in. Tests that pass --server or HIVE_* override
+    those, as a PC's own settings do; the tests trust throwaway root keys through
+    HIVE_UPDATE_ROOT_KEYS (no test ever uses a real key)."""
     from config import RELEASE_SEQUENCE, WORKER_VERSION
 
     base = tmp_path_factory.mktemp("update-builds")
     new_version = WORKER_VERSION + "-next"
     fleet_port = _free_port()
     fleet_url = f"http://hive:{FLEET_PASSWORD}@127.0.0.1:{fleet_port}/api"
-    _, fleet_key = keypair(base, "fleet.key")
+    fleet_keys = [keypair(base, "fleet.key")[1], keypair(base, "fleet2.key")[1]]  # two root keys
     sources = {"old": (ROOT, ["--dev-build"]),
                "new": (_copy_repo(base / "src-new", new_version, RELEASE_SEQUENCE + 1, EXCLUSIVE_IMPORT),
-                       ["--server-url", fleet_url, "--public-key", fleet_key])}
+                       ["--server-url", fleet_url, "--root-key", fleet_keys[0], "--root-key", fleet_keys[1]])}
     env = {k: v for k, v in os.environ.items() if not k.startswith("HIVE_")}
     procs = {}
     started = time.monotonic()
@@ -1089,7 +1191,7 @@ def builds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace
     yield SimpleNamespace(old=base / "old" / "dist" / binary, new=base / "new" / "dist" / binary,
                           old_version=WORKER_VERSION, new_version=new_version, old_sequence=RELEASE_SEQUENCE,
                           new_sequence=RELEASE_SEQUENCE + 1, seconds=time.monotonic() - started,
-                          fleet_port=fleet_port, fleet_url=fleet_url, fleet_key=fleet_key,
+                          fleet_port=fleet_port, fleet_url=fleet_url, fleet_keys=fleet_keys,
                           new_src=sources["new"][0])
 
 
@@ -1109,7 +1211,9 @@ def bare_env(tmpdir: Path) -> dict[str, str]:
     keep = ("SYSTEMROOT", "WINDIR", "COMSPEC", "PATHEXT") if os.name == "nt" else ()
     env = {k: v for k, v in os.environ.items() if k.upper() in keep}
     tmpdir.mkdir(exist_ok=True)
-    env.update(PATH=os.environ.get("PATH", ""), TEMP=str(tmpdir), TMP=str(tmpdir), TMPDIR=str(tmpdir))
+    # LOCALAPPDATA: a Windows session always has it; the bundle unpacks under it (release.build's RUNTIME_TMPDIR).
+    env.update(PATH=os.environ.get("PATH", ""), TEMP=str(tmpdir), TMP=str(tmpdir), TMPDIR=str(tmpdir),
+               LOCALAPPDATA=str(tmpdir))
     return env
 
 
@@ -1137,7 +1241,8 @@ def _release(tmp_path: Path, binary: Path, name: str, key: Path | None = None, v
     from release.make_release import UPDATER, crlf, write_zip
 
     path = tmp_path / name
-    signed = signing.signed_members(binary, update_extract.BINARY, version, sequence, key) if key else None
+    signed = (signing.signed_members(binary, update_extract.BINARY, version, sequence, key, trust_of(key))
+              if key else None)
     write_zip(path, inside or binary, update_extract.BINARY, crlf(UPDATER.read_bytes()), signed)
     return path.read_bytes()
 
@@ -1246,7 +1351,7 @@ def test_full_cycle_with_two_real_binaries(builds: SimpleNamespace, server, star
                                        standin("6.6.6", upd=home / "update", marks=ran))
     # the product pages are on 127.0.0.1: allowed explicitly (prom_pars' default is prom.ua only)
     w = start_worker(server.url, home=home, cmd=[str(home / update_extract.BINARY)],
-                     env=_worker_env(tag, tmp_path, HIVE_UPDATE_PUBLIC_KEYS=public, HIVE_PROM_ALLOWED_HOSTS="127.0.0.1",
+                     env=_worker_env(tag, tmp_path, HIVE_UPDATE_ROOT_KEYS=public, HIVE_PROM_ALLOWED_HOSTS="127.0.0.1",
                                      PATH=f"{saboteur}:{os.environ['PATH']}"))
 
     # Under load, a release whose hash does not match: refused, reported, the old version serves on.
@@ -1269,7 +1374,7 @@ def test_full_cycle_with_two_real_binaries(builds: SimpleNamespace, server, star
     older = _release(tmp_path, builds.new, "older.zip", key, builds.new_version, builds.old_sequence)
     for name, zipped, message in [
         ("unsigned", unsigned, "the release is not signed: no release.json and release.sig in the zip"),
-        ("foreign", foreign, "the release signature does not verify against any of the 1 key(s)"),
+        ("foreign", foreign, "the delegation is not signed by a root key this worker trusts"),
         ("tampered", tampered, "the binary in the zip is not the signed one"),
         ("older", older, f"has sequence {builds.old_sequence}, not above this worker's (running "
                          f"{builds.old_sequence}, highest installed here 0): a downgrade or a replay"),
@@ -1321,7 +1426,7 @@ def test_full_cycle_with_two_real_binaries(builds: SimpleNamespace, server, star
     assert update_records.highest_installed(home / "update") == builds.new_sequence
     worker_log = (home / "logs" / "worker.log").read_text()
     assert f"release {builds.new_version} (sequence {builds.new_sequence}, {update_verify.platform_tag()}) signed " \
-           "by UPDATE_PUBLIC_KEYS[0]" in worker_log
+           "by delegated release key 0" in worker_log
 
     # The same signed release again (url only): downloaded, verified, nothing to do.
     hits = len(files.hits)
@@ -1346,13 +1451,13 @@ def test_full_cycle_with_two_real_binaries(builds: SimpleNamespace, server, star
 @pytest.mark.timeout(600)
 def test_no_key_build_refuses_every_update(builds: SimpleNamespace, server, start_worker, files: FileServer,
                                            tag: str, tmp_path: Path) -> None:
-    """A build with no release key (here: the real binary with UPDATE_PUBLIC_KEYS emptied) says so
+    """A build with no release key (here: the real binary with UPDATE_ROOT_KEYS emptied) says so
     once at start and refuses every update at once: nothing drained, downloaded or run."""
     home = _install(tmp_path, builds.old)
     ran = tmp_path / "ran"
     body = release_zip(standin("9.1.0", marks=ran))
     w = start_worker(server.url, home=home, cmd=[str(home / update_extract.BINARY)],
-                     env=_worker_env(tag, tmp_path, HIVE_UPDATE_PUBLIC_KEYS=""))
+                     env=_worker_env(tag, tmp_path, HIVE_UPDATE_ROOT_KEYS=""))
     task = server.enqueue("update_worker", {"url": files.add("/r.zip", body)})
     after = server.enqueue("example", {"text": "serving"})
     got = _result(server, task)
@@ -1360,7 +1465,7 @@ def test_no_key_build_refuses_every_update(builds: SimpleNamespace, server, star
     assert _result(server, after)["status"] == "success"
     assert files.hits == [] and not ran.exists() and w.proc.poll() is None
     warnings = [line for line in (home / "logs" / "worker.log").read_text().splitlines()
-                if "UPDATE_PUBLIC_KEYS is empty" in line]
+                if "UPDATE_ROOT_KEYS is empty" in line]
     assert len(warnings) == 1 and " WARNING " in warnings[0] and updater.NO_KEY in warnings[0], warnings
     w.stop()
 
@@ -1377,7 +1482,7 @@ def test_rollbacks_with_a_real_old_binary(builds: SimpleNamespace, server, start
     hang = signed_zip(standin("9.9.2", run="hang", upd=upd), "9.9.2", 1002, key)
     crash_url, hang_url = files.add("/crash.zip", crash), files.add("/hang.zip", hang)
     w = start_worker(server.url, home=home, cmd=[str(home / update_extract.BINARY)],
-                     env=_worker_env(tag, tmp_path, HIVE_UPDATE_HEALTH_TIMEOUT="5", HIVE_UPDATE_PUBLIC_KEYS=public))
+                     env=_worker_env(tag, tmp_path, HIVE_UPDATE_HEALTH_TIMEOUT="5", HIVE_UPDATE_ROOT_KEYS=public))
     old_id = None
     for url, body, version, reason in [
         (crash_url, crash, "9.9.1", "rolled back: the new worker exited before it was healthy"),
@@ -1457,7 +1562,7 @@ def test_a_release_whose_executors_cannot_all_start_is_rolled_back(builds: Simpl
     home = _install(tmp_path, builds.old)
     body = _release(tmp_path, builds.new, "worker-new.zip", key, builds.new_version, builds.new_sequence)
     url = files.add("/releases/worker-new.zip", body)
-    env = _worker_env(tag, tmp_path, HIVE_UPDATE_PUBLIC_KEYS=public, HIVE_UPDATE_HEALTH_TIMEOUT="20",
+    env = _worker_env(tag, tmp_path, HIVE_UPDATE_ROOT_KEYS=public, HIVE_UPDATE_HEALTH_TIMEOUT="20",
                       HIVE_POOL_SIZE="2", **{EXCLUSIVE_IMPORT_ENV: str(tmp_path / "exclusive.lock")})
     w = start_worker(server.url, home=home, cmd=[str(home / update_extract.BINARY)], env=env)
     update = server.enqueue("update_worker", params_for(url, body, version=builds.new_version))
@@ -1492,7 +1597,7 @@ def test_a_release_that_crashes_three_times_in_its_probation_is_rolled_back(
     exe = home / update_extract.BINARY
     body = _release(tmp_path, builds.new, "worker-new.zip", key, builds.new_version, builds.new_sequence)
     url = files.add("/releases/worker-new.zip", body)
-    env = _worker_env(tag, tmp_path, HIVE_UPDATE_PUBLIC_KEYS=public)
+    env = _worker_env(tag, tmp_path, HIVE_UPDATE_ROOT_KEYS=public)
     w = start_worker(server.url, home=home, cmd=[str(exe)], env=env)
     t0 = time.monotonic()
     update = server.enqueue("update_worker", params_for(url, body, version=builds.new_version))

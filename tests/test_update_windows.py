@@ -79,7 +79,7 @@ def test_full_cycle_with_updater_bat(builds: SimpleNamespace, server, start_work
                                      tmp_path: Path) -> None:
     home = _install(tmp_path, builds.old)
     good, public = _signed_release(tmp_path, files, builds)
-    w = start_worker(server.url, env=_worker_env(tag, tmp_path, HIVE_UPDATE_PUBLIC_KEYS=public), home=home,
+    w = start_worker(server.url, env=_worker_env(tag, tmp_path, HIVE_UPDATE_ROOT_KEYS=public), home=home,
                      cmd=[str(home / EXE)])
     try:
         update = server.enqueue("update_worker", good)
@@ -109,7 +109,7 @@ def test_unhealthy_new_version_is_rolled_back(builds: SimpleNamespace, server, s
                                               tag: str, tmp_path: Path) -> None:
     home = _install(tmp_path, builds.old)
     good, public = _signed_release(tmp_path, files, builds)
-    w = start_worker(server.url, env=_worker_env(tag, tmp_path, HIVE_UPDATE_PUBLIC_KEYS=public,
+    w = start_worker(server.url, env=_worker_env(tag, tmp_path, HIVE_UPDATE_ROOT_KEYS=public,
                                                  HIVE_UPDATE_HEALTH_TIMEOUT="15"),
                      home=home, cmd=[str(home / EXE)])
     log = home / "logs" / "updater.log"

@@ -64,7 +64,7 @@ def test_return_conventions_and_failure_kinds(server, start_worker):
         server.enqueue(task_type, params, task_id=tid)
     # A release key (config.py trusts none): else the update is refused for that reason first.
     w = start_worker(server.url, env={"HIVE_RESULT_MAX_BYTES": "1000",
-                                      "HIVE_UPDATE_PUBLIC_KEYS": "Gtt6yuQClBCdZBFXnucwWGDkybjhgRtcETZEhCEWv3I="})
+                                      "HIVE_UPDATE_ROOT_KEYS": "Gtt6yuQClBCdZBFXnucwWGDkybjhgRtcETZEhCEWv3I="})
     by_id = _results(server, len(cases))
     got = {tid: rs[0] for tid, rs in by_id.items()}
     assert got["ok"]["status"] == "success" and got["ok"]["result"] == {"x": [1, 2]}

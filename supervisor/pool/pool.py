@@ -27,6 +27,7 @@ from executor.protocol import (
     Stop,
     failure_json,
 )
+from supervisor.frozen import exit_if_unpacked_gone
 from supervisor.logs import TASK_LINE, Block
 from supervisor.model import Claim
 from supervisor.pool.executors import Executor, describe_exit
@@ -82,6 +83,10 @@ class Pool:
             self._spawn(slot)
 
     def _spawn(self, slot: Slot) -> None:
+        # A temp cleaner took the one-file bundle: no executor can start from it (on Windows one may
+        # hang until START_TIMEOUT), so a restart of the worker helps, retries do not. Checked before
+        # every start, retries included (a few stat calls; executors start rarely).
+        exit_if_unpacked_gone()
         slot.generation += 1
         slot.ready = False
         slot.retire = None

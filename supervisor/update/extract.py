@@ -1,7 +1,7 @@
 """Take the worker binary and the signed statement out of a release zip, trusting nothing in the zip.
 
 The zip may hold only the expected members (the platform's binary, the signed statement
-release.json + release.sig, and the updater scripts, which are not used: the binary carries
+release.json + release.sig, the delegation release-trust.json, and the updater scripts, which are not used: the binary carries
 its own). Any other member, an absolute, drive or UNC
 path, a ``..``, a link or other special file, a duplicate (also by case), too many members, a
 member too large or compressed suspiciously well refuses the whole zip. Only the binary is
@@ -19,11 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from supervisor.update.errors import UpdateRefused
+from supervisor.update.trust import TRUST, TRUST_MAX_BYTES
 from supervisor.update.verify import SIGNATURE_MAX_BYTES, STATEMENT_MAX_BYTES
 
 BINARY = "worker.exe" if os.name == "nt" else "worker"
 STATEMENT, SIGNATURE = "release.json", "release.sig"
-SMALL_MEMBERS = {STATEMENT: STATEMENT_MAX_BYTES, SIGNATURE: SIGNATURE_MAX_BYTES}
+SMALL_MEMBERS = {STATEMENT: STATEMENT_MAX_BYTES, SIGNATURE: SIGNATURE_MAX_BYTES, TRUST: TRUST_MAX_BYTES}
 SCRIPTS = {"updater.bat", "updater.sh"}
 MAX_MEMBERS = 8
 MAX_MEMBER_BYTES = 512 * 1024 * 1024
@@ -57,6 +58,7 @@ class Unpacked:
     size: int
     statement: bytes | None  # release.json, unverified
     signature: bytes | None  # release.sig, unverified
+    trust: bytes | None = None  # release-trust.json (root chain and delegation), unverified
 
 
 def extract_binary(zip_path: Path, dest_dir: Path, max_total: int = MAX_MEMBER_BYTES,
@@ -85,7 +87,7 @@ def extract_binary(zip_path: Path, dest_dir: Path, max_total: int = MAX_MEMBER_B
             seen.add(name.lower())
             if name not in allowed:
                 raise UpdateRefused(f"zip member {name!r} refused: not part of a release (expected {binary_name}, "
-                              f"updater.bat, {STATEMENT}, {SIGNATURE})")
+                              f"updater.bat, {STATEMENT}, {SIGNATURE}, {TRUST})")
             mode = info.external_attr >> 16
             if info.is_dir() or (mode and stat.S_IFMT(mode) not in (0, stat.S_IFREG)):
                 raise UpdateRefused(f"zip member {name!r} refused: a link or special file (mode {mode:o})")
@@ -106,7 +108,8 @@ def extract_binary(zip_path: Path, dest_dir: Path, max_total: int = MAX_MEMBER_B
             raise UpdateRefused(f"the zip has no {binary_name} at its root")
         small = {name: _read_small(zf, name) if name in seen else None for name in SMALL_MEMBERS}
         path, sha256, size = _write(zf, binary, dest_dir)
-    return Unpacked(binary=path, sha256=sha256, size=size, statement=small[STATEMENT], signature=small[SIGNATURE])
+    return Unpacked(binary=path, sha256=sha256, size=size, statement=small[STATEMENT], signature=small[SIGNATURE],
+                    trust=small[TRUST])
 
 
 def _read_small(zf: zipfile.ZipFile, name: str) -> bytes:

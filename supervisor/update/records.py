@@ -178,12 +178,14 @@ def url_key(url: str) -> str:
 
 
 def keep_release(upd: Path, url: str, zip_sha256: str, zip_size: int, binary: Path, binary_sha256: str,
-                 binary_size: int, statement: bytes | None, signature: bytes | None) -> None:
+                 binary_size: int, statement: bytes | None, signature: bytes | None,
+                 trust: bytes | None = None) -> None:
     """Note the verified, self-tested binary staged at ``binary`` and the release it came from."""
     record = {"url_sha256": url_key(url), "zip_sha256": zip_sha256, "zip_size": zip_size, "binary": str(binary),
               "binary_sha256": binary_sha256, "binary_size": binary_size,
               "statement": None if statement is None else base64.b64encode(statement).decode("ascii"),
-              "signature": None if signature is None else base64.b64encode(signature).decode("ascii")}
+              "signature": None if signature is None else base64.b64encode(signature).decode("ascii"),
+              "trust": None if trust is None else base64.b64encode(trust).decode("ascii")}
     write_private(private_dir(upd) / KEPT, orjson.dumps(record))
 
 
@@ -194,11 +196,11 @@ def forget_release(upd: Path, binary: Path) -> None:
 
 
 def kept_release(upd: Path, binary: Path, url: str, zip_sha256: str | None, zip_size: int | None,
-                 statement: bytes | None) -> tuple[str, int, str, int, bytes | None, bytes | None] | None:
+                 statement: bytes | None) -> tuple[str, int, str, int, bytes | None, bytes | None, bytes | None] | None:
     """The release staged at ``binary`` by an earlier update task, when this task asks for the same
     one (same URL; the zip hash, size and statement when the params give them) and the binary still
     hashes to what was verified: (zip_sha256, zip_size, binary_sha256, binary_size, statement,
-    signature), all still to be verified again by the caller. Anything else is forgotten (None)."""
+    signature, trust), all still to be verified again by the caller. Anything else is forgotten (None)."""
     try:
         record = orjson.loads((upd / KEPT).read_bytes())
         same = (isinstance(record, dict) and record.get("url_sha256") == url_key(url)
@@ -217,7 +219,7 @@ def kept_release(upd: Path, binary: Path, url: str, zip_sha256: str | None, zip_
         forget_release(upd, binary)
         return None
     return (record["zip_sha256"], record["zip_size"], record["binary_sha256"], record["binary_size"],
-            kept_statement, _unb64(record.get("signature")))
+            kept_statement, _unb64(record.get("signature")), _unb64(record.get("trust")))
 
 
 def _unb64(text: object) -> bytes | None:

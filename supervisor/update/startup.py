@@ -182,7 +182,7 @@ def _on_healthy(home: Path, version: str, probation_seconds: float = 0.0) -> lis
 def check_settings(settings: Settings) -> None:
     """At start, one line: self-update is off (no key), or unsigned releases are accepted (labs)."""
     try:
-        keys = parse_keys(settings.update_public_keys)
+        keys = parse_keys(settings.update_root_keys)
     except UpdateRefused as exc:
         log.error("update: %s: every update will be refused", exc)
         return
@@ -191,5 +191,5 @@ def check_settings(settings: Settings) -> None:
                     "(sha256/size checks only, no downgrade protection); for labs only, never on the fleet "
                     "(docs/self-update.md)")
     elif not keys:
-        log.warning("%s (UPDATE_PUBLIC_KEYS is empty): every update_worker task is refused (docs/self-update.md)",
+        log.warning("%s (UPDATE_ROOT_KEYS is empty): every update_worker task is refused (docs/self-update.md)",
                     NO_KEY)

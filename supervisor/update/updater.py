@@ -50,6 +50,7 @@ from supervisor.update.records import (
     write_private,
 )
 from supervisor.update.scripts import for_this_platform
+from supervisor.update.trust import verify_release
 from supervisor.update.verify import (
     Statement,
     UpdateParams,
@@ -57,7 +58,6 @@ from supervisor.update.verify import (
     parse_keys,
     parse_params,
     platform_tag,
-    verify_statement,
 )
 
 log = logging.getLogger("hive.update")
@@ -88,7 +88,7 @@ def running_sequence() -> int:
 def refusal_at_once(settings: Settings) -> str | None:
     """Why every update_worker task is refused by this worker, before any drain or download."""
     try:
-        keys = parse_keys(settings.update_public_keys)
+        keys = parse_keys(settings.update_root_keys)
     except UpdateRefused as exc:  # settings.load refuses such keys; never let one crash the arbiter
         return str(exc)
     if not keys and not settings.update_allow_unsigned:
@@ -104,7 +104,7 @@ def prepare(params: Any, settings: Settings, running_version: str) -> Staged | N
     refusal = refusal_at_once(settings)
     if refusal:
         raise UpdateRefused(refusal)
-    keys = parse_keys(settings.update_public_keys)
+    keys = settings.update_root_keys
     p = parse_params(params)
     if p.version is not None and p.version == running_version:
         return None
@@ -125,7 +125,8 @@ def prepare(params: Any, settings: Settings, running_version: str) -> Staged | N
         if keys and p.sequence is not None:  # only a claim, but an old release is refused before its download
             _refuse_old(f"release {p.version}" if p.version else "the release (params.sequence)", p.sequence, upd)
         if keys and p.statement is not None:  # the statement in the params: checked before the download
-            statement = _checked(verify_statement(p.statement, p.signature, keys), p, upd, running_version)
+            statement = _checked(verify_release(upd, keys, p.statement, p.signature, p.trust, time.time()), p, upd,
+                                 running_version)
     except UpdateRefused:
         forget_release(upd, staged_dir / BINARY)
         raise
@@ -134,8 +135,9 @@ def prepare(params: Any, settings: Settings, running_version: str) -> Staged | N
         return None
     started = time.monotonic()
     if kept is not None:  # verified and self-tested again below, as if just unpacked
-        sha, size, binary_sha, binary_size, statement_bytes, signature_bytes = kept
-        unpacked = Unpacked(staged_dir / BINARY, binary_sha, binary_size, statement_bytes, signature_bytes)
+        sha, size, binary_sha, binary_size, statement_bytes, signature_bytes, trust_bytes = kept
+        unpacked = Unpacked(staged_dir / BINARY, binary_sha, binary_size, statement_bytes, signature_bytes,
+                            trust_bytes)
         log.info("update: this release is already downloaded and staged (same URL%s; the binary still has its "
                  "sha256 %s): not downloaded again", ", zip and statement" if p.sha256 or p.statement else "",
                  binary_sha)
@@ -152,14 +154,14 @@ def prepare(params: Any, settings: Settings, running_version: str) -> Staged | N
     binary = unpacked.binary
     try:
         if statement is None and keys and (unpacked.statement is not None or not settings.update_allow_unsigned):
-            statement = _checked(verify_statement(unpacked.statement, unpacked.signature, keys), p, upd,
-                                 running_version)
+            statement = _checked(verify_release(upd, keys, unpacked.statement, unpacked.signature, unpacked.trust,
+                                                time.time()), p, upd, running_version)
         if statement is not None:
             check_binary(statement, unpacked.sha256, unpacked.size)
             if statement.version == running_version:
                 forget_release(upd, binary)
                 return None
-            log.info("update: release %s (sequence %d, %s) signed by UPDATE_PUBLIC_KEYS[%d]; the binary matches "
+            log.info("update: release %s (sequence %d, %s) signed by delegated release key %d; the binary matches "
                      "its signed sha256", statement.version, statement.sequence, statement.platform,
                      statement.key_index)
         else:
@@ -176,7 +178,7 @@ def prepare(params: Any, settings: Settings, running_version: str) -> Staged | N
         forget_release(upd, binary)
         return None
     keep_release(upd, p.url, sha, size, binary, unpacked.sha256, unpacked.size, unpacked.statement,
-                 unpacked.signature)
+                 unpacked.signature, unpacked.trust)
     log.info("update: version %s staged at %s (%d byte zip, sha256 %s) in %.1f s",
              version, binary, size, sha, time.monotonic() - started)
     return Staged(binary=binary, version=version, sha256=sha, binary_sha256=unpacked.sha256,

@@ -5,9 +5,10 @@ exact bytes of ``release.json`` (a small JSON object: the binary's SHA-256 and s
 version, the target platform and the release sequence) and ``release.sig`` (the base64 of
 an Ed25519 signature over ``STATEMENT_DOMAIN + those bytes``). Both are members of the
 release zip, so that a server which sends only ``{"url": ...}`` still delivers them; the
-task may also give them as ``params.release`` / ``params.release_signature``, which lets a
-worker refuse an old release before downloading it. UPDATE_PUBLIC_KEYS lists the base64 raw
-32-byte public keys that may sign (several, for rotation).
+task may also give them as ``params.release`` / ``params.release_signature`` (and
+``params.release_trust``), which lets a worker refuse an old release before downloading it.
+Which keys may sign a statement is decided in trust.py: the release keys of a delegation that
+a root key (UPDATE_ROOT_KEYS, baked into the build) signed.
 
 This module only verifies; making keys and signing live in release/ (``python -m release``).
 """
@@ -28,6 +29,7 @@ import orjson
 
 from supervisor.safetext import redact_url
 from supervisor.update.errors import UpdateRefused
+from supervisor.update.trust import TRUST_MAX_BYTES
 
 # The signature covers this prefix too: a signature made for anything else (another format,
 # another program using the same key) can never pass as a release statement.
@@ -50,6 +52,7 @@ class UpdateParams:
     sequence: int | None = None  # a claim only; the signed statement must say the same
     statement: bytes | None = None  # params.release: the exact release.json text
     signature: bytes | None = None  # params.release_signature: its signature, base64 text
+    trust: bytes | None = None  # params.release_trust: the release-trust.json text (trust.py)
 
 
 @dataclass(frozen=True)
@@ -61,7 +64,7 @@ class Statement:
     version: str
     platform: str
     sequence: int
-    key_index: int = -1  # which of UPDATE_PUBLIC_KEYS signed it
+    key_index: int = -1  # which of the delegation's release keys signed it
 
 
 def platform_tag(binary_name: str | None = None) -> str:
@@ -102,6 +105,7 @@ def parse_params(params: Any) -> UpdateParams:
         if isinstance(sequence, bool) or not isinstance(sequence, int) or not 0 < sequence <= MAX_SEQUENCE:
             raise UpdateRefused(f"params.sequence must be a positive whole number, got {str(sequence)[:40]!r}")
     statement, signature = params.get("release"), params.get("release_signature")
+    trust = params.get("release_trust")
     if (statement is None) != (signature is None):
         raise UpdateRefused("params.release and params.release_signature come together")
     if statement is not None:
@@ -110,8 +114,14 @@ def parse_params(params: Any) -> UpdateParams:
         if not isinstance(signature, str) or len(signature) > SIGNATURE_MAX_BYTES:
             raise UpdateRefused("params.release_signature must be the base64 text of release.sig")
         statement, signature = statement.encode("utf-8"), signature.encode("ascii", "replace")
+    if (trust is None) != (statement is None):
+        raise UpdateRefused("params.release, params.release_signature and params.release_trust come together")
+    if trust is not None:
+        if not isinstance(trust, str) or len(trust) > TRUST_MAX_BYTES:
+            raise UpdateRefused("params.release_trust must be the release-trust.json text")
+        trust = trust.encode("utf-8")
     return UpdateParams(url=url, sha256=sha256, size=size, version=version, sequence=sequence,
-                        statement=statement, signature=signature)
+                        statement=statement, signature=signature, trust=trust)
 
 
 def _b64(value: Any, length: int, what: str) -> bytes:
@@ -129,7 +139,7 @@ def _b64(value: Any, length: int, what: str) -> bytes:
 
 
 def key_problem(keys: Any) -> str | None:
-    """Why UPDATE_PUBLIC_KEYS cannot be used, or None (usable as a settings check)."""
+    """Why UPDATE_ROOT_KEYS cannot be used, or None (usable as a settings check)."""
     try:
         parse_keys(keys)
     except UpdateRefused as exc:
@@ -141,8 +151,8 @@ def parse_keys(keys: Any) -> list[bytes]:
     if not keys:
         return []
     if not isinstance(keys, list):
-        raise UpdateRefused("UPDATE_PUBLIC_KEYS must be a list of base64 Ed25519 public keys")
-    return [_b64(k, 32, f"UPDATE_PUBLIC_KEYS[{i}]") for i, k in enumerate(keys)]
+        raise UpdateRefused("UPDATE_ROOT_KEYS must be a list of base64 Ed25519 public keys")
+    return [_b64(k, 32, f"UPDATE_ROOT_KEYS[{i}]") for i, k in enumerate(keys)]
 
 
 def signed_message(statement: bytes) -> bytes:
@@ -150,8 +160,9 @@ def signed_message(statement: bytes) -> bytes:
     return STATEMENT_DOMAIN + statement
 
 
-def verify_statement(statement: bytes | None, signature: bytes | None, keys: list[bytes]) -> Statement:
-    """The statement, once a key in ``keys`` is shown to have signed its exact bytes. Raises UpdateRefused.
+def verify_statement(statement: bytes | None, signature: bytes | None, keys: list[bytes] | tuple[bytes, ...],
+                     whose: str = "the given keys") -> Statement:
+    """The statement, once a key in ``keys`` (the release keys of a checked delegation) is shown to have signed its exact bytes. Raises UpdateRefused.
 
     The bytes are parsed only after the signature verified: nothing unsigned is interpreted."""
     if statement is None or signature is None:
@@ -171,8 +182,8 @@ def verify_statement(statement: bytes | None, signature: bytes | None, keys: lis
         except BadSignatureError:
             continue
         return parse_statement(statement, index)
-    raise UpdateRefused(f"the release signature does not verify against any of the {len(keys)} key(s) "
-                  "in UPDATE_PUBLIC_KEYS")
+    raise UpdateRefused(f"the release signature does not verify against any of the {len(keys)} release key(s) "
+                        f"of {whose}")
 
 
 def check_binary(statement: Statement, sha256_hex: str, size: int) -> None:
