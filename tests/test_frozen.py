@@ -383,6 +383,14 @@ def test_unpacked_files_gone_exit_for_a_restart(frozen: Path, server, start_work
     sup = _ready(w)
     before = server.enqueue("example", {"text": "before"})
     assert results_for(server, [before], timeout=40)[before][0]["status"] == "success"
+
+    def every_slot_idle() -> bool:  # both executors up: a start still under way when the files go
+        try:                        # dies "during start-up", a start that is not this test's point
+            slots = json.loads((home / "status.json").read_bytes())["slots"]
+        except (OSError, ValueError, KeyError):
+            return False
+        return len(slots) == POOL and all(s["state"] == "idle" for s in slots)
+    wait_for(every_slot_idle, 40, what="every executor ready")
     [mei] = meis(tmpdir_env)
     if WINDOWS:
         assert mei.startswith("HiveWorker/unpacked/_MEI"), mei  # not in %TEMP%
