@@ -179,31 +179,27 @@ def ask(proc: subprocess.Popen[str], command: str) -> str:
     return proc.stdout.readline().strip()
 
 
+def _fd_targets() -> list[str]:
+    """What each of this process's fds is open on (the listing's own fd may be gone already)."""
+    targets = []
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            targets.append(os.readlink(f"/proc/self/fd/{name}"))
+        except OSError:
+            continue
+    return targets
+
+
 def fd_count() -> int:
     """This process's fds on files and folders: what the monitor opens. Sockets and pipes are left
     out: earlier tests' servers and clients close theirs from other threads or at garbage
     collection, at any moment of this test (27 fds against a baseline of 25 + 4, seen once)."""
-    count = 0
-    for name in os.listdir("/proc/self/fd"):
-        try:
-            target = os.readlink(f"/proc/self/fd/{name}")
-        except OSError:
-            continue
-        count += not target.startswith(("socket:", "pipe:", "anon_inode:"))
-    return count
+    return sum(not t.startswith(("socket:", "pipe:", "anon_inode:")) for t in _fd_targets())
 
 
 def proc_fds() -> int:
     """This process's fds open on /proc/<pid>/... files (the monitor's), excluding /proc/self/fd's own."""
-    count = 0
-    for name in os.listdir("/proc/self/fd"):
-        try:
-            target = os.readlink(f"/proc/self/fd/{name}")
-        except OSError:
-            continue
-        if target.startswith("/proc/") and target[6:7].isdigit() and not target.endswith("/fd"):
-            count += 1
-    return count
+    return sum(t.startswith("/proc/") and t[6:7].isdigit() and not t.endswith("/fd") for t in _fd_targets())
 
 
 def start_tree(spawn: Callable[..., subprocess.Popen[str]], depth: int = 3, mem_mb: int = 40,

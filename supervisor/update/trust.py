@@ -85,16 +85,25 @@ def b64key(raw: bytes) -> str:
     return base64.b64encode(raw).decode("ascii")
 
 
-def decode_key(value: Any, what: str) -> bytes:
+def decode_b64(value: Any, length: int, what: str) -> bytes:
+    """``value`` (base64 text, or bytes of it) decoded to exactly ``length`` bytes; UpdateRefused
+    naming ``what`` otherwise. The one decoder of keys and signatures (verify.py uses it too)."""
+    if isinstance(value, bytes):
+        value = value.decode("ascii", "replace")
     if not isinstance(value, str):
         raise UpdateRefused(f"{what} must be a base64 string")
     try:
         raw = base64.b64decode(value.strip(), validate=True)
     except (binascii.Error, ValueError):
         raise UpdateRefused(f"{what} is not valid base64") from None
-    if len(raw) != 32:
-        raise UpdateRefused(f"{what} must decode to 32 bytes (an Ed25519 public key), got {len(raw)}")
+    if len(raw) != length:
+        raise UpdateRefused(f"{what} must decode to {length} bytes, got {len(raw)}")
     return raw
+
+
+def decode_key(value: Any, what: str) -> bytes:
+    """An Ed25519 public key: 32 bytes."""
+    return decode_b64(value, 32, what)
 
 
 def iso(ts: float) -> str:
@@ -133,15 +142,7 @@ def _envelope(value: Any, what: str) -> tuple[bytes, list[bytes]]:
     sigs = value.get("signatures")
     if not isinstance(sigs, list) or not 0 < len(sigs) <= MAX_KEYS:
         raise UpdateRefused(f"{what}: signatures must be a list of 1 to {MAX_KEYS} base64 signatures")
-    raw = []
-    for sig in sigs:
-        try:
-            decoded = base64.b64decode(sig, validate=True) if isinstance(sig, str) else b""
-        except (binascii.Error, ValueError):
-            decoded = b""
-        if len(decoded) != 64:
-            raise UpdateRefused(f"{what}: a signature is not the base64 of 64 bytes")
-        raw.append(decoded)
+    raw = [decode_b64(sig if isinstance(sig, str) else None, 64, f"{what}: a signature") for sig in sigs]
     return value["signed"].encode("utf-8"), raw
 
 

@@ -15,8 +15,6 @@ This module only verifies; making keys and signing live in release/ (``python -m
 
 from __future__ import annotations
 
-import base64
-import binascii
 import os
 import platform
 import re
@@ -29,7 +27,7 @@ import orjson
 
 from supervisor.safetext import redact_url
 from supervisor.update.errors import UpdateRefused
-from supervisor.update.trust import TRUST_MAX_BYTES
+from supervisor.update.trust import TRUST_MAX_BYTES, decode_b64
 
 # The signature covers this prefix too: a signature made for anything else (another format,
 # another program using the same key) can never pass as a release statement.
@@ -124,20 +122,6 @@ def parse_params(params: Any) -> UpdateParams:
                         statement=statement, signature=signature, trust=trust)
 
 
-def _b64(value: Any, length: int, what: str) -> bytes:
-    if isinstance(value, bytes):
-        value = value.decode("ascii", "replace")
-    if not isinstance(value, str):
-        raise UpdateRefused(f"{what} must be a base64 string")
-    try:
-        raw = base64.b64decode(value.strip(), validate=True)
-    except (binascii.Error, ValueError):
-        raise UpdateRefused(f"{what} is not valid base64") from None
-    if len(raw) != length:
-        raise UpdateRefused(f"{what} must decode to {length} bytes, got {len(raw)}")
-    return raw
-
-
 def key_problem(keys: Any) -> str | None:
     """Why UPDATE_ROOT_KEYS cannot be used, or None (usable as a settings check)."""
     try:
@@ -152,7 +136,7 @@ def parse_keys(keys: Any) -> list[bytes]:
         return []
     if not isinstance(keys, list):
         raise UpdateRefused("UPDATE_ROOT_KEYS must be a list of base64 Ed25519 public keys")
-    return [_b64(k, 32, f"UPDATE_ROOT_KEYS[{i}]") for i, k in enumerate(keys)]
+    return [decode_b64(k, 32, f"UPDATE_ROOT_KEYS[{i}]") for i, k in enumerate(keys)]
 
 
 def signed_message(statement: bytes) -> bytes:
@@ -169,7 +153,7 @@ def verify_statement(statement: bytes | None, signature: bytes | None, keys: lis
         raise UpdateRefused("the release is not signed: no release.json and release.sig in the zip (nor in the params)")
     if len(statement) > STATEMENT_MAX_BYTES:
         raise UpdateRefused(f"release.json is over {STATEMENT_MAX_BYTES} bytes")
-    raw_sig = _b64(signature, 64, "release.sig")
+    raw_sig = decode_b64(signature, 64, "release.sig")
     # _cffi_backend is imported by nacl's compiled module, where PyInstaller cannot see it.
     import _cffi_backend  # noqa: F401
     from nacl.exceptions import BadSignatureError
