@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from supervisor.model import loads_standard, result_body
-from supervisor.net.answers import MalformedTask, classify_task, raw_member
+from supervisor.net.answers import MalformedTask, classify_task, raw_members
 from supervisor.net.claimer import claim_record
 from supervisor.store.journal import Journal
 from supervisor.store.outbox import Outbox
@@ -59,11 +59,11 @@ def test_params_no_executor_can_be_sent_fail_the_task_as_bad_params():
 
 def test_raw_member_takes_the_last_top_level_member_whatever_nests_inside():
     text = '{"id": 1, "params": {"id": 2, "x": "\\"id\\": 3"}, "id"  :  [4, {"id": 5}] }'
-    assert raw_member(text, "id") == '[4, {"id": 5}]'
-    assert raw_member('{"a": 1}', "id") is None
-    assert raw_member("{}", "id") is None
+    assert raw_members(text).get("id") == '[4, {"id": 5}]'
+    assert raw_members('{"a": 1}').get("id") is None
+    assert raw_members("{}").get("id") is None
     with pytest.raises(ValueError):
-        raw_member("[1]", "id")
+        raw_members("[1]")
 
 
 def test_a_result_with_such_an_id_survives_journal_outbox_and_crash_byte_for_byte(tmp_path):

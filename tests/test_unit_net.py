@@ -259,20 +259,25 @@ def test_jittered_no_task_sleep_spreads_a_fleet():
 
 
 @pytest.mark.parametrize("head, expected", [
-    (b'{"id": 5, "task_type": "x", "params": {"a": [1, {"id": 9}]}, "z', {"id": b"5", "task_type": b'"x"',
-                                                                         "params": b'{"a": [1, {"id": 9}]}'}),
-    (b'{"params": {"id": 9, "s": "}\\"]"}, "id": "abc", "task_type": "pr', {"params": b'{"id": 9, "s": "}\\"]"}',
-                                                                            "id": b'"abc"'}),
-    (b'\xef\xbb\xbf {"\\u0069d" : 123456789012345678901234567890 , "p":', {"id": b"123456789012345678901234567890"}),
-    (b'{"id": 12', {}),  # the number may go on past the cut
-    (b'{"id": "ab', {}),
-    (b"[1, 2]", {}),
-    (b'{"a" 1}', {}),
-    (b"", {}),
-    (b'{"id": {"deep": [', {}),
+    ('{"id": 5, "task_type": "x", "params": {"a": [1, {"id": 9}]}, "z', {"id": "5", "task_type": '"x"',
+                                                                        "params": '{"a": [1, {"id": 9}]}'}),
+    ('{"params": {"id": 9, "s": "}\\"]"}, "id": "abc", "task_type": "pr', {"params": '{"id": 9, "s": "}\\"]"}',
+                                                                           "id": '"abc"'}),
+    (' {"\\u0069d" : 123456789012345678901234567890 , "p":', {"id": "123456789012345678901234567890"}),
+    ('{"id": 12', {}),  # the number may go on past the cut
+    ('{"id": "ab', {}),
+    ("[1, 2]", {}),
+    ('{"a" 1}', {}),
+    ("", {}),
+    ('{"id": {"deep": [', {}),
 ])
-def test_head_fields_reads_only_members_that_end_before_the_cut(head, expected):
-    assert answers.head_fields(head) == expected
+def test_raw_members_of_a_cut_text_are_only_those_that_end_before_the_cut(head, expected):
+    assert answers.raw_members(head, cut=True) == expected
+
+
+def test_the_head_of_an_answer_is_read_as_utf_8_up_to_a_character_the_cut_split():
+    assert answers._cut_text(b'\xef\xbb\xbf{"id": "\xc3\xa9"' + "é".encode()[:1]) == '{"id": "é"'
+    assert answers._cut_text(b'{"id": 1, "x": "\xff", "y": 2') == ""
 
 
 def test_an_answer_over_the_cap_is_a_task_to_fail_back_only_with_an_id():

@@ -15,9 +15,8 @@ wrote it (Task.id_json, task_id_of), whatever its size or type.
 from __future__ import annotations
 
 import json
-import re
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from itertools import chain, compress
@@ -133,35 +132,41 @@ _WS = json.decoder.WHITESPACE.match  # type: ignore[attr-defined]
 _DECODER = json.JSONDecoder()
 
 
-def raw_member(text: str, name: str) -> str | None:
-    """The JSON text of member ``name`` of the object ``text`` exactly as written (the last one when
-    the name repeats, as parsers keep it), or None. Raises ValueError if ``text`` is not an object.
-    Each value is skipped by the standard library's C scanner: only for ids the fast path cannot
-    vouch for (classify_task)."""
-    idx = _WS(text, 0).end()
-    if text[idx:idx + 1] != "{":
-        raise ValueError("not a JSON object")
-    idx = _WS(text, idx + 1).end()
-    if text[idx:idx + 1] == "}":
-        return None
-    found = None
-    while True:
-        if text[idx:idx + 1] != '"':
-            raise ValueError(f"a member name expected at {idx}")
-        key, idx = json.decoder.scanstring(text, idx + 1)  # type: ignore[attr-defined]
-        idx = _WS(text, idx).end()
-        if text[idx:idx + 1] != ":":
-            raise ValueError(f"':' expected at {idx}")
+def raw_members(text: str, cut: bool = False) -> dict[str, str]:
+    """The JSON text of each top-level member of the object ``text``, exactly as written (the last
+    one when a name repeats, as parsers keep it). Each value is skipped by the standard library's C
+    scanner; only for ids the fast path cannot vouch for (classify_task) and for the head of an
+    answer too large to read whole. Raises ValueError (or RecursionError) if ``text`` is not an
+    object; with ``cut`` (text cut short) returns instead the members whose value ends, followed by
+    "," or "}", before the cut (a number at the very end may go on past it)."""
+    members: dict[str, str] = {}
+    try:
+        idx = _WS(text, 0).end()
+        if text[idx:idx + 1] != "{":
+            raise ValueError("not a JSON object")
         idx = _WS(text, idx + 1).end()
-        end = _DECODER.raw_decode(text, idx)[1]
-        if key == name:
-            found = text[idx:end]
-        idx = _WS(text, end).end()
         if text[idx:idx + 1] == "}":
-            return found
-        if text[idx:idx + 1] != ",":
-            raise ValueError(f"',' expected at {idx}")
-        idx = _WS(text, idx + 1).end()
+            return members
+        while True:
+            if text[idx:idx + 1] != '"':
+                raise ValueError(f"a member name expected at {idx}")
+            key, idx = json.decoder.scanstring(text, idx + 1)  # type: ignore[attr-defined]
+            idx = _WS(text, idx).end()
+            if text[idx:idx + 1] != ":":
+                raise ValueError(f"':' expected at {idx}")
+            start = _WS(text, idx + 1).end()
+            end = _DECODER.raw_decode(text, start)[1]
+            idx = _WS(text, end).end()
+            if text[idx:idx + 1] not in ("}", ","):
+                raise ValueError(f"',' expected at {idx}")
+            members[key] = text[start:end]
+            if text[idx] == "}":
+                return members
+            idx = _WS(text, idx + 1).end()
+    except (ValueError, RecursionError):
+        if cut:
+            return members
+        raise
 
 
 def task_id_of(body: bytes, value: Any, fast: bool) -> tuple[Any, bytes | None]:
@@ -175,7 +180,7 @@ def task_id_of(body: bytes, value: Any, fast: bool) -> tuple[Any, bytes | None]:
         if b'"id":' + dumped in body or b'"id": ' + dumped in body:
             return value, None
     try:
-        raw = raw_member(body.decode("utf-8-sig"), "id")
+        raw = raw_members(body.decode("utf-8-sig")).get("id")
     except (ValueError, RecursionError):
         raw = None
     if raw is None:  # cannot happen for an answer that parsed; keep what was parsed
@@ -238,53 +243,23 @@ def classify_submit(status: int, headers: Mapping[str, str], body: bytes) -> Ser
 
 # An answer over GET_TASK_MAX_BYTES is never parsed whole; its first bytes are, for the id.
 HEAD_BYTES = 64 * 1024
-_TOKEN = re.compile(rb'\s*(?:("(?:[^"\\]|\\.)*")|([][{},:])|([^\s"{}\[\],:]+))', re.DOTALL)
 
 
-def _tokens(head: bytes) -> Iterator[tuple[bytes, int]]:
-    """(token, end) of each JSON token in ``head``, up to the first that may go on past the cut."""
-    pos = 3 if head.startswith(b"\xef\xbb\xbf") else 0
-    while match := _TOKEN.match(head, pos):
-        pos = match.end()
-        token = match.group(match.lastindex or 0)
-        if pos == len(head) and not match.group(2):
-            return  # a string or a number that may go on past the cut
-        yield token, pos
-
-
-def head_fields(head: bytes) -> dict[str, bytes]:
-    """The top-level members of a JSON object whose text may be cut short, as raw JSON text, for
-    each member whose value ends inside ``head`` (nested values are skipped, not parsed): the id
-    of an answer too large to read whole can still be read from its first bytes."""
-    fields: dict[str, bytes] = {}
-    tokens = _tokens(head)
-    if next(tokens, (b"", 0))[0] != b"{":
-        return fields
-    for key, _ in tokens:
-        colon, start = next(tokens, (b"", 0))
-        value, end = next(tokens, (b"", 0))
-        if not key.startswith(b'"') or colon != b":" or value in (b"", b",", b":", b"}", b"]"):
-            return fields
-        depth = 1 if value in (b"{", b"[") else 0
-        while depth:
-            token, end = next(tokens, (b"", 0))
-            if not token:
-                return fields  # the value goes on past the cut
-            depth += (token in (b"{", b"[")) - (token in (b"}", b"]"))
-        try:
-            fields.setdefault(orjson.loads(key), head[start:end].strip())
-        except orjson.JSONDecodeError:
-            return fields
-        if next(tokens, (b"", 0))[0] != b",":
-            return fields
-    return fields
+def _cut_text(head: bytes) -> str:
+    """The first bytes of an answer as text: a character cut in two at the end is dropped; text
+    that is not UTF-8 before that is no answer to read an id from ("")."""
+    head = head.removeprefix(b"\xef\xbb\xbf")
+    try:
+        return head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return head[:exc.start].decode("utf-8") if exc.start >= len(head) - 3 else ""
 
 
 def classify_too_large(message: str, head: bytes) -> ServerError | MalformedTask:
     """A get_task answer over GET_TASK_MAX_BYTES: a task failed back to the server when its id can
     be read from the answer's first HEAD_BYTES (v1 has no lease: unanswered, it stays claimed for
     good), else the error the backoff applies to."""
-    fields = head_fields(head[:HEAD_BYTES])
+    fields = raw_members(_cut_text(head[:HEAD_BYTES]), cut=True)
     raw_id = fields.get("id")
     try:
         task_id = json.loads(raw_id) if raw_id is not None else None  # any size of integer, as sent
@@ -293,9 +268,9 @@ def classify_too_large(message: str, head: bytes) -> ServerError | MalformedTask
     if task_id is None or too_deep(task_id):
         return ServerError(f"get_task: {message}; dropped (no task id in its first {len(head[:HEAD_BYTES])} bytes)")
     try:
-        task_type = orjson.loads(fields.get("task_type", b'""'))
-    except orjson.JSONDecodeError:
+        task_type = json.loads(fields.get("task_type", '""'))
+    except ValueError:
         task_type = ""
     return MalformedTask(f"get_task: task {task_id!r}: {message}", task_id=task_id, has_id=True,
                          task_type=task_type if isinstance(task_type, str) else "", kind=FailureKind.TASK_TOO_LARGE,
-                         task_id_json=raw_id)  # echoed back exactly as sent
+                         task_id_json=raw_id.encode("utf-8"))  # echoed back exactly as sent

@@ -28,7 +28,7 @@ from typing import Any
 
 from supervisor import liveness
 from supervisor.model import loads_standard
-from supervisor.net.answers import raw_member
+from supervisor.net.answers import raw_members
 from supervisor.net.backoff import (
     DEAD_RETRY_SHARE,
     Backoff,
@@ -52,7 +52,7 @@ def _logged_id(body: bytes) -> Any:
     text is taken from the body as posted (read() checked the body is an object)."""
     task_id = loads_standard(body).get("task_id")
     if type(task_id) is float:
-        task_id = raw_member(body.decode("utf-8"), "task_id")
+        task_id = raw_members(body.decode("utf-8")).get("task_id")
     return task_id
 
 
