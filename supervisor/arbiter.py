@@ -4,9 +4,10 @@ Two helper threads talk HTTP (claimer.py, submitter.py) so a slow server never
 delays limit checks. The loop sleeps in one wait() on every executor pipe plus
 a wake-up socket, so a finished task, a claimed task and a signal are all handled
 at once, and limits are checked every LIMIT_CHECK_INTERVAL while tasks run.
-Signal handlers only record the signal and write one byte to that socket (no lock:
-a handler may run inside another, or while the main thread holds a lock); the loop
-decides what the signals mean (take_signals).
+A signal is one byte on that socket, its number, written by Python's C-level handler
+(signal.set_wakeup_fd); the Python-level handler runs no Python code at all, so no lock
+is taken and no handler can run inside another (a storm of signals once nested them to a
+RecursionError). The loop reads the numbers and decides what they mean (take_signals).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import socket
 import sys
 import threading
 import time
-from typing import Any, Protocol
+from typing import Protocol
 
 import orjson
 
@@ -46,6 +47,11 @@ from supervisor.update.health import StartHealth
 log = logging.getLogger("hive.supervisor")
 
 IDLE_TICK = 1.0
+# Ctrl+C, SIGTERM (systemd, Task Scheduler's end) and Ctrl+Break on Windows: the first stops, a second kills.
+STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM} | ({signal.SIGBREAK} if hasattr(signal, "SIGBREAK") else set()))
+WAKE = b"!"  # wake()'s byte; never a signal number (those are below 33)
+# A C callable that takes (signum, frame) and does nothing: the Python-level handler (install_signals).
+IGNORE_IN_PYTHON = slice
 RESULT_PREVIEW_BYTES = 300  # --dev shows this much of each result
 STATUS_EVERY = 2.0
 
@@ -83,8 +89,7 @@ class Arbiter:
         self.stopped = threading.Event()  # shutdown finished
         self.state = "starting"
         self.force = False
-        # Signals received, appended by the handlers (list.append is one atomic step, even when a
-        # second signal's handler runs inside the first's); the loop acts on them (take_signals).
+        # Signals received, in order, as read from the wake-up socket (the loop's thread only).
         self.signals: list[int] = []
         self.signals_taken = 0
         # The wake-up channel: one byte on a non-blocking socket, written without any lock, so the
@@ -145,27 +150,31 @@ class Arbiter:
         signal handler (a lock here once deadlocked the main thread when a second signal arrived
         while the first one's handler held it)."""
         try:
-            self.wake_w.send(b"!")
+            self.wake_w.send(WAKE)
         except OSError:  # full: a wake-up is pending anyway; closed: the loop is gone
             pass
 
     def _drain_wakeups(self) -> None:
+        """Empty the wake-up socket, keeping the signal numbers set_wakeup_fd wrote among wake()'s bytes."""
         try:
-            while self.wake_r.recv(4096):
-                pass
+            while data := self.wake_r.recv(4096):
+                if data.count(WAKE) != len(data):  # mostly wake()'s bytes: no Python loop
+                    self.signals.extend(b for b in data if b in STOP_SIGNALS)
         except OSError:  # BlockingIOError: drained
             pass
 
     def install_signals(self) -> None:
         if threading.current_thread() is not threading.main_thread():
             return
-        # The C-level handler writes to the socket the moment a signal arrives, so the loop's wait
-        # returns even before Python runs the handler below (as in gunicorn and uvicorn).
+        # Python's C-level handler writes the signal's number to the socket the moment it arrives:
+        # that byte is the whole record of the signal, and it wakes the loop's wait. The handler
+        # Python then calls must exist (without one the signal would kill or raise) but does
+        # nothing, and is a C function, not Python code: a Python handler can be entered again
+        # between any two of its bytecodes, and a storm of SIGINT/SIGTERM nested one inside
+        # another until RecursionError ended the worker.
         signal.set_wakeup_fd(self.wake_w.fileno(), warn_on_full_buffer=False)
-        signal.signal(signal.SIGINT, self._on_signal)
-        signal.signal(signal.SIGTERM, self._on_signal)
-        if hasattr(signal, "SIGBREAK"):
-            signal.signal(signal.SIGBREAK, self._on_signal)  # Ctrl+Break on Windows
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, IGNORE_IN_PYTHON)
         if sys.platform == "win32":
             self._install_console_close_handler()
 
@@ -193,13 +202,6 @@ class Arbiter:
         else:
             log.warning("cannot register the console handler (WinError %d): closing the console, log-off "
                         "or shutdown will end the worker without its grace period", ctypes.GetLastError())
-
-    def _on_signal(self, signum: int, frame: Any) -> None:
-        """Record the signal and wake the loop; nothing else. A handler runs between two bytecodes
-        of the main thread, possibly inside another handler or inside a lock the main thread holds
-        (Event.set takes one), so it takes none and decides nothing: take_signals does."""
-        self.signals.append(signum)
-        self.wake()
 
     def take_signals(self) -> None:
         """On the loop's thread: the first signal asks for a graceful stop, any later one forces it."""
