@@ -54,7 +54,9 @@ def test_connection_refused_then_server_comes_up(tmp_path, start_worker):
 
 
 def test_results_queue_on_disk_while_server_is_down_and_all_arrive(server, start_worker):
-    ids = [server.enqueue("sleep_record", {"seconds": 0.5}) for _ in range(2)]
+    # 3 s: the outage below must begin before either result is posted (with 0.5 s a loaded CI
+    # machine once saw "started" late, a result was delivered first, and only one reached the outbox).
+    ids = [server.enqueue("sleep_record", {"seconds": 3.0}) for _ in range(2)]
     w = start_worker(server.url, env={"HIVE_TIME_ERROR_SLEEP": "0.5"})
     wait_for(lambda: w.log().count("started on slot") >= 2, 20)
     # The server goes away for every request while the tasks finish.
