@@ -66,7 +66,7 @@ NO_EXECUTOR_CLAIM_INTERVAL = 600.0
 SHUTDOWN_GRACE = 60.0  # seconds running tasks get to finish on Ctrl+C / SIGTERM
 # A loop (supervision, claim, submit) that makes no progress this many seconds past its own
 # deadlines (the HTTP timeouts, NO_TASK_SLEEP, ...) is wedged: the worker logs every thread's
-# stack and exits with status 4, so that it is started again (0: off; supervisor/liveness.py).
+# stack and exits with status 4, so that it is started again (0: off; supervisor/observe/liveness.py).
 WATCHDOG_GRACE = 120.0
 
 # Self-update (the server's update_worker task; docs/self-update.md).

@@ -13,7 +13,7 @@ if __name__ == "__main__":
     # without this the one-file exe spawns itself endlessly.
     multiprocessing.freeze_support()
     # Frozen one-file build: die with the bootloader when it is killed hard (docs/release.md).
-    from supervisor.frozen import remember_unpacked, tether_to_bootloader  # noqa: E402
+    from supervisor.host.frozen import remember_unpacked, tether_to_bootloader  # noqa: E402
 
     tether_to_bootloader()
     remember_unpacked()  # to tell a temp cleaner's work from a bad release (exit status 6)
@@ -135,10 +135,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.sha256:
         return _print_sha256(args.sha256)
 
-    from supervisor import home as home_mod
-    from supervisor import logs
     from supervisor import settings as settings_mod
-    from supervisor.status import report
+    from supervisor.host import home as home_mod
+    from supervisor.host import logs
+    from supervisor.observe.status import report
 
     try:
         # --status and --print-config only read: a home they may not write to is still theirs to read.
@@ -168,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
         return code
 
     logs.setup(home, settings.log_level, settings.log_max_mb, settings.log_backups, dev=args.dev)
-    from supervisor import frozen, oneshot
+    from supervisor import oneshot
+    from supervisor.host import frozen
 
     for line in warnings:
         logging.getLogger("hive.settings").warning("%s", line)
@@ -219,9 +220,9 @@ def _load(args: argparse.Namespace, home: Path) -> tuple[Settings, dict, str]:
 
 def _serve(args: argparse.Namespace, settings: Settings, registry: dict, version: str, home: Path) -> int:
     """The worker itself: one per home, against the Hive server (or an embedded one)."""
-    from supervisor import home as home_mod
     from supervisor.arbiter import Arbiter
-    from supervisor.identity import IdentityError, worker_id_for
+    from supervisor.host import home as home_mod
+    from supervisor.host.identity import IdentityError, worker_id_for
 
     if sys.platform == "win32":
         from executor.sandbox import no_crash_dialogs

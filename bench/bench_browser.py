@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 
 from bench_limits import children_of, descendants, is_tracker, rss, running  # noqa: E402
+
 from common import MB, DevServer, HiveWorker, emit, json_arg_parser, log, median, row, wait_for  # noqa: E402
 
 CONFIG = Path(__file__).resolve().parent / "bench_browser_config.py"
@@ -170,7 +171,7 @@ def monitoring(srv: DevServer, base: str, workdir: Path, limits: bool, window: f
 
 def per_check(base: str) -> tuple[float, float, int]:
     """Median seconds of one TreeMonitor.usage() and one Snapshot().usage() of a Chromium tree."""
-    from supervisor.pool.proctree import Snapshot, TreeMonitor
+    from common.proctree import Snapshot, TreeMonitor
     from tasks.prom_parser import SeleniumFetcher
 
     fetcher = SeleniumFetcher(timeout=60, allowed_hosts=LOOPBACK)

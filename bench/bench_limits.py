@@ -114,7 +114,7 @@ def reaction_round(srv: DevServer, supervisor: int, limit: int, timeout: float =
 
 def per_check_costs() -> tuple[float, float]:
     """Median seconds of one Snapshot() and of one TreeMonitor.usage() of a 3-process tree."""
-    from supervisor.pool.proctree import Snapshot, TreeMonitor
+    from common.proctree import Snapshot, TreeMonitor
 
     code = "import subprocess, sys, time; c = [subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])" \
            " for _ in range(2)]; time.sleep(60)"

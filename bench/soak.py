@@ -31,8 +31,8 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from common.vocabulary import TOKEN_ENV  # noqa: E402
 from devserver import Fault, HiveDevServer  # noqa: E402
-from executor.protocol import TOKEN_ENV  # noqa: E402
 
 
 def executors_of(pid: int) -> list[psutil.Process]:

@@ -18,12 +18,12 @@ from typing import Any
 import orjson
 import psutil
 
+from common.vocabulary import FailureKind, failure, failure_json
 from executor import api, sandbox
 from executor.api import TaskFailure
 from executor.protocol import (
     PROBE_TASK,
     Done,
-    FailureKind,
     FromExecutor,
     ImportFailed,
     Log,
@@ -31,8 +31,6 @@ from executor.protocol import (
     Ready,
     Run,
     decode_to_executor,
-    failure,
-    failure_json,
 )
 from executor.registry import load_config, registry_of
 

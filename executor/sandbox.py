@@ -1,7 +1,7 @@
 """Executor-side containment: own process group, lower priority, die with the supervisor.
 
 The supervisor kills a task's whole tree by process group (POSIX) or Job Object
-(Windows, see supervisor/pool/treekill.py). Every descendant also inherits
+(Windows, see common/treekill.py). Every descendant also inherits
 HIVE_INTERNAL_TREE_TOKEN, so even processes that left the group (double fork,
 setsid) are found by the supervisor's kill sweep. The clean-up after a task and
 the kill when the supervisor is gone use that same module's kill_tree and
@@ -16,9 +16,9 @@ import sys
 
 import psutil
 
-from executor.protocol import TOKEN_ENV
-from supervisor.pool.treekill import kill_tree
-from supervisor.pool.treekill import watch_parent as _watch_parent
+from common.treekill import kill_tree
+from common.treekill import watch_parent as _watch_parent
+from common.vocabulary import TOKEN_ENV
 
 _PRIORITY_POSIX = {"idle": 19, "below_normal": 10, "normal": 0}
 _PRIORITY_WINDOWS = {

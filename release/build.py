@@ -35,7 +35,7 @@ starts it; a console it was started from is kept), ``--runtime-tmpdir`` (Windows
 under %LOCALAPPDATA%\\HiveWorker, out of %TEMP%'s cleaners; RUNTIME_TMPDIR) and
 release/hooks/hook-selectolax.py (leaves out selectolax's C sources). Neither
 adds a module, so what the plain command bundles is a superset of this build's.
-(The tie to the bootloader is in main.py itself: supervisor/frozen.py.)
+(The tie to the bootloader is in main.py itself: supervisor/host/frozen.py.)
 """
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ def check_pins() -> list[str]:
     return problems
 
 
-SOURCE_PACKAGES = ("tasks", "executor", "supervisor", "devserver")
+SOURCE_PACKAGES = ("tasks", "executor", "supervisor", "common", "devserver")
 # Never imported by the worker: the dev server's queue as an app for real HTTP servers (docs/interop.md).
 NOT_THE_WORKER = ("devserver/wsgi.py", "devserver/asgi.py")
 
@@ -196,7 +196,7 @@ NO_FLEET = ("error: a release carries its fleet: pass --server-url URL (the flee
 def fleet_settings(server_url: str | None, root_keys: list[str], dev_build: bool) -> dict[str, Any] | None:
     """The settings to bake into the binary (None for a dev build), checked as the worker checks
     worker.toml. ValueError with the one line to show when a fleet build lacks one or one is bad."""
-    from supervisor.safetext import redact_url
+    from common.safetext import redact_url
     from supervisor.settings import SettingsError, checked
 
     if dev_build:
@@ -246,7 +246,7 @@ def baked_config(binary: Path) -> tuple[dict[str, Any], dict[str, str]]:
 
 def describe_fleet(values: dict[str, Any]) -> str:
     """One line for the operator: where the binary goes and how many keys it trusts (no password)."""
-    from supervisor.safetext import redact_url
+    from common.safetext import redact_url
 
     url = redact_url(values.get("server_url") or "") or "NO SERVER URL"
     return f"server {url}, {len(values.get('update_root_keys') or [])} root key(s)"
@@ -292,7 +292,7 @@ def verify(binary: Path, fleet: dict[str, Any] | None = None) -> list[str]:
 
 def fleet_problems(binary: Path, fleet: dict[str, Any] | None) -> list[str]:
     """Whether the binary runs with exactly the fleet settings it was built with, as coming from the build."""
-    from supervisor.safetext import redact_url
+    from common.safetext import redact_url
     from supervisor.settings import BAKED_SOURCE
 
     try:

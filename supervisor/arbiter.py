@@ -22,19 +22,19 @@ from typing import Protocol
 
 import orjson
 
-from executor.protocol import FailureKind, failure_json
-from supervisor import diagnostics, liveness
+from common.safetext import redact_url
+from common.vocabulary import FailureKind, failure_json
 from supervisor.guest import Guest
 from supervisor.model import Claim, result_body
 from supervisor.net.backoff import Backoff
 from supervisor.net.claimer import ClaimGate, ClaimLoop
 from supervisor.net.client import HiveClient
 from supervisor.net.submitter import SubmitLoop
+from supervisor.observe import diagnostics, liveness
+from supervisor.observe.status import Status, this_process
 from supervisor.pool.cpucap import CpuCap
 from supervisor.pool.pool import Pool, executor_init
-from supervisor.safetext import redact_url
 from supervisor.settings import Settings, unknown_limit_types
-from supervisor.status import Status, this_process
 from supervisor.store.diskguard import DiskGuard
 from supervisor.store.flusher import Flusher
 from supervisor.store.journal import Journal

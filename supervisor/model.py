@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from executor.protocol import FailureKind
+from common.vocabulary import FailureKind
 
 
 @dataclass

@@ -28,10 +28,10 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from common.safetext import loggable_block
 from executor.registry import CUSTOM_MODULE_NAME
-from supervisor.home import SOURCE_ROOT, is_frozen
-from supervisor.logs import Block
-from supervisor.safetext import loggable_block
+from supervisor.host.home import SOURCE_ROOT, is_frozen
+from supervisor.host.logs import Block
 from supervisor.settings import SPECS
 
 if TYPE_CHECKING:

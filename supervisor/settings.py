@@ -23,9 +23,9 @@ from urllib.parse import urlparse
 
 import tomli_w
 
-from supervisor.home import HOME_ENV
-from supervisor.safetext import redact_url
-from supervisor.update.verify import key_problem
+from common.keys import key_problem
+from common.safetext import redact_url
+from supervisor.host.home import HOME_ENV
 
 
 class SettingsError(Exception):

@@ -441,7 +441,7 @@ def _crash_handlers() -> list[Any]:
     import psutil
 
     try:
-        from executor.protocol import TOKEN_ENV
+        from common.vocabulary import TOKEN_ENV
     except ImportError:
         return []
     token = os.environ.get(TOKEN_ENV)

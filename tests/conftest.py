@@ -17,7 +17,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from executor.protocol import TOKEN_ENV  # noqa: E402
+from common.vocabulary import TOKEN_ENV  # noqa: E402
 
 MAIN = ROOT / "main.py"
 WINDOWS = os.name == "nt"

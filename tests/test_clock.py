@@ -1,4 +1,4 @@
-"""The PC's clock is not trusted blindly (issue 24.5, supervisor/clock.py): wall-time decisions
+"""The PC's clock is not trusted blindly (issue 24.5, supervisor/host/clock.py): wall-time decisions
 (how long a rolled-back version stays refused) stay right when the PC's clock is years off, from
 the Date header of the server's answers. The PC's clock is injected; the server and the client are
 real (a local HTTP server whose Date the test sets, the worker's own HiveClient)."""
@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from supervisor import clock
+from supervisor.host import clock
 from supervisor.net.client import HiveClient
 from supervisor.update import records
 from supervisor.update.errors import UpdateRefused

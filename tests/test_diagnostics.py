@@ -1,4 +1,4 @@
-"""worker_diagnostics' parts (supervisor/diagnostics.py), the disk check, the cap's arithmetic, --status."""
+"""worker_diagnostics' parts (supervisor/observe/diagnostics.py), the disk check, the cap's arithmetic, --status."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import orjson
 import pytest
 
 import config
-from supervisor import diagnostics, status
 from supervisor.arbiter import Arbiter
+from supervisor.observe import diagnostics, status
 from supervisor.pool.cpucap import PERIOD_US, group_weight, quota_us
 from supervisor.settings import load
 

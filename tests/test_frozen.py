@@ -97,7 +97,7 @@ if multiprocessing.parent_process() is not None:  # only in the executor, as a t
 
 def processes_of(binary: Path) -> list[psutil.Process]:
     """Every live process running this exact binary (bootloaders, supervisors, trackers, executors)."""
-    from supervisor.frozen import image_of  # psutil's exe() fails under Wine; this Win32 call does not
+    from supervisor.host.frozen import image_of  # psutil's exe() fails under Wine; this Win32 call does not
 
     target = os.path.normcase(str(binary.resolve()))
     found = []
@@ -376,7 +376,7 @@ def test_unpacked_files_gone_exit_for_a_restart(frozen: Path, server, start_work
     executor start fails: the worker says so in one ERROR line and exits with status 6 (instead of
     failing every start forever); started again, as Task Scheduler, systemd or 1.0.x's watcher do,
     it unpacks afresh and serves."""
-    from supervisor.frozen import EXIT_UNPACKED_GONE
+    from supervisor.host.frozen import EXIT_UNPACKED_GONE
 
     home = tmp_path / "home0"  # the same home for both starts
     w = start_worker(server.url, env=_temp_env(tmpdir_env), cmd=[str(frozen)], home=home)
@@ -419,7 +419,7 @@ def test_sigkill_leaves_no_process(frozen: Path, server, start_worker, tmpdir_en
     """SIGKILL to the bootloader (what systemd, Task Scheduler and kill -9 of $! hit) or to the supervisor;
     on Windows TerminateProcess (Task Manager's "End task", schtasks /End).
 
-    Bootloader: supervisor/frozen.py (called by main.py) kills the supervisor at once (PR_SET_PDEATHSIG),
+    Bootloader: supervisor/host/frozen.py (called by main.py) kills the supervisor at once (PR_SET_PDEATHSIG),
     its executors follow; the bootloader could not clean up, so its _MEI folder is left (expected,
     docs/release.md). Supervisor: the executors follow it, the bootloader cleans up and dies
     of the same signal (a failure for systemd's Restart=on-failure).

@@ -11,7 +11,8 @@ import psutil
 import pytest
 from conftest import MAIN, ROOT, clean_env, result_of, results_by_id, results_for, tree_of, wait_for
 
-from supervisor import diagnostics, guest
+from supervisor import guest
+from supervisor.observe import diagnostics
 from supervisor.pool import cpucap
 
 pytestmark = pytest.mark.slow

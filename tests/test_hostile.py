@@ -25,12 +25,12 @@ import psutil
 import pytest
 from conftest import MAIN, TEST_CONFIG, clean_env, results_by_id, wait_for
 
+from common.safetext import loggable, redact_url
 from devserver import Fault, HiveDevServer
-from supervisor.identity import IdentityError, load_or_create_worker_id
-from supervisor.logs import FORMAT, SafeFormatter
+from supervisor.host.identity import IdentityError, load_or_create_worker_id
+from supervisor.host.logs import FORMAT, SafeFormatter
 from supervisor.net import client as client_mod
 from supervisor.net.client import HiveClient, MalformedTask, ServerError, too_deep
-from supervisor.safetext import loggable, redact_url
 
 MB = 1024 * 1024
 HOSTILE_ENV = {"HIVE_POOL_SIZE": "1", "HIVE_LOG_LEVEL": "INFO", "HIVE_TIME_ERROR_SLEEP": "0.3",
@@ -172,9 +172,9 @@ def test_credentials_are_redacted_from_urls():
 def test_one_redaction_for_logs_diagnostics_and_failure_results():
     """The log formatter, diagnostics and failure bodies mask alike, and before any cut (a URL
     cut inside its password would escape the mask)."""
-    from executor.protocol import ERROR_MAX_CHARS, FailureKind, failure
-    from supervisor import diagnostics
-    from supervisor.logs import ARG_MAX_CHARS
+    from common.vocabulary import ERROR_MAX_CHARS, FailureKind, failure
+    from supervisor.host.logs import ARG_MAX_CHARS
+    from supervisor.observe import diagnostics
 
     formatter = SafeFormatter("%(message)s")
     for pad in (0, ARG_MAX_CHARS - 20, ERROR_MAX_CHARS - 20):
@@ -632,7 +632,7 @@ def test_server_answers_in_the_outbox_are_not_dropped_when_a_post_breaks_unexpec
     the result in the outbox and retries; it is never only in memory."""
     from supervisor.net.backoff import Backoff
     from supervisor.net.submitter import SubmitLoop
-    from supervisor.status import Status
+    from supervisor.observe.status import Status
     from supervisor.store.diskguard import DiskGuard
     from supervisor.store.flusher import Flusher
     from supervisor.store.journal import Journal
@@ -673,7 +673,7 @@ def test_the_claim_loop_gives_its_slot_back_whatever_a_claim_raises(tmp_path):
     slot back, logs one line and backs off; the next claim goes out."""
     from supervisor.net.backoff import Backoff
     from supervisor.net.claimer import ClaimGate, ClaimLoop
-    from supervisor.status import Status
+    from supervisor.observe.status import Status
     from supervisor.store.diskguard import DiskGuard
     from supervisor.store.flusher import Flusher
     from supervisor.store.journal import Journal

@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from supervisor.identity import ascii_name, header_problem, load_or_create_worker_id
+from supervisor.host.identity import ascii_name, header_problem, load_or_create_worker_id
 
 
 def test_created_with_default_prefix_and_reused(tmp_path):

@@ -15,7 +15,7 @@ import psutil
 import pytest
 from conftest import result_of, results_by_id, tree_of, wait_for
 
-from executor.protocol import TOKEN_ENV
+from common.vocabulary import TOKEN_ENV
 
 pytestmark = pytest.mark.slow
 

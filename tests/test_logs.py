@@ -15,7 +15,7 @@ from conftest import ROOT
 DRIVER = r"""
 import logging, sys
 from pathlib import Path
-from supervisor import logs
+from supervisor.host import logs
 logs.RotatingLog.ROTATE_RETRY = 0.0  # try again at every line while held: the test needs no clock
 logs.setup(Path(sys.argv[1]), "INFO", max_mb=0.002, backups=3, console_level="CRITICAL")
 log = logging.getLogger("hive.test")

@@ -1,4 +1,4 @@
-"""TreeMonitor (supervisor/pool/proctree.py): the limit monitor's per-tree /proc walk, and the fallback
+"""TreeMonitor (common/proctree.py): the limit monitor's per-tree /proc walk, and the fallback
 that serves Windows (psutil's parent map, commit charge). Real processes, no mocks.
 
 Each test starts its processes in a new session (a new process group on Windows) and kills the
@@ -21,7 +21,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from supervisor.pool.proctree import Snapshot, TreeMonitor, Usage, _Member, children_files_supported
+from common.proctree import Snapshot, TreeMonitor, Usage, _Member, children_files_supported
 
 MB = 1024 * 1024
 

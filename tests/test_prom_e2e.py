@@ -13,7 +13,7 @@ from conftest import MAIN, ROOT, clean_env, result_of, results_for, wait_for
 from support.xdisplay import Xvfb, click, xvfb_available
 from test_prom_parser import row, site  # noqa: F401 - the fixture pages' server
 
-from executor.protocol import TOKEN_ENV
+from common.vocabulary import TOKEN_ENV
 from tasks import prom_parser
 
 # The fixture pages are on 127.0.0.1: allowed explicitly, as an operator would (default: prom.ua only).

@@ -1,4 +1,4 @@
-"""Whether a one-file bundle's unpacked files are still there (supervisor/frozen.py), on real folders."""
+"""Whether a one-file bundle's unpacked files are still there (supervisor/host/frozen.py), on real folders."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor import frozen
+from supervisor.host import frozen
 
 
 def test_missing_unpacked(tmp_path: Path) -> None:

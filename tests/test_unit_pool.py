@@ -6,11 +6,11 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from common.vocabulary import FailureKind, failure
 from executor import process
 from executor.api import TaskFailure
 from executor.protocol import (
     Done,
-    FailureKind,
     ImportFailed,
     Log,
     ProtocolError,
@@ -19,7 +19,6 @@ from executor.protocol import (
     Stop,
     decode_from_executor,
     decode_to_executor,
-    failure,
 )
 from supervisor.pool.limits import MB, Measured, breach, needs_measuring
 from supervisor.pool.slots import Running, Slot, SlotState

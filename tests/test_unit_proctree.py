@@ -1,4 +1,4 @@
-"""The pure parts of the process-tree modules (supervisor/pool/proctree.py, treekill.py), without
+"""The pure parts of the process-tree modules (common/proctree.py, treekill.py), without
 starting a process: /proc stat parsing, tree walks over a given parent map, the token scan over
 given processes, the order of the kill sweep's signals, the parent-death watch."""
 
@@ -12,8 +12,8 @@ from typing import Any
 import psutil
 import pytest
 
-from supervisor.pool import proctree, treekill
-from supervisor.pool.proctree import Snapshot, Stat, parse_stat
+from common import proctree, treekill
+from common.proctree import Snapshot, Stat, parse_stat
 
 posix_only = pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
 

@@ -258,7 +258,7 @@ def test_new_and_old_environment_names(tmp_path):
 
 
 def test_other_programs_variables_are_neither_errors_nor_ours(tmp_path):
-    from supervisor.home import resolve_home
+    from supervisor.host.home import resolve_home
     from supervisor.settings import environment_warnings, own_env_names
 
     env = {"HIVE_HOME": str(tmp_path / "hive"), "HIVE_CONF_DIR": "/etc/hive", "HIVE_AUX_JARS_PATH": "/x",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from supervisor.status import EXIT_HUNG, EXIT_NOT_RUNNING, EXIT_RUNNING, STALE_AFTER, liveness
+from supervisor.observe.status import EXIT_HUNG, EXIT_NOT_RUNNING, EXIT_RUNNING, STALE_AFTER, liveness
 
 
 def _alive(pid, started):
@@ -32,7 +32,7 @@ def test_a_reused_pid_is_not_the_worker():
 
     import psutil
 
-    from supervisor.status import _same_process_alive
+    from supervisor.observe.status import _same_process_alive
 
     me = psutil.Process().create_time()
     assert _same_process_alive(os.getpid(), me)
@@ -44,7 +44,7 @@ def test_a_slot_without_an_executor_shows_no_pid(tmp_path):
     """Issue 23.11: "pid None" while a slot's executor is being replaced."""
     import orjson
 
-    from supervisor.status import render
+    from supervisor.observe.status import render
 
     (tmp_path / "status.json").write_bytes(orjson.dumps({"state": "running", "slots": [
         {"slot": 0, "state": "down", "pid": None, "tasks_done": 3, "task": None}]}))

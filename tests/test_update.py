@@ -1121,7 +1121,7 @@ if os.environ.get("{EXCLUSIVE_IMPORT_ENV}") and __import__("multiprocessing").pa
 
 
 def _copy_repo(dest: Path, version: str, sequence: int, extra_config: str = "") -> Path:
-    keep = {"main.py", "config.py", "supervisor", "executor", "tasks", "devserver", "release", "updater.bat",
+    keep = {"main.py", "config.py", "supervisor", "executor", "common", "tasks", "devserver", "release", "updater.bat",
             "requirements.txt", "requirements-dev.txt", "pyproject.toml"}
 
     def ignore(folder: str, names: list[str]) -> set[str]:

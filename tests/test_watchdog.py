@@ -1,4 +1,4 @@
-"""The watchdog (issue 24.3, supervisor/liveness.py): a worker whose supervision, claim or submit
+"""The watchdog (issue 24.3, supervisor/observe/liveness.py): a worker whose supervision, claim or submit
 loop stops turning writes every thread's stack to its log and exits with EXIT_WEDGED; started
 again, it reports the task it had claimed (nothing claimed is lost).
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import result_of, wait_for
 
-from supervisor import liveness
+from supervisor.observe import liveness
 
 FAST = {"HIVE_WATCHDOG_GRACE": "2", "HIVE_GET_TASK_TIMEOUT": "2", "HIVE_SUBMIT_TIMEOUT": "2"}
 

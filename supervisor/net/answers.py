@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 import orjson
 
-from executor.protocol import FailureKind
+from common.vocabulary import FailureKind
 from supervisor.model import Task, loads_standard
 
 # Containers inside a task's id or params: far beyond any real task, far below what orjson

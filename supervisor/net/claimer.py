@@ -13,10 +13,10 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from supervisor import liveness
 from supervisor.model import Claim, Task
 from supervisor.net.backoff import Backoff, jittered
 from supervisor.net.client import NO_TASKS, HiveClient, MalformedTask, ServerError
+from supervisor.observe import liveness
 from supervisor.store.diskguard import DiskGuard
 from supervisor.store.flusher import Flusher
 from supervisor.store.journal import Journal, new_key

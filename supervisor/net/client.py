@@ -32,7 +32,8 @@ import time
 from typing import Any
 from urllib.parse import SplitResult, unquote, urlsplit
 
-from supervisor import clock
+from common.safetext import loggable
+from supervisor.host import clock
 from supervisor.model import Task
 from supervisor.net.answers import (  # noqa: F401 - re-exported: callers catch these from the client
     HEAD_BYTES,
@@ -45,7 +46,6 @@ from supervisor.net.answers import (  # noqa: F401 - re-exported: callers catch 
     classify_too_large,
     too_deep,
 )
-from supervisor.safetext import loggable
 
 log = logging.getLogger("hive.client")
 
@@ -279,7 +279,7 @@ class HiveClient:
         if resp.will_close:
             self.close()
         self.answered_at = time.monotonic()
-        clock.server_said(resp.headers.get("Date"))  # the PC's clock is not trusted blindly (supervisor/clock.py)
+        clock.server_said(resp.headers.get("Date"))  # the PC's clock is not trusted blindly (supervisor/host/clock.py)
         return resp.status, resp.headers, body
 
     def _send(self, conn: http.client.HTTPConnection, deadline: float, method: str, endpoint: str,

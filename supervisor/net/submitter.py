@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from supervisor import liveness
 from supervisor.model import loads_standard
 from supervisor.net.answers import raw_members
 from supervisor.net.backoff import (
@@ -39,6 +38,7 @@ from supervisor.net.backoff import (
     server_away,
 )
 from supervisor.net.client import HiveClient, ServerError
+from supervisor.observe import liveness
 from supervisor.store.diskguard import DiskGuard
 from supervisor.store.flusher import Flusher
 from supervisor.store.journal import Journal

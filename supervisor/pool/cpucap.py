@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from supervisor.home import is_frozen
+from supervisor.host.home import is_frozen
 from supervisor.pool import winjob
 
 log = logging.getLogger("hive.cpucap")

@@ -13,9 +13,11 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from common import treekill
+from common.vocabulary import TOKEN_ENV
 from executor import process as executor_process
-from executor.protocol import TOKEN_ENV, FromExecutor, Stop, ToExecutor, decode_from_executor
-from supervisor.pool import treekill, winjob
+from executor.protocol import FromExecutor, Stop, ToExecutor, decode_from_executor
+from supervisor.pool import winjob
 
 # spawn everywhere: Linux runs then catch what would break on Windows.
 CTX = multiprocessing.get_context("spawn")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from executor.protocol import FailureKind
+from common.vocabulary import FailureKind
 
 MB = 1024 * 1024
 

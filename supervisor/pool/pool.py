@@ -16,25 +16,16 @@ from collections.abc import Callable
 from multiprocessing.connection import wait
 from typing import Any, ClassVar
 
-from executor.protocol import (
-    Done,
-    FailureKind,
-    ImportFailed,
-    Log,
-    ProtocolError,
-    Ready,
-    Run,
-    Stop,
-    failure_json,
-)
-from supervisor.frozen import exit_if_unpacked_gone
-from supervisor.logs import TASK_LINE, Block
+from common.proctree import TreeMonitor
+from common.safetext import loggable_block
+from common.vocabulary import FailureKind, failure_json
+from executor.protocol import Done, ImportFailed, Log, ProtocolError, Ready, Run, Stop
+from supervisor.host.frozen import exit_if_unpacked_gone
+from supervisor.host.logs import TASK_LINE, Block
 from supervisor.model import Claim
 from supervisor.pool.executors import Executor, describe_exit
 from supervisor.pool.limits import MB, Measured, breach
-from supervisor.pool.proctree import TreeMonitor
 from supervisor.pool.slots import Running, Slot, SlotState
-from supervisor.safetext import loggable_block
 from supervisor.settings import Settings
 
 log = logging.getLogger("hive.pool")

@@ -7,7 +7,7 @@ import logging
 
 import orjson
 
-from executor.protocol import FailureKind, failure_json
+from common.vocabulary import FailureKind, failure_json
 from supervisor.model import result_body
 from supervisor.store.journal import Journal
 from supervisor.store.outbox import Outbox

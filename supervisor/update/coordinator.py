@@ -25,9 +25,9 @@ from typing import Any
 
 import orjson
 
-from supervisor.home import is_frozen
+from common.safetext import redact_url
+from supervisor.host.home import is_frozen
 from supervisor.model import Claim, Task
-from supervisor.safetext import redact_url
 from supervisor.settings import Settings
 from supervisor.store.journal import new_key
 from supervisor.update import probation, startup, updater

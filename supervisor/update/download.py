@@ -16,7 +16,7 @@ from typing import BinaryIO
 import requests
 import urllib3
 
-from supervisor.safetext import redact_url
+from common.safetext import redact_url
 from supervisor.update.errors import UpdateRefused
 
 log = logging.getLogger("hive.update")

@@ -30,7 +30,7 @@ from pathlib import Path
 import orjson
 import psutil
 
-from supervisor import clock
+from supervisor.host import clock
 from supervisor.store.atomic import atomic_write
 from supervisor.update.errors import UpdateRefused
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import orjson
 
-from executor.protocol import FailureKind, failure_json
-from supervisor.home import is_frozen
+from common.vocabulary import FailureKind, failure_json
+from supervisor.host.home import is_frozen
 from supervisor.settings import Settings
 from supervisor.store.atomic import atomic_write
 from supervisor.update import probation

@@ -34,7 +34,6 @@ that still runs (or was rolled back to) a build made with it.
 from __future__ import annotations
 
 import base64
-import binascii
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from common import keys
 from supervisor.update.errors import UpdateRefused
 
 if TYPE_CHECKING:
@@ -86,19 +86,12 @@ def b64key(raw: bytes) -> str:
 
 
 def decode_b64(value: Any, length: int, what: str) -> bytes:
-    """``value`` (base64 text, or bytes of it) decoded to exactly ``length`` bytes; UpdateRefused
-    naming ``what`` otherwise. The one decoder of keys and signatures (verify.py uses it too)."""
-    if isinstance(value, bytes):
-        value = value.decode("ascii", "replace")
-    if not isinstance(value, str):
-        raise UpdateRefused(f"{what} must be a base64 string")
+    """common.keys.decode_b64, refusing the update (UpdateRefused) where the text is not a key or a
+    signature of ``length`` bytes."""
     try:
-        raw = base64.b64decode(value.strip(), validate=True)
-    except (binascii.Error, ValueError):
-        raise UpdateRefused(f"{what} is not valid base64") from None
-    if len(raw) != length:
-        raise UpdateRefused(f"{what} must decode to {length} bytes, got {len(raw)}")
-    return raw
+        return keys.decode_b64(value, length, what)
+    except keys.KeyFormatError as exc:
+        raise UpdateRefused(str(exc)) from None
 
 
 def decode_key(value: Any, what: str) -> bytes:

@@ -25,8 +25,8 @@ from typing import Any
 
 import psutil
 
-from supervisor.home import HOME_ENV, is_frozen
-from supervisor.pool.treekill import kill_group, kill_tree
+from common.treekill import kill_group, kill_tree
+from supervisor.host.home import HOME_ENV, is_frozen
 from supervisor.settings import SPECS, Settings
 from supervisor.update.errors import UpdateRefused
 from supervisor.update.extract import BINARY, Unpacked, extract_binary

@@ -25,7 +25,8 @@ from urllib.parse import urlparse
 
 import orjson
 
-from supervisor.safetext import redact_url
+from common.keys import KeyFormatError, parse_root_keys
+from common.safetext import redact_url
 from supervisor.update.errors import UpdateRefused
 from supervisor.update.trust import TRUST_MAX_BYTES, decode_b64
 
@@ -122,21 +123,12 @@ def parse_params(params: Any) -> UpdateParams:
                         statement=statement, signature=signature, trust=trust)
 
 
-def key_problem(keys: Any) -> str | None:
-    """Why UPDATE_ROOT_KEYS cannot be used, or None (usable as a settings check)."""
-    try:
-        parse_keys(keys)
-    except UpdateRefused as exc:
-        return str(exc)
-    return None
-
-
 def parse_keys(keys: Any) -> list[bytes]:
-    if not keys:
-        return []
-    if not isinstance(keys, list):
-        raise UpdateRefused("UPDATE_ROOT_KEYS must be a list of base64 Ed25519 public keys")
-    return [decode_b64(k, 32, f"UPDATE_ROOT_KEYS[{i}]") for i, k in enumerate(keys)]
+    """UPDATE_ROOT_KEYS decoded; UpdateRefused naming the key that is not one."""
+    try:
+        return parse_root_keys(keys)
+    except KeyFormatError as exc:
+        raise UpdateRefused(str(exc)) from None
 
 
 def signed_message(statement: bytes) -> bytes:

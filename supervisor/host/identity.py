@@ -17,7 +17,7 @@ import re
 import secrets
 from pathlib import Path
 
-from supervisor.safetext import loggable
+from common.safetext import loggable
 from supervisor.store.atomic import atomic_write
 
 log = logging.getLogger("hive.identity")

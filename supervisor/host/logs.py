@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from supervisor.safetext import loggable, loggable_block, redact_url
+from common.safetext import loggable, loggable_block, redact_url
 
 FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 # One argument of a log line (a task id, a task's printed line) is cut here: a server that sends a

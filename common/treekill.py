@@ -2,7 +2,7 @@
 
 Who calls it: the pool's kill of an executor (executors.py), the executor itself after each task
 and when the supervisor is gone (executor/sandbox.py), the updater when a new binary's self-test
-hangs (update/updater.py), and the one-file build's tether to its bootloader (supervisor/frozen.py).
+hangs (update/updater.py), and the one-file build's tether to its bootloader (supervisor/host/frozen.py).
 
 Freeze first, then kill: a process that forks while its tree is being killed can leave a child
 behind (the kill reached the parent before the new child was seen). So kill_tree stops everything
@@ -28,8 +28,8 @@ from collections.abc import Callable, Iterable
 
 import psutil
 
-from executor.protocol import TOKEN_ENV
-from supervisor.pool.proctree import Snapshot
+from common.proctree import Snapshot
+from common.vocabulary import TOKEN_ENV
 
 # Every process of one executor's tree carries this variable, set to the executor's token.
 

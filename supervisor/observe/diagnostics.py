@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 import psutil
 
-from supervisor.safetext import redact_url
+from common.safetext import redact_url
 
 TASK_TYPE = "worker_diagnostics"
 LOG_LINES = 50  # the last warnings and errors kept for the answer

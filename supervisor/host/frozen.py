@@ -114,7 +114,7 @@ def _tether() -> tuple[int, str]:
     if image is not None and os.path.normcase(image) != os.path.normcase(str(Path(sys.executable).resolve())):
         return logging.WARNING, (f"the parent process (pid {ppid}, {image!r}) is not this build's bootloader: "
                                  "not tied to it; a hard kill of the bootloader would leave this supervisor running")
-    from supervisor.pool.treekill import watch_parent  # here: a source run never needs psutil this early
+    from common.treekill import watch_parent  # here: a source run never needs psutil this early
 
     # os._exit closes our handles: the executors' Job Objects kill them (POSIX: their own watch).
     watch_parent(ppid, lambda: os._exit(1), "bootloader-tether")

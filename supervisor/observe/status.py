@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 import psutil
 
-from supervisor.safetext import loggable, redact_url
+from common.safetext import loggable, redact_url
 from supervisor.store.atomic import atomic_write
 
 STATUS_FILE = "status.json"
