@@ -30,6 +30,10 @@ if WINDOWS:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+if os.environ.get("HIVE_COUNT_SPAWNS"):  # which tests start processes (tests/support/spawncount.py)
+    pytest_plugins = ["support.spawncount"]
+
+
 def pytest_configure(config: pytest.Config) -> None:
     # The Windows lane runs without pytest-timeout (its thread method would end the whole run).
     config.addinivalue_line("markers", "timeout(seconds): pytest-timeout's per-test limit")
