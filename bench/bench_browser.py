@@ -39,8 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 
 from bench_limits import children_of, descendants, is_tracker, rss, running  # noqa: E402
-
-from common import MB, DevServer, HiveWorker, emit, json_arg_parser, log, median, row, wait_for  # noqa: E402
+from benchkit import MB, DevServer, HiveWorker, emit, json_arg_parser, log, median, row, wait_for  # noqa: E402
 
 CONFIG = Path(__file__).resolve().parent / "bench_browser_config.py"
 TABS = 10

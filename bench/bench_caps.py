@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 import orjson
-from common import ROOT, median  # noqa: E402 - bench/common.py puts the repo root on sys.path
+from benchkit import ROOT, median  # noqa: E402 - bench/benchkit.py puts the repo root on sys.path
 
 SMALL = orjson.dumps({"id": 123456, "task_type": "echo", "params": {"text": "hello", "n": 1}})
 TASK = orjson.dumps({"id": 123456, "task_type": "prom_pars", "params": {"products_to_scrape": [

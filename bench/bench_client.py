@@ -26,7 +26,7 @@ import types
 from collections.abc import Callable
 from typing import Any
 
-from common import ROOT, emit, json_arg_parser, log, median, row
+from benchkit import ROOT, emit, json_arg_parser, log, median, row
 
 BODY = b'{"status": "no_tasks"}'
 

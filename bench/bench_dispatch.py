@@ -33,7 +33,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from common import TEST_CONFIG, emit, json_arg_parser, log, median, row
+from benchkit import TEST_CONFIG, emit, json_arg_parser, log, median, row
 
 SMALL = {"a": 1, "b": "two", "c": [1, 2, 3]}
 BIG = {"blob": "x" * 10240}

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from common import (
+from benchkit import (
     TEST_CONFIG,
     CeleryWorker,
     DevServer,

@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import (
+from benchkit import (
     MB,
     TEST_CONFIG,
     CeleryWorker,

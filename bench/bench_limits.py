@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import BENCH_CONFIG, MB, DevServer, HiveWorker, emit, json_arg_parser, log, median, row, wait_for
+from benchkit import BENCH_CONFIG, MB, DevServer, HiveWorker, emit, json_arg_parser, log, median, row, wait_for
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 LIMIT_MB = 300

@@ -1,6 +1,6 @@
 """The Celery side of the comparison: the same task functions, Redis as broker and result backend.
 
-Started by bench/common.py as ``celery -A celery_app worker --pool prefork -c N`` with
+Started by bench/benchkit.py as ``celery -A celery_app worker --pool prefork -c N`` with
 BENCH_REDIS_URL set; default Celery settings otherwise (what a team gets out of the box).
 """
 

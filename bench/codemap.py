@@ -10,10 +10,10 @@ graph's rules with ``package_graph``.
 
 from __future__ import annotations
 
+import argparse
 import ast
 import json
 import subprocess
-import sys
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -125,7 +125,9 @@ def complex_functions(tree: Path, limit: int = COMPLEXITY) -> list[str]:
 
 
 def main() -> None:
-    tree = Path(sys.argv[1]).resolve() if len(sys.argv) > 1 else ROOT
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("tree", nargs="?", type=Path, default=ROOT, help="a checkout (default: this one)")
+    tree = parser.parse_args().tree.resolve()
     files = source_files(tree)
     sizes = sorted(((len(f.read_text(encoding="utf-8").splitlines()), str(f.relative_to(tree))) for f in files),
                    reverse=True)

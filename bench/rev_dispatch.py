@@ -19,12 +19,12 @@ from pathlib import Path
 def main() -> None:
     root = Path(sys.argv[1]).resolve()
     small_tasks, big_tasks = int(sys.argv[2]), int(sys.argv[3])
-    import common
+    import benchkit
     from bench_dispatch import BIG, SMALL, Ours
 
-    # common put this checkout first on sys.path; ROOT's packages must win, and this
+    # benchkit put this checkout first on sys.path; ROOT's packages must win, and this
     # checkout's must not fill in for a module ROOT lacks.
-    sys.path[:] = [str(root)] + [p for p in sys.path if Path(p).resolve() != common.ROOT]
+    sys.path[:] = [str(root)] + [p for p in sys.path if Path(p).resolve() != benchkit.ROOT]
     logging.basicConfig(level=logging.WARNING)
     ours = Ours(config=root / "tests" / "support" / "test_config.py")
     try:

@@ -342,7 +342,7 @@ def main() -> int:
     if not check_requirements():
         return 2
     sys.path.insert(0, str(BENCH))
-    from common import machine
+    from benchkit import machine
 
     only = {p.strip() for p in args.only.split(",") if p.strip()}
     started = dt.datetime.now(dt.UTC)
