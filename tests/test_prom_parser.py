@@ -21,8 +21,11 @@ from pathlib import Path
 import pytest
 
 from executor import api
-from tasks import prom_parser
-from tasks.prom_parser import parse_count, parse_number, parse_product_page, presence_status, prom_pars
+from tasks.prom.batch import scrape
+from tasks.prom.captcha import CaptchaStop
+from tasks.prom.fetch import FetchError, _describe, host_allowed, normalize_hosts
+from tasks.prom.parse import parse_count, parse_number, parse_product_page, presence_status
+from tasks.prom_parser import prom_pars
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "prom"
@@ -379,10 +382,10 @@ def test_scrape_with_a_custom_fetcher():
 
     def fetch(url):
         if url == "boom":
-            raise prom_parser.FetchError("connection reset")
+            raise FetchError("connection reset")
         return pages[url]
 
-    rows = prom_parser.scrape([(1, "u1"), (2, "u2"), (3, "u3"), (4, "boom")], fetch)
+    rows = scrape([(1, "u1"), (2, "u2"), (3, "u3"), (4, "boom")], fetch)
     assert rows == [row(1, 2, 640.0, 100, 4.0), row(2, 0), row(3, 5), row(4, 5)]
 
 
@@ -399,15 +402,15 @@ def test_captcha_fallback_fetcher_takes_over():
         browser_calls.append(url)
         return 200, good
 
-    rows = prom_parser.scrape([(1, "u1"), (2, "u2"), (3, "u3")], first, captcha_fallback=lambda: browser)
+    rows = scrape([(1, "u1"), (2, "u2"), (3, "u3")], first, captcha_fallback=lambda: browser)
     assert rows == [row(i, 1, 1299.5, 15, 4.8) for i in (1, 2, 3)]
     assert first_calls == ["u1", "u2"] and browser_calls == ["u2", "u3"]
 
     def stubborn(url):
         return 200, captcha
 
-    with pytest.raises(prom_parser.CaptchaStop, match="captcha on u1"):
-        prom_parser.scrape([(1, "u1")], stubborn, captcha_fallback=lambda: stubborn)
+    with pytest.raises(CaptchaStop, match="captcha on u1"):
+        scrape([(1, "u1")], stubborn, captcha_fallback=lambda: stubborn)
 
 
 HAVE_SELENIUM = importlib.util.find_spec("selenium") is not None
@@ -564,7 +567,7 @@ def test_server_text_reaches_the_log_escaped(caplog):
     assert all(c.isprintable() for line in lines for c in line), lines
     assert "\\x1b[2J\\nFAKE LOG LINE" in lines[0]
     # error texts of the libraries may quote server data as it came
-    assert prom_parser._describe(OSError("bad \x1b[2J header\r\nX: y")) == "OSError: bad \\x1b[2J header X: y"
+    assert _describe(OSError("bad \x1b[2J header\r\nX: y")) == "OSError: bad \\x1b[2J header X: y"
 
 
 def test_a_cookie_header_option_is_refused():
@@ -577,8 +580,8 @@ def test_a_cookie_header_option_is_refused():
     ("xprom.ua", False), ("prom.ua.evil.example", False), ("ua", False), ("", False), (None, False),
 ])
 def test_host_allowed(host, allowed):
-    assert prom_parser.host_allowed(host, prom_parser.normalize_hosts(["prom.ua"])) is allowed
-    assert prom_parser.normalize_hosts(["*.Prom.UA.", ".prom.ua", "prom.ua", " "]) == ("prom.ua",)
+    assert host_allowed(host, normalize_hosts(["prom.ua"])) is allowed
+    assert normalize_hosts(["*.Prom.UA.", ".prom.ua", "prom.ua", " "]) == ("prom.ua",)
 
 
 def test_import_is_cheap_and_does_not_load_heavy_modules():
