@@ -22,7 +22,7 @@ import pytest
 
 from executor import api
 from tasks.prom.batch import scrape
-from tasks.prom.captcha import CaptchaStop
+from tasks.prom.captcha import POLL, CaptchaStop, wait_for_person
 from tasks.prom.fetch import FetchError, _describe, host_allowed, normalize_hosts
 from tasks.prom.parse import parse_count, parse_number, parse_product_page, presence_status
 from tasks.prom_parser import prom_pars
@@ -411,6 +411,31 @@ def test_captcha_fallback_fetcher_takes_over():
 
     with pytest.raises(CaptchaStop, match="captcha on u1"):
         scrape([(1, "u1")], stubborn, captcha_fallback=lambda: stubborn)
+
+
+def test_the_visible_browser_waits_for_a_person_to_solve_the_captcha(caplog):
+    captcha = (FIXTURES / "captcha.html").read_text(encoding="utf-8")
+    good = (FIXTURES / "in_stock_uk.html").read_text(encoding="utf-8")
+    shown, pauses = [captcha, captcha, good], []
+    # solved on the third look: the page after it is what the fetcher returns
+    assert wait_for_person("u1", captcha, lambda: shown.pop(0), wait=60, sleep=pauses.append) == good
+    assert pauses == [POLL] * 3 and shown == []
+    assert [r.getMessage() for r in caplog.records] == ["captcha on u1: waiting up to 60 s for a person to solve it"]
+
+    # nobody solves it: the captcha page is returned once the wait is up, and the batch then stops
+    looks = []
+    started = time.monotonic()
+    assert wait_for_person("u1", captcha, lambda: looks.append(1) or captcha, wait=0.05, sleep=lambda s: None) == captcha
+    assert looks and time.monotonic() - started < 5
+
+    # no captcha, or no wait asked for (the headless backend): no second look at all
+    def never():
+        raise AssertionError("looked again")
+
+    caplog.clear()
+    assert wait_for_person("u1", good, never, wait=60) == good
+    assert wait_for_person("u1", captcha, never, wait=0) == captcha
+    assert not caplog.records
 
 
 HAVE_SELENIUM = importlib.util.find_spec("selenium") is not None
