@@ -614,3 +614,15 @@ def test_import_is_cheap_and_does_not_load_heavy_modules():
             "heavy = [m for m in ('selenium', 'requests', 'selectolax') if m in sys.modules]; "
             "assert not heavy, heavy")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=30)
+
+
+def test_dev_reload_watches_every_module_of_the_task():
+    # --dev reloads on a save under a watched folder (watched recursively, supervisor/reloader.py):
+    # the task's entry and each helper module in tasks/prom/ must lie under one.
+    from supervisor.reloader import Reloader
+
+    folders = [p for p in Reloader(arbiter=None, config_path=None).watched if p.is_dir()]
+    modules = [ROOT / "tasks" / "prom_parser.py", *sorted((ROOT / "tasks" / "prom").glob("*.py"))]
+    assert len(modules) > 2
+    for module in modules:
+        assert any(module.is_relative_to(folder) for folder in folders), (module, folders)
