@@ -84,15 +84,8 @@ def prom_pars(products_to_scrape: Any = None, *, delay: float = DEFAULT_DELAY, t
     if not isinstance(products_to_scrape, list):
         return _failure(f"products_to_scrape must be a list, got {type(products_to_scrape).__name__}")
     try:
-        delay, timeout, backoff = max(0.0, float(delay)), float(timeout), max(0.0, float(backoff))
-        retries, captcha_wait = min(max(0, int(retries)), MAX_RETRIES), max(0.0, float(captcha_wait))
-        if not timeout > 0:
-            raise ValueError("timeout must be positive")
-        if headers is not None and not (isinstance(headers, dict)
-                                        and all(isinstance(v, str) for v in headers.values())):
-            raise ValueError("headers must be an object of strings")
-        if headers and any(str(k).lower() == "cookie" for k in headers):
-            raise ValueError("headers must not set Cookie (cookies stay with the host that set them)")
+        delay, timeout, retries, backoff, captcha_wait = _checked_options(delay, timeout, retries, backoff,
+                                                                          captcha_wait, headers)
     except (TypeError, ValueError) as exc:
         return _failure(f"bad option: {exc}")
 
@@ -124,6 +117,22 @@ def prom_pars(products_to_scrape: Any = None, *, delay: float = DEFAULT_DELAY, t
     log.info("prom_pars: %d products in %.1f s, by status_id %s", len(rows), time.monotonic() - started,
              dict(sorted(counts.items())))
     return {"status": "success", "data": rows}
+
+
+def _checked_options(delay: Any, timeout: Any, retries: Any, backoff: Any, captcha_wait: Any,
+                     headers: Any) -> tuple[float, float, int, float, float]:
+    """(delay, timeout, retries, backoff, captcha_wait) as used: numbers, clamped where a range
+    is documented; raises TypeError or ValueError (the task fails with "bad option: ...")."""
+    delay, timeout, backoff = max(0.0, float(delay)), float(timeout), max(0.0, float(backoff))
+    retries, captcha_wait = min(max(0, int(retries)), MAX_RETRIES), max(0.0, float(captcha_wait))
+    if not timeout > 0:
+        raise ValueError("timeout must be positive")
+    if headers is not None and not (isinstance(headers, dict)
+                                    and all(isinstance(v, str) for v in headers.values())):
+        raise ValueError("headers must be an object of strings")
+    if headers and any(str(k).lower() == "cookie" for k in headers):
+        raise ValueError("headers must not set Cookie (cookies stay with the host that set them)")
+    return delay, timeout, retries, backoff, captcha_wait
 
 
 def _wanted(products: Iterable[Any], log: logging.Logger) -> list[tuple[Any, Any]]:
