@@ -12,7 +12,7 @@ backend "selenium", with delay 0 and with the default delay (1 s), in products p
 minute; Chrome's start is included (each task starts its own browser).
 
 Reaction: the real worker (pool 1, TASK_MEMORY_LIMIT_MB=LIMIT_MB) runs the task
-``bench_chrome`` (below): a headless Chromium through prom_parser.SeleniumFetcher with
+``bench_chrome`` (below): a headless Chromium through tasks.prom.fetch_browser.SeleniumFetcher with
 TABS tabs open (~20 processes, ~2.1 GB of summed RSS), then the fixture page that
 allocates 64 MB every 100 ms in JavaScript. The clock starts when the tree's RSS,
 polled every ~2 ms from /proc as in bench_limits.py, first exceeds the limit and stops
@@ -50,7 +50,7 @@ SKIP_PAGES = ("captcha.html", "eats_memory.html", "never_loads.html")
 
 def chrome_tree(base: str, tabs: int = TABS, eat: bool = False, hold: float = 60.0) -> dict:
     """The bench task: a Chromium tree of ``tabs`` tabs, held ``hold`` s (or eating memory)."""
-    from tasks.prom_parser import SeleniumFetcher
+    from tasks.prom.fetch_browser import SeleniumFetcher
 
     fetcher = SeleniumFetcher(timeout=hold + 60, allowed_hosts=LOOPBACK)
     try:
@@ -67,7 +67,7 @@ def chrome_tree(base: str, tabs: int = TABS, eat: bool = False, hold: float = 60
 
 
 def browser_missing() -> str | None:
-    from tasks.prom_parser import CHROME_NAMES, CHROMEDRIVER_NAMES, _which
+    from tasks.prom.fetch_browser import CHROME_NAMES, CHROMEDRIVER_NAMES, _which
 
     if importlib.util.find_spec("selenium") is None:
         return "selenium is not installed (pip install -r requirements-browser.txt)"
@@ -171,7 +171,7 @@ def monitoring(srv: DevServer, base: str, workdir: Path, limits: bool, window: f
 def per_check(base: str) -> tuple[float, float, int]:
     """Median seconds of one TreeMonitor.usage() and one Snapshot().usage() of a Chromium tree."""
     from common.proctree import Snapshot, TreeMonitor
-    from tasks.prom_parser import SeleniumFetcher
+    from tasks.prom.fetch_browser import SeleniumFetcher
 
     fetcher = SeleniumFetcher(timeout=60, allowed_hosts=LOOPBACK)
     try:

@@ -134,7 +134,8 @@ def main() -> None:
     sys.path.insert(0, str(ROOT))
     logging.basicConfig(level=logging.ERROR)
     allow_loopback()
-    from tasks.prom_parser import DEFAULT_DELAY, parse_product_page, prom_pars
+    from tasks.prom.parse import parse_product_page
+    from tasks.prom_parser import DEFAULT_DELAY, prom_pars
 
     queue = multiprocessing.Queue()
     server = multiprocessing.Process(target=serve, args=(queue,), daemon=True)

@@ -20,7 +20,7 @@ Produces ``dist/worker.exe`` (Windows) or ``dist/worker`` (Linux, macOS) from
    are the ones installed (the frozen build is made from exactly these);
 2. every third-party or project module that the worker's source (main.py, config.py,
    tasks/, executor/, supervisor/, devserver/) imports, at the top or lazily inside
-   functions (e.g. selectolax in tasks/prom_parser.py), is inside the binary;
+   functions (e.g. selectolax in tasks/prom/parse.py), is inside the binary;
    optional modules not installed here (selenium) are listed;
 3. ``worker --version`` prints config.WORKER_VERSION;
 4. ``worker --self-test`` passes (an executor imports every registered task);

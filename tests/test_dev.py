@@ -136,6 +136,25 @@ def test_rapid_saves_and_rename_save_cause_one_reload(server, start_worker, tmp_
     assert _reloads(w) == 1
 
 
+def test_a_save_in_a_task_helper_package_reloads(server, start_worker, tmp_path):
+    # A task split into its module and a helper package (tasks/prom_parser.py and tasks/prom/):
+    # a save one folder down, in a module config.py never names, reloads like a save of the task's own.
+    proj = _project(tmp_path)
+    (proj / "helper").mkdir()
+    _write(proj / "helper" / "__init__.py", "")
+    _write(proj / "helper" / "answer.py", 'TEXT = "h1"\n')
+    _write(proj / "mytask.py", "from helper import answer\ndef run():\n    return {'status': 'success', 'data': answer.TEXT}\n")
+    w = _start(start_worker, server, proj)
+    server.enqueue("mytask", {}, task_id="before")
+    assert result_of(server, "before")["result"] == "h1"
+    before = (proj / "helper" / "answer.py").stat()
+    _write(proj / "helper" / "answer.py", 'TEXT = "h2"\n')  # same size, same mtime: the stale .pyc must not win
+    os.utime(proj / "helper" / "answer.py", ns=(before.st_atime_ns, before.st_mtime_ns))
+    wait_for(lambda: _reloads(w) == 1, 20, what="reload")
+    server.enqueue("mytask", {}, task_id="after")
+    assert result_of(server, "after")["result"] == "h2"
+
+
 def _run(*args, env=None):
     return subprocess.run([sys.executable, str(MAIN), "--config", str(TEST_CONFIG), *args], cwd=ROOT,
                           env=clean_env(env), capture_output=True, text=True, timeout=120)

@@ -14,7 +14,7 @@ from support.xdisplay import Xvfb, click, xvfb_available
 from test_prom_parser import row, site  # noqa: F401 - the fixture pages' server
 
 from common.vocabulary import TOKEN_ENV
-from tasks import prom_parser
+from tasks.prom import fetch, fetch_browser
 
 # The fixture pages are on 127.0.0.1: allowed explicitly, as an operator would (default: prom.ua only).
 LOOPBACK = {"HIVE_PROM_ALLOWED_HOSTS": "127.0.0.1"}
@@ -64,7 +64,7 @@ def test_a_worker_with_the_default_setting_fetches_nothing_from_loopback(server,
 # .ci/run installs them. Each test runs the real worker, whose executor drives the browser.
 
 HAVE_SELENIUM = importlib.util.find_spec("selenium") is not None
-HAVE_CHROME = bool(prom_parser._which(prom_parser.CHROME_NAMES) and prom_parser._which(prom_parser.CHROMEDRIVER_NAMES))
+HAVE_CHROME = bool(fetch_browser._which(fetch_browser.CHROME_NAMES) and fetch_browser._which(fetch_browser.CHROMEDRIVER_NAMES))
 needs_browser = pytest.mark.skipif(
     not (HAVE_SELENIUM and HAVE_CHROME),
     reason="needs selenium (pip install -r requirements-browser.txt) and chromium + chromedriver "
@@ -122,7 +122,7 @@ def test_selenium_backend_through_the_worker_headless(server, start_worker, site
     assert r["result"] == [row(1, 1, 1299.5, 15, 4.8), row(2, 0, None, None, 3.1), row(3, 4),
                            row(4, 1, 777.0, 8, 4.4), row(5, 5), row(6, 5), row(7, 2, None, None, 4.1)]
     assert "/p/in_stock_ru.html" not in site.hits  # the off-list hop was never requested
-    assert site.headers_seen[0]["User-Agent"] == prom_parser.BROWSER_HEADERS["User-Agent"]  # a real browser asked
+    assert site.headers_seen[0]["User-Agent"] == fetch.BROWSER_HEADERS["User-Agent"]  # a real browser asked
     wait_for(lambda: not browser_processes(w), 20, what="the task's Chrome to be gone")
     assert "killed them" not in w.log()  # the fetcher closed its whole browser, crash handlers included
     assert w.proc.poll() is None

@@ -21,8 +21,11 @@ from pathlib import Path
 import pytest
 
 from executor import api
-from tasks import prom_parser
-from tasks.prom_parser import parse_count, parse_number, parse_product_page, presence_status, prom_pars
+from tasks.prom.batch import scrape
+from tasks.prom.captcha import POLL, CaptchaStop, wait_for_person
+from tasks.prom.fetch import FetchError, _describe, host_allowed, normalize_hosts
+from tasks.prom.parse import parse_count, parse_number, parse_product_page, presence_status
+from tasks.prom_parser import prom_pars
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "prom"
@@ -379,10 +382,10 @@ def test_scrape_with_a_custom_fetcher():
 
     def fetch(url):
         if url == "boom":
-            raise prom_parser.FetchError("connection reset")
+            raise FetchError("connection reset")
         return pages[url]
 
-    rows = prom_parser.scrape([(1, "u1"), (2, "u2"), (3, "u3"), (4, "boom")], fetch)
+    rows = scrape([(1, "u1"), (2, "u2"), (3, "u3"), (4, "boom")], fetch)
     assert rows == [row(1, 2, 640.0, 100, 4.0), row(2, 0), row(3, 5), row(4, 5)]
 
 
@@ -399,15 +402,40 @@ def test_captcha_fallback_fetcher_takes_over():
         browser_calls.append(url)
         return 200, good
 
-    rows = prom_parser.scrape([(1, "u1"), (2, "u2"), (3, "u3")], first, captcha_fallback=lambda: browser)
+    rows = scrape([(1, "u1"), (2, "u2"), (3, "u3")], first, captcha_fallback=lambda: browser)
     assert rows == [row(i, 1, 1299.5, 15, 4.8) for i in (1, 2, 3)]
     assert first_calls == ["u1", "u2"] and browser_calls == ["u2", "u3"]
 
     def stubborn(url):
         return 200, captcha
 
-    with pytest.raises(prom_parser.CaptchaStop, match="captcha on u1"):
-        prom_parser.scrape([(1, "u1")], stubborn, captcha_fallback=lambda: stubborn)
+    with pytest.raises(CaptchaStop, match="captcha on u1"):
+        scrape([(1, "u1")], stubborn, captcha_fallback=lambda: stubborn)
+
+
+def test_the_visible_browser_waits_for_a_person_to_solve_the_captcha(caplog):
+    captcha = (FIXTURES / "captcha.html").read_text(encoding="utf-8")
+    good = (FIXTURES / "in_stock_uk.html").read_text(encoding="utf-8")
+    shown, pauses = [captcha, captcha, good], []
+    # solved on the third look: the page after it is what the fetcher returns
+    assert wait_for_person("u1", captcha, lambda: shown.pop(0), wait=60, sleep=pauses.append) == good
+    assert pauses == [POLL] * 3 and shown == []
+    assert [r.getMessage() for r in caplog.records] == ["captcha on u1: waiting up to 60 s for a person to solve it"]
+
+    # nobody solves it: the captcha page is returned once the wait is up, and the batch then stops
+    looks = []
+    started = time.monotonic()
+    assert wait_for_person("u1", captcha, lambda: looks.append(1) or captcha, wait=0.05, sleep=lambda s: None) == captcha
+    assert looks and time.monotonic() - started < 5
+
+    # no captcha, or no wait asked for (the headless backend): no second look at all
+    def never():
+        raise AssertionError("looked again")
+
+    caplog.clear()
+    assert wait_for_person("u1", good, never, wait=60) == good
+    assert wait_for_person("u1", captcha, never, wait=0) == captcha
+    assert not caplog.records
 
 
 HAVE_SELENIUM = importlib.util.find_spec("selenium") is not None
@@ -564,7 +592,7 @@ def test_server_text_reaches_the_log_escaped(caplog):
     assert all(c.isprintable() for line in lines for c in line), lines
     assert "\\x1b[2J\\nFAKE LOG LINE" in lines[0]
     # error texts of the libraries may quote server data as it came
-    assert prom_parser._describe(OSError("bad \x1b[2J header\r\nX: y")) == "OSError: bad \\x1b[2J header X: y"
+    assert _describe(OSError("bad \x1b[2J header\r\nX: y")) == "OSError: bad \\x1b[2J header X: y"
 
 
 def test_a_cookie_header_option_is_refused():
@@ -577,8 +605,8 @@ def test_a_cookie_header_option_is_refused():
     ("xprom.ua", False), ("prom.ua.evil.example", False), ("ua", False), ("", False), (None, False),
 ])
 def test_host_allowed(host, allowed):
-    assert prom_parser.host_allowed(host, prom_parser.normalize_hosts(["prom.ua"])) is allowed
-    assert prom_parser.normalize_hosts(["*.Prom.UA.", ".prom.ua", "prom.ua", " "]) == ("prom.ua",)
+    assert host_allowed(host, normalize_hosts(["prom.ua"])) is allowed
+    assert normalize_hosts(["*.Prom.UA.", ".prom.ua", "prom.ua", " "]) == ("prom.ua",)
 
 
 def test_import_is_cheap_and_does_not_load_heavy_modules():
@@ -586,3 +614,15 @@ def test_import_is_cheap_and_does_not_load_heavy_modules():
             "heavy = [m for m in ('selenium', 'requests', 'selectolax') if m in sys.modules]; "
             "assert not heavy, heavy")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=30)
+
+
+def test_dev_reload_watches_every_module_of_the_task():
+    # --dev reloads on a save under a watched folder (watched recursively, supervisor/reloader.py):
+    # the task's entry and each helper module in tasks/prom/ must lie under one.
+    from supervisor.reloader import Reloader
+
+    folders = [p for p in Reloader(arbiter=None, config_path=None).watched if p.is_dir()]
+    modules = [ROOT / "tasks" / "prom_parser.py", *sorted((ROOT / "tasks" / "prom").glob("*.py"))]
+    assert len(modules) > 2
+    for module in modules:
+        assert any(module.is_relative_to(folder) for folder in folders), (module, folders)

@@ -1,6 +1,6 @@
 """PyInstaller hook for selenium (only used when it is installed: requirements-browser.txt).
 
-tasks/prom_parser.py imports the Chrome classes by their modules, so PyInstaller follows
+tasks/prom/fetch_browser.py imports the Chrome classes by their modules, so PyInstaller follows
 those imports (selenium.webdriver itself resolves its names lazily, which an import
 analysis cannot see). Data files read at run time: the JavaScript atoms of remote/ and
 common/, and Selenium Manager for the platform being built (it finds or downloads a
