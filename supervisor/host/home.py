@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 from typing import BinaryIO
 
-# main.py sits at the repo root; this file is one level below it.
-SOURCE_ROOT = Path(__file__).resolve().parent.parent
+# main.py sits at the repo root; this file is two levels below it (supervisor/host/).
+SOURCE_ROOT = Path(__file__).resolve().parents[2]
 
 
 def is_frozen() -> bool:
