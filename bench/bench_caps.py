@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import orjson
+
 from common import ROOT, median  # noqa: E402 - bench/common.py puts the repo root on sys.path
 
 SMALL = orjson.dumps({"id": 123456, "task_type": "echo", "params": {"text": "hello", "n": 1}})

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import orjson
+
 from common import BENCH_CONFIG, CORES, DevServer, HiveWorker, cpu_seconds, emit, json_arg_parser, log, row, wait_for
 
 ROUNDS = 20000  # ~0.2 s of sha256 per task on this machine's class of CPU

@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+
 from common import (
     TEST_CONFIG,
     CeleryWorker,

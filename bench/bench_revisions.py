@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from bench_e2e import OUR_ENV, ours_drain, ours_warm, resume, suspend
+
 from common import BENCH, ROOT, DevServer, HiveWorker, bench_env, emit, json_arg_parser, log, median, row
 
 SIDES = ("base", "current")

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from bench_tasks import hash_work
+
 from common import BENCH_CONFIG, CORES, DevServer, HiveWorker, emit, json_arg_parser, log, median, row, wait_for
 
 TARGET_SECONDS = 0.05

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import psutil
 from bench_e2e import OUR_ENV, PAYLOAD, ours_drain, ours_warm
+
 from common import TEST_CONFIG, DevServer, HiveWorker, wait_for
 
 

@@ -19,8 +19,9 @@ from pathlib import Path
 def main() -> None:
     root = Path(sys.argv[1]).resolve()
     small_tasks, big_tasks = int(sys.argv[2]), int(sys.argv[3])
-    import common
     from bench_dispatch import BIG, SMALL, Ours
+
+    import common
 
     # common put this checkout first on sys.path; ROOT's packages must win, and this
     # checkout's must not fill in for a module ROOT lacks.
