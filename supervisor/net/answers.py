@@ -265,7 +265,7 @@ def classify_too_large(message: str, head: bytes) -> ServerError | MalformedTask
         task_id = json.loads(raw_id) if raw_id is not None else None  # any size of integer, as sent
     except ValueError:
         task_id = None
-    if task_id is None or too_deep(task_id):
+    if raw_id is None or task_id is None or too_deep(task_id):
         return ServerError(f"get_task: {message}; dropped (no task id in its first {len(head[:HEAD_BYTES])} bytes)")
     try:
         task_type = json.loads(fields.get("task_type", '""'))
