@@ -35,11 +35,14 @@ import psutil
 LINUX = sys.platform.startswith("linux")
 WINDOWS = sys.platform == "win32"
 
-if LINUX:
+# (spelled out, not `if LINUX:`, so that mypy's win32 pass skips the POSIX-only calls)
+if sys.platform.startswith("linux"):
     PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
     CLOCK_TICKS = float(os.sysconf("SC_CLK_TCK"))
+    _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY
 else:  # no /proc to parse; the values only keep parse_stat() total (tests call it anywhere)
     PAGE_SIZE, CLOCK_TICKS = 4096, 100.0
+    _DIR_FLAGS = os.O_RDONLY
 
 
 class Stat(NamedTuple):
@@ -151,6 +154,8 @@ def children_files_supported() -> bool:
 def _default_max_fds() -> int:
     """A quarter of the soft RLIMIT_NOFILE, between 16 and 1024: the monitor must never starve the
     supervisor's sockets, pipes and journal of descriptors, whatever a task does."""
+    if sys.platform == "win32":  # no resource module (its ImportError below would say the same)
+        return 256
     try:
         import resource
 
@@ -313,7 +318,7 @@ class TreeMonitor:
         """Read one member through its kept fds (opening them if new). None: it is gone."""
         opened_before = self._opened
         data = _pread(member.stat) if member is not None else b""
-        if not data:
+        if member is None or not data:
             if member is not None:  # reaped: these fds will never read again; the pid may be reused
                 self._close(member)
             fd = self._openfd(f"/proc/{pid}/stat")
@@ -345,7 +350,7 @@ class TreeMonitor:
             tids = [pid]
         else:
             if member.task < 0:
-                member.task = self._openfd(f"/proc/{pid}/task", os.O_RDONLY | os.O_DIRECTORY)
+                member.task = self._openfd(f"/proc/{pid}/task", _DIR_FLAGS)
             try:
                 tids = [int(name) for name in os.listdir(member.task)] if member.task >= 0 else []
             except (OSError, ValueError):
@@ -439,6 +444,8 @@ class TreeMonitor:
 
 def _pread(fd: int) -> bytes:
     """A kept /proc file's content; b"" if its process is gone (ESRCH)."""
+    if sys.platform == "win32":  # no pread there, and no /proc: only Linux keeps fds (TreeMonitor)
+        return b""
     try:
         return os.pread(fd, _READ_SIZE, 0)
     except OSError:
@@ -449,6 +456,8 @@ def _pread_all(fd: int) -> bytes:
     """A kept children file's whole content. It can exceed one read (hundreds of children): then
     it is read again whole with a larger buffer, as one consistent listing (pieces read at several
     offsets could come from different moments and split a pid in two)."""
+    if sys.platform == "win32":  # as _pread
+        return b""
     size = _READ_SIZE
     try:
         data = os.pread(fd, size, 0)

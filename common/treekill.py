@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -33,7 +34,8 @@ from common.vocabulary import TOKEN_ENV
 
 # Every process of one executor's tree carries this variable, set to the executor's token.
 
-POSIX = os.name == "posix"
+# The platform checks below are spelled as sys.platform, not os.name (the same on the two systems the
+# worker runs on): mypy's per-platform passes read only those, and so check each branch on its own.
 
 
 def token_holders(token_prefix: str) -> list[int]:
@@ -61,7 +63,7 @@ def kill_tree(root: int, token: str | None = None, *, keep_root: bool = False, w
     ``keep_root``: spare ``root`` itself (a process clearing away its own children; on POSIX its
     group is then not signalled, since ``root`` is in it). ``wait``: seconds to wait for the
     victims to be gone, reaping those that are this process's children."""
-    if not POSIX:
+    if sys.platform == "win32":
         return _kill_tree_psutil(root, token, keep_root, wait)
     group = not keep_root
     signalled: set[int] = set()
@@ -93,7 +95,7 @@ def kill_group(pgid: int) -> None:
     """POSIX: SIGKILL whatever is left in process group ``pgid`` (e.g. a finished child started in
     its own session). Safe after its leader was reaped: a group id is not reused while a member
     lives. Nothing to do on Windows, where no such group exists."""
-    if POSIX:
+    if sys.platform != "win32":
         _signal_group(pgid, signal.SIGKILL)
 
 
@@ -147,6 +149,8 @@ def _signal(pid: int, sig: int) -> None:
 
 
 def _signal_group(pgid: int, sig: int) -> None:
+    if sys.platform == "win32":  # no process groups to signal (only POSIX paths call this)
+        return
     try:
         os.killpg(pgid, sig)
     except OSError:
@@ -164,12 +168,12 @@ def watch_parent(parent_pid: int, on_death: Callable[[], object], name: str, int
     psutil: never os.kill(pid, 0) there, which sends Ctrl+C."""
 
     def loop() -> None:
-        if not POSIX and _wait_for_exit(parent_pid):
+        if sys.platform == "win32" and _wait_for_exit(parent_pid):
             on_death()
             return
         while True:
             time.sleep(interval)
-            alive = os.getppid() == parent_pid if POSIX else psutil.pid_exists(parent_pid)
+            alive = psutil.pid_exists(parent_pid) if sys.platform == "win32" else os.getppid() == parent_pid
             if not alive:
                 on_death()
                 return
@@ -180,6 +184,8 @@ def watch_parent(parent_pid: int, on_death: Callable[[], object], name: str, int
 def _wait_for_exit(pid: int) -> bool:
     """Windows: block until ``pid`` has exited (True); False at once if its handle cannot be had or
     waited on (the caller then polls)."""
+    if sys.platform != "win32":
+        return False
     import ctypes
     from ctypes import wintypes
 

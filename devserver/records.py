@@ -11,8 +11,8 @@ from typing import Any
 class Headers(dict[str, str]):
     """A plain dict keeping the client's spelling, whose lookups ignore case as HTTP does."""
 
-    def _key(self, key: object) -> object:
-        if isinstance(key, str) and not dict.__contains__(self, key):
+    def _key(self, key: str) -> str:
+        if not dict.__contains__(self, key):
             lower = key.lower()
             for k in self:
                 if k.lower() == lower:
@@ -23,7 +23,7 @@ class Headers(dict[str, str]):
         return dict.__getitem__(self, self._key(key))
 
     def __contains__(self, key: object) -> bool:
-        return dict.__contains__(self, self._key(key))
+        return dict.__contains__(self, self._key(key) if isinstance(key, str) else key)
 
     def get(self, key: str, default: Any = None) -> Any:
         return dict.get(self, self._key(key), default)

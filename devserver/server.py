@@ -31,7 +31,8 @@ class _HTTPServer(ThreadingHTTPServer):
     def server_bind(self) -> None:
         # HTTPServer.server_bind calls getfqdn(), a reverse DNS lookup that can stall for seconds.
         socketserver.TCPServer.server_bind(self)
-        self.server_name, self.server_port = self.server_address[:2]
+        host, self.server_port = self.server_address[:2]
+        self.server_name = str(host)  # an AF_INET(6) server's host is a str (typeshed allows bytes too)
 
     def get_request(self) -> tuple[socket.socket, Any]:
         sock, addr = super().get_request()
@@ -179,7 +180,7 @@ class HiveDevServer:
         return self.store.results()
 
 
-DEMO_TASKS = (("get_system_info", {}), ("example", {"text": "hello from the demo"}), ("get_system_info", {}),
+DEMO_TASKS: tuple[tuple[str, dict[str, Any]], ...] = (("get_system_info", {}), ("example", {"text": "hello from the demo"}), ("get_system_info", {}),
               ("example", {"text": "second demo"}), ("get_system_info", {}))
 
 

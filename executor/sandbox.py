@@ -30,7 +30,7 @@ _PRIORITY_WINDOWS = {
 
 def enter(token: str, priority: str) -> None:
     os.environ[TOKEN_ENV] = token
-    if os.name == "posix":
+    if sys.platform != "win32":
         try:
             os.setsid()  # our own group: one killpg reaches every descendant that stays in it
         except OSError:
@@ -49,11 +49,12 @@ def enter(token: str, priority: str) -> None:
 def no_crash_dialogs() -> None:
     """A task that crashes must die at once: by default Windows keeps a crashed process alive
     behind an error-reporting dialog (Wine: a debugger) that nobody at an unattended PC closes.
-    The error mode is inherited by every process the task starts (a browser too)."""
-    import ctypes
+    The error mode is inherited by every process the task starts (a browser too). Windows only."""
+    if sys.platform == "win32":
+        import ctypes
 
-    sem_failcriticalerrors, sem_nogpfaulterrorbox, sem_noopenfileerrorbox = 0x0001, 0x0002, 0x8000
-    ctypes.windll.kernel32.SetErrorMode(sem_failcriticalerrors | sem_nogpfaulterrorbox | sem_noopenfileerrorbox)
+        sem_failcriticalerrors, sem_nogpfaulterrorbox, sem_noopenfileerrorbox = 0x0001, 0x0002, 0x8000
+        ctypes.windll.kernel32.SetErrorMode(sem_failcriticalerrors | sem_nogpfaulterrorbox | sem_noopenfileerrorbox)
 
 
 def _become_subreaper() -> None:
@@ -90,7 +91,7 @@ def clean_leftovers() -> int:
     if not _child_pids():
         return 0
     killed = kill_tree(os.getpid(), keep_root=True, wait=2.0)
-    if os.name == "posix":
+    if sys.platform != "win32":
         while True:  # re-parented orphans are ours to reap
             try:
                 pid, _ = os.waitpid(-1, os.WNOHANG)
@@ -117,7 +118,7 @@ def set_priority(priority: str) -> None:
 def kill_own_tree() -> None:
     """Kill every process of this executor's tree, then this process itself."""
     kill_tree(os.getpid(), os.environ.get(TOKEN_ENV), keep_root=True)
-    if os.name == "posix":
+    if sys.platform != "win32":
         os.killpg(os.getpgid(0), signal.SIGKILL)
     os._exit(70)
 

@@ -26,7 +26,7 @@ from devserver import HiveDevServer
 def _share_a_console() -> None:
     """Windows delivers Ctrl+C only through a console both processes are attached to; a CI
     runner's step may have none, so make one (the worker inherits it)."""
-    if os.name == "nt":
+    if sys.platform == "win32":  # (sys.platform, not os.name: mypy's per-platform passes read it)
         import ctypes
 
         if not ctypes.windll.kernel32.GetConsoleWindow():
@@ -37,7 +37,7 @@ def _graceful_stop(proc: subprocess.Popen) -> str | None:
     """Ctrl+C to the whole console (the worker shares it; this process is deaf to it), as a person
     pressing it would send: Ctrl+Break to a process group would be tidier, but Wine cannot route
     it. None, or why it could not be sent."""
-    if os.name != "nt":
+    if sys.platform != "win32":
         proc.send_signal(signal.SIGTERM)
         return None
     import ctypes

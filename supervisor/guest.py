@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,9 @@ import orjson
 import psutil
 
 from supervisor.settings import Settings
+
+# Seconds since the user's last input, or None if it cannot be read this time.
+IdleRead = Callable[[], float | None]
 
 log = logging.getLogger("hive.guest")
 
@@ -105,7 +109,7 @@ class IdleReader:
 
     def __init__(self) -> None:
         self.why_unsupported: str | None = None
-        self._read = None
+        self._read: IdleRead | None = None
         if sys.platform == "win32":
             self._read = _windows_idle_reader()
         else:
@@ -120,7 +124,9 @@ class IdleReader:
             return None
 
 
-def _windows_idle_reader() -> Any:
+def _windows_idle_reader() -> IdleRead | None:
+    if sys.platform != "win32":  # only called there; the check lets mypy's Linux pass skip WinDLL
+        return None
     import ctypes
     from ctypes import wintypes
 
@@ -141,7 +147,7 @@ def _windows_idle_reader() -> Any:
     return read
 
 
-def _x11_idle_reader() -> tuple[Any, str | None]:
+def _x11_idle_reader() -> tuple[IdleRead | None, str | None]:
     import ctypes
     import ctypes.util
 

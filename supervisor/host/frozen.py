@@ -118,7 +118,7 @@ def _tether() -> tuple[int, str]:
 
     # os._exit closes our handles: the executors' Job Objects kill them (POSIX: their own watch).
     watch_parent(ppid, lambda: os._exit(1), "bootloader-tether")
-    how = "its process handle" if os.name == "nt" else "polling"
+    how = "its process handle" if sys.platform == "win32" else "polling"
     seen = "" if image is not None else " (its image could not be read; tied anyway)"
     return logging.DEBUG if image is not None else logging.INFO, \
         f"tied to the one-file bootloader (pid {ppid}) through {how}{seen}"
@@ -126,7 +126,7 @@ def _tether() -> tuple[int, str]:
 
 def image_of(pid: int) -> str | None:
     """The executable path of ``pid``, or None if the OS will not say."""
-    if os.name == "nt":
+    if sys.platform == "win32":  # (not os.name: mypy's win32 pass reads only sys.platform)
         import ctypes
         from ctypes import wintypes
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import BinaryIO
 
@@ -28,11 +29,11 @@ class HomeError(ValueError):
     """The home cannot be used; the message is the one line shown to the operator."""
 
 
-def resolve_home(flag: str | None, environ: dict[str, str] | None = None, write: bool = True) -> Path:
+def resolve_home(flag: str | None, environ: Mapping[str, str] | None = None, write: bool = True) -> Path:
     """The home folder, made if missing; with ``write``, also checked writable (a probe file is made
     and removed) so an unusable home is one line at start, not a traceback later. Raises HomeError."""
-    environ = os.environ if environ is None else environ
-    raw = flag or environ.get(HOME_ENV) or None
+    env = os.environ if environ is None else environ
+    raw = flag or env.get(HOME_ENV) or None
     home = Path(raw).expanduser().resolve() if raw else default_home()
     try:
         if home.exists() and not home.is_dir():
@@ -58,7 +59,7 @@ def lock_home(home: Path) -> BinaryIO | None:
     """
     f = open(home / "worker.lock", "a+b")  # held open on purpose: closing it releases the lock
     try:
-        if os.name == "nt":
+        if sys.platform == "win32":  # (not os.name: mypy's per-platform passes read only sys.platform)
             import msvcrt
 
             f.seek(0)

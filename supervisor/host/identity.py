@@ -48,7 +48,7 @@ def header_problem(value: str) -> str | None:
 # system of Ukrainian passports): the second form is used inside a word, the first at its start.
 # The Russian letters that Ukrainian lacks follow common practice (ё yo, ы y, э e, ъ dropped);
 # the number sign of "Магазин №7" is "No".
-_CYRILLIC = {
+_CYRILLIC: dict[str, str | tuple[str, str]] = {
     "а": "a", "б": "b", "в": "v", "г": "h", "ґ": "g", "д": "d", "е": "e", "є": ("ye", "ie"), "ж": "zh",
     "з": "z", "и": "y", "і": "i", "ї": ("yi", "i"), "й": ("y", "i"), "к": "k", "л": "l", "м": "m", "н": "n",
     "о": "o", "п": "p", "р": "r", "с": "s", "т": "t", "у": "u", "ф": "f", "х": "kh", "ц": "ts", "ч": "ch",

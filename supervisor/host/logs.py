@@ -9,7 +9,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from common.safetext import loggable, loggable_block, redact_url
 
@@ -111,17 +111,17 @@ class RotatingLog(logging.handlers.RotatingFileHandler):
     def doRollover(self) -> None:  # noqa: N802 - name fixed by logging
         if self.stream:
             self.stream.close()
-            self.stream = None  # type: ignore[assignment]
+            self.stream = None
         held = self._rotate() if self.backupCount > 0 else None
-        self.stream = self._open()  # whatever happened: the next lines have a file
+        self.stream = stream = self._open()  # whatever happened: the next lines have a file
         if held is not None:
             self.postponed += 1
             self.retry_at = time.monotonic() + self.ROTATE_RETRY
             if self.postponed == 1:  # once per held period: a record of its own would recurse into emit()
-                self._note(logging.WARNING, f"log rotation postponed: {held}; writing on into {self.baseFilename}, "
-                                            f"trying again every {self.ROTATE_RETRY:g} s")
+                self._note(stream, logging.WARNING, f"log rotation postponed: {held}; writing on into {self.baseFilename}, "
+                                                    f"trying again every {self.ROTATE_RETRY:g} s")
         elif self.postponed:
-            self._note(logging.INFO, f"log rotated after {self.postponed} postponed tries")
+            self._note(stream, logging.INFO, f"log rotated after {self.postponed} postponed tries")
             self.postponed = 0
 
     def _rotate(self) -> str | None:
@@ -155,10 +155,11 @@ class RotatingLog(logging.handlers.RotatingFileHandler):
             problem += f"; the current lines are in {os.path.basename(aside)} ({exc.strerror or exc})"
         return problem
 
-    def _note(self, level: int, text: str) -> None:
+    def _note(self, stream: TextIO, level: int, text: str) -> None:
+        """A line of the handler's own, written straight into the file just opened."""
         record = logging.LogRecord("hive.logs", level, __file__, 0, text, (), None)
-        self.stream.write(self.format(record) + self.terminator)
-        self.stream.flush()
+        stream.write(self.format(record) + self.terminator)
+        stream.flush()
 
 
 def setup(home: Path, level: str, max_mb: float, backups: int, console_level: str | None = None,

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from itertools import chain, compress
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import orjson
 
@@ -107,7 +107,13 @@ def retry_after(value: str | None, now: float | None = None) -> float | None:
         return None
 
 
-def _header(headers: Mapping[str, str], name: str) -> str | None:
+class Headers(Protocol):
+    """An answer's headers as the transport hands them over: an http.client.HTTPMessage (or a dict)."""
+
+    def items(self) -> Iterable[tuple[str, str]]: ...
+
+
+def _header(headers: Headers, name: str) -> str | None:
     """Case-insensitive, as HTTP says; only asked on the error paths, so a scan is cheap enough."""
     for key, value in headers.items():
         if key.lower() == name:
@@ -115,7 +121,7 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
     return None
 
 
-def status_error(endpoint: str, status: int, headers: Mapping[str, str], body: bytes) -> ServerError | None:
+def status_error(endpoint: str, status: int, headers: Headers, body: bytes) -> ServerError | None:
     """The error a non-2xx answer of either endpoint is, or None for a 2xx."""
     if 200 <= status < 300:
         return None
@@ -193,7 +199,7 @@ def task_id_of(body: bytes, value: Any, fast: bool) -> tuple[Any, bytes | None]:
     return exact, None if same else raw.encode("utf-8")
 
 
-def classify_task(status: int, headers: Mapping[str, str], body: bytes) -> TaskOutcome:
+def classify_task(status: int, headers: Headers, body: bytes) -> TaskOutcome:
     """What get_task's answer means: a Task, NO_TASKS, or the ServerError / MalformedTask it is."""
     error = status_error("get_task", status, headers, body)
     if error is not None:
@@ -235,7 +241,7 @@ def classify_task(status: int, headers: Mapping[str, str], body: bytes) -> TaskO
     return Task(id=task_id, task_type=task_type, params=params, id_json=id_json)
 
 
-def classify_submit(status: int, headers: Mapping[str, str], body: bytes) -> ServerError | None:
+def classify_submit(status: int, headers: Headers, body: bytes) -> ServerError | None:
     """None when submit_result's answer accepts the result (its body is never used), else the error."""
     return status_error("submit_result", status, headers, body)
 
@@ -265,7 +271,7 @@ def classify_too_large(message: str, head: bytes) -> ServerError | MalformedTask
         task_id = json.loads(raw_id) if raw_id is not None else None  # any size of integer, as sent
     except ValueError:
         task_id = None
-    if task_id is None or too_deep(task_id):
+    if raw_id is None or task_id is None or too_deep(task_id):
         return ServerError(f"get_task: {message}; dropped (no task id in its first {len(head[:HEAD_BYTES])} bytes)")
     try:
         task_type = json.loads(fields.get("task_type", '""'))

@@ -28,8 +28,9 @@ import logging
 import select
 import socket
 import ssl
+import sys
 import time
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import SplitResult, unquote, urlsplit
 
 from common.safetext import loggable
@@ -122,7 +123,8 @@ def read_capped(resp: http.client.HTTPResponse, cap: int, setting: str, keep_hea
             raise AnswerTooLarge(f"answer of {resp.length} bytes announced, over {setting}={cap}",
                                  _first_bytes(resp, keep_head) if keep_head else b"")
         return resp.read()
-    parts, total = [], 0
+    parts: list[bytes] = []
+    total = 0
     while chunk := resp.read(READ_CHUNK):  # chunked, or until the server closes
         total += len(chunk)
         if total > cap:
@@ -161,7 +163,7 @@ def environ_proxy(url: str) -> SplitResult | None:
 def _dropped(sock: socket.socket) -> bool:
     """True if an idle keep-alive connection has been closed by the server (readable = EOF or junk)."""
     try:
-        if hasattr(select, "poll"):
+        if sys.platform != "win32":  # poll() everywhere but Windows (sys.platform: mypy's win32 pass reads it)
             poller = select.poll()
             poller.register(sock, select.POLLIN)
             return bool(poller.poll(0))
@@ -199,7 +201,7 @@ class HiveClient:
             host = self.target.netloc.rpartition("@")[2]
             self.path_prefix = f"{self.target.scheme}://{host}{self.target.path}"
             self.headers.update(_proxy_auth(self.proxy))
-        self.conn: http.client.HTTPConnection | None = None
+        self.conn: _Connection | None = None
         self.answered_at = 0.0  # monotonic end of the last answer on self.conn
 
     def close(self) -> None:
@@ -207,7 +209,7 @@ class HiveClient:
             self.conn.close()
             self.conn = None
 
-    def _connection(self, timeout: float, max_idle: float | None) -> tuple[http.client.HTTPConnection, bool]:
+    def _connection(self, timeout: float, max_idle: float | None) -> tuple[_Connection, bool]:
         """A connection for the next request and whether it is a reused one. An idle one is
         reused only if it shows no close (urllib3's check) and, when ``max_idle`` is given, its
         last answer ended less than ``max_idle`` seconds ago."""
@@ -224,7 +226,7 @@ class HiveClient:
             conn.sock.settimeout(timeout)
         return conn, reused
 
-    def _connect(self, timeout: float) -> http.client.HTTPConnection:
+    def _connect(self, timeout: float) -> _Connection:
         host, port = self.target.hostname or "", self.target.port
         via = self.proxy
         if self.target.scheme == "https":
@@ -282,17 +284,18 @@ class HiveClient:
         clock.server_said(resp.headers.get("Date"))  # the PC's clock is not trusted blindly (supervisor/host/clock.py)
         return resp.status, resp.headers, body
 
-    def _send(self, conn: http.client.HTTPConnection, deadline: float, method: str, endpoint: str,
+    def _send(self, conn: _Connection, deadline: float, method: str, endpoint: str,
               headers: dict[str, str], data: bytes | None) -> http.client.HTTPResponse:
         """Send one request on ``conn`` and read the answer's head, all before ``deadline``."""
         conn.deadline = deadline  # before connecting: a proxy's CONNECT answer is read within it too
-        if conn.sock is None:
+        fresh = conn.sock is None  # (a name, not the test itself: connect() sets conn.sock)
+        if fresh:
             conn.connect()  # here, not inside request(): what is left of the deadline is known after it
             conn.sock.settimeout(max(0.001, deadline - time.monotonic()))  # sending, too, within it
         conn.request(method, f"{self.path_prefix}/{endpoint}", body=data, headers=headers)
         return conn.getresponse()
 
-    def get_task(self) -> Task | str:
+    def get_task(self) -> Task | Literal["no_tasks"]:
         """A Task, or NO_TASKS. Raises ServerError or MalformedTask."""
         outcome = classify_task(*self._exchange("GET", "get_task", self.get_timeout, self.get_max_bytes))
         if isinstance(outcome, Exception):
@@ -353,7 +356,9 @@ class _Deadline:
         return http.client.HTTPResponse(_DeadlineSocket(sock, self.deadline), *args, **kwargs)  # type: ignore[arg-type]
 
 
-class _HTTP(_Deadline, http.client.HTTPConnection):
+# http.client calls self.response_class(sock, ...) as a factory; its stub says it is a class, which a
+# method overriding it cannot be typed as, hence the two ignores.
+class _HTTP(_Deadline, http.client.HTTPConnection):  # type: ignore[misc]
     # Nagle off: a request goes out as headers then body in two writes, and with Nagle on
     # the body would wait for the server's delayed ACK (~40 ms on Linux).
     def connect(self) -> None:
@@ -361,9 +366,11 @@ class _HTTP(_Deadline, http.client.HTTPConnection):
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-class _HTTPS(_Deadline, http.client.HTTPSConnection):
+class _HTTPS(_Deadline, http.client.HTTPSConnection):  # type: ignore[misc]
     def connect(self) -> None:
         super().connect()
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
+# Every connection the client makes: each reads its answer within a deadline (_Deadline).
+_Connection = _HTTP | _HTTPS

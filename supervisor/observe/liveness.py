@@ -45,12 +45,12 @@ def beat(name: str) -> None:
     """One turn of loop ``name`` made progress (called by the loop itself, once per turn)."""
     _beats[name] = time.monotonic()
     if _wedge_file is not None:
-        _test_wedge(name)
+        _test_wedge(name, _wedge_file)
 
 
-def _test_wedge(name: str) -> None:
+def _test_wedge(name: str, wedge_file: str) -> None:
     try:
-        wanted = Path(_wedge_file).read_text(encoding="ascii").strip()
+        wanted = Path(wedge_file).read_text(encoding="ascii").strip()
     except OSError:
         return
     if wanted == name:

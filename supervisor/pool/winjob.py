@@ -68,63 +68,72 @@ if sys.platform == "win32":
     _k32.CloseHandle.argtypes = [wintypes.HANDLE]
 
 
+# Each function's Windows body sits inside `if sys.platform == "win32":` (not after an early return
+# on other systems) so that mypy's Linux pass skips the names defined only on Windows above.
+
+
 def adopt(pid: int) -> Any:
     """Put process ``pid`` into a new kill-on-close job; returns the job handle (None off Windows)."""
-    if sys.platform != "win32" or not pid:
-        return None
-    job = _k32.CreateJobObjectW(None, None)
-    if not job:
-        return None
-    info = _EXTENDED_LIMIT()
-    info.BasicLimitInformation.LimitFlags = _JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE
-    _k32.SetInformationJobObject(job, _JobObjectExtendedLimitInformation, ctypes.byref(info), ctypes.sizeof(info))
-    proc = _k32.OpenProcess(_PROCESS_SET_QUOTA | _PROCESS_TERMINATE, False, pid)
-    if proc:
-        _k32.AssignProcessToJobObject(job, proc)
-        _k32.CloseHandle(proc)
-    return job
+    if sys.platform == "win32":
+        if not pid:
+            return None
+        job = _k32.CreateJobObjectW(None, None)
+        if not job:
+            return None
+        info = _EXTENDED_LIMIT()
+        info.BasicLimitInformation.LimitFlags = _JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE
+        _k32.SetInformationJobObject(job, _JobObjectExtendedLimitInformation, ctypes.byref(info),
+                                     ctypes.sizeof(info))
+        proc = _k32.OpenProcess(_PROCESS_SET_QUOTA | _PROCESS_TERMINATE, False, pid)
+        if proc:
+            _k32.AssignProcessToJobObject(job, proc)
+            _k32.CloseHandle(proc)
+        return job
+    return None
 
 
 def cpu_cap_job(rate: int) -> tuple[Any, str | None]:
     """A job whose members together get at most ``rate`` cycles per 10,000 of the whole machine
     (a hard cap, Windows 8+). Returns (handle, None) or (None, why)."""
-    if sys.platform != "win32":
-        return None, "not Windows"
-    job = _k32.CreateJobObjectW(None, None)
-    if not job:
-        return None, f"CreateJobObject failed (error {ctypes.get_last_error()})"
-    info = _CPU_RATE(_JOB_OBJECT_CPU_RATE_CONTROL_ENABLE | _JOB_OBJECT_CPU_RATE_CONTROL_HARD_CAP,
-                     max(1, min(10000, rate)))
-    if not _k32.SetInformationJobObject(job, _JobObjectCpuRateControlInformation, ctypes.byref(info),
-                                        ctypes.sizeof(info)):
-        error = ctypes.get_last_error()
-        _k32.CloseHandle(job)
-        return None, f"SetInformationJobObject(CPU rate) failed (error {error}; Windows 8 or later is needed)"
-    return job, None
+    if sys.platform == "win32":
+        job = _k32.CreateJobObjectW(None, None)
+        if not job:
+            return None, f"CreateJobObject failed (error {ctypes.get_last_error()})"
+        info = _CPU_RATE(_JOB_OBJECT_CPU_RATE_CONTROL_ENABLE | _JOB_OBJECT_CPU_RATE_CONTROL_HARD_CAP,
+                         max(1, min(10000, rate)))
+        if not _k32.SetInformationJobObject(job, _JobObjectCpuRateControlInformation, ctypes.byref(info),
+                                            ctypes.sizeof(info)):
+            error = ctypes.get_last_error()
+            _k32.CloseHandle(job)
+            return None, f"SetInformationJobObject(CPU rate) failed (error {error}; Windows 8 or later is needed)"
+        return job, None
+    return None, "not Windows"
 
 
 def assign(job: Any, pid: int) -> None:
     """Put process ``pid`` into ``job``. Done before adopt(): a process already in a job can only
     go into a job nested below it, so the cap job must come first and the executor's own job
     (created empty by adopt) then nests inside it."""
-    if sys.platform != "win32" or not job or not pid:
-        return
-    proc = _k32.OpenProcess(_PROCESS_SET_QUOTA | _PROCESS_TERMINATE, False, pid)
-    if not proc:
-        raise OSError(f"OpenProcess({pid}) failed (error {ctypes.get_last_error()})")
-    try:
-        if not _k32.AssignProcessToJobObject(job, proc):
-            raise OSError(f"AssignProcessToJobObject failed (error {ctypes.get_last_error()})")
-    finally:
-        _k32.CloseHandle(proc)
+    if sys.platform == "win32":
+        if not job or not pid:
+            return
+        proc = _k32.OpenProcess(_PROCESS_SET_QUOTA | _PROCESS_TERMINATE, False, pid)
+        if not proc:
+            raise OSError(f"OpenProcess({pid}) failed (error {ctypes.get_last_error()})")
+        try:
+            if not _k32.AssignProcessToJobObject(job, proc):
+                raise OSError(f"AssignProcessToJobObject failed (error {ctypes.get_last_error()})")
+        finally:
+            _k32.CloseHandle(proc)
 
 
 def terminate(job: Any) -> bool:
-    if sys.platform != "win32" or not job:
-        return False
-    return bool(_k32.TerminateJobObject(job, 1))
+    if sys.platform == "win32":
+        return bool(job) and bool(_k32.TerminateJobObject(job, 1))
+    return False
 
 
 def close(job: Any) -> None:
-    if sys.platform == "win32" and job:
-        _k32.CloseHandle(job)
+    if sys.platform == "win32":
+        if job:
+            _k32.CloseHandle(job)
