@@ -35,6 +35,8 @@ from supervisor.host.logs import Block
 from supervisor.settings import SPECS
 
 if TYPE_CHECKING:
+    from watchdog.observers.api import BaseObserver
+
     from supervisor.arbiter import Arbiter
     from supervisor.settings import Settings
 
@@ -74,7 +76,7 @@ class Reloader:
         if config_path:
             # An alternative config usually sits beside its own task modules: watch that folder.
             self.watched.append(Path(config_path).resolve().parent)
-        self.observer = None
+        self.observer: BaseObserver | None = None  # watchdog's, made in start()
         # config.py's settings as this worker read them at start: a reload reports the ones a save changed.
         module = sys.modules.get(CUSTOM_MODULE_NAME if config_path else "config")
         self.started_with = {spec.name: _canonical(getattr(module, spec.name, None)) for spec in SPECS} if module else {}
@@ -104,16 +106,16 @@ class Reloader:
             def on_any_event(self, event: Any) -> None:
                 reloader.on_event(event)
 
-        self.observer = Observer()
+        observer = self.observer = Observer()
         seen = set()
         for path in self.watched:
             folder = path if path.is_dir() else path.parent
             if folder in seen:
                 continue
             seen.add(folder)
-            self.observer.schedule(Handler(), str(folder), recursive=path.is_dir())
-        self.observer.daemon = True
-        self.observer.start()
+            observer.schedule(Handler(), str(folder), recursive=path.is_dir())
+        observer.daemon = True
+        observer.start()
         log.info("dev mode: watching %s for changes", ", ".join(str(p) for p in self.watched))
 
     def due_soon(self) -> bool:
