@@ -139,48 +139,72 @@ def _table_from_text(text: str) -> dict:
 BOOL_WORDS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
 
 
+# One coercer per declared type: (spec, raw value, whether it is text from env/flags) -> the typed
+# value, or ValueError with the reason. _coerce adds the checks every type shares.
+Coercer = Callable[[Spec, Any, bool], Any]
+
+
+def _to_bool(spec: Spec, value: Any, from_text: bool) -> bool:
+    if from_text:
+        value = BOOL_WORDS.get(value.strip().lower(), value)
+    if not isinstance(value, bool):
+        raise ValueError(f"must be true or false, got {value!r}")
+    return value
+
+
+def _to_list(spec: Spec, value: Any, from_text: bool) -> list[str]:
+    if from_text:
+        value = [part.strip() for part in value.split(",") if part.strip()]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError("must be a list of strings (comma-separated in the environment)")
+    return value
+
+
+def _to_dict(spec: Spec, value: Any, from_text: bool) -> dict[str, Any]:
+    if from_text:
+        value = _table_from_text(value)
+    if not isinstance(value, dict):
+        raise ValueError(f"must be a table, got {type(value).__name__}")
+    return {str(k): dict(v) if isinstance(v, dict) else v for k, v in value.items()}
+
+
+def _to_str(spec: Spec, value: Any, from_text: bool) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"must be a string, got {type(value).__name__} {value!r}")
+    return value.upper() if spec.name == "LOG_LEVEL" else value
+
+
+def _to_number(spec: Spec, value: Any, from_text: bool) -> int | float:
+    """An int or float setting: whole floats become ints and ints floats; finite, within the range."""
+    what = "a whole number" if spec.kind is int else "a number"
+    if isinstance(value, bool):
+        raise ValueError(f"must be a number, got {value!r}")
+    if from_text:
+        try:
+            value = spec.kind(value.strip())
+        except ValueError:
+            raise ValueError(f"must be {what}, got {value!r}") from None
+    elif spec.kind is int and isinstance(value, float) and value.is_integer():
+        value = int(value)
+    elif spec.kind is float and isinstance(value, int):
+        value = float(value)
+    if not isinstance(value, spec.kind):
+        raise ValueError(f"must be {what}, got {value!r}")
+    # Before the range check: no_task_sleep = nan once passed it and the worker asked for tasks without pause.
+    if not _finite(value):
+        raise ValueError(f"must be a finite number, got {value!r}")
+    if spec.low is not None and value < spec.low or spec.high is not None and value > spec.high:
+        raise ValueError(f"must be between {spec.low:g} and {spec.high:g}, got {value!r}")
+    return value
+
+
+COERCERS: dict[type, Coercer] = {bool: _to_bool, list: _to_list, dict: _to_dict, str: _to_str,
+                                 int: _to_number, float: _to_number}
+
+
 def _coerce(spec: Spec, value: Any, from_text: bool) -> Any:
     """Turn a raw value into the spec's type, or raise ValueError with the reason."""
-    if spec.kind is bool:
-        if from_text:
-            value = BOOL_WORDS.get(value.strip().lower(), value)
-        if not isinstance(value, bool):
-            raise ValueError(f"must be true or false, got {value!r}")
-    elif spec.kind is list:
-        if from_text:
-            value = [part.strip() for part in value.split(",") if part.strip()]
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ValueError("must be a list of strings (comma-separated in the environment)")
-    elif spec.kind is dict:
-        if from_text:
-            value = _table_from_text(value)
-        if not isinstance(value, dict):
-            raise ValueError(f"must be a table, got {type(value).__name__}")
-        value = {str(k): dict(v) if isinstance(v, dict) else v for k, v in value.items()}
-    elif spec.kind is str:
-        if not isinstance(value, str):
-            raise ValueError(f"must be a string, got {type(value).__name__} {value!r}")
-        if spec.name == "LOG_LEVEL":
-            value = value.upper()
-    else:
-        if isinstance(value, bool):
-            raise ValueError(f"must be a number, got {value!r}")
-        if from_text:
-            try:
-                value = spec.kind(value.strip())
-            except ValueError:
-                raise ValueError(f"must be {'a whole number' if spec.kind is int else 'a number'}, got {value!r}") from None
-        elif spec.kind is int and isinstance(value, float) and value.is_integer():
-            value = int(value)
-        elif spec.kind is float and isinstance(value, int):
-            value = float(value)
-        if not isinstance(value, spec.kind):
-            raise ValueError(f"must be {'a whole number' if spec.kind is int else 'a number'}, got {value!r}")
-        # Before the range check: no_task_sleep = nan once passed it and the worker asked for tasks without pause.
-        if not _finite(value):
-            raise ValueError(f"must be a finite number, got {value!r}")
-        if spec.low is not None and value < spec.low or spec.high is not None and value > spec.high:
-            raise ValueError(f"must be between {spec.low:g} and {spec.high:g}, got {value!r}")
+    value = COERCERS[spec.kind](spec, value, from_text)
     if spec.choices and value not in spec.choices:
         raise ValueError(f"must be one of {', '.join(spec.choices)}, got {value!r}")
     if spec.check:
@@ -352,8 +376,13 @@ class Settings:
 
 def _specs() -> tuple[Spec, ...]:
     hints = get_type_hints(Settings)
-    return tuple(Spec(f.name.upper(), get_origin(hints[f.name]) or hints[f.name], **f.metadata[SETTING])
-                 for f in fields(Settings) if SETTING in f.metadata)
+    specs = tuple(Spec(f.name.upper(), get_origin(hints[f.name]) or hints[f.name], **f.metadata[SETTING])
+                  for f in fields(Settings) if SETTING in f.metadata)
+    # A setting of a type with no coercer would fail only when loaded; fail at import instead.
+    untyped = [f"{s.name} ({s.kind.__name__})" for s in specs if s.kind not in COERCERS]
+    if untyped:
+        raise TypeError(f"settings of a type without a coercer in COERCERS: {', '.join(untyped)}")
+    return specs
 
 
 SPECS: tuple[Spec, ...] = _specs()
