@@ -434,6 +434,42 @@ def test_signed_releases(tmp_path: Path, files: FileServer) -> None:
 
 
 @standin_binaries
+def test_already_running_from_any_source_forgets_the_staged_release(tmp_path: Path, files: FileServer) -> None:
+    """prepare() answers None as soon as the release is known to be the version that runs: from the
+    signed statement in the params (before any download), the one in the zip, or the self-test's
+    report; the release staged for it earlier is then forgotten. The params' bare claim answers
+    before the home is looked at, so it leaves a staged release alone."""
+    key, public = keypair(tmp_path)
+    home = tmp_path / "home"
+    ran = tmp_path / "ran"
+    binary = standin("9.1.0", marks=ran)
+    staged, record = home / "update" / "staged" / update_extract.BINARY, home / "update" / "staged.json"
+    signed_body = signed_zip(binary, "9.1.0", 5, key)
+    with zipfile.ZipFile(io.BytesIO(signed_body)) as zf:
+        given = {"release": zf.read("release.json").decode(), "release_signature": zf.read("release.sig").decode(),
+                 "release_trust": zf.read("release-trust.json").decode()}
+    routes = {  # how the version becomes known: (settings, params)
+        "the statement in the params": (signed_settings(home, public),
+                                        {"url": files.add("/given.zip", signed_body), **given}),
+        "the statement in the zip": (signed_settings(home, public), {"url": files.add("/zip.zip", signed_body)}),
+        "the self-test": (settings_for(home), {"url": files.add("/unsigned.zip", release_zip(binary))}),
+    }
+    for route, (settings, params) in routes.items():
+        assert updater.prepare(params, settings, "2.0.0") is not None, route
+        assert staged.exists() and record.exists(), route
+        hits = len(files.hits)
+        ran.unlink()
+        assert updater.prepare(params, settings, "9.1.0") is None, route
+        assert not staged.exists() and not record.exists(), route
+        assert len(files.hits) == hits and not ran.exists() or route == "the self-test", route
+    assert ran.read_text().split() == ["9.1.0", "self-test"]  # only the self-test route ran it again
+    settings, params = routes["the statement in the zip"]
+    assert updater.prepare(params, settings, "2.0.0") is not None
+    assert updater.prepare(dict(params, version="9.1.0"), settings, "9.1.0") is None
+    assert staged.exists() and record.exists()
+
+
+@standin_binaries
 def test_key_delegation_revocation_expiry_and_root_chain(tmp_path: Path, files: FileServer) -> None:
     """The worker trusts root keys only; a release is signed by a release key that a root key
     delegated to, in an expiring, versioned delegation carried in the zip (issue 24, point 2).

@@ -12,7 +12,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 import requests
 import urllib3
@@ -65,7 +65,7 @@ class _Fetch:
     total_timeout: float
     started: float = field(default_factory=time.monotonic)
     size: int = 0
-    digest: Any = field(default_factory=hashlib.sha256)
+    digest: hashlib._Hash = field(default_factory=hashlib.sha256)
 
     @property
     def cap(self) -> int:

@@ -20,7 +20,7 @@ import platform
 import re
 import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 from urllib.parse import urlparse
 
 import orjson
@@ -86,7 +86,7 @@ def parse_params(params: Any) -> UpdateParams:
 
 # One check per field of the params: the value, checked and normalised, or UpdateRefused.
 
-def _url(url: Any) -> str:
+def _url(url: object) -> str:
     if not isinstance(url, str) or not url.strip():
         raise UpdateRefused("params.url is missing")
     url = url.strip()
@@ -96,7 +96,7 @@ def _url(url: Any) -> str:
     return url
 
 
-def _sha256(sha256: Any) -> str | None:
+def _sha256(sha256: object) -> str | None:
     if sha256 is None:
         return None
     if not isinstance(sha256, str) or not _HEX64.fullmatch(sha256.strip()):
@@ -104,19 +104,19 @@ def _sha256(sha256: Any) -> str | None:
     return sha256.strip().lower()
 
 
-def _positive_int(value: Any, high: int | None = None) -> bool:
+def _positive_int(value: object, high: int | None = None) -> TypeGuard[int]:
     """A JSON whole number above 0 (and at most ``high``); true and false are not numbers here."""
     return (isinstance(value, int) and not isinstance(value, bool) and value > 0
             and (high is None or value <= high))
 
 
-def _size(size: Any) -> int | None:
-    if size is not None and not _positive_int(size):
-        raise UpdateRefused(f"params.size must be a positive whole number of bytes, got {size!r}")
-    return size
+def _size(size: object) -> int | None:
+    if size is None or _positive_int(size):
+        return size
+    raise UpdateRefused(f"params.size must be a positive whole number of bytes, got {size!r}")
 
 
-def _version(version: Any) -> str | None:
+def _version(version: object) -> str | None:
     if version is None:
         return None
     if not isinstance(version, str) or not _VERSION.fullmatch(version.strip()):
@@ -124,13 +124,13 @@ def _version(version: Any) -> str | None:
     return version.strip()
 
 
-def _sequence(sequence: Any) -> int | None:
-    if sequence is not None and not _positive_int(sequence, MAX_SEQUENCE):
-        raise UpdateRefused(f"params.sequence must be a positive whole number, got {str(sequence)[:40]!r}")
-    return sequence
+def _sequence(sequence: object) -> int | None:
+    if sequence is None or _positive_int(sequence, MAX_SEQUENCE):
+        return sequence
+    raise UpdateRefused(f"params.sequence must be a positive whole number, got {str(sequence)[:40]!r}")
 
 
-def _signed_parts(params: dict) -> dict[str, bytes | None]:
+def _signed_parts(params: dict[str, object]) -> dict[str, bytes | None]:
     """params.release, .release_signature and .release_trust: all three or none, as bytes."""
     statement, signature = params.get("release"), params.get("release_signature")
     trust = params.get("release_trust")
