@@ -43,3 +43,10 @@ def test_the_scanner_sees_a_cycle(tmp_path) -> None:
         (tmp_path / pkg / "m.py").write_text(f"def f():\n    import {target}\n")
     graph = package_graph(tmp_path)
     assert cycles(graph) == [["common", "executor"]]
+
+
+def test_the_source_root_is_the_repo_after_the_moves() -> None:
+    # home.py sits two folders down; --dev's reloader and the release check start from this root.
+    from supervisor.host.home import SOURCE_ROOT
+
+    assert (SOURCE_ROOT / "main.py").is_file() and SOURCE_ROOT == ROOT

@@ -7,8 +7,7 @@ import sys
 from pathlib import Path
 from typing import BinaryIO
 
-# main.py sits at the repo root; this file is one level below it.
-SOURCE_ROOT = Path(__file__).resolve().parent.parent
+SOURCE_ROOT = Path(__file__).resolve().parents[2]  # supervisor/host/home.py -> the repo
 
 
 def is_frozen() -> bool:
