@@ -51,6 +51,7 @@ from supervisor.update.records import (
     write_private,
 )
 from supervisor.update.scripts import for_this_platform
+from supervisor.update.scripts import missing as missing_script
 from supervisor.update.trust import verify_release
 from supervisor.update.verify import (
     Statement,
@@ -94,7 +95,7 @@ def refusal_at_once(settings: Settings) -> str | None:
         return str(exc)
     if not keys and not settings.update_allow_unsigned:
         return NO_KEY
-    return None
+    return missing_script()  # a build without its updater script could never hand over
 
 
 # ---- prepare: params, download, signature, extraction, pre-flight ------------------------------
