@@ -151,7 +151,8 @@ class _Job:
     def keys(self) -> list[str]:
         return self.settings.update_root_keys
 
-    def home_dir(self) -> Path:
+    def upd_dir(self) -> Path:
+        """<home>/update, private (made by _no_updater_running)."""
         assert self.upd is not None, "a step ran before _no_updater_running"
         return self.upd
 
@@ -194,7 +195,7 @@ def _no_updater_running(job: _Job) -> None:
 def _look_for_staged(job: _Job) -> None:
     """A re-sent update of the release already staged (the hand-over failed, or the worker restarted
     before it) is not downloaded again; a staged binary of any other release is deleted here."""
-    upd, p = job.home_dir(), job.p
+    upd, p = job.upd_dir(), job.p
     job.staged_dir = upd / "staged"
     (upd / "release.zip").unlink(missing_ok=True)  # what an earlier attempt left
     job.kept = kept_release(upd, job.staged_dir / BINARY, p.url, p.sha256, p.size, p.statement)
@@ -204,17 +205,17 @@ def _refuse_claimed_release(job: _Job) -> None:
     """What the params only claim already refuses a bad version or an old release, before its download."""
     p = job.p
     if p.version is not None:
-        refuse_if_bad(job.home_dir(), p.version)
+        refuse_if_bad(job.upd_dir(), p.version)
     if job.keys and p.sequence is not None:
         _refuse_old(f"release {p.version}" if p.version else "the release (params.sequence)", p.sequence,
-                    job.home_dir())
+                    job.upd_dir())
 
 
 def _verify_given_statement(job: _Job) -> None:
     """The statement in the params: checked before the download."""
     p = job.p
     if job.keys and p.statement is not None:
-        job.statement = _fits(verify_release(job.home_dir(), job.keys, p.statement, p.signature, p.trust,
+        job.statement = _fits(verify_release(job.upd_dir(), job.keys, p.statement, p.signature, p.trust,
                                              time.time()), p)
 
 
@@ -225,8 +226,8 @@ def _vet_statement(job: _Job) -> None:
     statement = job.statement
     if statement is None or statement is job.vetted:
         return
-    _refuse_old(f"release {statement.version}", statement.sequence, job.home_dir())
-    refuse_if_bad(job.home_dir(), statement.version)
+    _refuse_old(f"release {statement.version}", statement.sequence, job.upd_dir())
+    refuse_if_bad(job.upd_dir(), statement.version)
     job.vetted = statement
 
 
@@ -250,7 +251,7 @@ def _download_and_extract(job: _Job) -> None:
     from supervisor.update.download import download
 
     assert job.staged_dir is not None
-    p, zip_path = job.p, job.home_dir() / "release.zip"
+    p, zip_path = job.p, job.upd_dir() / "release.zip"
     job.zip_sha256, job.zip_size = download(p.url, zip_path, job.settings.update_max_bytes, p.size, p.sha256,
                                             user_agent=f"hive-worker/{job.running_version}")
     try:
@@ -269,7 +270,7 @@ def _verify_zip_statement(job: _Job) -> None:
     unpacked = _unpacked(job)
     if job.statement is None and job.keys and (unpacked.statement is not None
                                                or not job.settings.update_allow_unsigned):
-        job.statement = _fits(verify_release(job.home_dir(), job.keys, unpacked.statement, unpacked.signature,
+        job.statement = _fits(verify_release(job.upd_dir(), job.keys, unpacked.statement, unpacked.signature,
                                              unpacked.trust, time.time()), job.p)
 
 
@@ -292,18 +293,18 @@ def _log_trust(job: _Job) -> None:
 
 def _self_test(job: _Job) -> None:
     expected = job.statement.version if job.statement is not None else job.p.version
-    job.version = preflight(_unpacked(job).binary, private_dir(job.home_dir() / "preflight"), expected)
+    job.version = preflight(_unpacked(job).binary, private_dir(job.upd_dir() / "preflight"), expected)
 
 
 def _refuse_bad_version(job: _Job) -> None:
     """The version the self-test reported, if it was rolled back here (an unsigned release may not have said)."""
     assert job.version is not None
-    refuse_if_bad(job.home_dir(), job.version)
+    refuse_if_bad(job.upd_dir(), job.version)
 
 
 def _keep(job: _Job) -> None:
     unpacked = _unpacked(job)
-    keep_release(job.home_dir(), job.p.url, job.zip_sha256, job.zip_size, unpacked.binary, unpacked.sha256,
+    keep_release(job.upd_dir(), job.p.url, job.zip_sha256, job.zip_size, unpacked.binary, unpacked.sha256,
                  unpacked.size, unpacked.statement, unpacked.signature, unpacked.trust)
     log.info("update: version %s staged at %s (%d byte zip, sha256 %s) in %.1f s",
              job.version, unpacked.binary, job.zip_size, job.zip_sha256, time.monotonic() - job.started)
