@@ -139,57 +139,77 @@ def _table_from_text(text: str) -> dict:
 BOOL_WORDS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
 
 
-# One coercer per declared type: (spec, raw value, whether it is text from env/flags) -> the typed
-# value, or ValueError with the reason. _coerce adds the checks every type shares.
-Coercer = Callable[[Spec, Any, bool], Any]
+@dataclass(frozen=True)
+class Coercer:
+    """How values of one declared type are read: text (an environment variable, a flag) is parsed
+    first; then any raw value (TOML, config.py, or the parsed text) is checked and typed. Both
+    raise ValueError with the reason."""
+
+    parse_text: Callable[[Spec, str], object]
+    typed: Callable[[Spec, object], object]
 
 
-def _to_bool(spec: Spec, value: Any, from_text: bool) -> bool:
-    if from_text:
-        value = BOOL_WORDS.get(value.strip().lower(), value)
+def _bool_words(spec: Spec, text: str) -> object:
+    return BOOL_WORDS.get(text.strip().lower(), text)
+
+
+def _bool(spec: Spec, value: object) -> bool:
     if not isinstance(value, bool):
         raise ValueError(f"must be true or false, got {value!r}")
     return value
 
 
-def _to_list(spec: Spec, value: Any, from_text: bool) -> list[str]:
-    if from_text:
-        value = [part.strip() for part in value.split(",") if part.strip()]
+def _comma_list(spec: Spec, text: str) -> object:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _list(spec: Spec, value: object) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise ValueError("must be a list of strings (comma-separated in the environment)")
     return value
 
 
-def _to_dict(spec: Spec, value: Any, from_text: bool) -> dict[str, Any]:
-    if from_text:
-        value = _table_from_text(value)
+def _table_text(spec: Spec, text: str) -> object:
+    return _table_from_text(text)
+
+
+def _table(spec: Spec, value: object) -> dict[str, object]:
     if not isinstance(value, dict):
         raise ValueError(f"must be a table, got {type(value).__name__}")
     return {str(k): dict(v) if isinstance(v, dict) else v for k, v in value.items()}
 
 
-def _to_str(spec: Spec, value: Any, from_text: bool) -> str:
+def _as_is(spec: Spec, text: str) -> object:
+    return text
+
+
+def _str(spec: Spec, value: object) -> str:
     if not isinstance(value, str):
         raise ValueError(f"must be a string, got {type(value).__name__} {value!r}")
     return value.upper() if spec.name == "LOG_LEVEL" else value
 
 
-def _to_number(spec: Spec, value: Any, from_text: bool) -> int | float:
-    """An int or float setting: whole floats become ints and ints floats; finite, within the range."""
-    what = "a whole number" if spec.kind is int else "a number"
+def _what_number(spec: Spec) -> str:
+    return "a whole number" if spec.kind is int else "a number"
+
+
+def _number_text(spec: Spec, text: str) -> object:
+    try:
+        return spec.kind(text.strip())
+    except ValueError:
+        raise ValueError(f"must be {_what_number(spec)}, got {text!r}") from None
+
+
+def _number(spec: Spec, value: object) -> int | float:
+    """Whole floats become ints and ints floats, as declared; finite, within the range."""
     if isinstance(value, bool):
         raise ValueError(f"must be a number, got {value!r}")
-    if from_text:
-        try:
-            value = spec.kind(value.strip())
-        except ValueError:
-            raise ValueError(f"must be {what}, got {value!r}") from None
-    elif spec.kind is int and isinstance(value, float) and value.is_integer():
+    if spec.kind is int and isinstance(value, float) and value.is_integer():
         value = int(value)
     elif spec.kind is float and isinstance(value, int):
         value = float(value)
-    if not isinstance(value, spec.kind):
-        raise ValueError(f"must be {what}, got {value!r}")
+    if not isinstance(value, (int, float)) or not isinstance(value, spec.kind):
+        raise ValueError(f"must be {_what_number(spec)}, got {value!r}")
     # Before the range check: no_task_sleep = nan once passed it and the worker asked for tasks without pause.
     if not _finite(value):
         raise ValueError(f"must be a finite number, got {value!r}")
@@ -198,13 +218,21 @@ def _to_number(spec: Spec, value: Any, from_text: bool) -> int | float:
     return value
 
 
-COERCERS: dict[type, Coercer] = {bool: _to_bool, list: _to_list, dict: _to_dict, str: _to_str,
-                                 int: _to_number, float: _to_number}
+# One coercer per declared type (a Settings field of another type fails at import: _specs).
+COERCERS: dict[type, Coercer] = {
+    bool: Coercer(_bool_words, _bool),
+    list: Coercer(_comma_list, _list),
+    dict: Coercer(_table_text, _table),
+    str: Coercer(_as_is, _str),
+    int: Coercer(_number_text, _number),
+    float: Coercer(_number_text, _number),
+}
 
 
 def _coerce(spec: Spec, value: Any, from_text: bool) -> Any:
     """Turn a raw value into the spec's type, or raise ValueError with the reason."""
-    value = COERCERS[spec.kind](spec, value, from_text)
+    coercer = COERCERS[spec.kind]
+    value = coercer.typed(spec, coercer.parse_text(spec, value) if from_text else value)
     if spec.choices and value not in spec.choices:
         raise ValueError(f"must be one of {', '.join(spec.choices)}, got {value!r}")
     if spec.check:
