@@ -24,11 +24,13 @@ Produces ``dist/worker.exe`` (Windows) or ``dist/worker`` (Linux, macOS) from
    optional modules not installed here (selenium) are listed;
 3. ``worker --version`` prints config.WORKER_VERSION;
 4. ``worker --self-test`` passes (an executor imports every registered task);
-5. ``worker --print-config`` shows the fleet settings as coming from the build.
+5. ``worker --print-config`` shows the fleet settings as coming from the build;
+6. ``updater.bat`` and ``updater.sh`` are in the binary, the repo's bytes (data files at the
+   bundle's root, ``--add-data``: supervisor/update/scripts.py reads them there).
 
 Module collection is left to PyInstaller's import analysis, exactly as for the
 seed's plain ``pyinstaller --onefile --clean main.py --name worker``, so that
-command gives a working binary too. What this build adds (docs/release.md):
+command gives a working binary too (one without the updater scripts: it refuses updates). What this build adds (docs/release.md):
 ``--strip`` (POSIX: the interpreter's debug symbols are most of the size),
 ``--hide-console hide-early`` (Windows: no console window when Task Scheduler
 starts it; a console it was started from is kept), ``--runtime-tmpdir`` (Windows: unpack
@@ -57,6 +59,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 NAME = "worker"
 HOOKS = ROOT / "release" / "hooks"  # hook-*.py override PyInstaller's; rth_*.py are runtime hooks
+SCRIPTS = ("updater.bat", "updater.sh")  # the updater scripts, data files of every build (supervisor/update/scripts.py)
 
 
 def binary_name() -> str:
@@ -80,6 +83,8 @@ def pyinstaller_args(distpath: Path, workpath: Path, specpath: Path, fleet_file:
         "--additional-hooks-dir", str(HOOKS),
         "--noupx",  # UPX-packed exes are a classic antivirus false positive
     ]
+    for script in SCRIPTS:  # at the bundle's root, where supervisor/update/scripts.py reads them
+        args += ["--add-data", f"{ROOT / script}{os.pathsep}."]
     if fleet_file is not None:  # at the bundle's root, where supervisor/settings.baked_path() looks
         args += ["--add-data", f"{fleet_file}{os.pathsep}."]
     if os.name == "nt":
@@ -266,7 +271,7 @@ def run_binary(binary: Path, *args: str, timeout: float = 120) -> subprocess.Com
 
 def verify(binary: Path, fleet: dict[str, Any] | None = None) -> list[str]:
     """Everything wrong with a built binary (empty: good). Prints what it checked."""
-    problems = fleet_problems(binary, fleet)
+    problems = fleet_problems(binary, fleet) + script_problems(binary)
     missing, optional = bundle_report(binary)
     for name in missing:
         problems.append(f"module {name} is imported by the worker's source but is not in the binary")
@@ -287,6 +292,21 @@ def verify(binary: Path, fleet: dict[str, Any] | None = None) -> list[str]:
         problems.append(f"--self-test: exit {got.returncode}: {(got.stdout + got.stderr).strip()[-1500:]}")
     else:
         print(got.stdout.strip())
+    return problems
+
+
+def script_problems(binary: Path) -> list[str]:
+    """Whether the binary carries the updater scripts, byte for byte the repo's (without them it
+    refuses every update)."""
+    from PyInstaller.archive.readers import CArchiveReader
+
+    archive = CArchiveReader(str(binary))
+    problems = []
+    for script in SCRIPTS:
+        if script not in archive.toc:
+            problems.append(f"{script} is not in the binary: it could never update itself")
+        elif archive.extract(script) != (ROOT / script).read_bytes():
+            problems.append(f"{script} in the binary differs from the repo's")
     return problems
 
 

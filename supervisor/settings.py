@@ -139,48 +139,100 @@ def _table_from_text(text: str) -> dict:
 BOOL_WORDS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
 
 
+@dataclass(frozen=True)
+class Coercer:
+    """How values of one declared type are read: text (an environment variable, a flag) is parsed
+    first; then any raw value (TOML, config.py, or the parsed text) is checked and typed. Both
+    raise ValueError with the reason."""
+
+    parse_text: Callable[[Spec, str], object]
+    typed: Callable[[Spec, object], object]
+
+
+def _bool_words(spec: Spec, text: str) -> object:
+    return BOOL_WORDS.get(text.strip().lower(), text)
+
+
+def _bool(spec: Spec, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"must be true or false, got {value!r}")
+    return value
+
+
+def _comma_list(spec: Spec, text: str) -> object:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _list(spec: Spec, value: object) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError("must be a list of strings (comma-separated in the environment)")
+    return value
+
+
+def _table_text(spec: Spec, text: str) -> object:
+    return _table_from_text(text)
+
+
+def _table(spec: Spec, value: object) -> dict[str, object]:
+    if not isinstance(value, dict):
+        raise ValueError(f"must be a table, got {type(value).__name__}")
+    return {str(k): dict(v) if isinstance(v, dict) else v for k, v in value.items()}
+
+
+def _as_is(spec: Spec, text: str) -> object:
+    return text
+
+
+def _str(spec: Spec, value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"must be a string, got {type(value).__name__} {value!r}")
+    return value.upper() if spec.name == "LOG_LEVEL" else value
+
+
+def _what_number(spec: Spec) -> str:
+    return "a whole number" if spec.kind is int else "a number"
+
+
+def _number_text(spec: Spec, text: str) -> object:
+    try:
+        return spec.kind(text.strip())
+    except ValueError:
+        raise ValueError(f"must be {_what_number(spec)}, got {text!r}") from None
+
+
+def _number(spec: Spec, value: object) -> int | float:
+    """Whole floats become ints and ints floats, as declared; finite, within the range."""
+    if isinstance(value, bool):
+        raise ValueError(f"must be a number, got {value!r}")
+    if spec.kind is int and isinstance(value, float) and value.is_integer():
+        value = int(value)
+    elif spec.kind is float and isinstance(value, int):
+        value = float(value)
+    if not isinstance(value, (int, float)) or not isinstance(value, spec.kind):
+        raise ValueError(f"must be {_what_number(spec)}, got {value!r}")
+    # Before the range check: no_task_sleep = nan once passed it and the worker asked for tasks without pause.
+    if not _finite(value):
+        raise ValueError(f"must be a finite number, got {value!r}")
+    if spec.low is not None and value < spec.low or spec.high is not None and value > spec.high:
+        raise ValueError(f"must be between {spec.low:g} and {spec.high:g}, got {value!r}")
+    return value
+
+
+# One coercer per declared type (a Settings field of another type fails at import: _specs).
+COERCERS: dict[type, Coercer] = {
+    bool: Coercer(_bool_words, _bool),
+    list: Coercer(_comma_list, _list),
+    dict: Coercer(_table_text, _table),
+    str: Coercer(_as_is, _str),
+    int: Coercer(_number_text, _number),
+    float: Coercer(_number_text, _number),
+}
+
+
 def _coerce(spec: Spec, value: Any, from_text: bool) -> Any:
     """Turn a raw value into the spec's type, or raise ValueError with the reason."""
-    if spec.kind is bool:
-        if from_text:
-            value = BOOL_WORDS.get(value.strip().lower(), value)
-        if not isinstance(value, bool):
-            raise ValueError(f"must be true or false, got {value!r}")
-    elif spec.kind is list:
-        if from_text:
-            value = [part.strip() for part in value.split(",") if part.strip()]
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ValueError("must be a list of strings (comma-separated in the environment)")
-    elif spec.kind is dict:
-        if from_text:
-            value = _table_from_text(value)
-        if not isinstance(value, dict):
-            raise ValueError(f"must be a table, got {type(value).__name__}")
-        value = {str(k): dict(v) if isinstance(v, dict) else v for k, v in value.items()}
-    elif spec.kind is str:
-        if not isinstance(value, str):
-            raise ValueError(f"must be a string, got {type(value).__name__} {value!r}")
-        if spec.name == "LOG_LEVEL":
-            value = value.upper()
-    else:
-        if isinstance(value, bool):
-            raise ValueError(f"must be a number, got {value!r}")
-        if from_text:
-            try:
-                value = spec.kind(value.strip())
-            except ValueError:
-                raise ValueError(f"must be {'a whole number' if spec.kind is int else 'a number'}, got {value!r}") from None
-        elif spec.kind is int and isinstance(value, float) and value.is_integer():
-            value = int(value)
-        elif spec.kind is float and isinstance(value, int):
-            value = float(value)
-        if not isinstance(value, spec.kind):
-            raise ValueError(f"must be {'a whole number' if spec.kind is int else 'a number'}, got {value!r}")
-        # Before the range check: no_task_sleep = nan once passed it and the worker asked for tasks without pause.
-        if not _finite(value):
-            raise ValueError(f"must be a finite number, got {value!r}")
-        if spec.low is not None and value < spec.low or spec.high is not None and value > spec.high:
-            raise ValueError(f"must be between {spec.low:g} and {spec.high:g}, got {value!r}")
+    coercer = COERCERS[spec.kind]
+    value = coercer.typed(spec, coercer.parse_text(spec, value) if from_text else value)
     if spec.choices and value not in spec.choices:
         raise ValueError(f"must be one of {', '.join(spec.choices)}, got {value!r}")
     if spec.check:
@@ -352,8 +404,13 @@ class Settings:
 
 def _specs() -> tuple[Spec, ...]:
     hints = get_type_hints(Settings)
-    return tuple(Spec(f.name.upper(), get_origin(hints[f.name]) or hints[f.name], **f.metadata[SETTING])
-                 for f in fields(Settings) if SETTING in f.metadata)
+    specs = tuple(Spec(f.name.upper(), get_origin(hints[f.name]) or hints[f.name], **f.metadata[SETTING])
+                  for f in fields(Settings) if SETTING in f.metadata)
+    # A setting of a type with no coercer would fail only when loaded; fail at import instead.
+    untyped = [f"{s.name} ({s.kind.__name__})" for s in specs if s.kind not in COERCERS]
+    if untyped:
+        raise TypeError(f"settings of a type without a coercer in COERCERS: {', '.join(untyped)}")
+    return specs
 
 
 SPECS: tuple[Spec, ...] = _specs()

@@ -501,7 +501,8 @@ def test_release_zip(builds, tmp_path: Path) -> None:
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == params
 
 
-def test_plain_pyinstaller_command_gives_a_working_binary(tmp_path: Path, pages: str, tmpdir_env: Path) -> None:
+def test_plain_pyinstaller_command_gives_a_working_binary(tmp_path: Path, pages: str, tmpdir_env: Path, server,
+                                                         start_worker) -> None:
     base = tmp_path / "plain"
     # The seed's `pyinstaller` command; `python -m PyInstaller` is the same program where the
     # launcher is not on PATH (the Wine lane's Windows CPython).
@@ -518,6 +519,22 @@ def test_plain_pyinstaller_command_gives_a_working_binary(tmp_path: Path, pages:
     assert got.returncode == 0, got.stdout + got.stderr
     assert json.loads(got.stdout) == [
         {"product_id": 1, "status_id": 1, "price": 1299.5, "order_quantity": 15, "rating": 4.8}]
+    # It bundles no updater scripts (release.build's check says so): it serves, and refuses every update in one line.
+    from release.build import SCRIPTS, script_problems
+    from supervisor.update.scripts import this_platform
+
+    assert script_problems(binary) == [f"{s} is not in the binary: it could never update itself" for s in SCRIPTS]
+    line = f"self-update is off: this build does not carry {this_platform()} (a release is built by python -m release.build)"
+    w = _start(start_worker, binary, server, tmpdir_env, env={"HIVE_UPDATE_ALLOW_UNSIGNED": "true"})
+    update = server.enqueue("update_worker", {"url": "http://127.0.0.1:9/r.zip"})
+    after = server.enqueue("example", {"text": "serving"})
+    got = results_for(server, [update, after], timeout=60)
+    assert got[update][0]["result"] == {"error": line, "kind": "update_failed"}, got
+    assert got[after][0]["status"] == "success"
+    w.stop()
+    warned = [row for row in (w.home / "logs" / "worker.log").read_text().splitlines() if f"update: {line}" in row]
+    assert len(warned) == 1 and " WARNING " in warned[0], warned  # once, at start, instead of writing the script
+    assert not (binary.parent / this_platform()).exists()
     assert meis(tmpdir_env) == []
 
 

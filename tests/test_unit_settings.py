@@ -279,3 +279,58 @@ def test_unknown_toml_key_suggests_the_setting(tmp_path):
     (tmp_path / "worker.toml").write_text("pool_sise = 3\n")
     with pytest.raises(SettingsError, match=r"unknown setting 'pool_sise' \(did you mean 'pool_size'\?\)"):
         load(config, tmp_path, {}, environ={})
+
+
+# _coerce, kind by kind: what each raw value becomes, or the reason it is refused. Written against
+# the if/elif chain before it became a per-type table (issue 25.5): the table must say the same.
+@dataclasses.dataclass(frozen=True)
+class Refused:
+    reason: str
+
+
+COERCED = [
+    ("update_allow_unsigned", " Yes ", True, True),
+    ("update_allow_unsigned", True, False, True),
+    ("update_allow_unsigned", "maybe", True, Refused("must be true or false, got 'maybe'")),
+    ("update_allow_unsigned", 1, False, Refused("must be true or false, got 1")),
+    ("prom_allowed_hosts", " a.ua, ,b.ua ", True, ["a.ua", "b.ua"]),
+    ("prom_allowed_hosts", ["a.ua"], False, ["a.ua"]),
+    ("prom_allowed_hosts", ["a.ua", 3], False,
+     Refused("must be a list of strings (comma-separated in the environment)")),
+    ("prom_allowed_hosts", ["a.ua/x"], False,
+     Refused("entries must be bare host names like prom.ua (no scheme, port or path), got 'a.ua/x'")),
+    ("task_limits", '{"p": {"time": 5}}', True, {"p": {"time": 5}}),
+    ("task_limits", {1: {"time": 5}}, False, {"1": {"time": 5}}),
+    ("task_limits", [], False, Refused("must be a table, got list")),
+    ("task_limits", {"p": {"speed": 1}}, False, Refused("[p] unknown limit 'speed' (known: time, cpu, memory_mb)")),
+    ("log_level", "debug", False, "DEBUG"),
+    ("log_level", "loud", False, Refused("must be one of DEBUG, INFO, WARNING, ERROR, got 'LOUD'")),
+    ("log_level", 3, False, Refused("must be a string, got int 3")),
+    ("executor_priority", "idle", False, "idle"),
+    ("server_url", "ftp://x", False, Refused("must be an http(s) URL like http://host:3010/api")),
+    ("pool_size", " 4 ", True, 4),
+    ("pool_size", 4.0, False, 4),
+    ("pool_size", 4.5, False, Refused("must be a whole number, got 4.5")),
+    ("pool_size", "4.5", True, Refused("must be a whole number, got '4.5'")),
+    ("pool_size", True, False, Refused("must be a number, got True")),
+    ("pool_size", 0, False, Refused("must be between 1 and 256, got 0")),
+    ("no_task_sleep", 5, False, 5.0),
+    ("no_task_sleep", "2.5", True, 2.5),
+    ("no_task_sleep", "soon", True, Refused("must be a number, got 'soon'")),
+    ("no_task_sleep", "nan", True, Refused("must be a finite number, got nan")),
+    ("no_task_sleep", "5", False, Refused("must be a number, got '5'")),
+]
+
+
+@pytest.mark.parametrize(("key", "raw", "from_text", "expected"), COERCED)
+def test_coerce_each_kind(key, raw, from_text, expected):
+    from supervisor.settings import SPECS_BY_KEY, _coerce
+
+    spec = SPECS_BY_KEY[key]
+    if isinstance(expected, Refused):
+        with pytest.raises(ValueError) as caught:
+            _coerce(spec, raw, from_text)
+        assert str(caught.value) == expected.reason
+    else:
+        got = _coerce(spec, raw, from_text)
+        assert got == expected and type(got) is type(expected)

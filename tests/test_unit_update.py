@@ -336,3 +336,54 @@ def test_a_run_on_probation_that_does_not_come_up_stops_and_counts(tmp_path: Pat
     p.on_stop(62.0)  # the stop that follows is not a clean one for the probation
     assert prob.read(upd)["open"] and prob.Probation(tmp_path, "2.1.0", 60).on_start(exe, 0.0) is None
     assert prob.read(upd)["failures"] == 2  # the first run (never closed) and this one
+
+
+# ---- parse_params: each field's check, in the order they are checked (pure) ---------------------
+
+U = "http://h/r.zip"
+SIGNED = {"release": "{}", "release_signature": "c2ln", "release_trust": "{}"}
+
+
+@pytest.mark.parametrize(("params", "message"), [
+    ([1], "params must be a JSON object, got list"),
+    ({}, "params.url is missing"),
+    ({"url": "  "}, "params.url is missing"),
+    ({"url": "file:///etc/passwd"}, "params.url must be an http(s) URL, got 'file:///etc/passwd'"),
+    ({"url": "ftp://u:pw@h/x"}, "params.url must be an http(s) URL, got 'ftp://***@h/x'"),  # no password
+    ({"url": U, "sha256": "abc"}, "params.sha256 must be 64 hex digits"),
+    ({"url": U, "sha256": 5}, "params.sha256 must be 64 hex digits"),
+    ({"url": U, "size": True}, "params.size must be a positive whole number of bytes, got True"),
+    ({"url": U, "size": 0}, "params.size must be a positive whole number of bytes, got 0"),
+    ({"url": U, "version": "../x"}, "params.version is not a version string: '../x'"),
+    ({"url": U, "sequence": 2**53 + 1}, f"params.sequence must be a positive whole number, got '{2**53 + 1}'"),
+    ({"url": U, "sequence": 1.0}, "params.sequence must be a positive whole number, got '1.0'"),
+    ({"url": U, "release": "{}"}, "params.release and params.release_signature come together"),
+    ({"url": U, "release_signature": "x"}, "params.release and params.release_signature come together"),
+    ({"url": U, **SIGNED, "release": 1}, "params.release must be the release.json text (at most 4096 bytes)"),
+    ({"url": U, **SIGNED, "release_signature": "x" * 257},
+     "params.release_signature must be the base64 text of release.sig"),
+    ({"url": U, "release": "{}", "release_signature": "c2ln"},
+     "params.release, params.release_signature and params.release_trust come together"),
+    ({"url": U, "release_trust": "{}"}, "params.release, params.release_signature and params.release_trust come together"),
+    ({"url": U, **SIGNED, "release_trust": 7}, "params.release_trust must be the release-trust.json text"),
+    # The first bad field is the one named.
+    ({"url": U, "sha256": "abc", "size": 0, "version": "../x"}, "params.sha256 must be 64 hex digits"),
+    ({"url": U, "size": 0, "release": "{}"}, "params.size must be a positive whole number of bytes, got 0"),
+])
+def test_parse_params_refusals(params: Any, message: str) -> None:
+    from supervisor.update.verify import parse_params
+
+    with pytest.raises(UpdateRefused) as caught:
+        parse_params(params)
+    assert str(caught.value) == message
+
+
+def test_parse_params_normalizes_and_ignores_unknown_keys() -> None:
+    from supervisor.update.verify import UpdateParams, parse_params
+
+    sha = "AB" * 32
+    got = parse_params({"url": f" {U} ", "sha256": f" {sha} ", "size": 10, "version": " 2.1.0 ", "sequence": 7,
+                        **SIGNED, "release_signature": "c2ln\u00e9", "future": 1})
+    assert got == UpdateParams(url=U, sha256=sha.lower(), size=10, version="2.1.0", sequence=7, statement=b"{}",
+                               signature=b"c2ln?", trust=b"{}")
+    assert parse_params({"url": U}) == UpdateParams(url=U)

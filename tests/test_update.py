@@ -54,6 +54,9 @@ posix_only = pytest.mark.skipif(not POSIX, reason="updater.sh, stand-ins and POS
 standin_binaries = pytest.mark.skipif(not POSIX, reason="stand-in binaries are shell scripts; "
                                       "Windows runs these paths on real worker.exe builds")
 TAG_ENV = "UPDATE_TEST_TAG"  # not HIVE_*: it must survive into every process the updater starts
+# The updater scripts: one copy each, at the repo root (a build carries them as data files).
+UPDATER_BAT = (ROOT / "updater.bat").read_bytes()
+UPDATER_SH = (ROOT / "updater.sh").read_bytes()
 
 
 # ---- helpers: a file server, stand-in binaries, zips ------------------------------------------------
@@ -168,7 +171,7 @@ def make_zip(members: dict[str, bytes | tuple[bytes, int]], compression: int = z
 
 
 def release_zip(binary: bytes) -> bytes:
-    return make_zip({update_extract.BINARY: binary, "updater.bat": update_scripts.UPDATER_BAT})
+    return make_zip({update_extract.BINARY: binary, "updater.bat": UPDATER_BAT})
 
 
 def settings_for(home: Path, **values: Any) -> SimpleNamespace:
@@ -192,7 +195,7 @@ def signed_zip(binary: bytes, version: str, sequence: int, key: Path, plat: str 
     statement = signing.make_statement(hashlib.sha256(binary).hexdigest(), len(binary), version,
                                              plat or update_verify.platform_tag(), sequence)
     return make_zip({update_extract.BINARY: binary if inside is None else inside,
-                     "updater.bat": update_scripts.UPDATER_BAT, "release.json": statement,
+                     "updater.bat": UPDATER_BAT, "release.json": statement,
                      "release.sig": signing.sign_statement(statement, key),
                      "release-trust.json": trust_of(key) if trust is None else trust})
 
@@ -220,16 +223,50 @@ def tag() -> Iterator[str]:
 
 # ---- the scripts -----------------------------------------------------------------------------------
 
-def test_repo_scripts_are_the_embedded_ones() -> None:
-    assert (ROOT / "updater.bat").read_bytes() == update_scripts.UPDATER_BAT
-    assert (ROOT / "updater.sh").read_bytes() == update_scripts.UPDATER_SH
+def test_scripts_are_read_from_the_repo_root_from_source_and_from_the_bundle_when_frozen(tmp_path: Path,
+                                                                                       monkeypatch) -> None:
+    assert update_scripts.folder() == ROOT and update_scripts.missing() is None
+    assert update_scripts.for_this_platform() == (update_scripts.this_platform(),
+                                                  UPDATER_BAT if os.name == "nt" else UPDATER_SH)
+    bundle = tmp_path / "_MEI123"
+    bundle.mkdir()
+    monkeypatch.setattr(sys, "frozen", True, raising=False)
+    monkeypatch.setattr(sys, "_MEIPASS", str(bundle), raising=False)
+    for name in update_scripts.NAMES:
+        (bundle / name).write_bytes(b"the bundled " + name.encode())
+    assert update_scripts.folder() == bundle and update_scripts.missing() is None
+    name = update_scripts.this_platform()
+    assert update_scripts.for_this_platform() == (name, b"the bundled " + name.encode())
+
+
+def test_a_frozen_build_without_its_scripts_refuses_every_update_in_one_line(tmp_path: Path, monkeypatch,
+                                                                            caplog) -> None:
+    """The plain ``pyinstaller`` command bundles no data files: such a binary refuses updates at once
+    (nothing drained or downloaded), and says so once at start instead of writing a script."""
+    bundle = tmp_path / "_MEI123"
+    bundle.mkdir()
+    monkeypatch.setattr(sys, "frozen", True, raising=False)
+    monkeypatch.setattr(sys, "_MEIPASS", str(bundle), raising=False)
+    name = update_scripts.this_platform()
+    line = f"self-update is off: this build does not carry {name} (a release is built by python -m release.build)"
+    home = tmp_path / "home"
+    assert updater.refusal_at_once(settings_for(home)) == line
+    assert _refused(home, {"url": "http://127.0.0.1:9/r.zip"}) == line
+    with pytest.raises(UpdateRefused, match=re.escape(line)):
+        update_scripts.for_this_platform()
+    install = tmp_path / "install"
+    install.mkdir()
+    update_startup._on_start(home, install / update_extract.BINARY, frozen=True)
+    assert not (install / name).exists() and line in caplog.text
+    # A worker without a release key says that first (its start warning names it too).
+    assert updater.refusal_at_once(signed_settings(home)) == updater.NO_KEY
 
 
 def test_updater_bat_syntax() -> None:
     """What cmd.exe needs and CI can check without Windows: CRLF only, ASCII, every goto/call
     target exists, labels unique, no delayed expansion (a '!' in a path would be eaten),
     parentheses balanced on each line, every path expansion quoted, no PowerShell/VBS."""
-    raw = update_scripts.UPDATER_BAT
+    raw = UPDATER_BAT
     raw.decode("ascii")
     assert b"\n" not in raw.replace(b"\r\n", b""), "LF-only line ends confuse cmd.exe's goto"
     text = raw.decode("ascii")
@@ -250,7 +287,7 @@ def test_updater_bat_syntax() -> None:
         for var in ("EXE", "STAGED", "OLD", "UPD", "LOG", "RUN", "TARGET"):
             assert f"%{var}%" not in code, f"line {number}: %{var}% outside quotes: {line}"
     # The same steps and log lines as updater.sh (the 1.0.x call is Windows only).
-    sh = update_scripts.UPDATER_SH.decode()
+    sh = UPDATER_SH.decode()
     update_part = text[:text.index("\r\n:legacy\r\n")]
     messages = re.findall(r'updater: ([a-z][^"%\r]*?)(?: "|%|$)', update_part, re.M)
     assert len(messages) >= 12
@@ -431,6 +468,42 @@ def test_signed_releases(tmp_path: Path, files: FileServer) -> None:
     assert updater.prepare({"url": files.add("/unsigned.zip", release_zip(good_bin))}, lab, "2.0.0") is not None
     ran.unlink()
     refused(signed_zip(good_bin, "9.1.0", 5, other), "the delegation is not signed by a root key", lab)
+
+
+@standin_binaries
+def test_already_running_from_any_source_forgets_the_staged_release(tmp_path: Path, files: FileServer) -> None:
+    """prepare() answers None as soon as the release is known to be the version that runs: from the
+    signed statement in the params (before any download), the one in the zip, or the self-test's
+    report; the release staged for it earlier is then forgotten. The params' bare claim answers
+    before the home is looked at, so it leaves a staged release alone."""
+    key, public = keypair(tmp_path)
+    home = tmp_path / "home"
+    ran = tmp_path / "ran"
+    binary = standin("9.1.0", marks=ran)
+    staged, record = home / "update" / "staged" / update_extract.BINARY, home / "update" / "staged.json"
+    signed_body = signed_zip(binary, "9.1.0", 5, key)
+    with zipfile.ZipFile(io.BytesIO(signed_body)) as zf:
+        given = {"release": zf.read("release.json").decode(), "release_signature": zf.read("release.sig").decode(),
+                 "release_trust": zf.read("release-trust.json").decode()}
+    routes = {  # how the version becomes known: (settings, params)
+        "the statement in the params": (signed_settings(home, public),
+                                        {"url": files.add("/given.zip", signed_body), **given}),
+        "the statement in the zip": (signed_settings(home, public), {"url": files.add("/zip.zip", signed_body)}),
+        "the self-test": (settings_for(home), {"url": files.add("/unsigned.zip", release_zip(binary))}),
+    }
+    for route, (settings, params) in routes.items():
+        assert updater.prepare(params, settings, "2.0.0") is not None, route
+        assert staged.exists() and record.exists(), route
+        hits = len(files.hits)
+        ran.unlink()
+        assert updater.prepare(params, settings, "9.1.0") is None, route
+        assert not staged.exists() and not record.exists(), route
+        assert len(files.hits) == hits and not ran.exists() or route == "the self-test", route
+    assert ran.read_text().split() == ["9.1.0", "self-test"]  # only the self-test route ran it again
+    settings, params = routes["the statement in the zip"]
+    assert updater.prepare(params, settings, "2.0.0") is not None
+    assert updater.prepare(dict(params, version="9.1.0"), settings, "9.1.0") is None
+    assert staged.exists() and record.exists()
 
 
 @standin_binaries
@@ -664,7 +737,7 @@ class Install:
                                          "staged": str(self.staged), "error_sleep": 7.0})
         self.script = self.upd / "run" / "updater.sh"
         self.script.parent.mkdir()
-        self.script.write_bytes(update_scripts.UPDATER_SH)
+        self.script.write_bytes(UPDATER_SH)
         self.supervisor = subprocess.Popen(["sleep", "600"], env=self.env())
         self.proc: subprocess.Popen | None = None
 
@@ -1122,7 +1195,7 @@ if os.environ.get("{EXCLUSIVE_IMPORT_ENV}") and __import__("multiprocessing").pa
 
 def _copy_repo(dest: Path, version: str, sequence: int, extra_config: str = "") -> Path:
     keep = {"main.py", "config.py", "supervisor", "executor", "common", "tasks", "devserver", "release", "updater.bat",
-            "requirements.txt", "requirements-dev.txt", "pyproject.toml"}
+            "updater.sh", "requirements.txt", "requirements-dev.txt", "pyproject.toml"}
 
     def ignore(folder: str, names: list[str]) -> set[str]:
         if Path(folder) == ROOT:
@@ -1421,7 +1494,7 @@ def test_full_cycle_with_two_real_binaries(builds: SimpleNamespace, server, star
     wait_for(lambda: "the new worker is healthy: update done" in updater_log.read_text(), 5, what="the updater's end")
     assert "(hard link)" in updater_log.read_text()
     assert "the staged binary still has the checked sha256" in updater_log.read_text()
-    assert (home / "updater.sh").read_bytes() == update_scripts.UPDATER_SH
+    assert (home / "updater.sh").read_bytes() == UPDATER_SH
     assert update_records.read_pending(home / "update") is None
     assert update_records.highest_installed(home / "update") == builds.new_sequence
     worker_log = (home / "logs" / "worker.log").read_text()
@@ -1537,7 +1610,7 @@ def test_release_installed_by_a_1_0_x_worker(builds: SimpleNamespace, fleet_serv
         got = _result(fleet_server, task)
         assert got["status"] == "success" and got["worker_id"] == "shop7_0a1b2c3d"
         assert _poster_version(fleet_server, task) == {builds.new_version}
-        assert (home / "updater.sh").read_bytes() == update_scripts.UPDATER_SH
+        assert (home / "updater.sh").read_bytes() == UPDATER_SH
         assert not (home / "worker_update.exe").exists()
         assert (home / "updater.bat").read_bytes() == legacy_bat  # Linux: the .bat is not this OS's script
         assert not (home / "devserver.sqlite").exists()

@@ -25,7 +25,7 @@ from types import SimpleNamespace
 import psutil
 import pytest
 import test_update as _update
-from conftest import WINDOWS, wait_for
+from conftest import ROOT, WINDOWS, wait_for
 from test_frozen import processes_of
 from test_update import (
     FileServer,
@@ -45,7 +45,6 @@ from test_update import (
 from devserver import Fault
 from supervisor.update import extract as update_extract
 from supervisor.update import records as update_records
-from supervisor.update import scripts as update_scripts
 
 pytestmark = [
     pytest.mark.slow,
@@ -99,7 +98,7 @@ def test_full_cycle_with_updater_bat(builds: SimpleNamespace, server, start_work
         text = log.read_text()
         assert "the old worker has exited" in text and "the new binary is in place" in text
         assert "process tools " in text  # which way it decided is in its log
-        assert (home / "updater.bat").read_bytes() == update_scripts.UPDATER_BAT
+        assert (home / "updater.bat").read_bytes() == (ROOT / "updater.bat").read_bytes()
         assert _status(home).get("version") == builds.new_version
     finally:
         _kill_image(home / EXE)
@@ -222,7 +221,7 @@ def test_a_1_0_x_install_takes_our_release(builds: SimpleNamespace, fleet_server
         assert got["status"] == "success" and got["worker_id"] == "shop7_0a1b2c3d", got
         assert _poster_version(fleet_server, task) == {builds.new_version}
         assert (home / "worker.conf").read_text().strip() == "shop7_0a1b2c3d"
-        wait_for(lambda: (home / "updater.bat").read_bytes() == update_scripts.UPDATER_BAT, 10,
+        wait_for(lambda: (home / "updater.bat").read_bytes() == (ROOT / "updater.bat").read_bytes(), 10,
                  what="our updater.bat in place of 1.0.x's")
         assert not (home / "devserver.sqlite").exists()
         assert_fleet_credentials(fleet_server)

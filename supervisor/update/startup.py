@@ -107,7 +107,11 @@ def clean_legacy(exe: Path) -> list[Path]:
 
 def _write_script_beside(folder: Path) -> None:
     """The current updater script beside the exe (a 1.0.x install has the old updater.bat there)."""
-    name, text = for_this_platform()
+    try:
+        name, text = for_this_platform()
+    except UpdateRefused as exc:  # a build without its scripts: it refuses updates, and says so here
+        log.warning("update: %s", exc)
+        return
     path = folder / name
     try:
         if path.is_file() and path.read_bytes() == text:

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,7 @@ from supervisor.update.records import (
     write_private,
 )
 from supervisor.update.scripts import for_this_platform
+from supervisor.update.scripts import missing as missing_script
 from supervisor.update.trust import verify_release
 from supervisor.update.verify import (
     Statement,
@@ -93,100 +95,248 @@ def refusal_at_once(settings: Settings) -> str | None:
         return str(exc)
     if not keys and not settings.update_allow_unsigned:
         return NO_KEY
-    return None
+    return missing_script()  # a build without its updater script could never hand over
 
 
 # ---- prepare: params, download, signature, extraction, pre-flight ------------------------------
 
 def prepare(params: Any, settings: Settings, running_version: str) -> Staged | None:
     """A verified, pre-flighted binary ready to swap in; None when ``version`` is already running.
-    Raises UpdateRefused."""
-    refusal = refusal_at_once(settings)
+    Raises UpdateRefused.
+
+    Runs PREPARE_STEPS in order on one _Job. After every step the job says whether the release is
+    the version that runs (the one place that is decided): then nothing more is done and the staged
+    release is forgotten. A refusal once a release may be staged forgets it too, so a refused binary
+    is never left where a later step could take it for a good one."""
+    job = _Job(params, settings, running_version)
+    for step in PREPARE_STEPS:
+        try:
+            step(job)
+        except UpdateRefused:
+            job.forget()
+            raise
+        if job.already_running():
+            job.forget()
+            return None
+    assert job.staged is not None, "the last step stages the release"
+    return job.staged
+
+
+@dataclass
+class _Job:
+    """One prepare(): the task's params and what the steps have learned so far."""
+
+    params: object
+    settings: Settings
+    running_version: str
+    parsed: UpdateParams | None = None
+    upd: Path | None = None  # <home>/update, private
+    staged_dir: Path | None = None  # set once a release may be staged there
+    kept: tuple[str, int, str, int, bytes | None, bytes | None, bytes | None] | None = None  # records.kept_release
+    statement: Statement | None = None  # verified and fitting this worker
+    vetted: Statement | None = None  # the statement found neither old nor bad here
+    unpacked: Unpacked | None = None
+    zip_sha256: str = ""
+    zip_size: int = 0
+    started: float = 0.0
+    version: str | None = None  # what the new binary's self-test reported
+    staged: Staged | None = None
+
+    @property
+    def p(self) -> UpdateParams:
+        assert self.parsed is not None, "a step ran before _read_params"
+        return self.parsed
+
+    @property
+    def keys(self) -> list[str]:
+        return self.settings.update_root_keys
+
+    def upd_dir(self) -> Path:
+        """<home>/update, private (made by _no_updater_running)."""
+        assert self.upd is not None, "a step ran before _no_updater_running"
+        return self.upd
+
+    def new_version(self) -> str | None:
+        """The release's version as far as it is known: the self-test's, else the signed statement's,
+        else the params' claim (the later ones are checked to agree with the earlier ones)."""
+        if self.version is not None:
+            return self.version
+        if self.statement is not None:
+            return self.statement.version
+        return self.parsed.version if self.parsed is not None else None
+
+    def already_running(self) -> bool:
+        return self.new_version() == self.running_version
+
+    def forget(self) -> None:
+        """The staged release goes, once this job got as far as looking at it."""
+        if self.upd is None or self.staged_dir is None:
+            return
+        forget_release(self.upd, self.unpacked.binary if self.unpacked is not None else self.staged_dir / BINARY)
+
+
+def _refuse_at_once(job: _Job) -> None:
+    refusal = refusal_at_once(job.settings)
     if refusal:
         raise UpdateRefused(refusal)
-    keys = settings.update_root_keys
-    p = parse_params(params)
-    if p.version is not None and p.version == running_version:
-        return None
-    upd = private_dir(update_dir(settings.home))
+
+
+def _read_params(job: _Job) -> None:
+    job.parsed = parse_params(job.params)
+
+
+def _no_updater_running(job: _Job) -> None:
+    job.upd = upd = private_dir(update_dir(job.settings.home))
     pending = read_pending(upd)
     if pending and updater_alive(pending):
         raise UpdateRefused(f"the updater of a previous update (pid {pending.get('updater_pid')}) is still running")
-    staged_dir = upd / "staged"
-    zip_path = upd / "release.zip"
-    zip_path.unlink(missing_ok=True)  # what an earlier attempt left
-    # A re-sent update of the release already staged (the hand-over failed, or the worker restarted
-    # before it) is not downloaded again; a staged binary of any other release is deleted here.
-    kept = kept_release(upd, staged_dir / BINARY, p.url, p.sha256, p.size, p.statement)
-    statement = None
+
+
+def _look_for_staged(job: _Job) -> None:
+    """A re-sent update of the release already staged (the hand-over failed, or the worker restarted
+    before it) is not downloaded again; a staged binary of any other release is deleted here."""
+    upd, p = job.upd_dir(), job.p
+    job.staged_dir = upd / "staged"
+    (upd / "release.zip").unlink(missing_ok=True)  # what an earlier attempt left
+    job.kept = kept_release(upd, job.staged_dir / BINARY, p.url, p.sha256, p.size, p.statement)
+
+
+def _refuse_claimed_release(job: _Job) -> None:
+    """What the params only claim already refuses a bad version or an old release, before its download."""
+    p = job.p
+    if p.version is not None:
+        refuse_if_bad(job.upd_dir(), p.version)
+    if job.keys and p.sequence is not None:
+        _refuse_old(f"release {p.version}" if p.version else "the release (params.sequence)", p.sequence,
+                    job.upd_dir())
+
+
+def _verify_given_statement(job: _Job) -> None:
+    """The statement in the params: checked before the download."""
+    p = job.p
+    if job.keys and p.statement is not None:
+        job.statement = _fits(verify_release(job.upd_dir(), job.keys, p.statement, p.signature, p.trust,
+                                             time.time()), p)
+
+
+def _vet_statement(job: _Job) -> None:
+    """A verified statement of another version: newer than anything run or installed here, and not
+    a version rolled back here (runs after each statement's verification; the second time a no-op
+    for a statement from the params)."""
+    statement = job.statement
+    if statement is None or statement is job.vetted:
+        return
+    _refuse_old(f"release {statement.version}", statement.sequence, job.upd_dir())
+    refuse_if_bad(job.upd_dir(), statement.version)
+    job.vetted = statement
+
+
+def _reuse_staged(job: _Job) -> None:
+    """The release kept by an earlier attempt: verified and self-tested again below, as if just unpacked."""
+    job.started = time.monotonic()
+    if job.kept is None:
+        return
+    assert job.staged_dir is not None
+    job.zip_sha256, job.zip_size, binary_sha, binary_size, statement, signature, trust = job.kept
+    job.unpacked = Unpacked(job.staged_dir / BINARY, binary_sha, binary_size, statement, signature, trust)
+    log.info("update: this release is already downloaded and staged (same URL%s; the binary still has its "
+             "sha256 %s): not downloaded again", ", zip and statement" if job.p.sha256 or job.p.statement else "",
+             binary_sha)
+
+
+def _download_and_extract(job: _Job) -> None:
+    if job.unpacked is not None:
+        return
+    # Imported here: requests (~10 MB of the supervisor's memory) is needed only while an update downloads.
+    from supervisor.update.download import download
+
+    assert job.staged_dir is not None
+    p, zip_path = job.p, job.upd_dir() / "release.zip"
+    job.zip_sha256, job.zip_size = download(p.url, zip_path, job.settings.update_max_bytes, p.size, p.sha256,
+                                            user_agent=f"hive-worker/{job.running_version}")
     try:
-        if p.version is not None:
-            refuse_if_bad(upd, p.version)
-        if keys and p.sequence is not None:  # only a claim, but an old release is refused before its download
-            _refuse_old(f"release {p.version}" if p.version else "the release (params.sequence)", p.sequence, upd)
-        if keys and p.statement is not None:  # the statement in the params: checked before the download
-            statement = _checked(verify_release(upd, keys, p.statement, p.signature, p.trust, time.time()), p, upd,
-                                 running_version)
-    except UpdateRefused:
-        forget_release(upd, staged_dir / BINARY)
-        raise
-    if statement is not None and statement.version == running_version:
-        forget_release(upd, staged_dir / BINARY)
-        return None
-    started = time.monotonic()
-    if kept is not None:  # verified and self-tested again below, as if just unpacked
-        sha, size, binary_sha, binary_size, statement_bytes, signature_bytes, trust_bytes = kept
-        unpacked = Unpacked(staged_dir / BINARY, binary_sha, binary_size, statement_bytes, signature_bytes,
-                            trust_bytes)
-        log.info("update: this release is already downloaded and staged (same URL%s; the binary still has its "
-                 "sha256 %s): not downloaded again", ", zip and statement" if p.sha256 or p.statement else "",
-                 binary_sha)
+        job.unpacked = extract_binary(zip_path, private_dir(job.staged_dir))
+    finally:
+        zip_path.unlink(missing_ok=True)
+
+
+def _unpacked(job: _Job) -> Unpacked:
+    assert job.unpacked is not None, "a step ran before the release was unpacked"
+    return job.unpacked
+
+
+def _verify_zip_statement(job: _Job) -> None:
+    """The statement in the zip, unless the params gave one; required unless UPDATE_ALLOW_UNSIGNED."""
+    unpacked = _unpacked(job)
+    if job.statement is None and job.keys and (unpacked.statement is not None
+                                               or not job.settings.update_allow_unsigned):
+        job.statement = _fits(verify_release(job.upd_dir(), job.keys, unpacked.statement, unpacked.signature,
+                                             unpacked.trust, time.time()), job.p)
+
+
+def _check_binary(job: _Job) -> None:
+    if job.statement is not None:
+        check_binary(job.statement, _unpacked(job).sha256, _unpacked(job).size)
+
+
+def _log_trust(job: _Job) -> None:
+    statement = job.statement
+    if statement is not None:
+        log.info("update: release %s (sequence %d, %s) signed by delegated release key %d; the binary matches "
+                 "its signed sha256", statement.version, statement.sequence, statement.platform,
+                 statement.key_index)
     else:
-        # Imported here: requests (~10 MB of the supervisor's memory) is needed only while an update downloads.
-        from supervisor.update.download import download
+        log.warning("update: UPDATE_ALLOW_UNSIGNED is on: installing a release WITHOUT a signed statement "
+                    "(zip sha256 %s%s); no downgrade protection", job.zip_sha256,
+                    "" if job.p.sha256 else ", not given in params")
 
-        sha, size = download(p.url, zip_path, settings.update_max_bytes, p.size, p.sha256,
-                             user_agent=f"hive-worker/{running_version}")
-        try:
-            unpacked = extract_binary(zip_path, private_dir(staged_dir))
-        finally:
-            zip_path.unlink(missing_ok=True)
-    binary = unpacked.binary
-    try:
-        if statement is None and keys and (unpacked.statement is not None or not settings.update_allow_unsigned):
-            statement = _checked(verify_release(upd, keys, unpacked.statement, unpacked.signature, unpacked.trust,
-                                                time.time()), p, upd, running_version)
-        if statement is not None:
-            check_binary(statement, unpacked.sha256, unpacked.size)
-            if statement.version == running_version:
-                forget_release(upd, binary)
-                return None
-            log.info("update: release %s (sequence %d, %s) signed by delegated release key %d; the binary matches "
-                     "its signed sha256", statement.version, statement.sequence, statement.platform,
-                     statement.key_index)
-        else:
-            log.warning("update: UPDATE_ALLOW_UNSIGNED is on: installing a release WITHOUT a signed statement "
-                        "(zip sha256 %s%s); no downgrade protection", sha, "" if p.sha256 else ", not given in params")
-        expected = statement.version if statement is not None else p.version
-        version = preflight(binary, private_dir(upd / "preflight"), expected)
-        if version != running_version:
-            refuse_if_bad(upd, version)
-    except UpdateRefused:
-        forget_release(upd, binary)  # never left where a later step could take it for a good one
-        raise
-    if version == running_version:
-        forget_release(upd, binary)
-        return None
-    keep_release(upd, p.url, sha, size, binary, unpacked.sha256, unpacked.size, unpacked.statement,
-                 unpacked.signature, unpacked.trust)
+
+def _self_test(job: _Job) -> None:
+    expected = job.statement.version if job.statement is not None else job.p.version
+    job.version = preflight(_unpacked(job).binary, private_dir(job.upd_dir() / "preflight"), expected)
+
+
+def _refuse_bad_version(job: _Job) -> None:
+    """The version the self-test reported, if it was rolled back here (an unsigned release may not have said)."""
+    assert job.version is not None
+    refuse_if_bad(job.upd_dir(), job.version)
+
+
+def _keep(job: _Job) -> None:
+    unpacked = _unpacked(job)
+    keep_release(job.upd_dir(), job.p.url, job.zip_sha256, job.zip_size, unpacked.binary, unpacked.sha256,
+                 unpacked.size, unpacked.statement, unpacked.signature, unpacked.trust)
     log.info("update: version %s staged at %s (%d byte zip, sha256 %s) in %.1f s",
-             version, binary, size, sha, time.monotonic() - started)
-    return Staged(binary=binary, version=version, sha256=sha, binary_sha256=unpacked.sha256,
-                  sequence=statement.sequence if statement is not None else None)
+             job.version, unpacked.binary, job.zip_size, job.zip_sha256, time.monotonic() - job.started)
+    job.staged = Staged(binary=unpacked.binary, version=job.version, sha256=job.zip_sha256,
+                        binary_sha256=unpacked.sha256,
+                        sequence=job.statement.sequence if job.statement is not None else None)
 
 
-def _checked(statement: Statement, p: UpdateParams, upd: Path, running_version: str) -> Statement:
-    """A verified statement that fits this worker: its platform, a newer sequence. Raises UpdateRefused."""
+# prepare()'s steps, in order; each does one job, and may refuse (UpdateRefused).
+PREPARE_STEPS: tuple[Callable[[_Job], None], ...] = (
+    _refuse_at_once,
+    _read_params,
+    _no_updater_running,
+    _look_for_staged,
+    _refuse_claimed_release,
+    _verify_given_statement,
+    _vet_statement,
+    _reuse_staged,
+    _download_and_extract,
+    _verify_zip_statement,
+    _check_binary,  # before the zip statement's vetting: a tampered zip is refused even if it names this version
+    _vet_statement,
+    _log_trust,
+    _self_test,
+    _refuse_bad_version,
+    _keep,
+)
+
+
+def _fits(statement: Statement, p: UpdateParams) -> Statement:
+    """A verified statement that fits this worker and the params: its platform, the same version
+    and sequence as claimed. Raises UpdateRefused."""
     here = platform_tag()
     if statement.platform != here:
         raise UpdateRefused(f"the release is for platform {statement.platform}, this worker runs on {here}")
@@ -194,10 +344,6 @@ def _checked(statement: Statement, p: UpdateParams, upd: Path, running_version: 
         raise UpdateRefused(f"params.version is {p.version}, the signed release is version {statement.version}")
     if p.sequence is not None and p.sequence != statement.sequence:
         raise UpdateRefused(f"params.sequence is {p.sequence}, the signed release has sequence {statement.sequence}")
-    if statement.version == running_version:
-        return statement  # nothing to install: the caller answers "already running"
-    _refuse_old(f"release {statement.version}", statement.sequence, upd)
-    refuse_if_bad(upd, statement.version)
     return statement
 
 

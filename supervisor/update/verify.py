@@ -20,7 +20,7 @@ import platform
 import re
 import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 from urllib.parse import urlparse
 
 import orjson
@@ -75,34 +75,63 @@ def platform_tag(binary_name: str | None = None) -> str:
 
 
 def parse_params(params: Any) -> UpdateParams:
-    """The update task's params, checked; unknown keys are ignored (the server may add some)."""
+    """The update task's params, checked; unknown keys are ignored (the server may add some).
+    The fields are checked in this order and the first bad one is named."""
     if not isinstance(params, dict):
         raise UpdateRefused(f"params must be a JSON object, got {type(params).__name__}")
-    url = params.get("url")
+    return UpdateParams(url=_url(params.get("url")), sha256=_sha256(params.get("sha256")),
+                        size=_size(params.get("size")), version=_version(params.get("version")),
+                        sequence=_sequence(params.get("sequence")), **_signed_parts(params))
+
+
+# One check per field of the params: the value, checked and normalised, or UpdateRefused.
+
+def _url(url: object) -> str:
     if not isinstance(url, str) or not url.strip():
         raise UpdateRefused("params.url is missing")
     url = url.strip()
     parts = urlparse(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise UpdateRefused(f"params.url must be an http(s) URL, got {redact_url(url)[:200]!r}")
-    sha256 = params.get("sha256")
-    if sha256 is not None:
-        if not isinstance(sha256, str) or not _HEX64.fullmatch(sha256.strip()):
-            raise UpdateRefused("params.sha256 must be 64 hex digits")
-        sha256 = sha256.strip().lower()
-    size = params.get("size")
-    if size is not None:
-        if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
-            raise UpdateRefused(f"params.size must be a positive whole number of bytes, got {size!r}")
-    version = params.get("version")
-    if version is not None:
-        if not isinstance(version, str) or not _VERSION.fullmatch(version.strip()):
-            raise UpdateRefused(f"params.version is not a version string: {str(version)[:80]!r}")
-        version = version.strip()
-    sequence = params.get("sequence")
-    if sequence is not None:
-        if isinstance(sequence, bool) or not isinstance(sequence, int) or not 0 < sequence <= MAX_SEQUENCE:
-            raise UpdateRefused(f"params.sequence must be a positive whole number, got {str(sequence)[:40]!r}")
+    return url
+
+
+def _sha256(sha256: object) -> str | None:
+    if sha256 is None:
+        return None
+    if not isinstance(sha256, str) or not _HEX64.fullmatch(sha256.strip()):
+        raise UpdateRefused("params.sha256 must be 64 hex digits")
+    return sha256.strip().lower()
+
+
+def _positive_int(value: object, high: int | None = None) -> TypeGuard[int]:
+    """A JSON whole number above 0 (and at most ``high``); true and false are not numbers here."""
+    return (isinstance(value, int) and not isinstance(value, bool) and value > 0
+            and (high is None or value <= high))
+
+
+def _size(size: object) -> int | None:
+    if size is None or _positive_int(size):
+        return size
+    raise UpdateRefused(f"params.size must be a positive whole number of bytes, got {size!r}")
+
+
+def _version(version: object) -> str | None:
+    if version is None:
+        return None
+    if not isinstance(version, str) or not _VERSION.fullmatch(version.strip()):
+        raise UpdateRefused(f"params.version is not a version string: {str(version)[:80]!r}")
+    return version.strip()
+
+
+def _sequence(sequence: object) -> int | None:
+    if sequence is None or _positive_int(sequence, MAX_SEQUENCE):
+        return sequence
+    raise UpdateRefused(f"params.sequence must be a positive whole number, got {str(sequence)[:40]!r}")
+
+
+def _signed_parts(params: dict[str, object]) -> dict[str, bytes | None]:
+    """params.release, .release_signature and .release_trust: all three or none, as bytes."""
     statement, signature = params.get("release"), params.get("release_signature")
     trust = params.get("release_trust")
     if (statement is None) != (signature is None):
@@ -112,15 +141,14 @@ def parse_params(params: Any) -> UpdateParams:
             raise UpdateRefused(f"params.release must be the release.json text (at most {STATEMENT_MAX_BYTES} bytes)")
         if not isinstance(signature, str) or len(signature) > SIGNATURE_MAX_BYTES:
             raise UpdateRefused("params.release_signature must be the base64 text of release.sig")
-        statement, signature = statement.encode("utf-8"), signature.encode("ascii", "replace")
     if (trust is None) != (statement is None):
         raise UpdateRefused("params.release, params.release_signature and params.release_trust come together")
-    if trust is not None:
-        if not isinstance(trust, str) or len(trust) > TRUST_MAX_BYTES:
-            raise UpdateRefused("params.release_trust must be the release-trust.json text")
-        trust = trust.encode("utf-8")
-    return UpdateParams(url=url, sha256=sha256, size=size, version=version, sequence=sequence,
-                        statement=statement, signature=signature, trust=trust)
+    if trust is not None and (not isinstance(trust, str) or len(trust) > TRUST_MAX_BYTES):
+        raise UpdateRefused("params.release_trust must be the release-trust.json text")
+    if statement is None:
+        return {"statement": None, "signature": None, "trust": None}
+    return {"statement": statement.encode("utf-8"), "signature": signature.encode("ascii", "replace"),
+            "trust": trust.encode("utf-8")}
 
 
 def parse_keys(keys: Any) -> list[bytes]:
