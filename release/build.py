@@ -333,8 +333,9 @@ def build(distpath: Path, workpath: Path, specpath: Path, fleet: dict[str, Any] 
 
     from supervisor.settings import FLEET_FILE
 
-    fleet_file = workpath / FLEET_FILE if fleet is not None else None
-    if fleet_file is not None:
+    fleet_file = None
+    if fleet is not None:
+        fleet_file = workpath / FLEET_FILE
         write_fleet(fleet_file, fleet)
     try:
         PyInstaller.__main__.run(pyinstaller_args(distpath, workpath, specpath, fleet_file))

@@ -533,12 +533,12 @@ def baked_path() -> Path | None:
     return Path(bundle) / FLEET_FILE if bundle else None
 
 
-def load(config_module: Any, home: Path, flags: dict[str, Any], environ: dict[str, str] | None = None,
+def load(config_module: Any, home: Path, flags: dict[str, Any], environ: Mapping[str, str] | None = None,
          baked: Path | None = None) -> Settings:
     """Layer config.py < ``baked`` (the build's fleet file) < worker.toml < HIVE_WORKER_* env (or the
     older HIVE_<NAME>) < flags. Raises SettingsError. Unknown HIVE_* variables are not errors: see
     environment_warnings."""
-    environ = os.environ if environ is None else environ
+    env: Mapping[str, str] = os.environ if environ is None else environ
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
     for spec in SPECS:
@@ -560,10 +560,10 @@ def load(config_module: Any, home: Path, flags: dict[str, Any], environ: dict[st
         _layer(values, sources, read_toml(toml_path), str(toml_path))
 
     for spec in SPECS:
-        name = spec.env if spec.env in environ else spec.legacy_env
-        if name in environ:
+        name = spec.env if spec.env in env else spec.legacy_env
+        if name in env:
             try:
-                _set(values, sources, spec, _coerce(spec, environ[name], from_text=True), f"environment {name}")
+                _set(values, sources, spec, _coerce(spec, env[name], from_text=True), f"environment {name}")
             except ValueError as exc:
                 raise SettingsError(f"environment variable {name} {exc}") from None
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -130,7 +131,7 @@ class _Fetch:
 def _private_open(path: Path) -> BinaryIO:
     """A new file only this account can read and write (POSIX 0600 whatever the umask)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0), 0o600)
-    if os.name != "nt":
+    if sys.platform != "win32":
         os.fchmod(fd, 0o600)
     return os.fdopen(fd, "wb")
 

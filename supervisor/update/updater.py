@@ -404,7 +404,7 @@ def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def _detached_kwargs() -> dict[str, Any]:
-    if os.name == "nt":
+    if sys.platform == "win32":
         return {"creationflags": subprocess.CREATE_NO_WINDOW | subprocess.CREATE_NEW_PROCESS_GROUP}
     return {"start_new_session": True}
 
@@ -505,18 +505,19 @@ def _launch(staged: Staged, settings: Settings, task_id: Any, worker_id: str, ru
 
 def _start_script(script: Path, args: list[str], env: dict[str, str]) -> subprocess.Popen:
     cwd = tempfile.gettempdir()  # outside the install folder
-    std = {"stdin": subprocess.DEVNULL, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-    if os.name != "nt":
+    quiet = subprocess.DEVNULL
+    if sys.platform != "win32":
         return subprocess.Popen(["/bin/sh", str(script), *args], cwd=cwd, env=env, start_new_session=True,
-                                close_fds=True, **std)
+                                close_fds=True, stdin=quiet, stdout=quiet, stderr=quiet)
     comspec = os.environ.get("COMSPEC") or r"C:\Windows\System32\cmd.exe"
     # /s /c "...": cmd strips exactly the outer quotes, so quoted paths with spaces survive.
     line = f'"{comspec}" /d /s /c ""{script}" ' + " ".join(f'"{a}"' for a in args) + '"'
     flags = subprocess.CREATE_NO_WINDOW | subprocess.CREATE_NEW_PROCESS_GROUP
     try:  # out of any job object of ours, so it outlives this process whatever the job does
-        return subprocess.Popen(line, cwd=cwd, env=env, creationflags=flags | 0x01000000, **std)
+        return subprocess.Popen(line, cwd=cwd, env=env, creationflags=flags | 0x01000000,
+                                stdin=quiet, stdout=quiet, stderr=quiet)
     except OSError:
-        return subprocess.Popen(line, cwd=cwd, env=env, creationflags=flags, **std)
+        return subprocess.Popen(line, cwd=cwd, env=env, creationflags=flags, stdin=quiet, stdout=quiet, stderr=quiet)
 
 
 def worker_env(settings: Settings) -> dict[str, str]:

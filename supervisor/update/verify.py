@@ -136,17 +136,18 @@ def _signed_parts(params: dict[str, object]) -> dict[str, bytes | None]:
     trust = params.get("release_trust")
     if (statement is None) != (signature is None):
         raise UpdateRefused("params.release and params.release_signature come together")
-    if statement is not None:
-        if not isinstance(statement, str) or len(statement) > STATEMENT_MAX_BYTES:
-            raise UpdateRefused(f"params.release must be the release.json text (at most {STATEMENT_MAX_BYTES} bytes)")
-        if not isinstance(signature, str) or len(signature) > SIGNATURE_MAX_BYTES:
-            raise UpdateRefused("params.release_signature must be the base64 text of release.sig")
-    if (trust is None) != (statement is None):
-        raise UpdateRefused("params.release, params.release_signature and params.release_trust come together")
-    if trust is not None and (not isinstance(trust, str) or len(trust) > TRUST_MAX_BYTES):
-        raise UpdateRefused("params.release_trust must be the release-trust.json text")
     if statement is None:
+        if trust is not None:
+            raise UpdateRefused("params.release, params.release_signature and params.release_trust come together")
         return {"statement": None, "signature": None, "trust": None}
+    if not isinstance(statement, str) or len(statement) > STATEMENT_MAX_BYTES:
+        raise UpdateRefused(f"params.release must be the release.json text (at most {STATEMENT_MAX_BYTES} bytes)")
+    if not isinstance(signature, str) or len(signature) > SIGNATURE_MAX_BYTES:
+        raise UpdateRefused("params.release_signature must be the base64 text of release.sig")
+    if trust is None:
+        raise UpdateRefused("params.release, params.release_signature and params.release_trust come together")
+    if not isinstance(trust, str) or len(trust) > TRUST_MAX_BYTES:
+        raise UpdateRefused("params.release_trust must be the release-trust.json text")
     return {"statement": statement.encode("utf-8"), "signature": signature.encode("ascii", "replace"),
             "trust": trust.encode("utf-8")}
 
