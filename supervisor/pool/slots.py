@@ -52,7 +52,9 @@ class Running:
 
 def spawn_delay(failures: int) -> float:
     """Backoff after the ``failures``-th failed start in a row: 0.5 s, doubling, at most MAX_SPAWN_DELAY."""
-    return min(MAX_SPAWN_DELAY, 0.5 * 2 ** (failures - 1))
+    # The exponent is bounded: 2**1024 overflows a float, which ~1030 failed starts in a row (17 h
+    # of an executor that cannot start) would reach, and raise in the supervision loop.
+    return min(MAX_SPAWN_DELAY, 0.5 * 2 ** min(failures - 1, 32))
 
 
 def retire_reason(tasks_done: int, max_tasks: int, rss: int, ready_rss: int, growth_mb: float) -> str | None:
