@@ -30,13 +30,12 @@ from supervisor.host.logs import TASK_LINE, Block
 from supervisor.model import Claim
 from supervisor.pool.executors import ExecutorHandle, StartExecutor, describe_exit, start_executor
 from supervisor.pool.limits import Measured, breach
-from supervisor.pool.slots import MAX_SPAWN_DELAY, Running, Slot, SlotState, retire_reason
+from supervisor.pool.slots import Running, Slot, SlotState, retire_reason
 from supervisor.settings import Settings
 
 log = logging.getLogger("hive.pool")
 
 START_TIMEOUT = 60.0  # an executor that is not ready by then is killed and retried
-__all__ = ["MAX_SPAWN_DELAY", "START_TIMEOUT", "Pool", "ResultSink", "TreeMeasurer", "executor_init"]
 TRACEBACK_MAX_CHARS = 20000  # a task's exception text is its own: the log keeps the start of it
 LOGGER_NAMES_MAX = 256  # distinct task logger names kept; each is a logging.Logger alive forever
 
