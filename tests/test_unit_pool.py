@@ -1,7 +1,9 @@
 """The pool's pure parts, without a process or a socket: the supervisor <-> executor frames,
-the limit decision, slot states, and how a task's outcome becomes a Done frame."""
+the limit decision, slot states and transitions, and how a task's outcome becomes a Done frame."""
 
 from __future__ import annotations
+
+from types import SimpleNamespace
 
 import orjson
 import pytest
@@ -20,8 +22,9 @@ from executor.protocol import (
     decode_from_executor,
     decode_to_executor,
 )
+from supervisor.model import Claim, Task
 from supervisor.pool.limits import MB, Measured, breach, needs_measuring
-from supervisor.pool.slots import Running, Slot, SlotState
+from supervisor.pool.slots import MAX_SPAWN_DELAY, Running, Slot, SlotState, retire_reason, spawn_delay
 
 # ---- frames ---------------------------------------------------------------------------------------
 
@@ -248,3 +251,82 @@ def test_a_slot_to_recycle_takes_no_work():
 def test_slot_states_are_statuses_strings():
     assert orjson.loads(orjson.dumps([s.value for s in SlotState])) == ["down", "starting", "busy", "paused", "idle"]
     assert orjson.dumps({"state": SlotState.BUSY}) == b'{"state":"busy"}'
+
+
+# ---- slot transitions -----------------------------------------------------------------------------
+
+
+def _claimed(task_id: str = "t") -> Running:
+    return Running(Claim("k", Task(id=task_id, task_type="echo", params={})), seq=1, dispatched=5.0, limits=LIMITS,
+                   cpu_base=0.0)
+
+
+def test_a_slots_life_through_its_transitions():
+    slot = Slot(3, tasks_total=7)
+    assert slot.launch(max_tasks=2) == 1 and slot.state(0.0) is SlotState.DOWN
+    slot.started(SimpleNamespace(pid=42), now=10.0)  # type: ignore[arg-type]
+    assert slot.state(10.0) is SlotState.STARTING and slot.started_at == 10.0
+    slot.became_ready(rss=100 * MB, cpu=0.5, now=11.0)
+    assert slot.state(11.0) is SlotState.IDLE and (slot.ready_rss, slot.idle_cpu) == (100 * MB, 0.5)
+    running = _claimed()
+    slot.dispatched(running)
+    assert slot.state(11.0) is SlotState.BUSY and slot.running is running
+    slot.finished(cpu=1.5)
+    assert slot.state(12.0) is SlotState.IDLE and (slot.tasks_done, slot.tasks_total, slot.idle_cpu) == (1, 8, 1.5)
+    slot.pause(30.0, now=12.0)
+    assert slot.state(41.9) is SlotState.PAUSED and slot.state(42.0) is SlotState.IDLE
+    slot.end_pause("reload", now=13.0)
+    assert slot.state(13.0) is SlotState.IDLE
+    slot.retire_when_idle("ran 2 tasks")
+    assert not slot.takes_work(13.0)
+    slot.recycled()
+    assert slot.state(13.0) is SlotState.DOWN
+    assert slot.launch(max_tasks=2) == 2  # a fresh executor's counts; the slot's total stays
+    assert (slot.retire, slot.tasks_done, slot.tasks_total, slot.ready, slot.ready_rss) == (None, 0, 8, False, 0)
+
+
+def test_losing_the_executor_gives_back_the_task_it_ran():
+    slot = Slot(0, executor=EXECUTOR, ready=True)
+    assert slot.crashed("exit code 1") is None and slot.state(0.0) is SlotState.DOWN
+    running = _claimed()
+    for lose in (lambda s: s.crashed("killed by signal SIGSEGV"), lambda s: s.killed_for_limit("time", 1, 2.0),
+                 lambda s: s.killed_at_shutdown("forced")):
+        slot = Slot(0, executor=EXECUTOR, ready=True, running=running)
+        assert lose(slot) is running
+        assert slot.executor is None and slot.running is None and slot.state(0.0) is SlotState.DOWN
+
+
+def test_failed_starts_back_off_and_a_ready_executor_resets_the_count():
+    slot = Slot(0)
+    assert [slot.start_failed("no", now=100.0) for _ in range(3)] == [0.5, 1.0, 2.0]
+    assert slot.next_spawn == 102.0 and slot.spawn_failures == 3 and slot.state(200.0) is SlotState.DOWN
+    slot.started(SimpleNamespace(pid=1), now=103.0)  # type: ignore[arg-type]
+    slot.became_ready(1, 0.0, now=104.0)
+    assert slot.spawn_failures == 0
+
+
+def test_spawn_delay_doubles_up_to_its_cap():
+    assert [spawn_delay(n) for n in range(1, 10)] == [0.5, 1, 2, 4, 8, 16, 32, 60, 60]
+    assert spawn_delay(10**4) == MAX_SPAWN_DELAY  # no float overflow far down a long outage
+
+
+@pytest.mark.parametrize("tasks_done, max_tasks, rss_mb, ready_mb, growth, reason", [
+    (1, 2, 0, 0, 0, None),
+    (2, 2, 0, 0, 0, "ran 2 tasks (MAX_TASKS_PER_EXECUTOR)"),
+    (5, 0, 0, 0, 0, None),  # 0: never recycled by count
+    (1, 2, 150, 100, 50, None),  # growing by the limit is not over it
+    (1, 2, 151, 100, 50, "grew 51 MB over its start-up size (EXECUTOR_MEMORY_GROWTH_MB=50)"),
+    (2, 2, 151, 100, 50, "grew 51 MB over its start-up size (EXECUTOR_MEMORY_GROWTH_MB=50)"),  # growth named first
+    (1, 2, 151, 0, 50, None),  # no start-up size known: no base to grow from
+    (1, 2, 900, 100, 0, None),  # 0: growth off
+])
+def test_retire_reason(tasks_done, max_tasks, rss_mb, ready_mb, growth, reason):
+    assert retire_reason(tasks_done, max_tasks, rss_mb * MB, ready_mb * MB, growth) == reason
+
+
+def test_a_tasks_log_budget_counts_each_lines_prefix_and_starts_over():
+    slot = Slot(0)
+    assert [slot.charge_log(100, 450) for _ in range(3)] == [True, True, False]  # 200 bytes a line with its prefix
+    assert not slot.charge_log(1, 450)
+    assert slot.end_log_budget() == (2, 101)
+    assert slot.charge_log(100, 450) and slot.end_log_budget() == (0, 0)

@@ -1,4 +1,7 @@
-"""One executor process as the supervisor sees it: start, send a task, read frames, kill."""
+"""One executor process as the supervisor sees it: start, send a task, read frames, kill.
+
+The pool knows an executor only as an ``ExecutorHandle`` made by a ``StartExecutor``: this
+module's ``Executor`` in production (``start_executor``), tests/support/fake_executor.py in tests."""
 
 from __future__ import annotations
 
@@ -6,12 +9,11 @@ import multiprocessing
 import os
 import shutil
 import signal
-import time
 from collections.abc import Callable
 from multiprocessing import resource_tracker
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from common import treekill
 from common.vocabulary import TOKEN_ENV
@@ -41,6 +43,53 @@ def describe_exit(code: int | None) -> str:
     return f"exit code {code}" + (f" (0x{code:08X})" if code > 255 else "")
 
 
+class ExecutorHandle(Protocol):
+    """What the pool asks of one started executor."""
+
+    pid: int
+    scratch: Path | None  # its tasks' working folder
+
+    @property
+    def conn(self) -> Connection | None:
+        """The pool's end of its pipe: multiprocessing.connection.wait() waits on it."""
+        ...
+
+    def send(self, frame: ToExecutor) -> None: ...
+
+    def recv(self) -> FromExecutor:
+        """Raises EOFError/OSError when the executor is gone, ProtocolError for a frame it cannot read."""
+        ...
+
+    def alive(self) -> bool: ...
+
+    def exitcode(self) -> int | None: ...
+
+    def join(self, timeout: float) -> None:
+        """Waits up to ``timeout`` for it to end by itself."""
+        ...
+
+    def kill(self) -> int:
+        """Kills it and its whole tree; returns the processes signalled."""
+        ...
+
+    def stop(self, timeout: float) -> None:
+        """Asks it to exit, then kills it."""
+        ...
+
+
+# Starts the executor of (slot, generation) with that scratch folder; raises when it cannot.
+StartExecutor = Callable[[int, int, Path], ExecutorHandle]
+
+
+def start_executor(init: dict[str, Any], place: Callable[[int], None] | None = None) -> StartExecutor:
+    """The production StartExecutor: a real executor process, under the CPU cap ``place``."""
+    def start(slot: int, generation: int, scratch: Path) -> ExecutorHandle:
+        ex = Executor(slot, generation, init, scratch, place)
+        ex.start()
+        return ex
+    return start
+
+
 class Executor:
     def __init__(self, slot: int, generation: int, init: dict[str, Any], scratch: Path | None = None,
                  place: Callable[[int], None] | None = None) -> None:
@@ -51,9 +100,6 @@ class Executor:
         self.conn: Connection | None = None
         self.process: multiprocessing.process.BaseProcess | None = None
         self.pid = 0
-        self.ready_rss = 0
-        self.idle_cpu = 0.0  # CPU seconds of its tree when it last went idle (its own report)
-        self.started_at = 0.0
         self.job = None
         self.place = place  # puts the new process under the pool's CPU cap (cpucap.CpuCap.adopt)
 
@@ -75,7 +121,6 @@ class Executor:
         child_conn.close()
         self.conn = parent_conn
         self.pid = self.process.pid or 0
-        self.started_at = time.monotonic()
         if self.place is not None:
             self.place(self.pid)  # before adopt(): on Windows its own job must nest inside the cap's
         self.job = winjob.adopt(self.pid)
@@ -96,6 +141,10 @@ class Executor:
     def exitcode(self) -> int | None:
         return None if self.process is None else self.process.exitcode
 
+    def join(self, timeout: float) -> None:
+        if self.process is not None:
+            self.process.join(timeout)
+
     def kill(self) -> int:
         """Kill the executor and its whole tree; reap it. Returns processes signalled."""
         count = 0
@@ -114,13 +163,11 @@ class Executor:
             self.send(Stop())
         except (OSError, ValueError):
             pass
-        if self.process is not None:
-            self.process.join(timeout)
+        self.join(timeout)
         self.kill()
 
     def reap(self, timeout: float) -> None:
-        if self.process is not None:
-            self.process.join(timeout)
+        self.join(timeout)
         if self.conn is not None:
             self.conn.close()
         winjob.close(self.job)

@@ -3,6 +3,11 @@
 Everything here runs on the arbiter's thread; failures are per task (pebble's
 model): the task whose executor crashed or broke a limit gets the failure, its
 slot gets a fresh executor, the other slots never notice.
+
+The pool decides when a slot changes; slots.py's named transitions make each change. Its
+parts come in from outside: what starts an executor (executors.StartExecutor), what measures
+a busy tree (TreeMeasurer) and the clock, so tests run it without a process
+(tests/support/fake_executor.py).
 """
 
 from __future__ import annotations
@@ -12,26 +17,25 @@ import logging
 import random
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from multiprocessing.connection import wait
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
-from common.proctree import TreeMonitor
+from common.proctree import TreeMonitor, Usage
 from common.safetext import loggable_block
 from common.vocabulary import FailureKind, failure_json
 from executor.protocol import Done, ImportFailed, Log, ProtocolError, Ready, Run, Stop
 from supervisor.host.frozen import exit_if_unpacked_gone
 from supervisor.host.logs import TASK_LINE, Block
 from supervisor.model import Claim
-from supervisor.pool.executors import Executor, describe_exit
-from supervisor.pool.limits import MB, Measured, breach
-from supervisor.pool.slots import Running, Slot, SlotState
+from supervisor.pool.executors import ExecutorHandle, StartExecutor, describe_exit, start_executor
+from supervisor.pool.limits import Measured, breach
+from supervisor.pool.slots import Running, Slot, SlotState, retire_reason
 from supervisor.settings import Settings
 
 log = logging.getLogger("hive.pool")
 
 START_TIMEOUT = 60.0  # an executor that is not ready by then is killed and retried
-MAX_SPAWN_DELAY = 60.0
 TRACEBACK_MAX_CHARS = 20000  # a task's exception text is its own: the log keeps the start of it
 LOGGER_NAMES_MAX = 256  # distinct task logger names kept; each is a logging.Logger alive forever
 
@@ -47,13 +51,30 @@ def executor_init(settings: Settings, config_path: str | None, version: str, deb
 ResultSink = Callable[[Claim, bool, bytes, FailureKind | None, float], None]
 
 
+class TreeMeasurer(Protocol):
+    """Reads busy executors' process trees (common.proctree.TreeMonitor)."""
+
+    def retain(self, roots: Iterable[int]) -> None:
+        """Keeps what it holds for these roots only (the busy executors)."""
+        ...
+
+    def usage(self, root: int) -> Usage: ...
+
+    def close(self) -> None: ...
+
+
 class Pool:
     def __init__(self, size: int, init: dict[str, Any], settings: Settings, on_result: ResultSink,
-                 place: Callable[[int], None] | None = None) -> None:
+                 place: Callable[[int], None] | None = None, *, start: StartExecutor | None = None,
+                 monitor: TreeMeasurer | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        """``start``, ``monitor`` and ``clock`` default to the real ones: an executor process
+        (``init`` and ``place`` go to it), a TreeMonitor and time.monotonic."""
         self.settings = settings
         self.place = place  # every new executor goes through it (the CPU cap)
         self.init = init
         self.on_result = on_result
+        self.start_executor = start or start_executor(init, place)
+        self.clock = clock
         self.slots = [Slot(i) for i in range(size)]
         self.last_start_error = ""  # why the last executor failed to start (the arbiter names it)
         self.seq = itertools.count(1)
@@ -63,7 +84,7 @@ class Pool:
         self.scratch_root.mkdir(parents=True, exist_ok=True)
         self.rng = random.Random()
         self.last_measure = 0.0
-        self.monitor = TreeMonitor()  # keeps /proc fds of the busy executors' trees between checks
+        self.monitor: TreeMeasurer = monitor or TreeMonitor()  # keeps /proc fds of the busy executors' trees between checks
         self.last_alive_check = 0.0
         self.logger_names: set[str] = set()
 
@@ -78,31 +99,19 @@ class Pool:
         # hang until START_TIMEOUT), so a restart of the worker helps, retries do not. Checked before
         # every start, retries included (a few stat calls; executors start rarely).
         exit_if_unpacked_gone()
-        slot.generation += 1
-        slot.ready = False
-        slot.retire = None
         limit = self.settings.max_tasks_per_executor
         # Jitter, so executors started together are not all recycled at the same moment.
-        slot.max_tasks = max(1, round(limit * self.rng.uniform(0.9, 1.1))) if limit else 0
-        slot.tasks_done = 0
-        ex = Executor(slot.index, slot.generation, self.init, self.scratch_root / f"{slot.index}-{slot.generation}",
-                      self.place)
+        generation = slot.launch(max(1, round(limit * self.rng.uniform(0.9, 1.1))) if limit else 0)
         try:
-            ex.start()
+            ex = self.start_executor(slot.index, generation, self.scratch_root / f"{slot.index}-{generation}")
         except Exception as exc:  # noqa: BLE001 - e.g. out of handles: retry later, never crash
-            slot.executor = None
             self._spawn_failed(slot, f"cannot start: {exc}")
             return
-        slot.executor = ex
-        log.debug("slot %d: executor started, pid %d", slot.index, ex.pid)
+        slot.started(ex, self.clock())
 
     def _spawn_failed(self, slot: Slot, why: str) -> None:
         self.last_start_error = why
-        slot.spawn_failures += 1
-        delay = min(MAX_SPAWN_DELAY, 0.5 * 2 ** (slot.spawn_failures - 1))
-        slot.next_spawn = time.monotonic() + delay
-        log.error("slot %d: executor failed to start (%s); attempt %d, retrying in %.1f s",
-                  slot.index, why, slot.spawn_failures, delay)
+        slot.start_failed(why, self.clock())
 
     def stop(self, grace: float = 2.0) -> None:
         for slot in self.slots:
@@ -111,13 +120,13 @@ class Pool:
                     slot.executor.send(Stop())
                 except (OSError, ValueError):
                     pass
-        deadline = time.monotonic() + grace
+        deadline = time.monotonic() + grace  # real time: it waits for processes
         for slot in self.slots:
             ex = slot.executor
-            if ex is not None and ex.process is not None:
-                ex.process.join(max(0.0, deadline - time.monotonic()))
+            if ex is not None:
+                ex.join(max(0.0, deadline - time.monotonic()))
                 ex.kill()
-                slot.executor = None
+                slot.stopped()
         self.monitor.close()
         shutil.rmtree(self.scratch_root, ignore_errors=True)
 
@@ -166,14 +175,14 @@ class Pool:
     # ---- dispatch ----------------------------------------------------------------------------
 
     def dispatch(self, claim: Claim) -> bool:
-        now = time.monotonic()
+        now = self.clock()
         slot = next((s for s in self.slots if s.takes_work(now)), None)
         if slot is None or slot.executor is None:
             return False
         task = claim.task
         seq = next(self.seq)
         limits = self.settings.limits_for(task.task_type)
-        cpu_base = slot.executor.idle_cpu  # reported by the executor with its last frame
+        cpu_base = slot.idle_cpu  # reported by the executor with its last frame
         run = Run(seq, task.id, task.task_type, task.params, str(slot.executor.scratch),
                   str(self.data_root / _safe_name(task.task_type)))
         try:
@@ -182,9 +191,7 @@ class Pool:
             log.warning("slot %d: executor pipe broken before dispatch (%s)", slot.index, exc)
             self._executor_lost(slot, now)
             return False
-        slot.running = Running(claim, seq, now, limits, cpu_base)
-        slot.log_bytes = slot.log_dropped = slot.log_dropped_bytes = 0  # the budget is per task
-        log.info("task %r (%s) started on slot %d (pid %d)", task.id, task.task_type, slot.index, slot.executor.pid)
+        slot.dispatched(Running(claim, seq, now, limits, cpu_base))
         return True
 
     # ---- frames from executors ---------------------------------------------------------------
@@ -204,53 +211,39 @@ class Pool:
                 if slot.executor is not ex:
                     return
         except (EOFError, OSError):
-            self._executor_lost(slot, time.monotonic())
+            self._executor_lost(slot, self.clock())
 
-    def _ready(self, slot: Slot, ex: Executor, frame: Ready) -> None:
-        slot.ready = True
-        ex.ready_rss = frame.rss
-        ex.idle_cpu = frame.cpu
-        if slot.spawn_failures:
-            log.info("slot %d: executor up again after %d failed start(s)", slot.index, slot.spawn_failures)
-        slot.spawn_failures = 0
-        log.debug("slot %d: executor pid %d ready in %.2f s", slot.index, ex.pid, time.monotonic() - ex.started_at)
+    def _ready(self, slot: Slot, ex: ExecutorHandle, frame: Ready) -> None:
+        slot.became_ready(frame.rss, frame.cpu, self.clock())
 
-    def _import_failed(self, slot: Slot, ex: Executor, frame: ImportFailed) -> None:
+    def _import_failed(self, slot: Slot, ex: ExecutorHandle, frame: ImportFailed) -> None:
         log.error("slot %d: executor cannot import the task registry:\n    %s", slot.index, _block(frame.error))
         ex.kill()
-        slot.executor = None
         self._spawn_failed(slot, "task registry import failed")
 
-    def _done(self, slot: Slot, ex: Executor, frame: Done) -> None:
+    def _done(self, slot: Slot, ex: ExecutorHandle, frame: Done) -> None:
         running = slot.running
         if running is None or frame.seq != running.seq:
             log.warning("slot %d: result for an unknown dispatch %s ignored", slot.index, frame.seq)
             return
-        slot.running = None
-        slot.tasks_done += 1
-        slot.tasks_total += 1
-        ex.idle_cpu = frame.cpu
+        slot.finished(frame.cpu)
         if frame.traceback:
             log.error("task %r raised:\n    %s", running.claim.task.id, _block(frame.traceback))
         self._finish(slot, running, frame.ok, frame.result, frame.kind)
         self._maybe_retire(slot, frame.rss)
 
-    def _task_log(self, slot: Slot, ex: Executor, frame: Log) -> None:
+    def _task_log(self, slot: Slot, ex: ExecutorHandle, frame: Log) -> None:
         """A task's log line, within its TASK_LOG_MAX_BYTES: one task must not rotate away the log."""
         msg = frame.msg
         task_id = frame.task_id
         budget = self.settings.task_log_max_bytes
-        if budget:
-            # A line's prefix (time, level, logger, task id) is ~100 bytes in the file: 1 MB is
-            # then also at most ~10,000 lines, however short.
-            slot.log_bytes += len(msg) + 100
-            if slot.log_bytes > budget:
-                slot.log_dropped += 1
-                slot.log_dropped_bytes += len(msg)
-                if slot.log_dropped == 1:
-                    log.warning("task %r: logged over TASK_LOG_MAX_BYTES=%d; its further lines are dropped "
-                                "(counted when it ends)", task_id, budget)
-                return
+        # Each line's ~100-byte prefix counts too (Slot.charge_log): 1 MB is then also at most
+        # ~10,000 lines, however short.
+        if budget and not slot.charge_log(len(msg), budget):
+            if slot.log_dropped == 1:
+                log.warning("task %r: logged over TASK_LOG_MAX_BYTES=%d; its further lines are dropped "
+                            "(counted when it ends)", task_id, budget)
+            return
         name = frame.name
         if name not in self.logger_names:
             if len(self.logger_names) >= LOGGER_NAMES_MAX or len(name) > 100:
@@ -265,53 +258,40 @@ class Pool:
         Log: _task_log, Ready: _ready, ImportFailed: _import_failed, Done: _done}
 
     def _finish(self, slot: Slot, running: Running, ok: bool, raw: bytes, kind: FailureKind | None) -> None:
-        seconds = time.monotonic() - running.dispatched
-        if slot.log_dropped:
+        seconds = self.clock() - running.dispatched
+        dropped, dropped_bytes = slot.end_log_budget()
+        if dropped:
             log.warning("task %r: %d log line(s) of %d bytes dropped over TASK_LOG_MAX_BYTES=%d",
-                        running.claim.task.id, slot.log_dropped, slot.log_dropped_bytes,
-                        self.settings.task_log_max_bytes)
-        slot.log_bytes = slot.log_dropped = slot.log_dropped_bytes = 0
+                        running.claim.task.id, dropped, dropped_bytes, self.settings.task_log_max_bytes)
         self.on_result(running.claim, ok, raw, kind, seconds)
         pause = self.settings.task_error_sleep
         if not ok and pause > 0:
-            slot.pause_until = time.monotonic() + pause
-            log.info("slot %d: pausing %.0f s after a failed task (TASK_ERROR_SLEEP)", slot.index, pause)
+            slot.pause(pause, self.clock())
 
     def _maybe_retire(self, slot: Slot, rss: int) -> None:
-        ex = slot.executor
-        if ex is None:
+        if slot.executor is None:
             return
-        if slot.max_tasks and slot.tasks_done >= slot.max_tasks:
-            slot.retire = f"ran {slot.tasks_done} tasks (MAX_TASKS_PER_EXECUTOR)"
-        growth = self.settings.executor_memory_growth_mb
-        if growth and rss and ex.ready_rss and rss - ex.ready_rss > growth * MB:
-            slot.retire = (f"grew {(rss - ex.ready_rss) / MB:.0f} MB over its start-up size "
-                           f"(EXECUTOR_MEMORY_GROWTH_MB={growth:g})")
+        why = retire_reason(slot.tasks_done, slot.max_tasks, rss, slot.ready_rss,
+                            self.settings.executor_memory_growth_mb)
+        if why:  # otherwise a reason already given (a dev reload) stands
+            slot.retire_when_idle(why)
 
     def _executor_lost(self, slot: Slot, now: float) -> None:
         ex = slot.executor
         if ex is None:
             return
-        if ex.process is not None:
-            ex.process.join(1.0)
+        ex.join(1.0)
         code = ex.exitcode()
         ex.kill()  # its descendants may live on; take them down too
-        slot.executor = None
         how = describe_exit(code)
-        if slot.running is not None:
-            running = slot.running
-            slot.running = None
-            task = running.claim.task
-            log.error("task %r (%s) crashed its executor on slot %d (%s); starting a fresh executor",
-                      task.id, task.task_type, slot.index, how)
+        if slot.running is None and not slot.ready:
+            self._spawn_failed(slot, f"died during start-up, {how}")
+            return
+        running = slot.crashed(how)
+        if running is not None:
             self._finish(slot, running, False, failure_json(f"executor crashed: {how}", FailureKind.CRASHED),
                          FailureKind.CRASHED)
-            self._spawn(slot)
-        elif not slot.ready:
-            self._spawn_failed(slot, f"died during start-up, {how}")
-        else:
-            log.error("slot %d: idle executor died (%s); starting a fresh one", slot.index, how)
-            self._spawn(slot)
+        self._spawn(slot)
 
     # ---- periodic work -------------------------------------------------------------------------
 
@@ -321,7 +301,7 @@ class Pool:
         busy = [s for s in self.slots if s.running and s.executor is not None]
         if not busy:
             return
-        now = time.monotonic()
+        now = self.clock()
         measure = now - self.last_measure >= self.settings.limit_check_interval
         if measure:
             self.last_measure = now
@@ -342,20 +322,15 @@ class Pool:
 
     def _kill_for(self, slot: Slot, kind: FailureKind, text: str) -> None:
         ex = slot.executor
-        running = slot.running
-        assert ex is not None and running is not None
-        task = running.claim.task
-        started = time.monotonic()
+        assert ex is not None and slot.running is not None
+        started = time.monotonic()  # real time: how long the kill took
         count = ex.kill()
-        slot.executor = None
-        slot.running = None
-        log.warning("task %r (%s) on slot %d: %s; killed its %d process(es) in %.0f ms; starting a fresh executor",
-                    task.id, task.task_type, slot.index, text, count, (time.monotonic() - started) * 1000)
+        running = slot.killed_for_limit(text, count, (time.monotonic() - started) * 1000)
         self._finish(slot, running, False, failure_json(text, kind), kind)
         self._spawn(slot)
 
     def maintain(self) -> None:
-        now = time.monotonic()
+        now = self.clock()
         # An executor's end shows as EOF on its pipe, except when a process it forked still holds
         # the pipe (and multiprocessing's sentinel): so also ask the OS, every LIMIT_CHECK_INTERVAL.
         check_alive = now - self.last_alive_check >= self.settings.limit_check_interval
@@ -367,9 +342,8 @@ class Pool:
                 if now >= slot.next_spawn:
                     self._spawn(slot)
                 continue
-            if not slot.ready and now - ex.started_at > START_TIMEOUT:
+            if not slot.ready and now - slot.started_at > START_TIMEOUT:
                 ex.kill()
-                slot.executor = None
                 self._spawn_failed(slot, f"not ready after {START_TIMEOUT:.0f} s")
                 continue
             if check_alive and not ex.alive():
@@ -378,37 +352,31 @@ class Pool:
                     self._executor_lost(slot, now)
                 continue
             if slot.retire and not slot.running and slot.ready:
-                log.info("slot %d: recycling executor pid %d: %s", slot.index, ex.pid, slot.retire)
+                slot.recycled()
                 ex.stop(timeout=1.0)
-                slot.executor = None
                 self._spawn(slot)
 
     def clear_pauses(self, reason: str) -> None:
         """End every slot's TASK_ERROR_SLEEP now (dev reload: the failure may be what was fixed)."""
-        now = time.monotonic()
+        now = self.clock()
         for slot in self.slots:
-            if slot.pause_until > now:
-                log.info("slot %d: pause after a failed task ended (%.0f s early): %s", slot.index,
-                         slot.pause_until - now, reason)
-            slot.pause_until = 0.0
+            slot.end_pause(reason, now)
 
     def retire_all(self, reason: str) -> None:
         """Replace every executor as soon as it is idle (dev reload)."""
         for slot in self.slots:
             if slot.executor is not None:
-                slot.retire = reason
+                slot.retire_when_idle(reason)
 
     def kill_running(self, reason: str) -> list[Claim]:
         """Kill every busy executor at once (forced shutdown); their claims stay in the journal."""
         claims = []
         for slot in self.slots:
-            if slot.running and slot.executor is not None:
+            ex = slot.executor
+            if slot.running and ex is not None:
                 claims.append(slot.running.claim)
-                log.warning("task %r (%s) on slot %d killed: %s", slot.running.claim.task.id,
-                            slot.running.claim.task.task_type, slot.index, reason)
-                slot.executor.kill()
-                slot.executor = None
-                slot.running = None
+                slot.killed_at_shutdown(reason)  # logged before the kill, as before: the kill takes time
+                ex.kill()
         return claims
 
 
