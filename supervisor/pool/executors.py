@@ -9,17 +9,23 @@ import multiprocessing
 import os
 import shutil
 import signal
+import sys
 from collections.abc import Callable
 from multiprocessing import resource_tracker
-from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from common import treekill
 from common.vocabulary import TOKEN_ENV
 from executor import process as executor_process
 from executor.protocol import FromExecutor, Stop, ToExecutor, decode_from_executor
 from supervisor.pool import winjob
+
+if TYPE_CHECKING:  # the pipe's end: a PipeConnection on Windows (typeshed tells them apart)
+    if sys.platform == "win32":
+        from multiprocessing.connection import PipeConnection as Connection
+    else:
+        from multiprocessing.connection import Connection
 
 # spawn everywhere: Linux runs then catch what would break on Windows.
 CTX = multiprocessing.get_context("spawn")

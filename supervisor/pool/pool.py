@@ -136,7 +136,7 @@ class Pool:
         """Wait up to ``timeout`` for frames from executors and for ``extra`` objects; handle the
         frames; return the ``extra`` objects that are ready."""
         conns = {s.executor.conn: s for s in self.slots if s.executor is not None and s.executor.conn is not None}
-        ready_extra = []
+        ready_extra: list[Any] = []
         try:
             ready = wait([*extra, *conns], timeout)
         except InterruptedError:
