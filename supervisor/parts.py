@@ -34,15 +34,19 @@ ResultSink = Callable[["Claim", bool, bytes, "FailureKind | None", float], None]
 
 
 class SlotView(Protocol):
-    index: int
-    ready: bool
+    @property
+    def index(self) -> int: ...
+    @property
+    def ready(self) -> bool: ...  # its executor started and imported the registry (the health probe's wait)
 
 
 class PoolPart(Protocol):
     """supervisor.pool.pool.Pool, as the loop drives it (all calls on the loop's thread)."""
 
-    slots: Sequence[SlotView]
-    last_start_error: str
+    @property
+    def slots(self) -> Sequence[SlotView]: ...
+    @property
+    def last_start_error(self) -> str: ...  # why the last executor failed to start (named by cannot_run)
 
     def start(self) -> None: ...
     def stop(self) -> None: ...
@@ -69,7 +73,8 @@ class ThreadPart(Protocol):
 class SubmitPart(ThreadPart, Protocol):
     """supervisor.net.submitter.SubmitLoop: takes results, posts them, keeps the rest on disk."""
 
-    closing: threading.Event
+    @property
+    def closing(self) -> threading.Event: ...  # set at shutdown: post what can be posted, then end
 
     def hand_over(self, key: str, body: bytes, task_id: Any) -> None: ...
     def persist(self, force: bool = False) -> int: ...
@@ -115,8 +120,10 @@ class UpdatesPart(Protocol):
 class WakeupPart(Protocol):
     """The loop's wake-up channel (arbiter.WakeSocket): written from any thread or a signal handler."""
 
-    reader: socket.socket  # part of the loop's wait (Pool.serve's extra)
-    writer: socket.socket  # signal.set_wakeup_fd writes a signal's number to it
+    @property
+    def reader(self) -> socket.socket: ...  # part of the loop's wait (Pool.serve's extra)
+    @property
+    def writer(self) -> socket.socket: ...  # signal.set_wakeup_fd writes a signal's number to it
 
     def wake(self) -> None: ...
     def drain(self) -> list[int]: ...

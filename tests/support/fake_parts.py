@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import select
 import signal
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -203,8 +204,6 @@ class FakeSubmitLoop:
     real outbox, as SubmitLoop does when the server is away or the worker stops."""
 
     def __init__(self, outbox: Outbox, journal: Journal) -> None:
-        import threading
-
         self.outbox = outbox
         self.journal = journal
         self.fresh: dict[str, tuple[bytes, Any]] = {}
