@@ -220,7 +220,7 @@ def _load(args: argparse.Namespace, home: Path) -> tuple[Settings, dict, str]:
 
 def _serve(args: argparse.Namespace, settings: Settings, registry: dict, version: str, home: Path) -> int:
     """The worker itself: one per home, against the Hive server (or an embedded one)."""
-    from supervisor.arbiter import Arbiter
+    from supervisor.arbiter import build_arbiter
     from supervisor.host import home as home_mod
     from supervisor.host.identity import IdentityError, worker_id_for
 
@@ -250,7 +250,7 @@ def _serve(args: argparse.Namespace, settings: Settings, registry: dict, version
         from supervisor.reloader import dev_settings
 
         settings = dev_settings(settings)
-    arbiter = Arbiter(settings, worker_id, version, set(registry), config_path=args.config, debug=args.dev)
+    arbiter = build_arbiter(settings, worker_id, version, set(registry), config_path=args.config, debug=args.dev)
     if args.dev:
         from supervisor.reloader import attach
 

@@ -7,7 +7,11 @@ at once, and limits are checked every LIMIT_CHECK_INTERVAL while tasks run.
 A signal is one byte on that socket, its number, written by Python's C-level handler
 (signal.set_wakeup_fd); the Python-level handler runs no Python code at all, so no lock
 is taken and no handler can run inside another (a storm of signals once nested them to a
-RecursionError). The loop reads the numbers and decides what they mean (take_signals).
+RecursionError). The loop reads the numbers and decides what they mean (Lifecycle.take_signals).
+
+Its state is explicit: the lifecycle (lifecycle.py: stages, allowed moves, stop requests) and
+the claim-hold decision (claim_hold, pure, below). It is built from its parts (parts.py):
+build_arbiter makes the production ones; tests give fakes and run the loop in-process.
 """
 
 from __future__ import annotations
@@ -18,6 +22,9 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
 from typing import Protocol
 
 import orjson
@@ -25,13 +32,15 @@ import orjson
 from common.safetext import redact_url
 from common.vocabulary import FailureKind, failure_json
 from supervisor.guest import Guest
+from supervisor.lifecycle import Lifecycle, Stage
 from supervisor.model import Claim, result_body
 from supervisor.net.backoff import Backoff
 from supervisor.net.claimer import ClaimGate, ClaimLoop
 from supervisor.net.client import HiveClient
 from supervisor.net.submitter import SubmitLoop
 from supervisor.observe import diagnostics, liveness
-from supervisor.observe.status import Status, this_process
+from supervisor.observe.status import Snapshot, Status
+from supervisor.parts import Parts, ResultSink
 from supervisor.pool.cpucap import CpuCap
 from supervisor.pool.pool import Pool, executor_init
 from supervisor.settings import Settings, unknown_limit_types
@@ -56,12 +65,96 @@ RESULT_PREVIEW_BYTES = 300  # --dev shows this much of each result
 STATUS_EVERY = 2.0
 
 
+# ---- the loop's pure decisions (beside pool/limits.breach): no I/O, unit-tested over their inputs ---------
+
 def lend_a_claim(down_for: float | None, since_lent: float, interval: float) -> bool:
     """Whether a worker with no executor up may claim one task now: after ``interval`` seconds with
     none up (``down_for``, None while one is up) and ``interval`` after the last one it claimed
     so. Such a task is answered by the supervisor itself (worker_diagnostics, update_worker) or
     failed at once naming why, never run: the server can still reach and repair this PC."""
     return interval > 0 and down_for is not None and down_for >= interval and since_lent >= interval
+
+
+class Notice(Enum):
+    """A change the claim-hold decision saw, said once in the log by the arbiter."""
+
+    OUTBOX_FULL = "outbox full"  # results waiting to be posted went over OUTBOX_MAX_MB
+    OUTBOX_OK = "outbox below its cap"  # ... and are below it again
+    LENDING = "lending"  # no executor up for NO_EXECUTOR_CLAIM_INTERVAL: one claim is lent
+
+
+@dataclass(frozen=True)
+class GateInputs:
+    """What one turn saw, for the claim-hold decision."""
+
+    now: float  # monotonic
+    stopping: bool
+    update_hold: str | None  # UpdateCoordinator.hold: a drain, or the pause after a failed update
+    # None while the disk takes writes, else why not. Called only when no stop or update holds
+    # claims (DiskGuard.writable probes the disk, at most every PROBE_EVERY, and logs its recovery).
+    disk_problem: Callable[[], str | None]
+    outbox_full: bool  # the outbox and the results in memory are over OUTBOX_MAX_MB
+    outbox_full_said: bool  # the "outbox full" line is out, and no "below its cap again" since
+    paused: str | None  # why the PC's owner wants no new work (guest.py)
+    ready: int  # executors idle and taking work
+    down_since: float | None  # since when no executor is up (None: one is)
+    lent_at: float  # when the last claim was lent
+    lend_every: float  # NO_EXECUTOR_CLAIM_INTERVAL
+    lending: bool  # the gate had a slot lent after the previous turn
+    backoff_left: float  # seconds the claim thread still waits after server trouble
+    cannot_run: str | None  # why no task can run here (Arbiter.cannot_run)
+
+
+@dataclass(frozen=True)
+class GateAnswer:
+    hold: str | None  # why the gate lets no claim out (None: it offers ``offer`` slots)
+    offer: int
+    lending: bool
+    not_claiming: str | None  # status.json's reason: the hold, or why the claim thread waits anyway
+    outbox_full_said: bool
+    notices: tuple[Notice, ...]
+
+
+def claim_hold(seen: GateInputs) -> GateAnswer:
+    """Whether claims may go out this turn, how many, and why not: the one place that decides.
+    Holds in order of precedence: stopping, an update, the disk, a full outbox, the owner's pause."""
+    notices: list[Notice] = []
+    said = seen.outbox_full_said
+    hold: str | None = None
+    if seen.stopping:
+        hold = "stopping"
+    elif seen.update_hold:
+        hold = seen.update_hold
+    elif (problem := seen.disk_problem()) is not None:
+        hold = problem
+    elif seen.outbox_full:
+        hold = "outbox full"
+        if not said:
+            notices.append(Notice.OUTBOX_FULL)
+            said = True
+    elif said:
+        notices.append(Notice.OUTBOX_OK)
+        said = False
+    hold = hold or (seen.paused and f"paused: {seen.paused}")
+    down_for = None if seen.down_since is None else seen.now - seen.down_since
+    lend = hold is None and seen.ready == 0 and lend_a_claim(down_for, seen.now - seen.lent_at, seen.lend_every)
+    if lend and not seen.lending:
+        notices.append(Notice.LENDING)
+    return GateAnswer(hold=hold, offer=1 if lend else seen.ready, lending=lend,
+                      not_claiming=hold or _waiting_for(seen, lend), outbox_full_said=said, notices=tuple(notices))
+
+
+def _waiting_for(seen: GateInputs, lending: bool) -> str | None:
+    """Reasons the claim thread waits though nothing holds the gate (the one place they are named)."""
+    if seen.backoff_left > 0:
+        return f"backing off after server trouble: next try in {seen.backoff_left:.0f} s"
+    if lending:
+        return None  # one claim lent to a worker whose executors cannot start
+    if seen.ready == 0:
+        if seen.cannot_run is not None:
+            return f"this worker cannot run tasks: {seen.cannot_run}; one claim per {seen.lend_every:g} s"
+        return "no idle executor (all busy, starting or pausing after a failure)"
+    return None
 
 
 class TurnHook(Protocol):
@@ -76,53 +169,64 @@ class TurnHook(Protocol):
         the process from exiting)."""
 
 
+class WakeSocket:
+    """The wake-up channel: one byte on a non-blocking socket, written without any lock, so the
+    signal handlers, the console handler and the helper threads may all write at once.
+    A socket, not a pipe: signal.set_wakeup_fd takes only sockets on Windows."""
+
+    def __init__(self) -> None:
+        self.reader, self.writer = socket.socketpair()
+        self.reader.setblocking(False)
+        self.writer.setblocking(False)
+
+    def wake(self) -> None:
+        """Interrupt the loop's wait: one byte, no lock, so it is safe from any thread and from a
+        signal handler (a lock here once deadlocked the main thread when a second signal arrived
+        while the first one's handler held it)."""
+        try:
+            self.writer.send(WAKE)
+        except OSError:  # full: a wake-up is pending anyway; closed: the loop is gone
+            pass
+
+    def drain(self) -> list[int]:
+        """Empty the socket; the stop signals' numbers set_wakeup_fd wrote among wake()'s bytes, in order."""
+        found: list[int] = []
+        try:
+            while data := self.reader.recv(4096):
+                if data.count(WAKE) != len(data):  # mostly wake()'s bytes: no Python loop
+                    found.extend(b for b in data if b in STOP_SIGNALS)
+        except OSError:  # BlockingIOError: drained
+            pass
+        return found
+
+
 class Arbiter:
-    def __init__(self, settings: Settings, worker_id: str, version: str, registry_names: set[str],
-                 config_path: str | None = None, debug: bool = False) -> None:
+    def __init__(self, settings: Settings, worker_id: str, version: str, registry_names: set[str], parts: Parts,
+                 show_results: bool = False) -> None:
+        """The loop over its parts (build_arbiter makes the production ones); it builds none itself
+        but the two that answer through it: the pool (given on_result) and the updater (given its Worker)."""
         self.settings = settings
         self.home = settings.home
         self.worker_id = worker_id
         self.version = version
         self.registry_names = set(registry_names)
-        self.stop_event = threading.Event()  # stop claiming
-        self.stop_reason = "requested"
-        self.stopped = threading.Event()  # shutdown finished
-        self.state = "starting"
-        self.force = False
-        # Signals received, in order, as read from the wake-up socket (the loop's thread only).
-        self.signals: list[int] = []
-        self.signals_taken = 0
-        # The wake-up channel: one byte on a non-blocking socket, written without any lock, so the
-        # signal handlers, the console handler and the helper threads may all write at once.
-        # A socket, not a pipe: signal.set_wakeup_fd takes only sockets on Windows.
-        self.wake_r, self.wake_w = socket.socketpair()
-        self.wake_r.setblocking(False)
-        self.wake_w.setblocking(False)
-        self.status = Status()
-        self.backoff = Backoff(cap=settings.time_error_sleep)
-        self.journal = Journal(self.home)
-        self.outbox = Outbox(self.home, int(settings.outbox_max_mb * 1024 * 1024))
-        self.disk = DiskGuard(self.journal.dir, self.outbox.dir)
-        self.gate = ClaimGate(on_claim=self.wake, exclusive=frozenset({UPDATE_TASK}))  # no claim after it
-        self.turn_hooks: list[TurnHook] = []  # only through add_turn_hook
-        self.health = diagnostics.Health()  # uptime, failures by kind, the log tail
-        self.guest = Guest(settings, self.home)  # when the PC's owner wants no new work
-        self.cpucap = CpuCap(settings.cpu_cap_percent, priority=settings.executor_priority,
-                             executors=settings.pool_size)
-        self.not_claiming: str | None = "starting"  # why no claim can go out now (status.json)
-        self.down_since: float | None = None  # monotonic since when no executor is up (None: one is)
-        self.lent_at = float("-inf")  # when the last claim was lent to a worker with no executor up
-        self.lending = False  # the gate has a slot lent (lend_a_claim)
-        self.pool = Pool(settings.pool_size, executor_init(settings, config_path, version, debug),
-                         settings, self.on_result, place=self.cpucap.adopt)
-        self.flusher = Flusher(self.journal)
-        self.submitter = SubmitLoop(self._client(), self.outbox, self.journal, self.flusher, self.backoff,
-                                    self.status, self.disk, retry_window=settings.result_retry_days * 86400)
-        self.claimer = ClaimLoop(self._client(), self.gate, self.journal, self.flusher, self.backoff,
-                                 settings.no_task_sleep, self.stop_event, self.status, self.disk)
-        self.last_status = 0.0
-        self.outbox_full_logged = False
-        self.updates = UpdateCoordinator(settings, version, worker_id, Worker(
+        self.life = parts.life
+        self.wakeup = parts.wakeup
+        self.clock = parts.clock
+        self.gate = parts.gate
+        self.claimer = parts.claimer
+        self.submitter = parts.submitter
+        self.flusher = parts.flusher
+        self.journal = parts.journal
+        self.outbox = parts.outbox
+        self.disk = parts.disk
+        self.backoff = parts.backoff
+        self.status = parts.status
+        self.guest = parts.guest
+        self.cpucap = parts.cpucap
+        self.health = parts.health  # uptime, failures by kind, the log tail
+        self.pool = parts.pool(self.on_result)
+        self.updates = parts.updates(Worker(
             in_flight=lambda: (len(self.pool.busy()), self.gate.outstanding()),
             kill_running=lambda why: self.pool.kill_running(why),
             answer=lambda claim, ok, raw: self.on_result(claim, ok, raw, None if ok else FailureKind.UPDATE_FAILED, 0.0),
@@ -132,36 +236,30 @@ class Arbiter:
             stop=self.request_stop,
             wake=self.wake,
         ))
-        self.healthy = False
+        # Signals received, in order, as read from the wake-up socket (the loop's thread only).
+        self.signals: list[int] = []
+        self.turn_hooks: list[TurnHook] = []  # only through add_turn_hook
+        # The claim-hold decision's memory between turns (claim_hold; the loop's thread only):
+        self.not_claiming: str | None = "starting"  # why no claim can go out now (status.json)
+        self.outbox_full_said = False
+        self.down_since: float | None = None  # monotonic since when no executor is up (None: one is)
+        self.lent_at = float("-inf")  # when the last claim was lent to a worker with no executor up
+        self.lending = False  # the gate has a slot lent (lend_a_claim)
+        self.last_status = 0.0
+        self.healthy = False  # once: the previous update's outcome is reported (check_health)
         self.start_health = StartHealth(settings.pool_size, wanted=False)  # set again in run()
         self.watchdog: liveness.Watchdog | None = None
-        self.show_results = debug  # --dev: a preview of each result in the log (the fleet's log stays as it is)
+        self.show_results = show_results  # --dev: a preview of each result in the log (the fleet's log stays as it is)
         self.tasks_ok = 0  # for --dev's session summary
 
-    def _client(self) -> HiveClient:
-        return HiveClient(self.settings.server_url, self.worker_id, self.version,
-                          self.settings.get_task_timeout, self.settings.submit_timeout,
-                          self.settings.get_task_max_bytes)
+    @property
+    def state(self) -> Stage:
+        return self.life.stage
 
     # ---- signals -------------------------------------------------------------------------------
 
     def wake(self) -> None:
-        """Interrupt the loop's wait: one byte, no lock, so it is safe from any thread and from a
-        signal handler (a lock here once deadlocked the main thread when a second signal arrived
-        while the first one's handler held it)."""
-        try:
-            self.wake_w.send(WAKE)
-        except OSError:  # full: a wake-up is pending anyway; closed: the loop is gone
-            pass
-
-    def _drain_wakeups(self) -> None:
-        """Empty the wake-up socket, keeping the signal numbers set_wakeup_fd wrote among wake()'s bytes."""
-        try:
-            while data := self.wake_r.recv(4096):
-                if data.count(WAKE) != len(data):  # mostly wake()'s bytes: no Python loop
-                    self.signals.extend(b for b in data if b in STOP_SIGNALS)
-        except OSError:  # BlockingIOError: drained
-            pass
+        self.wakeup.wake()
 
     def install_signals(self) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -172,7 +270,7 @@ class Arbiter:
         # nothing, and is a C function, not Python code: a Python handler can be entered again
         # between any two of its bytecodes, and a storm of SIGINT/SIGTERM nested one inside
         # another until RecursionError ended the worker.
-        signal.set_wakeup_fd(self.wake_w.fileno(), warn_on_full_buffer=False)
+        signal.set_wakeup_fd(self.wakeup.writer.fileno(), warn_on_full_buffer=False)
         for signum in STOP_SIGNALS:
             signal.signal(signum, IGNORE_IN_PYTHON)
         if sys.platform == "win32":
@@ -190,9 +288,9 @@ class Arbiter:
         def handler(event: int) -> int:
             if event in (2, 5, 6):  # CTRL_CLOSE_EVENT, CTRL_LOGOFF_EVENT, CTRL_SHUTDOWN_EVENT
                 self.request_stop({2: "console closed", 5: "log-off", 6: "system shutdown"}[event])
-                self.force = True  # no time for a grace period: kill, persist, exit
+                self.life.force()  # no time for a grace period: kill, persist, exit
                 self.wake()
-                self.stopped.wait(4.5)
+                self.life.stopped.wait(4.5)
                 return 1
             return 0  # Ctrl+C / Ctrl+Break: the signal handlers do it
 
@@ -203,27 +301,15 @@ class Arbiter:
             log.warning("cannot register the console handler (WinError %d): closing the console, log-off "
                         "or shutdown will end the worker without its grace period", ctypes.GetLastError())
 
-    def take_signals(self) -> None:
-        """On the loop's thread: the first signal asks for a graceful stop, any later one forces it."""
-        count = len(self.signals)
-        if count == self.signals_taken:
-            return
-        if self.signals_taken == 0:
-            self.request_stop(f"signal {signal.Signals(self.signals[0]).name}")
-        if count > 1:
-            self.force = True
-        self.signals_taken = count
-
     def request_stop(self, why: str) -> None:
-        if not self.stop_event.is_set():
-            self.stop_reason = why
-            self.stop_event.set()
+        """Safe from any thread: the loop stops claiming and stops the worker at its next turn."""
+        self.life.request_stop(why)
 
     # ---- results -------------------------------------------------------------------------------
 
     def on_result(self, claim: Claim, ok: bool, raw: bytes, kind: FailureKind | None, seconds: float) -> None:
         if self.start_health.is_probe(claim):  # the built-in probe: never the server's business
-            self.start_health.probe_done(ok, "" if ok else raw.decode("utf-8", "replace")[:300], time.monotonic())
+            self.start_health.probe_done(ok, "" if ok else raw.decode("utf-8", "replace")[:300], self.clock())
             return
         task = claim.task
         if ok:
@@ -252,7 +338,7 @@ class Arbiter:
             if claim is None:
                 return
             if self.lending:
-                self.lending, self.lent_at = False, time.monotonic()
+                self.lending, self.lent_at = False, self.clock()
             try:
                 if not self.place(claim):
                     self.gate.put_back(claim)  # no idle executor after all
@@ -266,7 +352,7 @@ class Arbiter:
         if claim.malformed:
             self.fail_now(claim, claim.malformed, claim.kind)
         elif task.task_type == UPDATE_TASK:
-            self.updates.receive(claim, time.monotonic())
+            self.updates.receive(claim, self.clock())
         elif task.task_type == diagnostics.TASK_TYPE:
             # Answered here, never by an executor: it works when task code or executors are broken.
             self.answer_diagnostics(claim)
@@ -285,10 +371,11 @@ class Arbiter:
     def cannot_run(self) -> str | None:
         """Why no task can run here (no executor up for NO_EXECUTOR_CLAIM_INTERVAL), or None."""
         interval = self.settings.no_executor_claim_interval
-        if self.down_since is None or interval <= 0 or time.monotonic() - self.down_since < interval:
+        now = self.clock()
+        if self.down_since is None or interval <= 0 or now - self.down_since < interval:
             return None
         return (f"none of its {self.settings.pool_size} executor(s) could start for "
-                f"{time.monotonic() - self.down_since:.0f} s (last error: {self.pool.last_start_error or 'none'})")
+                f"{now - self.down_since:.0f} s (last error: {self.pool.last_start_error or 'none'})")
 
     def task_broke(self, claim: Claim, exc: Exception) -> None:
         """An unexpected error while handling one claimed task: that task fails, the loop goes on."""
@@ -306,7 +393,7 @@ class Arbiter:
 
     def answer_diagnostics(self, claim: Claim) -> None:
         try:
-            raw = diagnostics.answer(self)
+            raw = diagnostics.answer(self.snapshot(), self.settings, self.health, self.outbox)
         except Exception as exc:  # noqa: BLE001 - a bug in a report must not stop the worker
             log.exception("task %r (%s): cannot collect the diagnostics", claim.task.id, claim.task.task_type)
             self.fail_now(claim, f"diagnostics failed: {type(exc).__name__}: {exc}", FailureKind.EXCEPTION)
@@ -323,7 +410,7 @@ class Arbiter:
         previous update ended."""
         if self.healthy:
             return
-        now = time.monotonic()
+        now = self.clock()
         probe = self.start_health.probe_to_send((s.index for s in self.pool.slots if s.ready), now)
         if probe is not None and not self.pool.dispatch(probe):
             self.start_health.not_sent()
@@ -362,12 +449,15 @@ class Arbiter:
 
     # ---- the loop ------------------------------------------------------------------------------
 
-    def run(self) -> int:
-        self.install_signals()
+    def run(self, signals: bool = True) -> int:
+        """The worker, from start to stop; its exit status. ``signals``: take the process's stop
+        signals (tests that run the loop in pytest's own process leave them to pytest)."""
+        if signals:
+            self.install_signals()
         self.health.install()
         log.info("worker %s version %s starting: server %s, pool of %d, home %s", self.worker_id, self.version,
                  redact_url(self.settings.server_url), self.settings.pool_size, self.home)
-        rolled_back = self.updates.on_start(time.monotonic())
+        rolled_back = self.updates.on_start(self.clock())
         if rolled_back is not None:
             return rolled_back  # the previous binary is back in place: the next start runs it
         # Healthy means doing work (update/health.py), checked when an update or a probation needs it.
@@ -391,7 +481,8 @@ class Arbiter:
         self.watchdog = liveness.start(self.settings, IDLE_TICK, {liveness.SUPERVISION: threading.current_thread(),
                                                                    liveness.CLAIM: self.claimer,
                                                                    liveness.SUBMIT: self.submitter})
-        self.state = "running"
+        self.life.enter(Stage.RUNNING, self.clock(), "running: %d executor(s) starting; claiming as they become ready",
+                        self.settings.pool_size)
         try:
             self.loop()
         finally:
@@ -399,126 +490,118 @@ class Arbiter:
         return 0
 
     def loop(self) -> None:
-        grace_deadline: float | None = None
         while True:
             liveness.beat(liveness.SUPERVISION)
-            now = time.monotonic()
+            now = self.clock()
             try:
                 self.turn(now)
             except Exception as exc:  # noqa: BLE001 - the loop that owns the pool must outlive any surprise
                 log.error("supervision loop: unexpected %s: %s; going on", type(exc).__name__, exc)
                 log.debug("supervision loop failure", exc_info=True)
                 time.sleep(0.1)  # a failure that repeats every turn must not spin a core
-            self.take_signals()
-            if self.stop_event.is_set():
-                if grace_deadline is None:
-                    grace_deadline = time.monotonic() + self.settings.shutdown_grace
-                    self.state = "stopping"
-                    running = len(self.pool.busy()) + self.gate.outstanding()
-                    # Said here, where the loop takes the first stop request (never in a signal handler).
-                    again = ("; a second Ctrl+C (or SIGTERM) kills them now"
-                             if running and self.stop_reason.startswith("signal") else "")
-                    log.info("stopping (%s): no more claims; %d task(s) get up to %.0f s to finish%s",
-                             self.stop_reason, running, self.settings.shutdown_grace, again)
-                if self.updates.handed_over:
-                    return
-                if self.force or time.monotonic() > grace_deadline:
-                    why = "second interrupt" if self.force else f"SHUTDOWN_GRACE of {self.settings.shutdown_grace:g} s ran out"
-                    killed = self.pool.kill_running(why)
-                    if killed:
-                        log.warning("%d task(s) killed (%s); they will be reported interrupted at next start",
-                                    len(killed), why)
-                    return
-                if not self.pool.busy() and self.gate.outstanding() == 0:
-                    return
+            self.life.take_signals(self.signals)
+            if self.life.stop_requested.is_set() and self.stop_turn():
+                return
+
+    def stop_turn(self) -> bool:
+        """A turn after a stop was asked for: whether the loop is done (the shutdown follows)."""
+        if self.life.stage is Stage.RUNNING:
+            # Said here, where the loop takes the first stop request (never in a signal handler).
+            running = len(self.pool.busy()) + self.gate.outstanding()
+            again = ("; a second Ctrl+C (or SIGTERM) kills them now"
+                     if running and str(self.life.stop_reason).startswith("signal") else "")
+            self.life.enter(Stage.STOPPING, self.clock(), "stopping (%s): no more claims; %d task(s) get up to "
+                            "%.0f s to finish%s", self.life.stop_reason, running, self.settings.shutdown_grace, again)
+        if self.updates.handed_over:
+            return True
+        why = self.life.must_kill(self.clock())
+        if why is not None:
+            killed = self.pool.kill_running(why)
+            if killed:
+                log.warning("%d task(s) killed (%s); they will be reported interrupted at next start", len(killed), why)
+            return True
+        return not self.pool.busy() and self.gate.outstanding() == 0
 
     def turn(self, now: float) -> None:
         """One turn: handle frames and wake-ups, place claims, check limits, keep the pool up."""
         soon = self.pool.busy() or any(hook.due_soon() for hook in self.turn_hooks)
         timeout = self.settings.limit_check_interval if soon else IDLE_TICK
-        if self.pool.serve(timeout, (self.wake_r,)):
-            self._drain_wakeups()
+        if self.pool.serve(timeout, (self.wakeup.reader,)):
+            self.signals.extend(self.wakeup.drain())
         self.take_claims()  # also while stopping: tasks claimed just before still run
         self.pool.check_limits()
         self._run_turn_hooks()  # before maintain(): a reload's retirements then take effect this turn
         self.pool.maintain()
-        self.updates.step(time.monotonic(), self.start_health.came_up)
+        self.updates.step(self.clock(), self.start_health.came_up)
         self.check_health()
         self.update_gate(now)
 
     def update_gate(self, now: float) -> None:
-        mono = time.monotonic()
+        """Apply the claim-hold decision (claim_hold): say what changed, set the gate, write status.json."""
+        mono = self.clock()
         paused = self.guest.paused(mono)  # read every turn, so its changes are logged when they happen
-        hold = None
-        if self.stop_event.is_set():
-            hold = "stopping"
-        elif update_hold := self.updates.hold(mono):
-            hold = update_hold
-        elif not self.disk.writable():
-            hold = self.disk.problem or "disk not writable"  # as the guard logged it; it logs the recovery too
-        elif self.outbox.full(extra=self.submitter.backlog_bytes()):
-            hold = "outbox full"
-            if not self.outbox_full_logged:
-                log.error("results waiting to be posted hold %d bytes, over OUTBOX_MAX_MB=%g: not claiming until "
-                          "results are delivered", self.outbox.size() + self.submitter.backlog_bytes(),
-                          self.settings.outbox_max_mb)
-                self.outbox_full_logged = True
-        elif self.outbox_full_logged:
-            log.info("outbox below its cap again: claiming resumes")
-            self.outbox_full_logged = False
-        hold = hold or (paused and f"paused: {paused}")
         ready = self.pool.ready_count(mono)
         if self.pool.any_up(mono):
             self.down_since = None
         elif self.down_since is None:
             self.down_since = mono
-        lend = hold is None and ready == 0 and lend_a_claim(
-            None if self.down_since is None else mono - self.down_since, mono - self.lent_at,
-            self.settings.no_executor_claim_interval)
-        if lend and not self.lending:
-            log.warning("no executor could start for %.0f s: claiming one task (answered by the supervisor, or "
-                        "failed naming why); next in %.0f s", mono - (self.down_since or mono),
-                        self.settings.no_executor_claim_interval)
-        self.lending = lend
-        self.gate.set_ready(1 if lend else ready, hold)
-        self.not_claiming = hold or self._waiting_for(ready)
+        answer = claim_hold(GateInputs(
+            now=mono, stopping=self.life.stop_requested.is_set(), update_hold=self.updates.hold(mono),
+            disk_problem=self._disk_problem, outbox_full=self.outbox.full(extra=self.submitter.backlog_bytes()),
+            outbox_full_said=self.outbox_full_said, paused=paused, ready=ready, down_since=self.down_since,
+            lent_at=self.lent_at, lend_every=self.settings.no_executor_claim_interval, lending=self.lending,
+            backoff_left=self.backoff.remaining(), cannot_run=self.cannot_run()))
+        for notice in answer.notices:
+            self._say(notice, mono)
+        self.outbox_full_said = answer.outbox_full_said
+        self.lending = answer.lending
+        self.gate.set_ready(answer.offer, answer.hold)
+        self.not_claiming = answer.not_claiming
         if now - self.last_status >= STATUS_EVERY:
             self.write_status()
             self.last_status = now
 
-    def _waiting_for(self, ready: int) -> str | None:
-        """Reasons the claim thread waits though nothing holds the gate (the one place they are named)."""
-        wait = self.backoff.remaining()
-        if wait > 0:
-            return f"backing off after server trouble: next try in {wait:.0f} s"
-        if self.lending:
-            return None  # one claim lent to a worker whose executors cannot start
-        if ready == 0:
-            if (broken := self.cannot_run()) is not None:
-                return f"this worker cannot run tasks: {broken}; one claim per {self.settings.no_executor_claim_interval:g} s"
-            return "no idle executor (all busy, starting or pausing after a failure)"
-        return None
+    def _disk_problem(self) -> str | None:
+        if self.disk.writable():
+            return None
+        return self.disk.problem or "disk not writable"  # as the guard logged it; it logs the recovery too
+
+    def _say(self, notice: Notice, now: float) -> None:
+        if notice is Notice.OUTBOX_FULL:
+            log.error("results waiting to be posted hold %d bytes, over OUTBOX_MAX_MB=%g: not claiming until "
+                      "results are delivered", self.outbox.size() + self.submitter.backlog_bytes(),
+                      self.settings.outbox_max_mb)
+        elif notice is Notice.OUTBOX_OK:
+            log.info("outbox below its cap again: claiming resumes")
+        elif notice is Notice.LENDING:
+            log.warning("no executor could start for %.0f s: claiming one task (answered by the supervisor, or "
+                        "failed naming why); next in %.0f s", now - (self.down_since or now),
+                        self.settings.no_executor_claim_interval)
+
+    def snapshot(self) -> Snapshot:
+        """The worker now, for status.json and worker_diagnostics: the one place it is read together."""
+        now = self.clock()
+        return Snapshot(
+            taken=now, worker_id=self.worker_id, version=self.version,
+            server_url=redact_url(self.settings.server_url), state=str(self.life.stage),
+            slots=self.pool.describe(now), outbox_results=len(self.outbox), outbox_bytes=self.outbox.size(),
+            delivery=self.submitter.describe(), not_claiming=self.not_claiming, cannot_run_tasks=self.cannot_run(),
+            pause=self.guest.state(now), cpu_cap=self.cpucap.describe(),
+            last_contact=self.status.last_contact, last_error=self.status.last_error,
+            last_error_at=self.status.last_error_at, results_delivered=self.status.delivered)
 
     def write_status(self) -> None:
         try:
-            self.status.write(self.home, {
-                "worker_id": self.worker_id, "version": self.version, **this_process(),
-                "server_url": redact_url(self.settings.server_url), "state": self.state,
-                "slots": self.pool.describe(time.monotonic()),
-                "outbox_results": len(self.outbox), "outbox_bytes": self.outbox.size(),
-                "delivery": self.submitter.describe(),
-                "claiming": self.not_claiming is None, "not_claiming_because": self.not_claiming,
-                "cannot_run_tasks": self.cannot_run(),
-                "pause": self.guest.state(time.monotonic()), "cpu_cap": self.cpucap.describe(),
-            })
+            self.status.write(self.home, self.snapshot())
         except OSError as exc:
             log.debug("cannot write status file: %s", exc)
 
     def shutdown(self) -> None:
-        self.stop_event.set()
-        self.state = "stopping"
+        self.life.request_stop("the supervision loop ended")  # a no-op after a stop request: its reason stays
+        if self.life.stage is Stage.RUNNING:  # the loop ended without a stop request (an exit raised in it)
+            self.life.enter(Stage.STOPPING, self.clock(), "stopping (%s)", self.life.stop_reason)
         self._run_turn_hooks(stopping=True)
-        self.updates.on_stop(time.monotonic())
+        self.updates.on_stop(self.clock())
         self.pool.stop()
         self.cpucap.close()
         persisted = self.submitter.persist()
@@ -532,14 +615,48 @@ class Arbiter:
                       "whose claim reached the journal is reported interrupted at the next start)", lost)
         self.flusher.stop()
         self.journal.close()
-        self.state = "stopped"
         self.not_claiming = "stopped"
         if self.watchdog is not None:
             self.watchdog.stop()
-        self.stopped.set()
+        self.life.enter(Stage.STOPPED, self.clock(), "stopped; %d result(s) wait in the outbox for the next start%s",
+                        len(self.outbox), f" ({persisted} persisted at shutdown)" if persisted else "")
         self.write_status()
-        left = len(self.outbox)
-        log.info("stopped; %d result(s) wait in the outbox for the next start%s", left,
-                 f" ({persisted} persisted at shutdown)" if persisted else "")
         self.health.uninstall()
         sys.stdout.flush()
+
+
+def build_arbiter(settings: Settings, worker_id: str, version: str, registry_names: set[str],
+                  config_path: str | None = None, debug: bool = False) -> Arbiter:
+    """The production arbiter: real executors, the HTTP threads, the journal and outbox in the home."""
+    life = Lifecycle(settings.shutdown_grace)
+    wakeup = WakeSocket()
+
+    def client() -> HiveClient:
+        return HiveClient(settings.server_url, worker_id, version, settings.get_task_timeout,
+                          settings.submit_timeout, settings.get_task_max_bytes)
+
+    status = Status()
+    backoff = Backoff(cap=settings.time_error_sleep)
+    journal = Journal(settings.home)
+    outbox = Outbox(settings.home, int(settings.outbox_max_mb * 1024 * 1024))
+    disk = DiskGuard(journal.dir, outbox.dir)
+    gate = ClaimGate(on_claim=wakeup.wake, exclusive=frozenset({UPDATE_TASK}))  # no claim after an update's
+    cpucap = CpuCap(settings.cpu_cap_percent, priority=settings.executor_priority, executors=settings.pool_size)
+    flusher = Flusher(journal)
+
+    def pool(on_result: ResultSink) -> Pool:
+        return Pool(settings.pool_size, executor_init(settings, config_path, version, debug),
+                    settings, on_result, place=cpucap.adopt)
+
+    def updates(worker: Worker) -> UpdateCoordinator:
+        return UpdateCoordinator(settings, version, worker_id, worker)
+
+    return Arbiter(settings, worker_id, version, registry_names, Parts(
+        life=life, wakeup=wakeup, pool=pool, updates=updates, gate=gate,
+        submitter=SubmitLoop(client(), outbox, journal, flusher, backoff, status, disk,
+                             retry_window=settings.result_retry_days * 86400),
+        claimer=ClaimLoop(client(), gate, journal, flusher, backoff, settings.no_task_sleep, life.stop_requested,
+                          status, disk),
+        flusher=flusher, journal=journal, outbox=outbox, disk=disk, backoff=backoff, status=status,
+        guest=Guest(settings, settings.home),  # when the PC's owner wants no new work
+        cpucap=cpucap, health=diagnostics.Health()), show_results=debug)

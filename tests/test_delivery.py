@@ -147,7 +147,7 @@ def test_no_claim_slips_into_a_self_update_drain(server, tmp_path):
     from conftest import TEST_CONFIG
 
     from supervisor import settings as settings_mod
-    from supervisor.arbiter import Arbiter
+    from supervisor.arbiter import build_arbiter
 
     spec = importlib.util.spec_from_file_location("hive_test_config", TEST_CONFIG)
     test_config = importlib.util.module_from_spec(spec)
@@ -163,7 +163,7 @@ def test_no_claim_slips_into_a_self_update_drain(server, tmp_path):
                                           "HIVE_TASK_ERROR_SLEEP": "0",
                                           # a throwaway key: with none trusted an update is refused at once
                                           "HIVE_UPDATE_ROOT_KEYS": "Gtt6yuQClBCdZBFXnucwWGDkybjhgRtcETZEhCEWv3I="})
-    arbiter = Arbiter(settings, "w-drain", "2.0.0", set(test_config.TASK_REGISTRY), config_path=str(TEST_CONFIG))
+    arbiter = build_arbiter(settings, "w-drain", "2.0.0", set(test_config.TASK_REGISTRY), config_path=str(TEST_CONFIG))
     arbiter.updates.frozen = True  # the drain path; prepare refuses the missing zip, nothing is launched
     events: list[tuple[float, str]] = []  # (monotonic, what), in order
 

@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 import config
-from supervisor.arbiter import Arbiter
+from supervisor.arbiter import build_arbiter
 from supervisor.observe import diagnostics, status
 from supervisor.pool.cpucap import PERIOD_US, group_weight, quota_us
 from supervisor.settings import load
@@ -63,7 +63,7 @@ def make_arbiter(tmp_path):
         home = tmp_path / f"home{len(made)}"
         home.mkdir()
         settings = load(config, home, {}, environ={"HIVE_SERVER_URL": "http://u:pw@127.0.0.1:9/api", **env})
-        made.append(Arbiter(settings, "worker_test", "9.9.9", set()))
+        made.append(build_arbiter(settings, "worker_test", "9.9.9", set()))
         return made[-1]
 
     yield make
@@ -77,14 +77,14 @@ def test_answer_is_bounded_and_keeps_the_essentials(make_arbiter):
         arb.health.tail.lines.append("y" * diagnostics.LINE_MAX)
     arb.health.failed("time_limit")
     arb.health.failed(None)
-    data = orjson.loads(diagnostics.answer(arb))
+    data = orjson.loads(diagnostics.answer(arb.snapshot(), arb.settings, arb.health, arb.outbox))
     assert data["version"] == "9.9.9" and data["server"]["url"] == "http://***@127.0.0.1:9/api"  # the one mask (safetext.redact_url)
     assert data["failures"]["since_start"] == {"time_limit": 1, "unknown": 1}
     assert len(data["log"]) == diagnostics.LOG_LINES and "log_truncated" not in data
     # A table of limits far over the bound: the answer still fits and says it was cut.
     huge = "\n".join(f"t{i} = {{time = {i}}}" for i in range(6000))
     arb = make_arbiter(HIVE_TASK_LIMITS=huge)
-    raw = diagnostics.answer(arb)
+    raw = diagnostics.answer(arb.snapshot(), arb.settings, arb.health, arb.outbox)
     data = orjson.loads(raw)
     assert len(raw) <= diagnostics.MAX_BYTES and data["truncated"] is True and data["version"] == "9.9.9"
 

@@ -707,37 +707,3 @@ def test_the_claim_loop_gives_its_slot_back_whatever_a_claim_raises(tmp_path):
             journal.close()
         assert gate.take().task.id == "after"
         assert gate.inflight == 0
-
-
-def test_one_task_that_breaks_the_supervision_loop_fails_alone(tmp_path):
-    """An exception while placing one claimed task (here from the pool's dispatch) fails that task
-    with kind exception; the next claim is still placed."""
-    import config
-    from supervisor import settings as settings_mod
-    from supervisor.arbiter import Arbiter
-    from supervisor.model import Claim, Task
-    from supervisor.store.journal import new_key
-
-    settings = settings_mod.load(config, tmp_path, {"server_url": "http://127.0.0.1:9/api"}, environ={})
-    arbiter = Arbiter(settings, "w", "2.0.0", {"echo"})
-    placed = []
-
-    def dispatch(claim):
-        if claim.task.id == "bad":
-            raise RecursionError("maximum recursion depth exceeded")
-        placed.append(claim.task.id)
-        return True
-
-    arbiter.pool.dispatch = dispatch
-    for task_id in ("bad", "good"):
-        arbiter.gate.pending.append(Claim(new_key(), Task(id=task_id, task_type="echo", params={})))
-    try:
-        arbiter.take_claims()
-        key, body, task_id = arbiter.submitter.incoming.get(timeout=5)
-        assert task_id == "bad"
-        result = orjson.loads(body)
-        assert result["status"] == "failure" and result["result"]["kind"] == "exception"
-        assert "RecursionError" in result["result"]["error"]
-        assert placed == ["good"]
-    finally:
-        arbiter.journal.close()

@@ -1,21 +1,14 @@
 """The claim gate's ordering against a drain (issue 22.6): once an update task is claimed, no
 other claim can be taken, whatever the arbiter's loop is doing, and the drain counts what is
-outstanding only while the gate is held. The gate itself, then a real Arbiter's turn (not started:
-no executors, no threads) with its real ClaimGate and UpdateCoordinator."""
+outstanding only while the gate is held. The gate itself here; a turn of an Arbiter with its real
+ClaimGate and UpdateCoordinator is in test_unit_arbiter.py."""
 
 from __future__ import annotations
 
-import dataclasses
-import time
-
-import config
-from supervisor import settings as settings_mod
-from supervisor.arbiter import Arbiter
 from supervisor.model import Claim, Task
 from supervisor.net.claimer import ClaimGate
 from supervisor.store.journal import new_key
 from supervisor.update.coordinator import TASK_TYPE as UPDATE_TASK
-from supervisor.update.coordinator import Phase
 
 
 def _claim(task_id: str, task_type: str) -> Claim:
@@ -43,38 +36,6 @@ def test_other_claims_never_hold_the_gate():
     assert gate.acquire(timeout=0)
     gate.release(_claim("t", "echo"))
     assert gate.acquire(timeout=0)
-
-
-def test_in_a_turn_the_drain_counts_claims_only_while_no_claim_can_be_taken(tmp_path):
-    """One real turn after the claim thread handed over an update: when the drain counts what is
-    in flight (updates.step), a claim thread asking for a slot at that moment must get none."""
-    # A throwaway key: with none trusted (config.py trusts none) an update is refused at once.
-    settings = settings_mod.load(config, tmp_path, {"server_url": "http://127.0.0.1:9/api",
-                                                    "update_root_keys": "Gtt6yuQClBCdZBFXnucwWGDkybjhgRtcETZEhCEWv3I="},
-                                 environ={})
-    arbiter = Arbiter(settings, "w", "2.0.0", {"echo"})
-    arbiter.updates.frozen = True  # the drain path (only the frozen build updates itself)
-    seen = []
-    worker = arbiter.updates.worker
-
-    def in_flight():
-        if arbiter.updates.phase is Phase.DRAINING:  # the drain's count (receive's is for its log line)
-            with arbiter.gate.cond:
-                seen.append(arbiter.gate.may_claim())
-        return worker.in_flight()
-    arbiter.updates.worker = dataclasses.replace(worker, in_flight=in_flight)
-    arbiter.pool.maintain = lambda: None  # no executors in a unit test: none is started...
-    arbiter.pool.ready_count = lambda now: 2  # ... and the gate is told two are idle
-    try:
-        arbiter.update_gate(time.monotonic())  # the turn before: claiming, two slots free
-        assert arbiter.gate.acquire(timeout=0)
-        arbiter.gate.release(_claim("u", UPDATE_TASK))  # as the claim thread does
-        arbiter.turn(time.monotonic())
-        assert arbiter.updates.phase is Phase.PREPARING  # nothing was running: drained in this turn
-        assert seen == [False]
-        assert arbiter.gate.hold == "draining for an update" and not arbiter.gate.acquire(timeout=0)
-    finally:
-        arbiter.journal.close()
 
 
 def test_a_worker_with_no_executor_up_is_lent_one_claim_per_interval():

@@ -49,3 +49,41 @@ def test_a_slot_without_an_executor_shows_no_pid(tmp_path):
     (tmp_path / "status.json").write_bytes(orjson.dumps({"state": "running", "slots": [
         {"slot": 0, "state": "down", "pid": None, "tasks_done": 3, "task": None}]}))
     assert "  #0: down tasks done 3" in render(tmp_path).splitlines()
+
+
+# status.json's keys in their order, as --status, scripts and tests read them (issue 25.1: kept exactly).
+STATUS_KEYS = ["worker_id", "version", "pid", "pid_started", "server_url", "state", "slots", "outbox_results",
+               "outbox_bytes", "delivery", "claiming", "not_claiming_because", "cannot_run_tasks", "pause", "cpu_cap",
+               "updated", "last_contact", "last_error", "last_error_at", "results_delivered"]
+
+
+def test_status_json_and_diagnostics_are_written_from_one_snapshot(tmp_path):
+    """An arbiter over fakes (tests/support/fake_parts.py), never run: status.json keeps its keys and
+    their order, and worker_diagnostics repeats the same values from the same snapshot."""
+    import os
+
+    import orjson
+    from support.fake_parts import make_rig
+
+    from supervisor.observe import diagnostics
+
+    rig = make_rig(tmp_path)
+    try:
+        rig.arbiter.status.server_error("claim failed: http://user:secret@127.0.0.1:9/api refused")
+        rig.guest.pause = "on battery"
+        rig.arbiter.update_gate(rig.clock())
+        data = orjson.loads((tmp_path / "status.json").read_bytes())
+        assert list(data) == STATUS_KEYS
+        assert data["state"] == "starting" and data["pid"] == os.getpid()
+        assert data["server_url"] == "http://127.0.0.1:9/api" and "secret" not in data["last_error"]
+        assert data["claiming"] is False and data["not_claiming_because"] == "paused: on battery"
+        snap = rig.arbiter.snapshot()
+        answer = orjson.loads(diagnostics.answer(snap, rig.arbiter.settings, rig.arbiter.health, rig.arbiter.outbox))
+        for key in ("worker_id", "version", "pid", "state", "claiming", "not_claiming_because", "cannot_run_tasks",
+                    "pause", "cpu_cap", "delivery"):
+            assert answer[key] == data[key], key
+        assert answer["pool"] == {"size": 2, "slots": data["slots"]}
+        assert answer["outbox"]["results"] == data["outbox_results"] == 0
+        assert answer["server"]["last_error"] == data["last_error"]
+    finally:
+        rig.close()

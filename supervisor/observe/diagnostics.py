@@ -16,12 +16,17 @@ import re
 import sys
 import time
 from collections import Counter, deque
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import psutil
 
 from common.safetext import redact_url
+
+if TYPE_CHECKING:
+    from supervisor.observe.status import Snapshot
+    from supervisor.settings import Settings
+    from supervisor.store.outbox import Outbox
 
 TASK_TYPE = "worker_diagnostics"
 LOG_LINES = 50  # the last warnings and errors kept for the answer
@@ -108,7 +113,7 @@ def _platform() -> dict[str, Any]:
             "hostname": platform.node()}
 
 
-def _outbox(outbox: Any) -> dict[str, Any]:
+def _outbox(snap: Snapshot, outbox: Outbox) -> dict[str, Any]:
     oldest = outbox.oldest()
     age = None
     if oldest is not None:
@@ -116,38 +121,38 @@ def _outbox(outbox: Any) -> dict[str, Any]:
             age = round(time.time() - oldest.stat().st_mtime, 1)
         except OSError:
             age = None
-    return {"results": len(outbox), "bytes": outbox.size(), "oldest_age_seconds": age,
+    return {"results": snap.outbox_results, "bytes": snap.outbox_bytes, "oldest_age_seconds": age,
             "max_bytes": outbox.max_bytes}
 
 
-def collect(arbiter: Any) -> dict[str, Any]:
-    """The answer, as a dict; every part is read from the supervisor's own state."""
-    now = time.monotonic()
-    s = arbiter.settings
+def collect(snap: Snapshot, settings: Settings, health: Health, outbox: Outbox) -> dict[str, Any]:
+    """The answer, as a dict: status.json's snapshot plus what only diagnostics tells."""
+    now = snap.taken
+    s = settings
     limits = {"task_time_limit": s.task_time_limit, "task_cpu_limit": s.task_cpu_limit,
               "task_memory_limit_mb": s.task_memory_limit_mb, "task_limits": s.task_limits,
               "result_max_bytes": s.result_max_bytes, "max_tasks_per_executor": s.max_tasks_per_executor}
     return {
-        "worker_id": arbiter.worker_id, "version": arbiter.version, "pid": os.getpid(),
-        "state": arbiter.state, "started": arbiter.health.started,
-        "uptime_seconds": round(now - arbiter.health.started_mono, 1),
-        "claiming": arbiter.not_claiming is None, "not_claiming_because": arbiter.not_claiming,
-        "cannot_run_tasks": arbiter.cannot_run(),
-        "pause": arbiter.guest.state(now), "cpu_cap": arbiter.cpucap.describe(),
-        "pool": {"size": len(arbiter.pool.slots), "slots": arbiter.pool.describe(now)},
-        "limits": limits, "failures": arbiter.health.failures(now),
-        "outbox": _outbox(arbiter.outbox), "delivery": arbiter.submitter.describe(),
-        "server": {"url": redact(s.server_url), "last_contact": arbiter.status.last_contact,
-                   "last_error": redact(arbiter.status.last_error or "") or None,
-                   "results_delivered": arbiter.status.delivered},
+        "worker_id": snap.worker_id, "version": snap.version, "pid": os.getpid(),
+        "state": snap.state, "started": health.started,
+        "uptime_seconds": round(now - health.started_mono, 1),
+        "claiming": snap.not_claiming is None, "not_claiming_because": snap.not_claiming,
+        "cannot_run_tasks": snap.cannot_run_tasks,
+        "pause": snap.pause, "cpu_cap": snap.cpu_cap,
+        "pool": {"size": len(snap.slots), "slots": snap.slots},
+        "limits": limits, "failures": health.failures(now),
+        "outbox": _outbox(snap, outbox), "delivery": snap.delivery,
+        "server": {"url": redact(s.server_url), "last_contact": snap.last_contact,
+                   "last_error": redact(snap.last_error or "") or None,
+                   "results_delivered": snap.results_delivered},
         "platform": _platform(),
-        "log": list(arbiter.health.tail.lines),
+        "log": list(health.tail.lines),
     }
 
 
-def answer(arbiter: Any) -> bytes:
+def answer(snap: Snapshot, settings: Settings, health: Health, outbox: Outbox) -> bytes:
     """The JSON result, at most MAX_BYTES: log lines go first (oldest first) when it is too big."""
-    data = collect(arbiter)
+    data = collect(snap, settings, health, outbox)
     raw = orjson.dumps(data)
     while len(raw) > MAX_BYTES and data["log"]:
         data["log"] = data["log"][len(data["log"]) // 2 + 1:] if len(data["log"]) > 1 else []

@@ -7,6 +7,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -75,10 +76,46 @@ class Status:
         with self.lock:
             self.last_error, self.last_error_at = redact_url(text), time.time()
 
-    def write(self, home: Path, extra: dict[str, Any]) -> None:
-        data = dict(extra, updated=time.time(), last_contact=self.last_contact, last_error=self.last_error,
-                    last_error_at=self.last_error_at, results_delivered=self.delivered)
+    def write(self, home: Path, snapshot: Snapshot) -> None:
+        data = snapshot.status_json(updated=time.time())
         atomic_write(home / STATUS_FILE, orjson.dumps(data, option=orjson.OPT_INDENT_2), fsync=False)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The worker at one moment, as status.json and worker_diagnostics report it. Built in one
+    place (Arbiter.snapshot), on the loop's thread; the readers only format it."""
+
+    taken: float  # monotonic, when it was built
+    worker_id: str
+    version: str
+    server_url: str  # credentials masked (redact_url)
+    state: str  # lifecycle.Stage
+    slots: list[dict[str, Any]]  # Pool.describe
+    outbox_results: int
+    outbox_bytes: int
+    delivery: dict[str, Any]  # SubmitLoop.describe
+    not_claiming: str | None  # why no claim can go out now; None: claiming
+    cannot_run_tasks: str | None
+    pause: dict[str, Any]  # Guest.state
+    cpu_cap: dict[str, Any]  # CpuCap.describe
+    # Status's counters, as the claim and submit threads left them:
+    last_contact: float | None
+    last_error: str | None
+    last_error_at: float | None
+    results_delivered: int
+
+    def status_json(self, updated: float) -> dict[str, Any]:
+        """status.json's content (its keys are read by --status, scripts and tests: keep them)."""
+        return {
+            "worker_id": self.worker_id, "version": self.version, **this_process(),
+            "server_url": self.server_url, "state": self.state, "slots": self.slots,
+            "outbox_results": self.outbox_results, "outbox_bytes": self.outbox_bytes, "delivery": self.delivery,
+            "claiming": self.not_claiming is None, "not_claiming_because": self.not_claiming,
+            "cannot_run_tasks": self.cannot_run_tasks, "pause": self.pause, "cpu_cap": self.cpu_cap,
+            "updated": updated, "last_contact": self.last_contact, "last_error": self.last_error,
+            "last_error_at": self.last_error_at, "results_delivered": self.results_delivered,
+        }
 
 
 def _ago(ts: float | None, now: float) -> str:
