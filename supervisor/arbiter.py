@@ -282,6 +282,8 @@ class Arbiter:
         Windows ends the process a few seconds after the handler returns, so it waits
         (bounded) for the loop to persist results and stop the executors.
         """
+        if sys.platform != "win32":  # called only there; this tells the type checker too
+            return
         import ctypes
 
         @ctypes.WINFUNCTYPE(ctypes.c_int, ctypes.c_uint)

@@ -25,11 +25,19 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Protocol
 
 from supervisor.settings import Settings
 
 log = logging.getLogger("hive.watchdog")
+
+
+class Alive(Protocol):
+    """What the watchdog asks of a loop's thread (threading.Thread has it)."""
+
+    def is_alive(self) -> bool: ...
 
 EXIT_WEDGED = 4  # documented in README.md and docs/settings.md; never used for anything else
 WEDGE_ENV = "HIVE_INTERNAL_TEST_WEDGE"
@@ -89,7 +97,7 @@ class Watchdog(threading.Thread):
     """Checks every loop's last beat a few times per shortest bound; exits the process on a wedge.
     A loop whose thread has ended (the worker is stopping) is not wedged."""
 
-    def __init__(self, settings: Settings, idle_tick: float, threads: dict[str, threading.Thread]) -> None:
+    def __init__(self, settings: Settings, idle_tick: float, threads: Mapping[str, Alive]) -> None:
         super().__init__(name="watchdog", daemon=True)
         self.limits = {name: limit for name, limit in bounds(settings, idle_tick).items() if name in threads}
         self.threads = threads
@@ -145,7 +153,7 @@ class Watchdog(threading.Thread):
         os._exit(EXIT_WEDGED)
 
 
-def start(settings: Settings, idle_tick: float, threads: dict[str, threading.Thread]) -> Watchdog | None:
+def start(settings: Settings, idle_tick: float, threads: Mapping[str, Alive]) -> Watchdog | None:
     """The watchdog over these loops, started; None when WATCHDOG_GRACE is 0 (off)."""
     if settings.watchdog_grace <= 0:
         log.info("watchdog off (WATCHDOG_GRACE = 0): a stuck worker is not restarted")
