@@ -14,6 +14,7 @@ import argparse
 import ast
 import json
 import subprocess
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -119,7 +120,7 @@ def functions(tree: Path) -> list[tuple[int, str]]:
 
 def complex_functions(tree: Path, limit: int = COMPLEXITY) -> list[str]:
     proc = subprocess.run(
-        ["ruff", "check", "--isolated", "--select", "C901", "--config", f"lint.mccabe.max-complexity={limit}",
+        [sys.executable, "-m", "ruff", "check", "--isolated", "--select", "C901", "--config", f"lint.mccabe.max-complexity={limit}",
          "--output-format", "json", *map(str, source_files(tree))], capture_output=True, text=True)
     return sorted(f"{Path(d['filename']).relative_to(tree)}: {d['message']}" for d in json.loads(proc.stdout or "[]"))
 

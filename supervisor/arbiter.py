@@ -10,7 +10,7 @@ is taken and no handler can run inside another (a storm of signals once nested t
 RecursionError). The loop reads the numbers and decides what they mean (Lifecycle.take_signals).
 
 Its state is explicit: the lifecycle (lifecycle.py: stages, allowed moves, stop requests) and
-the claim-hold decision (claim_hold, pure, below). It is built from its parts (parts.py):
+the claim-hold decision (hold.py, pure). It is built from its parts (parts.py):
 build_arbiter makes the production ones; tests give fakes and run the loop in-process.
 """
 
@@ -22,9 +22,6 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from enum import Enum
 from typing import Protocol
 
 import orjson
@@ -32,6 +29,7 @@ import orjson
 from common.safetext import redact_url
 from common.vocabulary import FailureKind, failure_json
 from supervisor.guest import Guest
+from supervisor.hold import GateInputs, Notice, claim_hold, down_too_long
 from supervisor.lifecycle import Lifecycle, Stage
 from supervisor.model import Claim, result_body
 from supervisor.net.backoff import Backoff
@@ -63,98 +61,6 @@ WAKE = b"!"  # wake()'s byte; never a signal number (those are below 33)
 IGNORE_IN_PYTHON = slice
 RESULT_PREVIEW_BYTES = 300  # --dev shows this much of each result
 STATUS_EVERY = 2.0
-
-
-# ---- the loop's pure decisions (beside pool/limits.breach): no I/O, unit-tested over their inputs ---------
-
-def lend_a_claim(down_for: float | None, since_lent: float, interval: float) -> bool:
-    """Whether a worker with no executor up may claim one task now: after ``interval`` seconds with
-    none up (``down_for``, None while one is up) and ``interval`` after the last one it claimed
-    so. Such a task is answered by the supervisor itself (worker_diagnostics, update_worker) or
-    failed at once naming why, never run: the server can still reach and repair this PC."""
-    return interval > 0 and down_for is not None and down_for >= interval and since_lent >= interval
-
-
-class Notice(Enum):
-    """A change the claim-hold decision saw, said once in the log by the arbiter."""
-
-    OUTBOX_FULL = "outbox full"  # results waiting to be posted went over OUTBOX_MAX_MB
-    OUTBOX_OK = "outbox below its cap"  # ... and are below it again
-    LENDING = "lending"  # no executor up for NO_EXECUTOR_CLAIM_INTERVAL: one claim is lent
-
-
-@dataclass(frozen=True)
-class GateInputs:
-    """What one turn saw, for the claim-hold decision."""
-
-    now: float  # monotonic
-    stopping: bool
-    update_hold: str | None  # UpdateCoordinator.hold: a drain, or the pause after a failed update
-    # None while the disk takes writes, else why not. Called only when no stop or update holds
-    # claims (DiskGuard.writable probes the disk, at most every PROBE_EVERY, and logs its recovery).
-    disk_problem: Callable[[], str | None]
-    outbox_full: bool  # the outbox and the results in memory are over OUTBOX_MAX_MB
-    outbox_full_said: bool  # the "outbox full" line is out, and no "below its cap again" since
-    paused: str | None  # why the PC's owner wants no new work (guest.py)
-    ready: int  # executors idle and taking work
-    down_since: float | None  # since when no executor is up (None: one is)
-    lent_at: float  # when the last claim was lent
-    lend_every: float  # NO_EXECUTOR_CLAIM_INTERVAL
-    lending: bool  # the gate had a slot lent after the previous turn
-    backoff_left: float  # seconds the claim thread still waits after server trouble
-    cannot_run: str | None  # why no task can run here (Arbiter.cannot_run)
-
-
-@dataclass(frozen=True)
-class GateAnswer:
-    hold: str | None  # why the gate lets no claim out (None: it offers ``offer`` slots)
-    offer: int
-    lending: bool
-    not_claiming: str | None  # status.json's reason: the hold, or why the claim thread waits anyway
-    outbox_full_said: bool
-    notices: tuple[Notice, ...]
-
-
-def claim_hold(seen: GateInputs) -> GateAnswer:
-    """Whether claims may go out this turn, how many, and why not: the one place that decides.
-    Holds in order of precedence: stopping, an update, the disk, a full outbox, the owner's pause."""
-    notices: list[Notice] = []
-    said = seen.outbox_full_said
-    hold: str | None = None
-    if seen.stopping:
-        hold = "stopping"
-    elif seen.update_hold:
-        hold = seen.update_hold
-    elif (problem := seen.disk_problem()) is not None:
-        hold = problem
-    elif seen.outbox_full:
-        hold = "outbox full"
-        if not said:
-            notices.append(Notice.OUTBOX_FULL)
-            said = True
-    elif said:
-        notices.append(Notice.OUTBOX_OK)
-        said = False
-    hold = hold or (seen.paused and f"paused: {seen.paused}")
-    down_for = None if seen.down_since is None else seen.now - seen.down_since
-    lend = hold is None and seen.ready == 0 and lend_a_claim(down_for, seen.now - seen.lent_at, seen.lend_every)
-    if lend and not seen.lending:
-        notices.append(Notice.LENDING)
-    return GateAnswer(hold=hold, offer=1 if lend else seen.ready, lending=lend,
-                      not_claiming=hold or _waiting_for(seen, lend), outbox_full_said=said, notices=tuple(notices))
-
-
-def _waiting_for(seen: GateInputs, lending: bool) -> str | None:
-    """Reasons the claim thread waits though nothing holds the gate (the one place they are named)."""
-    if seen.backoff_left > 0:
-        return f"backing off after server trouble: next try in {seen.backoff_left:.0f} s"
-    if lending:
-        return None  # one claim lent to a worker whose executors cannot start
-    if seen.ready == 0:
-        if seen.cannot_run is not None:
-            return f"this worker cannot run tasks: {seen.cannot_run}; one claim per {seen.lend_every:g} s"
-        return "no idle executor (all busy, starting or pausing after a failure)"
-    return None
 
 
 class TurnHook(Protocol):
@@ -372,9 +278,8 @@ class Arbiter:
 
     def cannot_run(self) -> str | None:
         """Why no task can run here (no executor up for NO_EXECUTOR_CLAIM_INTERVAL), or None."""
-        interval = self.settings.no_executor_claim_interval
         now = self.clock()
-        if self.down_since is None or interval <= 0 or now - self.down_since < interval:
+        if self.down_since is None or not down_too_long(now - self.down_since, self.settings.no_executor_claim_interval):
             return None
         return (f"none of its {self.settings.pool_size} executor(s) could start for "
                 f"{now - self.down_since:.0f} s (last error: {self.pool.last_start_error or 'none'})")

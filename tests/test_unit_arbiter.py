@@ -13,7 +13,7 @@ import orjson
 import pytest
 from support.fake_parts import make_rig, real_updates, rig_settings, wait_until
 
-from supervisor.arbiter import GateInputs, Notice, claim_hold
+from supervisor.hold import GateInputs, Notice, claim_hold
 from supervisor.lifecycle import TRANSITIONS, Lifecycle, LifecycleError, Stage
 from supervisor.store.journal import Journal
 from supervisor.update.coordinator import TASK_TYPE as UPDATE_TASK

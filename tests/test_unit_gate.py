@@ -39,7 +39,7 @@ def test_other_claims_never_hold_the_gate():
 
 
 def test_a_worker_with_no_executor_up_is_lent_one_claim_per_interval():
-    from supervisor.arbiter import lend_a_claim
+    from supervisor.hold import lend_a_claim
 
     assert not lend_a_claim(None, 1e9, 600)  # an executor is up
     assert not lend_a_claim(599, 1e9, 600)  # not down long enough
