@@ -223,4 +223,7 @@ def test_a_worker_whose_executors_cannot_start_still_claims_slowly_and_says_why(
     assert by_id["upd"][0]["status"] == "failure"  # answered (from source: no self-update)
     # One claim per interval, each one lent: three tasks took three lends.
     assert w.log().count("claiming one task") >= 3
+    # The real executor's own traceback reaches the log (how the pool retries it, with doubling
+    # backoff per slot: test_unit_pool_loop.py).
+    assert "broken on purpose" in w.log()
     assert w.proc.poll() is None

@@ -332,3 +332,16 @@ def test_one_task_that_breaks_the_supervision_loop_fails_alone(rigs):
     assert task_id == "bad" and result["status"] == "failure" and result["result"]["kind"] == "exception"
     assert "RecursionError" in result["result"]["error"]
     assert rig.pool.running("good").index == 0
+
+
+def test_a_limits_entry_for_a_task_type_not_in_the_registry_is_a_warning_at_start(rigs, caplog):
+    """Issue 23.2: a TASK_LIMITS entry for a type not in TASK_REGISTRY (a typo) never applies; the
+    start says so, once per such type (which types: test_unit_settings.py's unknown_limit_types)."""
+    rig = rigs(env={"HIVE_TASK_LIMITS": '{"echo": {"time": 1}, "ecoh": {"time": 5}}'},
+               registry=frozenset({"echo", "prom_pars"}))  # prom_pars: config.py's own entry
+    rig.pool.then(lambda: rig.arbiter.request_stop("test over"))
+    caplog.set_level(logging.INFO, logger="hive")
+    assert rig.arbiter.run(signals=False) == 0
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "TASK_LIMITS" in r.getMessage()]
+    assert warned == ["TASK_LIMITS has an entry for 'ecoh', which is not in TASK_REGISTRY: its limits never apply "
+                      "(a typo, or a task that was removed?)"]

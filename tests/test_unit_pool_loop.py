@@ -22,6 +22,7 @@ from common.vocabulary import FailureKind
 from executor.protocol import Run, Stop
 from supervisor import settings as settings_mod
 from supervisor.model import Claim, Task
+from supervisor.pool.executors import describe_exit
 from supervisor.pool.pool import START_TIMEOUT, Pool
 from supervisor.pool.slots import SlotState
 from supervisor.store.journal import new_key
@@ -153,18 +154,22 @@ def test_task_log_lines_carry_the_task_id_within_their_budget(rig, pool_log):
 # ---- crashes and start failures -------------------------------------------------------------------
 
 
-def test_a_crash_fails_only_its_task_and_the_slot_gets_a_fresh_executor(rig, pool_log):
+# A real executor killed by a real signal: test_limits.py (segfault) and test_guest_worker.py.
+@pytest.mark.parametrize("code, how", [
+    (-11, "killed by signal SIGSEGV"),  # a crash of its own
+    (-9, "killed by signal SIGKILL"),  # killed from outside (was test_limits' test_executor_killed_from_outside)
+    (3, "exit code 3"),  # os._exit in a task
+])
+def test_a_crash_fails_only_its_task_and_the_slot_gets_a_fresh_executor(rig, pool_log, code, how):
     r = rig(size=2)
     first, other = r.up(0), r.up(1)
     claim = r.run("t-1")
     assert r.pool.busy() == [r.slot(0)]
-    first.crash(-11)
+    first.crash(code)
     r.turn()
     assert [(c, ok, orjson.loads(raw), kind) for c, ok, raw, kind, _ in r.results] == [
-        (claim, False, {"error": "executor crashed: killed by signal SIGSEGV", "kind": "crashed"},
-         FailureKind.CRASHED)]
-    assert "task 't-1' (echo) crashed its executor on slot 0 (killed by signal SIGSEGV); starting a fresh executor" \
-        in pool_log()
+        (claim, False, {"error": f"executor crashed: {how}", "kind": "crashed"}, FailureKind.CRASHED)]
+    assert f"task 't-1' (echo) crashed its executor on slot 0 ({how}); starting a fresh executor" in pool_log()
     assert first.kills == 1  # its descendants may live on: the tree is killed too
     fresh = r.fakes.of(0)
     assert fresh is not first and fresh.generation == 2 and r.slot(0).state(r.clock()) is SlotState.STARTING
@@ -172,6 +177,20 @@ def test_a_crash_fails_only_its_task_and_the_slot_gets_a_fresh_executor(rig, poo
     r.up(0)
     r.run("t-2")
     assert r.slot(0).running is not None
+
+
+@pytest.mark.parametrize("code, how", [
+    (None, "still running"),
+    (-11, "killed by signal SIGSEGV"),
+    (-9, "killed by signal SIGKILL"),
+    (-200, "killed by signal 200"),  # no such signal: its number
+    (3, "exit code 3"),
+    (15, "exit code 15"),  # Windows: psutil's kill (TerminateProcess) leaves 15, not a signal
+    (0xC0000005, "access violation (exit code 0xC0000005)"),  # Windows' segfault
+    (0xE0000001, "exit code 3758096385 (0xE0000001)"),
+])
+def test_how_an_executor_ended_is_named(code, how):
+    assert describe_exit(code) == how
 
 
 def test_an_idle_executor_that_dies_is_replaced_at_once(rig, pool_log):
@@ -295,12 +314,23 @@ def test_a_hung_task_past_its_wall_time_is_killed_and_the_slot_restarted(rig, po
 
 
 def test_a_per_type_limit_overrides_the_global_one(rig):
-    r = rig(task_time_limit=5, task_limits={"slow": {"time": 0}})
-    ex = r.up()
-    r.run(task_type="slow")
+    # worker.toml's [task_limits.TYPE] reaching these settings: test_unit_settings.py.
+    r = rig(size=3, task_time_limit=5, task_limits={"slow": {"time": 0}, "spin": {"time": 1}})
+    slow, spin, plain = r.up(0), r.up(1), r.up(2)
+    r.run("s", task_type="slow")
+    quick = r.run("q", task_type="spin")
+    r.run("p", task_type="echo")
+    r.clock.advance(1.25)
+    r.turn()
+    assert [(c, orjson.loads(raw)["error"]) for c, _, raw, _, _ in r.results] == [
+        (quick, "time limit of 1 s reached (1.2 s wall time)")]  # its own limit, under the global 5 s
+    assert spin.kills == 1 and plain.alive() and slow.alive()
+    r.clock.advance(4.0)
+    r.turn()
+    assert len(r.results) == 2 and plain.kills == 1  # the global limit for a type without its own
     r.clock.advance(3600)
     r.turn()
-    assert r.results == [] and ex.alive()
+    assert len(r.results) == 2 and slow.alive()  # time 0: no limit for this type
 
 
 def test_the_memory_limit_reads_the_whole_tree_every_check_interval(rig):

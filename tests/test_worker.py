@@ -110,17 +110,6 @@ def test_no_tasks_pacing_is_per_worker_not_per_executor(server, start_worker):
     assert polls() <= first + 5
 
 
-def test_failed_task_pauses_only_its_slot(server, start_worker):
-    server.enqueue("raises", {}, task_id="bad")
-    w = start_worker(server.url, env={"HIVE_TASK_ERROR_SLEEP": "60"})
-    wait_for(lambda: "bad" in results_by_id(server), 20)
-    for i in range(3):
-        server.enqueue("echo", {"i": i}, task_id=f"good{i}")
-    by_id = _results(server, 4)
-    assert all(by_id[f"good{i}"][0]["status"] == "success" for i in range(3))
-    assert "pausing 60 s after a failed task" in w.log()
-
-
 @pytest.mark.parametrize("task_type", ["get_system_info", "example"])
 def test_builtin_tasks(server, start_worker, task_type):
     params = {"text": "hi", "repeat": 2} if task_type == "example" else {}

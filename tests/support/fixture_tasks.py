@@ -112,7 +112,10 @@ def daemon_then_hang(pidfile: str) -> None:
     time.sleep(300)
 
 
-def segfault() -> None:
+def segfault(fork_first: bool = False) -> None:
+    if fork_first and os.fork() == 0:  # a child that keeps the executor's pipe open after it dies
+        time.sleep(60)
+        os._exit(0)
     if os.name == "nt":
         # ctypes turns an access violation into OSError on Windows; faulthandler's NULL read does not.
         import faulthandler
@@ -120,13 +123,6 @@ def segfault() -> None:
         faulthandler.disable()
         faulthandler._read_null()
     ctypes.string_at(0)
-
-
-def hard_exit(code: int = 3, fork_first: bool = False) -> None:
-    if fork_first and os.fork() == 0:  # a child that keeps the executor's pipe open after it dies
-        time.sleep(60)
-        os._exit(0)
-    os._exit(code)
 
 
 def write_pid_and_hang(pidfile: str) -> None:

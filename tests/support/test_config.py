@@ -13,7 +13,7 @@ from config import TASK_REGISTRY as _BASE  # noqa: E402
 TASK_REGISTRY = dict(_BASE)
 for _name in ("sleep_record", "echo", "plain", "returns_failure", "raises", "unserializable", "huge", "prints",
               "eat_memory", "spin", "cpu_children", "cpu_child_burner", "spawn_storm", "double_fork_daemon",
-              "daemon_then_hang", "segfault", "hard_exit", "write_pid_and_hang", "whereami"):
+              "daemon_then_hang", "segfault", "write_pid_and_hang", "whereami"):
     TASK_REGISTRY[_name] = getattr(ft, _name)
 
 # Lets a test break the registry import in executors only (the supervisor must stay up).
