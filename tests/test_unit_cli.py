@@ -57,3 +57,22 @@ def test_an_unknown_flag_gets_a_did_you_mean(capsys):
     err = _refused(capsys, ["--pool-sise", "2"])
     assert "unrecognized arguments: --pool-sise 2 (did you mean --pool-size? see --help)" in err
 
+
+
+# --run's params: the one real run of each outcome stays in test_dev.py (exit 0, 1 and 2).
+def test_run_params_are_a_json_object_inline_or_from_a_file(tmp_path):
+    f = tmp_path / "p.json"
+    f.write_text('{"text": "from file"}', encoding="utf-8")
+    assert main._parse_params(f"@{f}") == {"text": "from file"}
+    assert main._parse_params('{"a": [1, 2]}') == {"a": [1, 2]}
+
+
+@pytest.mark.parametrize("params, needle", [
+    ("{bad", "--params is not valid JSON: "),
+    ("[1]", "--params must be a JSON object, got list"),
+    ("@/no/such/params.json", "cannot read params file: "),
+])
+def test_run_params_that_are_not_a_json_object_are_refused(params, needle):
+    with pytest.raises(ValueError) as exc:
+        main._parse_params(params)
+    assert str(exc.value).startswith(needle)

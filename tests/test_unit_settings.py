@@ -334,3 +334,14 @@ def test_coerce_each_kind(key, raw, from_text, expected):
     else:
         got = _coerce(spec, raw, from_text)
         assert got == expected and type(got) is type(expected)
+
+
+def test_dev_pauses_a_few_seconds_after_a_failure_unless_the_author_said_otherwise(tmp_path):
+    """Issue 23.1: config.py's 1800 s TASK_ERROR_SLEEP is the fleet's; --dev pauses 5 s. A value
+    from worker.toml, the environment or a flag is kept (test_dev.py: a real --dev worker's pause)."""
+    from supervisor.reloader import DEV_TASK_ERROR_SLEEP, dev_settings
+
+    s = dev_settings(load(config, tmp_path, {}, environ={}))
+    assert (s.task_error_sleep, s.sources["task_error_sleep"]) == (DEV_TASK_ERROR_SLEEP, "--dev") == (5.0, "--dev")
+    assert dev_settings(load(config, tmp_path, {}, environ={"HIVE_TASK_ERROR_SLEEP": "600"})).task_error_sleep == 600
+    assert dev_settings(load(_config(TASK_ERROR_SLEEP=2), tmp_path, {}, environ={})).task_error_sleep == 2
