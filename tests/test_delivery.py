@@ -13,6 +13,7 @@ import pytest
 from conftest import MAIN, ROOT, results_for, wait_for
 
 from devserver import Fault
+from supervisor.update import updater
 
 pytestmark = pytest.mark.slow
 
@@ -220,7 +221,10 @@ def test_a_worker_whose_executors_cannot_start_still_claims_slowly_and_says_why(
     assert work["status"] == "failure" and work["result"]["kind"] == "exception"
     assert "this worker cannot run tasks: none of its" in work["result"]["error"]
     assert "(last error: task registry import failed" in work["result"]["error"]  # the start error, named
-    assert by_id["upd"][0]["status"] == "failure"  # answered (from source: no self-update)
+    # Answered by the supervisor alone: config.py trusts no release key, so self-update is off (was
+    # test_update's test_a_worker_without_a_release_key_refuses_updates_and_serves_on).
+    assert by_id["upd"][0]["status"] == "failure"
+    assert by_id["upd"][0]["result"] == {"error": updater.NO_KEY, "kind": "update_failed"}
     # One claim per interval, each one lent: three tasks took three lends.
     assert w.log().count("claiming one task") >= 3
     # The real executor's own traceback reaches the log (how the pool retries it, with doubling

@@ -1065,28 +1065,6 @@ def test_start_warning_and_restart_environment(tmp_path: Path, caplog) -> None:
     assert "HIVE_WORKER_SERVER_URL" not in env and "HIVE_WORKER_LOG_LEVEL" not in env  # defaults stay defaults
 
 
-@pytest.mark.slow  # a worker process for what test_worker.test_return_conventions_and_failure_kinds checks too
-def test_from_source_update_is_refused(server, start_worker) -> None:
-    # A key, or a run from source (config.py trusts none) would be refused for that reason first.
-    w = start_worker(server.url, env={"HIVE_UPDATE_ROOT_KEYS": "Gtt6yuQClBCdZBFXnucwWGDkybjhgRtcETZEhCEWv3I="})
-    task_id = server.enqueue("update_worker", {"url": "http://127.0.0.1:9/x.zip"})
-    got = result_of(server, task_id, 20)
-    assert got["status"] == "failure" and got["result"]["kind"] == "update_failed"
-    assert "needs the frozen build" in got["result"]["error"]
-    assert w.proc.poll() is None
-
-
-@pytest.mark.slow  # the refusal itself: test_no_release_key_means_self_update_is_off
-def test_a_worker_without_a_release_key_refuses_updates_and_serves_on(server, start_worker) -> None:
-    w = start_worker(server.url, env={"HIVE_UPDATE_ROOT_KEYS": ""})
-    task_id = server.enqueue("update_worker", {"url": "http://127.0.0.1:9/x.zip"})
-    after = server.enqueue("example", {"text": "still here"})
-    got = result_of(server, task_id, 20)
-    assert got["status"] == "failure" and got["result"] == {"error": updater.NO_KEY, "kind": "update_failed"}
-    assert result_of(server, after, 20)["status"] == "success"
-    assert w.proc.poll() is None  # (the start-up warning is the frozen build's: test_no_key_build_*)
-
-
 @pytest.mark.slow  # a dozen CLI processes; signing and verifying: test_signed_releases, test_key_delegation
 @standin_binaries
 def test_release_command_keygen_make_sign_verify(tmp_path: Path, files: FileServer) -> None:
