@@ -3,9 +3,10 @@ real frames on a real pipe (tests/support/fake_executor.py), a clock the test mo
 the test sizes. Crash respawn and its backoff, recycling, start timeouts, import failure, limit
 kills, pauses, dev reload, and the Done frame's result handed on byte for byte.
 
-The same behaviours against real executor processes stay in test_limits.py, test_worker.py,
-test_sandbox.py, test_dev.py and test_delivery.py: the proof that the real executor behaves as
-these fakes do.
+Real executor processes prove only the mechanisms: a real crash by a real signal, real trees
+killed and measured (test_limits.py), a real executor recycled on its own measured growth
+(test_sandbox.py), a real import failure (test_delivery.py), a real reload (test_dev.py). Each
+decision the pool makes from them is tested here, once.
 """
 
 from __future__ import annotations
