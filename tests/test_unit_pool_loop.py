@@ -12,6 +12,7 @@ decision the pool makes from them is tested here, once.
 from __future__ import annotations
 
 import logging
+import signal
 from typing import Any
 
 import orjson
@@ -154,11 +155,14 @@ def test_task_log_lines_carry_the_task_id_within_their_budget(rig, pool_log):
 
 # ---- crashes and start failures -------------------------------------------------------------------
 
+# Windows' signal module has no SIGKILL (and its exit codes are never negative): the number is named.
+SIGKILL_HOW = f"killed by signal {'SIGKILL' if hasattr(signal, 'SIGKILL') else 9}"
+
 
 # A real executor killed by a real signal: test_limits.py (segfault) and test_guest_worker.py.
 @pytest.mark.parametrize("code, how", [
     (-11, "killed by signal SIGSEGV"),  # a crash of its own
-    (-9, "killed by signal SIGKILL"),  # killed from outside (was test_limits' test_executor_killed_from_outside)
+    (-9, SIGKILL_HOW),  # killed from outside (was test_limits' test_executor_killed_from_outside)
     (3, "exit code 3"),  # os._exit in a task
 ])
 def test_a_crash_fails_only_its_task_and_the_slot_gets_a_fresh_executor(rig, pool_log, code, how):
@@ -183,7 +187,7 @@ def test_a_crash_fails_only_its_task_and_the_slot_gets_a_fresh_executor(rig, poo
 @pytest.mark.parametrize("code, how", [
     (None, "still running"),
     (-11, "killed by signal SIGSEGV"),
-    (-9, "killed by signal SIGKILL"),
+    (-9, SIGKILL_HOW),
     (-200, "killed by signal 200"),  # no such signal: its number
     (3, "exit code 3"),
     (15, "exit code 15"),  # Windows: psutil's kill (TerminateProcess) leaves 15, not a signal
