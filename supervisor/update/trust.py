@@ -139,14 +139,20 @@ def _envelope(value: Any, what: str) -> tuple[bytes, list[bytes]]:
     return value["signed"].encode("utf-8"), raw
 
 
-def _body(text: bytes, kind: str, what: str) -> tuple[int, tuple[bytes, ...], dict]:
-    """(version, keys, the object) of a signed text, once its signature verified."""
+def _typed_object(text: bytes, kind: str, what: str, noun: str) -> dict:
+    """The JSON object in ``text`` whose "type" is ``kind``; UpdateRefused naming ``what`` otherwise."""
     try:
         data = orjson.loads(text)
     except orjson.JSONDecodeError:
         raise UpdateRefused(f"{what} is not valid JSON") from None
     if not isinstance(data, dict) or data.get("type") != kind:
-        raise UpdateRefused(f"{what} is not a {kind} statement")
+        raise UpdateRefused(f"{what} is not a {kind} {noun}")
+    return data
+
+
+def _body(text: bytes, kind: str, what: str) -> tuple[int, tuple[bytes, ...], dict]:
+    """(version, keys, the object) of a signed text, once its signature verified."""
+    data = _typed_object(text, kind, what, "statement")
     version, keys = data.get("version"), data.get("keys")
     if isinstance(version, bool) or not isinstance(version, int) or not 0 < version <= MAX_VERSION:
         raise UpdateRefused(f"{what}: version must be a positive whole number")
@@ -162,12 +168,7 @@ def parse_trust(blob: bytes | None) -> tuple[list[Any], Any]:
                             "key that a root key delegated to")
     if len(blob) > TRUST_MAX_BYTES:
         raise UpdateRefused(f"{TRUST} is over {TRUST_MAX_BYTES} bytes")
-    try:
-        data = orjson.loads(blob)
-    except orjson.JSONDecodeError:
-        raise UpdateRefused(f"{TRUST} is not valid JSON") from None
-    if not isinstance(data, dict) or data.get("type") != TRUST_TYPE:
-        raise UpdateRefused(f"{TRUST} is not a {TRUST_TYPE} document")
+    data = _typed_object(blob, TRUST_TYPE, TRUST, "document")
     roots = data.get("roots", [])
     if not isinstance(roots, list) or len(roots) > MAX_ROOTS:
         raise UpdateRefused(f"{TRUST}: roots must be a list of at most {MAX_ROOTS} root statements")
