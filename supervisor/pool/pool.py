@@ -70,9 +70,8 @@ class Pool:
         """``start``, ``monitor`` and ``clock`` default to the real ones: an executor process
         (``init`` and ``place`` go to it), a TreeMonitor and time.monotonic."""
         self.settings = settings
-        self.place = place  # every new executor goes through it (the CPU cap)
-        self.init = init
         self.on_result = on_result
+        # ``place``: every new executor goes through it (the CPU cap); the default starter holds it.
         self.start_executor = start or start_executor(init, place)
         self.clock = clock
         self.slots = [Slot(i) for i in range(size)]
