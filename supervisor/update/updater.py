@@ -292,8 +292,8 @@ def _log_trust(job: _Job) -> None:
 
 
 def _self_test(job: _Job) -> None:
-    expected = job.statement.version if job.statement is not None else job.p.version
-    job.version = preflight(_unpacked(job).binary, private_dir(job.upd_dir() / "preflight"), expected)
+    # Before the self-test, the version known so far is the signed statement's, else the params' claim.
+    job.version = preflight(_unpacked(job).binary, private_dir(job.upd_dir() / "preflight"), job.new_version())
 
 
 def _refuse_bad_version(job: _Job) -> None:
