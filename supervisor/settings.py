@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -25,7 +24,7 @@ import tomli_w
 
 from common.keys import key_problem
 from common.safetext import redact_url
-from supervisor.host.home import HOME_ENV
+from supervisor.host.home import HOME_ENV, bundle_dir
 
 
 class SettingsError(Exception):
@@ -529,8 +528,8 @@ BAKED_SOURCE = "the release build (fleet settings)"
 
 def baked_path() -> Path | None:
     """Where this binary's fleet settings are, if it is a frozen build (None from source)."""
-    bundle = getattr(sys, "_MEIPASS", None) if getattr(sys, "frozen", False) else None
-    return Path(bundle) / FLEET_FILE if bundle else None
+    bundle = bundle_dir()
+    return bundle / FLEET_FILE if bundle else None
 
 
 def load(config_module: Any, home: Path, flags: dict[str, Any], environ: Mapping[str, str] | None = None,

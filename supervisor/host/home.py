@@ -15,6 +15,13 @@ def is_frozen() -> bool:
     return bool(getattr(sys, "frozen", False))
 
 
+def bundle_dir() -> Path | None:
+    """The frozen build's bundle folder (PyInstaller's sys._MEIPASS: the data files it carries,
+    fleet.toml and the updater scripts), None from source."""
+    bundle = getattr(sys, "_MEIPASS", None) if is_frozen() else None
+    return Path(bundle) if bundle else None
+
+
 def default_home() -> Path:
     """Beside the executable when frozen, beside main.py from source."""
     if is_frozen():

@@ -30,10 +30,9 @@ a live file; only the script's own files are deleted; no elevation, no VBS or Po
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
-from supervisor.host.home import SOURCE_ROOT, is_frozen
+from supervisor.host.home import SOURCE_ROOT, bundle_dir
 from supervisor.update.errors import UpdateRefused
 
 BAT_NAME = "updater.bat"
@@ -48,8 +47,7 @@ def this_platform() -> str:
 
 def folder() -> Path:
     """Where the scripts are read from: the bundle's root when frozen, the repo root from source."""
-    bundle = getattr(sys, "_MEIPASS", None) if is_frozen() else None
-    return Path(bundle) if bundle else SOURCE_ROOT
+    return bundle_dir() or SOURCE_ROOT
 
 
 def missing() -> str | None:
