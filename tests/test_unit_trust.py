@@ -67,3 +67,30 @@ def test_an_unreadable_trust_record_is_not_nothing_seen(tmp_path: Path, keys) ->
         load_state(tmp_path, [keys["root"][1]])
     (tmp_path / "trust.json").write_text('{"delegation_version": 7, "root": null}')
     assert load_state(tmp_path, [keys["root"][1]]) == (build_root([keys["root"][1]]), 7)
+
+
+@pytest.mark.parametrize("blob, message", [
+    (b"{not json", "release-trust.json is not valid JSON"),
+    (b"[1, 2]", "release-trust.json is not a hive-worker-trust document"),
+    (b'{"type": "hive-worker-root"}', "release-trust.json is not a hive-worker-trust document"),
+])
+def test_a_trust_file_that_is_not_one_is_refused_naming_it(blob: bytes, message: str) -> None:
+    from supervisor.update.trust import TRUST_TYPE, parse_trust
+
+    assert TRUST_TYPE == "hive-worker-trust"
+    with pytest.raises(UpdateRefused, match=f"^{message}$"):
+        parse_trust(blob)
+
+
+@pytest.mark.parametrize("text, message", [
+    (b"\xff", "the delegation is not valid JSON"),
+    (b'"a string"', "the delegation is not a hive-worker-delegation statement"),
+    (b'{"type": "hive-worker-trust", "version": 1}', "the delegation is not a hive-worker-delegation statement"),
+])
+def test_a_signed_text_of_another_kind_is_refused_naming_it(text: bytes, message: str) -> None:
+    # What a signature covers is read only as the kind it was checked for (a root can never pass as a delegation).
+    from supervisor.update.trust import DELEGATION_TYPE, _body
+
+    assert DELEGATION_TYPE == "hive-worker-delegation"
+    with pytest.raises(UpdateRefused, match=f"^{message}$"):
+        _body(text, DELEGATION_TYPE, "the delegation")
